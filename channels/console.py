@@ -1,0 +1,86 @@
+"""The terminal as the main chat.
+
+Interactive: a prompt, replies printed as `Andy: …`. Scripted (stdin not a tty): one
+message per input line, each reply printed as it arrives; end of input is reported
+through `on_eof` so the gateway can finish the pending work and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from channels.base import OnMessage
+from gateway.models import InboundMessage
+
+PREFIX = "console:"
+
+
+class ConsoleChannel:
+    name = "console"
+
+    def __init__(
+        self,
+        chat_id: str,
+        assistant_name: str,
+        on_eof: Callable[[], None] | None = None,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+    ) -> None:
+        self.chat_id = chat_id
+        self._assistant = assistant_name
+        self._on_eof = on_eof
+        self._stdin = stdin or sys.stdin
+        self._stdout = stdout or sys.stdout
+        self._interactive = self._stdin.isatty()
+        self._ids = itertools.count(1)
+        self._session = f"{int(time.time() * 1000)}"
+        self._pump: asyncio.Task[None] | None = None
+
+    def owns_chat(self, chat_id: str) -> bool:
+        return chat_id.startswith(PREFIX)
+
+    async def connect(self, on_message: OnMessage) -> None:
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def read() -> None:  # a daemon thread: a blocked read must never hold up shutdown
+            for line in self._stdin:
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+            loop.call_soon_threadsafe(lines.put_nowait, None)
+
+        threading.Thread(target=read, name="console-stdin", daemon=True).start()
+        self._pump = asyncio.create_task(self._consume(lines, on_message), name="console")
+        if self._interactive:
+            self._write(f"clawgate console — you are the owner; talk to {self._assistant}. Ctrl-D to quit.\n")
+
+    async def _consume(self, lines: asyncio.Queue[str | None], on_message: OnMessage) -> None:
+        while (line := await lines.get()) is not None:
+            text = line.rstrip("\r\n")
+            if not text.strip():
+                continue
+            await on_message(
+                InboundMessage(
+                    chat_id=self.chat_id, external_id=f"{self._session}-{next(self._ids)}",
+                    sender_id="console:owner", sender_name="owner", text=text, timestamp=time.time(),
+                    channel=self.name, chat_name="console",
+                )
+            )
+        if self._on_eof is not None:
+            self._on_eof()
+
+    async def disconnect(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+
+    async def send(self, chat_id: str, text: str) -> None:
+        self._write(f"{self._assistant}: {text}\n")
+
+    def _write(self, text: str) -> None:
+        self._stdout.write(text)
+        self._stdout.flush()

@@ -1,0 +1,144 @@
+"""Validated configuration from `config.toml`.
+
+Every section forbids unknown keys and every enum-like value is a Literal, so a typo
+or an unsupported value (say `backend = "podman"`) stops startup with a message that
+names the key, instead of silently falling back to a weaker default.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gateway import paths
+
+CONFIG_FILE = "config.toml"
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$")
+
+
+class ConfigError(Exception):
+    """A configuration problem a user has to fix; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Section):
+    provider: Literal["anthropic", "openai"] = "anthropic"
+    name: str = "claude-sonnet-4-5"
+    base_url: str = "https://api.anthropic.com"
+    max_tokens: int = Field(4096, ge=1, le=200_000)
+    timeout_s: float = Field(120, gt=0, le=3600)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL, e.g. https://api.anthropic.com")
+        return value.rstrip("/")
+
+
+class SandboxConfig(_Section):
+    backend: Literal["docker"] = "docker"
+    image: str = "clawgate-sandbox:latest"
+    idle_timeout_s: float = Field(600, gt=0)
+    max_containers: int = Field(4, ge=1, le=256)
+    memory_mb: int = Field(1024, ge=64)
+    cpus: float = Field(1.0, gt=0, le=64)
+    pids_limit: int = Field(256, ge=16)
+    tmpfs_mb: int = Field(256, ge=8)
+    run_as_uid: int = Field(
+        10_000, ge=1, description="uid/gid for containers when the gateway itself runs as root"
+    )
+    turn_timeout_s: float = Field(900, gt=0)
+
+
+class VaultConfig(_Section):
+    allow_private_upstreams: list[str] = Field(default_factory=list)
+
+    @field_validator("allow_private_upstreams")
+    @classmethod
+    def _host_ports(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _HOST_PORT.match(value):
+                raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:11434)")
+        return [v.lower() for v in values]
+
+
+class ConsoleConfig(_Section):
+    enabled: bool = True
+    main_chat: str = "console:main"
+
+
+class Config(_Section):
+    assistant_name: str = Field("Andy", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    context_messages: int = Field(50, ge=0, le=1000, description="untriggered messages kept as context")
+    model: ModelConfig = ModelConfig()
+    sandbox: SandboxConfig = SandboxConfig()
+    vault: VaultConfig = VaultConfig()
+    console: ConsoleConfig = ConsoleConfig()
+
+    @property
+    def default_trigger(self) -> str:
+        return f"@{self.assistant_name}"
+
+
+def _describe(error: ValidationError, source: Path) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see README 'Configuration')"
+        elif item["type"] == "literal_error":
+            message = f"{message} (got {item.get('input')!r})"
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def parse(text: str, source: Path) -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}") from None
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def load(config_dir: Path | None = None) -> Config:
+    """Load `config.toml`; a missing file means all defaults."""
+    path = (config_dir or paths.config_dir()) / CONFIG_FILE
+    if not path.exists():
+        return Config()
+    return parse(path.read_text(encoding="utf-8"), path)
+
+
+DEFAULT_CONFIG_TOML = """\
+# clawgate configuration. Every key is optional; see README.md "Configuration".
+assistant_name = "Andy"
+
+[model]
+provider = "anthropic"              # anthropic | openai (any OpenAI-compatible server)
+name = "claude-sonnet-4-5"
+base_url = "https://api.anthropic.com"
+
+[sandbox]
+backend = "docker"
+image = "clawgate-sandbox:latest"
+idle_timeout_s = 600
+max_containers = 4
+memory_mb = 1024
+cpus = 1.0
+pids_limit = 256
+
+[vault]
+# Private/loopback upstreams are refused unless listed here, e.g. a local model server:
+allow_private_upstreams = []
+"""

@@ -1,0 +1,48 @@
+"""The in-memory view of registered groups, loaded from the store and kept in sync with it.
+
+Lookups happen for every inbound message, so they are dictionary reads; writes go
+to the store first and only then to memory.
+"""
+
+from __future__ import annotations
+
+from gateway.models import Group
+from gateway.store import Store
+from groups.folders import validate_folder
+
+
+class GroupRegistry:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._by_chat: dict[str, Group] = {}
+        self._by_folder: dict[str, Group] = {}
+
+    async def load(self) -> None:
+        groups = await self._store.groups()
+        self._by_chat = {g.chat_id: g for g in groups}
+        self._by_folder = {g.folder: g for g in groups}
+
+    def for_chat(self, chat_id: str) -> Group | None:
+        return self._by_chat.get(chat_id)
+
+    def by_folder(self, folder: str) -> Group | None:
+        return self._by_folder.get(folder)
+
+    def all(self) -> list[Group]:
+        return list(self._by_folder.values())
+
+    @property
+    def main(self) -> Group | None:
+        return next((g for g in self._by_folder.values() if g.is_main), None)
+
+    async def register(self, group: Group) -> None:
+        validate_folder(group.folder)
+        if group.folder in self._by_folder:
+            raise ValueError(f"a group with folder {group.folder!r} is already registered")
+        if group.chat_id in self._by_chat:
+            raise ValueError(f"chat {group.chat_id!r} is already registered")
+        if group.is_main and self.main is not None:
+            raise ValueError("there is already a main group")
+        await self._store.register_group(group)
+        self._by_chat[group.chat_id] = group
+        self._by_folder[group.folder] = group

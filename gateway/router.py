@@ -1,0 +1,53 @@
+"""Where an inbound message goes: persisted first, then maybe queued for its group.
+
+The order matters for invariant 7: the message is committed before anything else
+looks at it, so a crash after `ingest` returns loses nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import lru_cache
+
+from gateway.models import Group, InboundMessage
+from gateway.store import Store
+
+
+@lru_cache(maxsize=256)
+def trigger_pattern(trigger: str) -> re.Pattern[str]:
+    """`@Andy` matches as a whole word anywhere, case-insensitively (`@andy,` yes; `@andyx` no)."""
+    return re.compile(rf"(?<![\w@]){re.escape(trigger)}(?!\w)", re.IGNORECASE)
+
+
+def classify(message: InboundMessage, group: Group | None) -> str:
+    """The message's initial status; see the lifecycle in `gateway.store`."""
+    if message.is_from_bot:
+        return "bot"
+    if group is None:
+        return "stored"
+    if group.is_main or not group.requires_trigger or trigger_pattern(group.trigger).search(message.text):
+        return "pending"
+    return "context"
+
+
+class Router:
+    """Persist every inbound message, then wake the group's lane if it asks for an answer."""
+
+    def __init__(
+        self,
+        store: Store,
+        group_for_chat: Callable[[str], Group | None],
+        wake: Callable[[Group], None],
+    ) -> None:
+        self._store = store
+        self._group_for_chat = group_for_chat
+        self._wake = wake
+
+    async def ingest(self, message: InboundMessage) -> str:
+        group = self._group_for_chat(message.chat_id)
+        status = classify(message, group)
+        await self._store.ingest(message, status)
+        if status == "pending" and group is not None:
+            self._wake(group)
+        return status

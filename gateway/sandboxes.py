@@ -1,0 +1,198 @@
+"""Live sandboxes, one per group: start on demand, keep warm, stop when idle.
+
+Starting a sandbox means: the group's folders exist, its IPC socket listens, its
+vault socket is open in the vault process, the vault's public CA certificate is in
+the group's socket dir, and only then the container starts. If any step fails the
+container does not start (fail closed, invariant 8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.config import Config
+from gateway.ipc import GroupIpc, SendHandler
+from gateway.models import Group
+from groups import folders
+from groups.sandbox.base import Limits, SandboxBackend, SandboxSpec, SandboxUnavailable
+from groups.sandbox.docker import LABEL_INSTANCE, DockerSandbox
+from proxy.process import VaultProcess
+
+log = logging.getLogger(__name__)
+
+PROXY_PORT = 3128
+CA_IN_CONTAINER = "/run/clawgate/ca.pem"
+AGENT_CONNECT_TIMEOUT_S = 60
+
+
+def sandbox_identity(root_uid: int) -> tuple[int, int]:
+    """The uid:gid containers run as: the host user's, or a dedicated one when we are root."""
+    uid, gid = os.getuid(), os.getgid()
+    if uid == 0:
+        return root_uid, root_uid
+    return uid, gid
+
+
+def agent_environment(config: Config, group: Group) -> dict[str, str]:
+    """The container's environment. Holds placeholders only; real keys live in the vault."""
+    proxy = f"http://127.0.0.1:{PROXY_PORT}"
+    key_var = "ANTHROPIC_API_KEY" if config.model.provider == "anthropic" else "OPENAI_API_KEY"
+    env = {
+        "CLAWGATE_IPC_SOCKET": "/run/clawgate/ipc.sock",
+        "CLAWGATE_VAULT_SOCKET": "/run/clawgate/vault.sock",
+        "CLAWGATE_PROXY_PORT": str(PROXY_PORT),
+        "CLAWGATE_MODEL_PROVIDER": config.model.provider,
+        "CLAWGATE_MODEL": config.model.name,
+        "CLAWGATE_MODEL_BASE_URL": config.model.base_url,
+        "CLAWGATE_MAX_TOKENS": str(config.model.max_tokens),
+        "CLAWGATE_MODEL_TIMEOUT": str(config.model.timeout_s),
+        "CLAWGATE_ASSISTANT_NAME": config.assistant_name,
+        "CLAWGATE_GROUP": group.folder,
+        "CLAWGATE_IS_MAIN": "1" if group.is_main else "0",
+        key_var: "placeholder",
+        "HOME": "/workspace/group",
+        "NO_PROXY": "",
+        "no_proxy": "",
+    }
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+        env[name] = proxy
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
+                 "GIT_SSL_CAINFO", "PIP_CERT"):
+        env[name] = CA_IN_CONTAINER
+    return env
+
+
+@dataclass
+class LiveSandbox:
+    group: Group
+    sandbox: DockerSandbox
+    ipc: GroupIpc
+    idle_timer: asyncio.TimerHandle | None = None
+    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class SandboxPool:
+    def __init__(
+        self,
+        config: Config,
+        backend: SandboxBackend,
+        vault: VaultProcess,
+        data_dir: Path,
+        instance: str,
+        on_send: SendHandler,
+        on_gone: Callable[[str], None],
+        on_idle: Callable[[str], None],
+    ) -> None:
+        self._config = config
+        self._backend = backend
+        self._vault = vault
+        self._data_dir = data_dir
+        self._instance = instance
+        self._on_send = on_send
+        self._on_gone = on_gone
+        self._on_idle = on_idle
+        self._live: dict[str, LiveSandbox] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._uid, self._gid = sandbox_identity(config.sandbox.run_as_uid)
+
+    @property
+    def live(self) -> dict[str, LiveSandbox]:
+        return dict(self._live)
+
+    def _lock(self, folder: str) -> asyncio.Lock:
+        return self._locks.setdefault(folder, asyncio.Lock())
+
+    async def ensure(self, group: Group) -> LiveSandbox:
+        """The group's running sandbox, started if needed; cancels a pending idle stop."""
+        async with self._lock(group.folder):
+            live = self._live.get(group.folder)
+            if live is not None and not live.sandbox.exited.done():
+                if live.idle_timer is not None:
+                    live.idle_timer.cancel()
+                    live.idle_timer = None
+                return live
+            return await self._start(group)
+
+    async def _start(self, group: Group) -> LiveSandbox:
+        if not await self._vault.healthy():
+            raise SandboxUnavailable("the credential vault is not running; refusing to start a sandbox")
+        dirs = folders.group_dirs(self._data_dir, group.folder)
+        owner = (self._uid, self._gid) if os.getuid() == 0 else None
+        await asyncio.to_thread(folders.prepare, dirs, owner)
+        ipc = GroupIpc(group.folder, dirs.run / "ipc.sock", self._on_send)
+        await ipc.start()
+        try:
+            await self._vault.open_group(group.folder, str(dirs.run / "vault.sock"))
+            await asyncio.to_thread(shutil.copyfile, self._vault.ca_cert_path, dirs.run / "ca.pem")
+            (dirs.run / "ca.pem").chmod(0o644)
+            spec = SandboxSpec(
+                folder=group.folder, is_main=group.is_main, image=self._config.sandbox.image,
+                group_dir=dirs.group, global_dir=dirs.global_, run_dir=dirs.run,
+                uid=self._uid, gid=self._gid,
+                limits=Limits(self._config.sandbox.memory_mb, self._config.sandbox.cpus,
+                              self._config.sandbox.pids_limit, self._config.sandbox.tmpfs_mb),
+                env=agent_environment(self._config, group),
+                labels={LABEL_INSTANCE: self._instance},
+            )
+            sandbox = await self._backend.start(spec)
+        except BaseException:
+            await ipc.close()
+            raise
+        live = LiveSandbox(group, sandbox, ipc)  # type: ignore[arg-type]
+        self._live[group.folder] = live
+        live.watcher = asyncio.create_task(self._watch(live), name=f"watch:{group.folder}")
+        connected = asyncio.ensure_future(ipc.connected.wait())
+        done, _ = await asyncio.wait(
+            {connected, sandbox.exited}, timeout=AGENT_CONNECT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+        )
+        if connected not in done:
+            connected.cancel()
+            tail = await sandbox.logs_tail()
+            await self.stop(group.folder)
+            raise SandboxUnavailable(f"the agent in the sandbox did not start: {tail.strip()[-500:]}")
+        return live
+
+    async def _watch(self, live: LiveSandbox) -> None:
+        """When a container exits on its own, fail its turns and free its slot."""
+        code = await live.sandbox.wait_exit()
+        if self._live.get(live.group.folder) is live:
+            log.warning("sandbox of %s exited with code %s", live.group.folder, code)
+            live.ipc.abort_all(f"the sandbox exited (code {code})")
+            await self.stop(live.group.folder)
+
+    def arm_idle(self, folder: str) -> None:
+        live = self._live.get(folder)
+        if live is None:
+            return
+        if live.idle_timer is not None:
+            live.idle_timer.cancel()
+        live.idle_timer = asyncio.get_running_loop().call_later(
+            self._config.sandbox.idle_timeout_s, self._on_idle, folder
+        )
+
+    async def stop(self, folder: str) -> None:
+        """Stop and remove the group's container and close its sockets; idempotent."""
+        live = self._live.pop(folder, None)
+        if live is None:
+            return
+        if live.idle_timer is not None:
+            live.idle_timer.cancel()
+        live.ipc.abort_all("the sandbox was stopped")
+        await live.sandbox.stop()
+        await live.ipc.close()
+        with contextlib.suppress(Exception):
+            await self._vault.close_group(folder)
+        if live.watcher is not None and live.watcher is not asyncio.current_task():
+            live.watcher.cancel()
+        log.info("stopped the sandbox of %s", folder)
+        self._on_gone(folder)
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self.stop(folder) for folder in list(self._live)), return_exceptions=True)

@@ -1,0 +1,388 @@
+"""The durable state of the gateway: one SQLite file in WAL mode, through aiosqlite.
+
+Inbound messages are written with group commit: concurrent `ingest` calls are
+batched into one transaction, and each caller returns only after that transaction
+committed. That keeps invariant 7 (in the database before it is acknowledged) while
+sustaining thousands of messages per second on one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiosqlite
+
+from gateway.models import ClaimedRun, Group, InboundMessage, OutboxEntry, StoredMessage
+
+# Message lifecycle: stored (chat not registered) | bot (our own output) | context (no trigger)
+# | pending (wants an answer) -> processing (claimed by a run) -> done | failed | skipped.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE chats (
+        chat_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL DEFAULT '',
+        channel TEXT NOT NULL,
+        last_message_at REAL NOT NULL
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        chat_id TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        sender_id TEXT NOT NULL,
+        sender_name TEXT NOT NULL,
+        text TEXT NOT NULL,
+        timestamp REAL NOT NULL,
+        is_from_bot INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL,
+        wants_reply INTEGER NOT NULL DEFAULT 0,
+        run_id INTEGER,
+        UNIQUE (chat_id, external_id)
+    );
+    CREATE INDEX messages_open ON messages (chat_id, status, id);
+    CREATE TABLE groups (
+        folder TEXT PRIMARY KEY,
+        chat_id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        requires_trigger INTEGER NOT NULL DEFAULT 1,
+        is_main INTEGER NOT NULL DEFAULT 0,
+        extra_mounts TEXT NOT NULL DEFAULT '[]',
+        created_at REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX groups_one_main ON groups (is_main) WHERE is_main = 1;
+    CREATE TABLE sessions (
+        folder TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        folder TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        error TEXT
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER,
+        seq INTEGER NOT NULL,
+        chat_id TEXT NOT NULL,
+        text TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        sent_at REAL,
+        UNIQUE (run_id, seq)
+    );
+    CREATE INDEX outbox_pending ON outbox (status, id);
+    CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        payload TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL
+    );
+    """,
+]
+
+
+_REOPEN = (
+    "UPDATE messages SET run_id = NULL, "
+    "status = CASE WHEN wants_reply = 1 THEN 'pending' ELSE 'context' END WHERE status = 'processing'"
+)
+
+
+class Store:
+    """All reads and writes of the gateway's database."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._batch: list[tuple[InboundMessage, str, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        # One connection is shared by every coroutine; the lock keeps one coroutine's
+        # statements from landing inside another's open transaction.
+        self._lock = asyncio.Lock()
+
+    async def _write(self, sql: str, args: Iterable[object] = ()) -> aiosqlite.Cursor:
+        """One autocommitted statement, kept out of any other coroutine's transaction."""
+        async with self._lock:
+            return await self._conn.execute(sql, tuple(args))
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            await self._conn.execute("COMMIT")
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        conn.row_factory = aiosqlite.Row
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        store = cls(conn)
+        await store._migrate()
+        return store
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await self._flusher
+        await self._conn.close()
+
+    async def _migrate(self) -> None:
+        async with self._conn.execute("PRAGMA user_version") as cur:
+            (version,) = await cur.fetchone()  # type: ignore[misc]
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await self._conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+
+    # -- inbound messages -------------------------------------------------------------
+
+    async def ingest(self, message: InboundMessage, status: str) -> None:
+        """Persist one inbound message; returns only once it is committed (group commit)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._batch.append((message, status, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        while self._batch:
+            batch, self._batch = self._batch, []
+            try:
+                await self._write_batch([(m, s) for m, s, _ in batch])
+            except Exception as exc:  # every waiter learns the batch did not land
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+    async def _write_batch(self, batch: list[tuple[InboundMessage, str]]) -> None:
+        chats: dict[str, tuple[str, str, str, float]] = {}
+        for message, _ in batch:
+            chats[message.chat_id] = (message.chat_id, message.chat_name, message.channel, message.timestamp)
+        async with self._transaction():
+            await self._conn.executemany(
+                "INSERT INTO chats (chat_id, name, channel, last_message_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (chat_id) DO UPDATE SET last_message_at = excluded.last_message_at, "
+                "name = CASE WHEN excluded.name != '' THEN excluded.name ELSE chats.name END",
+                chats.values(),
+            )
+            await self._conn.executemany(
+                "INSERT OR IGNORE INTO messages (chat_id, external_id, sender_id, sender_name, text, "
+                "timestamp, is_from_bot, status, wants_reply) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (m.chat_id, m.external_id, m.sender_id, m.sender_name, m.text, m.timestamp,
+                     int(m.is_from_bot), status, int(status == "pending"))
+                    for m, status in batch
+                ],
+            )
+
+    async def count_messages(self, status: str | None = None) -> int:
+        query, args = "SELECT COUNT(*) FROM messages", ()
+        if status is not None:
+            query, args = query + " WHERE status = ?", (status,)
+        async with self._conn.execute(query, args) as cur:
+            (count,) = await cur.fetchone()  # type: ignore[misc]
+        return int(count)
+
+    async def messages_for_chat(self, chat_id: str) -> list[StoredMessage]:
+        async with self._conn.execute(
+            "SELECT id, chat_id, sender_name, text, timestamp, status FROM messages "
+            "WHERE chat_id = ? ORDER BY id",
+            (chat_id,),
+        ) as cur:
+            return [StoredMessage(*row) for row in await cur.fetchall()]
+
+    async def chats_with_pending(self) -> list[str]:
+        async with self._conn.execute(
+            "SELECT DISTINCT chat_id FROM messages WHERE status = 'pending'"
+        ) as cur:
+            return [row[0] for row in await cur.fetchall()]
+
+    # -- groups ------------------------------------------------------------------------
+
+    async def register_group(self, group: Group) -> None:
+        await self._write(
+            "INSERT INTO groups (folder, chat_id, name, trigger, requires_trigger, is_main, "
+            "extra_mounts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (group.folder, group.chat_id, group.name, group.trigger, int(group.requires_trigger),
+             int(group.is_main), json.dumps(list(group.extra_mounts)), time.time()),
+        )
+
+    async def unregister_group(self, folder: str) -> bool:
+        cur = await self._write("DELETE FROM groups WHERE folder = ?", (folder,))
+        return cur.rowcount > 0
+
+    async def groups(self) -> list[Group]:
+        async with self._conn.execute(
+            "SELECT folder, chat_id, name, trigger, requires_trigger, is_main, extra_mounts "
+            "FROM groups ORDER BY is_main DESC, folder"
+        ) as cur:
+            return [
+                Group(row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5]), tuple(json.loads(row[6])))
+                for row in await cur.fetchall()
+            ]
+
+    # -- runs --------------------------------------------------------------------------
+
+    async def claim_run(self, group: Group, context_limit: int) -> ClaimedRun | None:
+        """Atomically turn a group's open messages into one run, or None if nothing asks for one.
+
+        All pending messages are claimed; untriggered context messages before the last
+        pending one are included up to `context_limit` (newest kept), older ones skipped.
+        """
+        async with self._transaction():
+            async with self._conn.execute(
+                "SELECT id, chat_id, sender_name, text, timestamp, status FROM messages "
+                "WHERE chat_id = ? AND status IN ('pending', 'context') ORDER BY id",
+                (group.chat_id,),
+            ) as cur:
+                rows = [StoredMessage(*row) for row in await cur.fetchall()]
+            pending = [m for m in rows if m.status == "pending"]
+            if not pending:
+                return None
+            last_pending = pending[-1].id
+            context = [m for m in rows if m.status == "context" and m.id < last_pending]
+            kept_context = context[-context_limit:] if context_limit else []
+            skipped = context[: len(context) - len(kept_context)]
+            batch = sorted(pending + kept_context, key=lambda m: m.id)
+            cur = await self._conn.execute(
+                "INSERT INTO runs (folder, status, started_at) VALUES (?, 'running', ?)",
+                (group.folder, time.time()),
+            )
+            run_id = int(cur.lastrowid or 0)
+            await self._conn.executemany(
+                "UPDATE messages SET status = 'processing', run_id = ? WHERE id = ?",
+                [(run_id, m.id) for m in batch],
+            )
+            await self._conn.executemany(
+                "UPDATE messages SET status = 'skipped' WHERE id = ?", [(m.id,) for m in skipped]
+            )
+        return ClaimedRun(run_id, group, batch)
+
+    async def finish_run(self, run_id: int, error: str | None = None) -> None:
+        """Close a run and its messages in one transaction."""
+        status = "failed" if error else "done"
+        async with self._transaction():
+            await self._conn.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, error = ? WHERE id = ?",
+                (status, time.time(), error, run_id),
+            )
+            await self._conn.execute(
+                "UPDATE messages SET status = ? WHERE run_id = ? AND status = 'processing'",
+                (status, run_id),
+            )
+
+    async def release_run(self, run_id: int, reason: str) -> None:
+        """Give a run's messages back (infrastructure was down); they are answered on the next try."""
+        async with self._transaction():
+            await self._conn.execute(
+                "UPDATE runs SET status = 'deferred', finished_at = ?, error = ? WHERE id = ?",
+                (time.time(), reason, run_id),
+            )
+            await self._conn.execute(_REOPEN + " AND run_id = ?", (run_id,))
+
+    async def recover_interrupted(self) -> int:
+        """After a crash, give messages of unfinished runs back to the queue; returns how many."""
+        async with self._transaction():
+            cur = await self._conn.execute(_REOPEN)
+            count = cur.rowcount
+            await self._conn.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = ? WHERE status = 'running'",
+                (time.time(),),
+            )
+        return count
+
+    async def run_status(self, run_id: int) -> tuple[str, str | None]:
+        async with self._conn.execute("SELECT status, error FROM runs WHERE id = ?", (run_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise KeyError(run_id)
+        return row[0], row[1]
+
+    # -- sessions ----------------------------------------------------------------------
+
+    async def set_session(self, folder: str, session_id: str) -> None:
+        await self._write(
+            "INSERT INTO sessions (folder, session_id, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (folder) DO UPDATE SET session_id = excluded.session_id, "
+            "updated_at = excluded.updated_at",
+            (folder, session_id, time.time()),
+        )
+
+    async def session(self, folder: str) -> str | None:
+        async with self._conn.execute("SELECT session_id FROM sessions WHERE folder = ?", (folder,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else str(row[0])
+
+    # -- outbox ------------------------------------------------------------------------
+
+    async def enqueue_reply(self, run_id: int | None, seq: int, chat_id: str, text: str) -> int | None:
+        """Record a reply before sending it; a second call for the same (run, seq) is a no-op."""
+        cur = await self._write(
+            "INSERT OR IGNORE INTO outbox (run_id, seq, chat_id, text, created_at) VALUES (?, ?, ?, ?, ?)",
+            (run_id, seq, chat_id, text, time.time()),
+        )
+        return int(cur.lastrowid) if cur.rowcount else None
+
+    async def pending_outbox(self, ids: Iterable[int] | None = None) -> list[OutboxEntry]:
+        query = "SELECT id, run_id, chat_id, text, attempts FROM outbox WHERE status = 'pending'"
+        args: tuple[int, ...] = ()
+        if ids is not None:
+            id_list = tuple(ids)
+            query += f" AND id IN ({','.join('?' * len(id_list))})"
+            args = id_list
+        async with self._conn.execute(query + " ORDER BY id", args) as cur:
+            return [OutboxEntry(*row) for row in await cur.fetchall()]
+
+    async def claim_outbox(self, entry_id: int) -> bool:
+        """Take an entry for sending exactly once: pending -> sending, atomically."""
+        cur = await self._write(
+            "UPDATE outbox SET status = 'sending', attempts = attempts + 1 WHERE id = ? AND status = 'pending'",
+            (entry_id,),
+        )
+        return cur.rowcount == 1
+
+    async def settle_outbox(self, entry_id: int, sent: bool) -> None:
+        if sent:
+            await self._write(
+                "UPDATE outbox SET status = 'sent', sent_at = ? WHERE id = ?", (time.time(), entry_id)
+            )
+        else:
+            await self._write("UPDATE outbox SET status = 'pending' WHERE id = ?", (entry_id,))
+
+    async def outbox_for_chat(self, chat_id: str) -> list[tuple[str, str]]:
+        async with self._conn.execute(
+            "SELECT text, status FROM outbox WHERE chat_id = ? ORDER BY id", (chat_id,)
+        ) as cur:
+            return [(row[0], row[1]) for row in await cur.fetchall()]
+
+    # -- dead letters ------------------------------------------------------------------
+
+    async def add_dead_letter(self, kind: str, ref: str, reason: str, payload: dict[str, object]) -> None:
+        await self._write(
+            "INSERT INTO dead_letters (kind, ref, reason, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+            (kind, ref, reason, json.dumps(payload), time.time()),
+        )
+
+    async def dead_letters(self) -> list[tuple[int, str, str, str]]:
+        async with self._conn.execute("SELECT id, kind, ref, reason FROM dead_letters ORDER BY id") as cur:
+            return [tuple(row) for row in await cur.fetchall()]  # type: ignore[misc]

@@ -1,0 +1,98 @@
+"""Entry point (``python3 -m agent``): relay up, IPC connected, then serve turns forever.
+
+Exit codes: 0 when the gateway closes the IPC socket or sends SIGTERM (normal stop),
+1 when the sandbox is unusable (relay port or IPC socket unavailable), 2 on bad config.
+Heavy modules (urllib/ssl via the model client) are imported in a background thread while
+we wait for the first message, so cold start stays fast.
+"""
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+
+from . import config, egress_relay
+from .ipc_client import IPCClient, IPCClosed, IPCError
+
+
+def _stderr(level: str, message: str) -> None:
+    sys.stderr.write(f"clawgate-agent {level}: {message}\n")
+    sys.stderr.flush()
+
+
+def _prewarm() -> None:
+    """Import the model/tool stack off the critical path (imports are thread-safe)."""
+    try:
+        import http.client  # noqa: F401
+        import urllib.request  # noqa: F401
+
+        from . import history, llm, prompt, tools, turn  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - the real import will report it properly
+        _stderr("warning", f"prewarm failed: {exc}")
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def serve(cfg: config.Config, client: IPCClient) -> int:
+    """The main loop; returns the exit code when the gateway goes away."""
+    from . import history, llm, prompt, tools, turn
+
+    def log(level: str, message: str) -> None:
+        _stderr(level, message)
+        with contextlib.suppress(IPCError):
+            client.log(level, message[:8000])
+
+    provider = llm.make_provider(cfg)
+    toolbox = tools.Toolbox(cfg.group_dir, client.send_message)
+    store = history.HistoryStore(cfg.group_dir, provider.name, provider.is_turn_start)
+    runner = turn.TurnRunner(provider, store, lambda: prompt.build_system_prompt(cfg), toolbox.execute, log)
+    while True:
+        try:
+            run_id, user_prompt = client.next_messages()
+        except IPCError as exc:
+            log("error", f"next_messages failed: {exc}")
+            time.sleep(1.0)  # don't spin if the gateway keeps refusing
+            continue
+        client.received(run_id)
+        text, error = runner.run(user_prompt)
+        client.turn_done(run_id, text, error)
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        cfg = config.load()
+    except config.ConfigError as exc:
+        _stderr("error", f"configuration: {exc}")
+        return 2
+    try:
+        os.chdir(cfg.group_dir)
+    except OSError as exc:
+        _stderr("warning", f"cannot chdir to {cfg.group_dir}: {exc}")
+    try:
+        egress_relay.start(cfg.proxy_port, cfg.vault_socket)
+    except OSError as exc:
+        _stderr("error", f"egress relay cannot listen on 127.0.0.1:{cfg.proxy_port}: {exc}")
+        return 1
+    threading.Thread(target=_prewarm, name="prewarm", daemon=True).start()
+    try:
+        client = IPCClient.connect(cfg.ipc_socket)
+    except OSError as exc:
+        _stderr("error", f"cannot connect to IPC socket {cfg.ipc_socket}: {exc}")
+        return 1
+    try:
+        return serve(cfg, client)
+    except IPCClosed:
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

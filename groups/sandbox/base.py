@@ -1,0 +1,57 @@
+"""What every sandbox backend is given and what it hands back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+class SandboxUnavailable(Exception):
+    """The backend cannot run sandboxes right now (engine down, image missing); message says the fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    memory_mb: int
+    cpus: float
+    pids: int
+    tmpfs_mb: int
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSpec:
+    """Everything a backend needs to start one group's container; contains no secrets by construction."""
+
+    folder: str
+    is_main: bool
+    image: str
+    group_dir: Path
+    global_dir: Path
+    run_dir: Path
+    uid: int
+    gid: int
+    limits: Limits
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class RunningSandbox(Protocol):
+    folder: str
+    id: str
+
+    async def wait_exit(self) -> int: ...
+
+    async def stop(self) -> None: ...
+
+    async def logs_tail(self, max_bytes: int = 4096) -> str: ...
+
+
+class SandboxBackend(Protocol):
+    async def check(self, image: str) -> None: ...
+
+    async def start(self, spec: SandboxSpec) -> RunningSandbox: ...
+
+    async def remove_orphans(self, instance: str) -> int: ...
+
+    async def close(self) -> None: ...

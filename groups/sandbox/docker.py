@@ -1,0 +1,154 @@
+"""The Docker sandbox backend (docker SDK; blocking calls run in threads).
+
+Every container is locked down the same way regardless of group: no network at all
+(`network_mode="none"`), read-only root with a small tmpfs `/tmp`, every capability
+dropped, `no-new-privileges`, a non-root uid, and memory/CPU/pids limits. Its only
+ways out are the two unix sockets in `/run/clawgate` (mounted read-only: connecting
+to a socket needs no write access to the mount).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import docker
+from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.types import Mount
+
+from groups.sandbox.base import SandboxSpec, SandboxUnavailable
+
+log = logging.getLogger(__name__)
+
+LABEL_GROUP = "clawgate.group"
+LABEL_INSTANCE = "clawgate.instance"
+MAX_LOG_BYTES = 64 * 1024
+
+
+def container_kwargs(spec: SandboxSpec) -> dict[str, Any]:
+    """The full `containers.run` arguments; kept pure so tests can read the policy directly."""
+    limits = spec.limits
+    return {
+        "image": spec.image,
+        "detach": True,
+        "name": f"clawgate-{spec.folder}-{secrets.token_hex(4)}",
+        "user": f"{spec.uid}:{spec.gid}",
+        "network_mode": "none",
+        "read_only": True,
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={limits.tmpfs_mb}m,mode=1777"},
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "mem_limit": f"{limits.memory_mb}m",
+        "memswap_limit": f"{limits.memory_mb}m",
+        "nano_cpus": int(limits.cpus * 1_000_000_000),
+        "pids_limit": limits.pids,
+        "working_dir": "/workspace/group",
+        "environment": dict(spec.env),
+        "labels": {**spec.labels, LABEL_GROUP: spec.folder},
+        "mounts": [
+            Mount("/workspace/group", str(spec.group_dir), type="bind", read_only=False),
+            Mount("/workspace/global", str(spec.global_dir), type="bind", read_only=not spec.is_main),
+            Mount("/run/clawgate", str(spec.run_dir), type="bind", read_only=True),
+        ],
+    }
+
+
+class DockerSandbox:
+    """A running container; `exited` resolves when it stops for any reason."""
+
+    def __init__(self, folder: str, container: Any, waiter: ThreadPoolExecutor) -> None:
+        self.folder = folder
+        self.id: str = container.id
+        self._container = container
+        loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[int] = asyncio.ensure_future(
+            loop.run_in_executor(waiter, self._wait)
+        )
+
+    def _wait(self) -> int:
+        try:
+            return int(self._container.wait().get("StatusCode", -1))
+        except (DockerException, OSError, ValueError):
+            return -1
+
+    async def wait_exit(self) -> int:
+        return await asyncio.shield(self.exited)
+
+    async def stop(self) -> None:
+        """Kill and remove at once: the agent keeps no state that a SIGTERM would save."""
+        with contextlib.suppress(NotFound):
+            await asyncio.to_thread(self._container.remove, force=True)
+
+    async def logs_tail(self, max_bytes: int = 4096) -> str:
+        try:
+            raw = await asyncio.to_thread(self._container.logs, tail=200)
+        except DockerException:
+            return ""
+        return raw[-min(max_bytes, MAX_LOG_BYTES):].decode("utf-8", "replace")
+
+
+class DockerBackend:
+    def __init__(self, max_containers: int) -> None:
+        self._max = max_containers
+        self._client: Any = None
+        self._waiter = ThreadPoolExecutor(max_workers=max_containers + 4, thread_name_prefix="docker-wait")
+
+    def _connect(self) -> Any:
+        if self._client is None:
+            try:
+                # Each live container parks one connection in `wait()`; size the pool for that.
+                self._client = docker.from_env(max_pool_size=2 * self._max + 10)
+                self._client.ping()
+            except DockerException as exc:
+                self._client = None
+                raise SandboxUnavailable(
+                    "cannot reach the Docker engine "
+                    f"({exc.__class__.__name__}). Start it (e.g. `sudo systemctl start docker` or "
+                    "`dockerd &`) and make sure this user may use /var/run/docker.sock."
+                ) from None
+        return self._client
+
+    async def check(self, image: str) -> None:
+        client = await asyncio.to_thread(self._connect)
+        try:
+            await asyncio.to_thread(client.images.get, image)
+        except ImageNotFound:
+            raise SandboxUnavailable(
+                f"the sandbox image {image!r} does not exist. Build it with `clawgate image build` "
+                "(or `make image`)."
+            ) from None
+        except DockerException as exc:
+            raise SandboxUnavailable(f"Docker error while looking up {image!r}: {exc}") from None
+
+    async def start(self, spec: SandboxSpec) -> DockerSandbox:
+        client = await asyncio.to_thread(self._connect)
+        try:
+            container = await asyncio.to_thread(client.containers.run, **container_kwargs(spec))
+        except ImageNotFound:
+            raise SandboxUnavailable(f"sandbox image {spec.image!r} is missing: run `clawgate image build`") \
+                from None
+        except DockerException as exc:
+            self._client = None  # reconnect next time; the engine may have restarted
+            raise SandboxUnavailable(f"Docker could not start the sandbox: {exc}") from None
+        log.info("started container %s for group %s", container.short_id, spec.folder)
+        return DockerSandbox(spec.folder, container, self._waiter)
+
+    async def remove_orphans(self, instance: str) -> int:
+        """Remove containers a previous run of this gateway (same data dir) left behind."""
+        client = await asyncio.to_thread(self._connect)
+        found = await asyncio.to_thread(
+            client.containers.list, all=True, filters={"label": f"{LABEL_INSTANCE}={instance}"}
+        )
+        for container in found:
+            with contextlib.suppress(NotFound):
+                await asyncio.to_thread(container.remove, force=True)
+        return len(found)
+
+    async def close(self) -> None:
+        self._waiter.shutdown(wait=False, cancel_futures=True)
+        if self._client is not None:
+            await asyncio.to_thread(self._client.close)

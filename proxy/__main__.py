@@ -1,0 +1,133 @@
+"""Vault process entry point: `python -m proxy --config-dir … --state-dir … …`.
+
+mitmproxy keeps global state (ctx.options, ctx.master) and decrypted secrets live in
+memory here, so the vault runs as its own process: the gateway never holds secret
+values, and a vault crash cannot take the gateway down (it is restarted; see process.py).
+mitmproxy, the group relay and the control server share one asyncio loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from mitmproxy import options
+from mitmproxy.tools.dump import DumpMaster
+
+from gateway.paths import ensure_private_dir
+from proxy.addon import PeerRegistry, VaultAddon, parse_hostport
+from proxy.control import ControlServer
+from proxy.relay import Relay
+from proxy.secrets import SecretStore, VaultError
+
+log = logging.getLogger("clawgate.vault")
+
+CA_PUBLIC_CERT = "mitmproxy-ca-cert.pem"  # public half only; mitmproxy-ca.pem holds the private key
+
+
+def ca_cert_path(state_dir: Path) -> Path:
+    """The CA certificate containers should trust (never the key-bearing mitmproxy-ca.pem)."""
+    return Path(state_dir) / "ca" / CA_PUBLIC_CERT
+
+
+class _Ready:
+    """Tiny addon: fires once mitmproxy's listeners are up."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def running(self) -> None:
+        self.event.set()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m proxy", description="clawgate credential vault")
+    p.add_argument("--config-dir", type=Path, required=True, help="holds master.key and secrets.json")
+    p.add_argument("--state-dir", type=Path, required=True, help="CA and runtime state")
+    p.add_argument("--control-socket", type=Path, required=True)
+    p.add_argument("--listen-port", type=int, required=True)
+    p.add_argument("--allow-private", action="append", default=[], metavar="HOST:PORT")
+    p.add_argument("--verbose", action="store_true", help="log connections and injections (never values)")
+    args = p.parse_args(argv)
+    for a in args.allow_private:
+        try:
+            parse_hostport(a)
+        except ValueError as e:
+            p.error(f"--allow-private: {e}")
+    return args
+
+
+async def run(args: argparse.Namespace) -> int:
+    store = SecretStore(args.config_dir)
+    try:
+        secrets = await asyncio.to_thread(store.load_all)
+    except VaultError as e:
+        print(f"clawgate vault: cannot load secrets: {e}", file=sys.stderr, flush=True)
+        return 2
+
+    confdir = ensure_private_dir(Path(args.state_dir) / "ca")
+    opts = options.Options(listen_host="127.0.0.1", listen_port=args.listen_port, confdir=str(confdir))
+    master = DumpMaster(opts, with_termlog=True, with_dumper=False)
+    opts.update(
+        connection_strategy="lazy",
+        onboarding=False,
+        termlog_verbosity="info" if args.verbose else "warn",
+    )
+    registry = PeerRegistry()
+    addon = VaultAddon(registry, args.allow_private)
+    addon.set_secrets(secrets)
+    ready = _Ready()
+    master.addons.add(addon, ready)
+
+    relay = Relay(registry, args.listen_port)
+
+    async def reload_secrets() -> int:
+        loaded = await asyncio.to_thread(store.load_all)
+        addon.set_secrets(loaded)
+        return len(loaded)
+
+    control = ControlServer(args.control_socket, relay, reload_secrets, ca_cert_path(args.state_dir))
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, master.shutdown)
+
+    master_task = asyncio.create_task(master.run())
+    ready_task = asyncio.create_task(ready.event.wait())
+    await asyncio.wait({master_task, ready_task}, return_when=asyncio.FIRST_COMPLETED)
+    if not ready.event.is_set():
+        ready_task.cancel()
+        print("clawgate vault: mitmproxy failed to start", file=sys.stderr, flush=True)
+        return 1
+    try:
+        await control.start()  # only now: a successful ping means the proxy is listening
+        print(
+            f"clawgate vault: listening on 127.0.0.1:{args.listen_port}, control {args.control_socket}",
+            file=sys.stderr,
+            flush=True,
+        )
+        await master_task
+    finally:
+        await control.close()
+        await relay.close_all()
+        if not master_task.done():
+            master.shutdown()
+            await master_task
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        code = asyncio.run(run(args))
+    except SystemExit as e:  # mitmproxy's errorcheck exits on startup errors
+        code = e.code if isinstance(e.code, int) else 1
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

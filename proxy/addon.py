@@ -1,0 +1,273 @@
+"""The mitmproxy addon: who is asking, may it go there, and which real credential to add.
+
+Identity: sandbox traffic reaches mitmproxy only through `proxy.relay`, which registers
+the loopback (ip, port) it is about to connect from *before* connecting. A connection
+from any other peer — e.g. a host process dialling the TCP port directly — is refused,
+so nothing a client sends can choose its identity.
+
+Egress policy: upstreams on loopback/private/link-local/… addresses are refused unless
+explicitly allowed (`[vault] allow_private_upstreams`). The check runs at request level
+(to give the client a helpful 403) and again in `server_connect`, where we resolve the
+name ourselves and pin the socket to the checked IP so DNS rebinding cannot swap it.
+
+Injection: for requests to a secret's host, the secret's header is overwritten with the
+real value. Values are only sent over TLS, or to upstreams explicitly allowed above (local
+model servers, test fakes); they are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mitmproxy import connection, http
+from mitmproxy.proxy import server_hooks
+
+from proxy.secrets import SecretInfo
+
+log = logging.getLogger("clawgate.vault")
+
+Address = tuple[str, int]
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+class PeerRegistry:
+    """Maps the relay's loopback source address to the group whose socket it served.
+
+    Shared between the relay (writer) and the addon (reader) in the same process; a lock
+    keeps it safe even if mitmproxy ever calls hooks from another thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._peers: dict[Address, str] = {}
+
+    def register(self, addr: Address, group: str) -> None:
+        with self._lock:
+            self._peers[(addr[0], addr[1])] = group
+
+    def unregister(self, addr: Address) -> None:
+        with self._lock:
+            self._peers.pop((addr[0], addr[1]), None)
+
+    def lookup(self, addr: object) -> str | None:
+        if not isinstance(addr, tuple) or len(addr) < 2:
+            return None
+        with self._lock:
+            return self._peers.get((str(addr[0]), int(addr[1])))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._peers)
+
+
+def ip_is_disallowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True for anything that is not a plain public unicast address."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None and ip_is_disallowed(embedded):
+            return True
+    return (
+        not ip.is_global
+        or ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
+    )
+
+
+def parse_hostport(value: str) -> Address:
+    """`host:port` / `[v6]:port` → (lowercased host without brackets, port)."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"expected [ipv6]:port, got {value!r}")
+    else:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"expected host:port, got {value!r}")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"bad port in {value!r}")
+    return host.rstrip("."), int(port)
+
+
+def format_hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    ok: bool
+    reason: str = ""
+    pinned: str | None = None  # the IP the connection must use
+
+
+def _refusal_body(host: str, port: int, detail: str) -> str:
+    hp = format_hostport(host, port)
+    return (
+        f"clawgate vault: refused upstream {hp}: {detail}.\n"
+        "Private, loopback, link-local and similar addresses are blocked so a sandbox cannot\n"
+        "reach the host or your internal network. If this upstream is intended (e.g. a local\n"
+        "model server), allow it explicitly in config.toml:\n\n"
+        "[vault]\n"
+        f'allow_private_upstreams = ["{hp}"]\n'
+    )
+
+
+class VaultAddon:
+    """mitmproxy addon enforcing identity, egress policy and credential injection."""
+
+    def __init__(self, registry: PeerRegistry, allow_private: Iterable[str] = ()) -> None:
+        self.registry = registry
+        self.allow: set[Address] = {parse_hostport(a) for a in allow_private}
+        self._groups: dict[str, str] = {}  # client connection id -> group
+        self._secrets: list[tuple[SecretInfo, str]] = []
+        self._pinned: dict[str, Address] = {}  # server connection id -> original address
+
+    # -- configuration --
+
+    def set_secrets(self, secrets: list[tuple[SecretInfo, str]]) -> None:
+        """Swap the injected secrets atomically (called at start and on reload)."""
+        self._secrets = list(secrets)
+        log.info("vault: %d secret(s) loaded: %s", len(secrets), ", ".join(i.name for i, _ in secrets))
+
+    # -- identity --
+
+    def client_connected(self, client: connection.Client) -> None:
+        group = self.registry.lookup(client.peername)
+        if group is None:
+            client.error = "clawgate vault: connection did not arrive through a group socket"
+            log.warning("vault: refused connection from unregistered peer %s", client.peername)
+            return
+        self._groups[client.id] = group
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self._groups.pop(client.id, None)
+
+    def group_of(self, client: connection.Client) -> str | None:
+        return self._groups.get(client.id)
+
+    # -- egress policy --
+
+    def _allowed_literal(self, host: str, port: int) -> bool:
+        return (host.lower().rstrip("."), port) in self.allow
+
+    async def _resolve(self, host: str, port: int) -> list[str]:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )
+        ips: list[str] = []
+        for _family, _type, _proto, _canon, sockaddr in infos:
+            ip = str(ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0]))
+            if ip not in ips:
+                ips.append(ip)
+        return ips
+
+    async def check_upstream(self, host: str, port: int) -> _Verdict:
+        """Resolve `host` and decide; `pinned` is the address the socket must connect to."""
+        literal_ok = self._allowed_literal(host, port)
+        try:
+            ips = [str(ipaddress.ip_address(host))]
+        except ValueError:
+            try:
+                ips = await self._resolve(host, port)
+            except (OSError, UnicodeError) as e:
+                return _Verdict(False, f"cannot resolve {host}: {e}")
+        if not ips:
+            return _Verdict(False, f"{host} has no addresses")
+        if not literal_ok:
+            for ip in ips:
+                if ip_is_disallowed(ipaddress.ip_address(ip)) and (ip, port) not in self.allow:
+                    what = "is" if ip == host else f"resolves to {ip}, which is"
+                    return _Verdict(False, f"{host} {what} a private/loopback/reserved address")
+        return _Verdict(True, pinned=ips[0])
+
+    def _refuse(self, flow: http.HTTPFlow, status: int, body: str) -> None:
+        flow.response = http.Response.make(status, body, {"Content-Type": "text/plain; charset=utf-8"})
+
+    async def _check_flow(self, flow: http.HTTPFlow) -> bool:
+        group = self.group_of(flow.client_conn)
+        if group is None:
+            self._refuse(flow, 403, "clawgate vault: unknown client\n")
+            return False
+        host, port = flow.request.host, flow.request.port
+        verdict = await self.check_upstream(host, port)
+        if not verdict.ok:
+            log.warning("vault[%s]: refused %s: %s", group, format_hostport(host, port), verdict.reason)
+            if verdict.reason.startswith("cannot resolve") or verdict.reason.endswith("no addresses"):
+                self._refuse(flow, 502, f"clawgate vault: {verdict.reason}\n")
+            else:
+                self._refuse(flow, 403, _refusal_body(host, port, verdict.reason))
+            return False
+        return True
+
+    async def http_connect(self, flow: http.HTTPFlow) -> None:
+        await self._check_flow(flow)
+
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        if await self._check_flow(flow):
+            self._inject(flow)
+
+    async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        """Last line of defence: check the address actually dialled and pin it to one IP."""
+        server = data.server
+        if self.group_of(data.client) is None:
+            server.error = "clawgate vault: unknown client"
+            return
+        if server.address is None:
+            return
+        host, port = str(server.address[0]), int(server.address[1])
+        verdict = await self.check_upstream(host, port)
+        if not verdict.ok or verdict.pinned is None:
+            server.error = f"clawgate vault: refused upstream {format_hostport(host, port)}: {verdict.reason}"
+            log.warning("vault: %s", server.error)
+            return
+        if verdict.pinned != host:
+            if server.sni is None:
+                server.sni = host  # TLS still verifies the certificate against the real name
+            self._pinned[server.id] = server.address
+            server.address = (verdict.pinned, port)
+
+    def _unpin(self, server: connection.Server) -> None:
+        # Once the socket exists the address is only used for connection reuse matching and
+        # display; restoring the hostname keeps keep-alive reuse working.
+        original = self._pinned.pop(server.id, None)
+        if original is not None:
+            server.address = original
+
+    def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self._unpin(data.server)
+
+    def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self._unpin(data.server)
+
+    # -- injection --
+
+    def _inject(self, flow: http.HTTPFlow) -> None:
+        host, port = flow.request.host.lower().rstrip("."), flow.request.port
+        hp = format_hostport(host, port)
+        bare = f"[{host}]" if ":" in host else host
+        for info, value in self._secrets:
+            if info.host not in (hp, bare):
+                continue
+            if flow.request.scheme != "https" and not self._allowed_literal(host, port):
+                log.warning(
+                    "vault: not injecting %s into plain-HTTP request to %s (TLS required)", info.name, hp
+                )
+                continue
+            flow.request.headers[info.header] = info.format.format(value=value)
+            log.info("vault[%s]: injected %s for %s", self.group_of(flow.client_conn), info.name, hp)

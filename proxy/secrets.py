@@ -1,0 +1,358 @@
+"""Encrypted store for the credentials the vault injects into outgoing requests.
+
+Real credentials must never enter a sandbox container, so they live only here, in the
+config dir (never mounted anywhere), encrypted with AES-256-GCM under a local master key.
+The secret's name is the GCM associated data: a ciphertext copied onto another record
+(e.g. to make the vault send the OpenAI key to an attacker-chosen host) fails to decrypt.
+
+Writers (the CLI, possibly several at once) serialize on an fcntl lock file and replace
+`secrets.json` atomically, so a crash or a concurrent `vault add` never leaves a torn file.
+Error messages never contain a secret value.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import re
+import secrets as _random
+import stat
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+MASTER_KEY_FILE = "master.key"
+SECRETS_FILE = "secrets.json"
+LOCK_FILE = "secrets.lock"
+KEY_BYTES = 32
+NONCE_BYTES = 12
+FORMAT_VERSION = 1
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# RFC 9110 `token`: what a header field name may consist of.
+_HEADER_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+class VaultError(Exception):
+    """A user-facing vault problem. The message never contains a secret value."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SecretInfo:
+    """Everything about a secret except its value (safe to print and log)."""
+
+    name: str
+    host: str
+    header: str
+    format: str
+    created_at: str
+
+
+# --- validation -------------------------------------------------------------------------------
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise VaultError(f"invalid secret name {name!r}: use 1-64 characters from A-Z a-z 0-9 _ . -")
+    return name
+
+
+def _valid_hostname(host: str) -> bool:
+    if len(host) > 253:
+        return False
+    with contextlib.suppress(ValueError):
+        ipaddress.IPv4Address(host)
+        return True
+    labels = host.split(".")
+    if all(label.isdigit() for label in labels):
+        return False  # looks like a malformed IPv4 literal
+    return all(_LABEL_RE.fullmatch(label) for label in labels)
+
+
+def normalize_host(host: str) -> str:
+    """Lowercase `host`, `host:port`, `1.2.3.4[:port]` or `[v6]:port`; raise VaultError otherwise."""
+    if not isinstance(host, str) or not host or host != host.strip():
+        raise VaultError(f"invalid host {host!r}: expected a hostname or host:port")
+    h = host.lower()
+    port: str | None = None
+    if h.startswith("["):
+        end = h.find("]")
+        if end < 0:
+            raise VaultError(f"invalid host {host!r}: unterminated IPv6 literal")
+        literal, rest = h[1:end], h[end + 1 :]
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            raise VaultError(f"invalid host {host!r}: bad IPv6 literal") from None
+        if rest:
+            if not rest.startswith(":"):
+                raise VaultError(f"invalid host {host!r}: expected [ipv6]:port")
+            port = rest[1:]
+        name = f"[{literal}]"
+    else:
+        name, sep, port_part = h.partition(":")
+        if sep:
+            port = port_part
+        if name.endswith(".") and not name.endswith(".."):
+            name = name[:-1]  # FQDN form "example.com." is the same host
+        if not _valid_hostname(name):
+            raise VaultError(f"invalid host {host!r}: expected a hostname or host:port")
+    if port is not None:
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise VaultError(f"invalid host {host!r}: port must be 1-65535")
+        return f"{name}:{int(port)}"
+    return name
+
+
+def validate_header(header: str) -> str:
+    if not isinstance(header, str) or not _HEADER_RE.fullmatch(header):
+        raise VaultError(f"invalid header name {header!r}: must be an HTTP token like x-api-key")
+    return header
+
+
+def validate_format(fmt: str) -> str:
+    if not isinstance(fmt, str) or fmt.count("{value}") != 1:
+        raise VaultError("invalid format: it must contain {value} exactly once, e.g. 'Bearer {value}'")
+    rest = fmt.replace("{value}", "")
+    if "{" in rest or "}" in rest:
+        raise VaultError("invalid format: braces other than {value} are not allowed")
+    if any(c in rest for c in "\r\n\0"):
+        raise VaultError("invalid format: control characters are not allowed")
+    return fmt
+
+
+def validate_value(value: str) -> str:
+    # Never echo the value back: the message only says what is wrong with it.
+    if not isinstance(value, str) or value == "":
+        raise VaultError("the secret value is empty")
+    if any(c in value for c in "\r\n\0"):
+        raise VaultError("the secret value must not contain a newline or NUL character")
+    return value
+
+
+# --- store ------------------------------------------------------------------------------------
+
+
+class SecretStore:
+    """The encrypted secrets file plus its master key, both inside `config_dir`."""
+
+    def __init__(self, config_dir: Path) -> None:
+        self.config_dir = Path(config_dir)
+        self.key_path = self.config_dir / MASTER_KEY_FILE
+        self.secrets_path = self.config_dir / SECRETS_FILE
+        self.lock_path = self.config_dir / LOCK_FILE
+
+    # -- public API --
+
+    def add(
+        self,
+        name: str,
+        value: str,
+        host: str,
+        header: str = "Authorization",
+        fmt: str = "Bearer {value}",
+        replace: bool = False,
+    ) -> SecretInfo:
+        """Encrypt and store a secret; refuse to overwrite an existing name unless `replace`."""
+        validate_name(name)
+        host = normalize_host(host)
+        validate_header(header)
+        validate_format(fmt)
+        validate_value(value)
+        with self._locked():
+            aead = AESGCM(self._master_key(create=True))
+            records = self._read_records()
+            existing = [r for r in records if r["name"] == name]
+            if existing and not replace:
+                raise VaultError(f"secret {name!r} already exists (use --replace to overwrite it)")
+            nonce = _random.token_bytes(NONCE_BYTES)
+            ciphertext = aead.encrypt(nonce, value.encode("utf-8"), name.encode("utf-8"))
+            info = SecretInfo(
+                name=name,
+                host=host,
+                header=header,
+                format=fmt,
+                created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+            record = {
+                "name": info.name,
+                "host": info.host,
+                "header": info.header,
+                "format": info.format,
+                "created_at": info.created_at,
+                "nonce": base64.b64encode(nonce).decode("ascii"),
+                "ciphertext": base64.b64encode(ciphertext).decode("ascii"),
+            }
+            records = [r for r in records if r["name"] != name] + [record]
+            self._write_records(records)
+        return info
+
+    def list(self) -> list[SecretInfo]:
+        """Metadata of every stored secret, sorted by name; values are not decrypted."""
+        return sorted((self._info(r) for r in self._read_records()), key=lambda i: i.name)
+
+    def remove(self, name: str) -> bool:
+        """Delete a secret; False if there was none with that name."""
+        validate_name(name)
+        with self._locked():
+            records = self._read_records()
+            kept = [r for r in records if r["name"] != name]
+            if len(kept) == len(records):
+                return False
+            self._write_records(kept)
+        return True
+
+    def load_all(self) -> list[tuple[SecretInfo, str]]:
+        """Decrypt everything. Only the vault process calls this; nobody else needs values."""
+        records = self._read_records()
+        if not records:
+            return []
+        aead = AESGCM(self._master_key(create=False))
+        out: list[tuple[SecretInfo, str]] = []
+        for r in records:
+            info = self._info(r)
+            try:
+                nonce = base64.b64decode(r["nonce"], validate=True)
+                ciphertext = base64.b64decode(r["ciphertext"], validate=True)
+                plain = aead.decrypt(nonce, ciphertext, info.name.encode("utf-8"))
+            except (InvalidTag, ValueError, TypeError, KeyError):
+                raise VaultError(
+                    f"secret {info.name!r} cannot be decrypted (wrong master key or tampered record);"
+                    f" re-add it with `clawgate vault add {info.name} --replace`"
+                ) from None
+            out.append((info, plain.decode("utf-8")))
+        return out
+
+    # -- internals --
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Exclusive cross-process lock around read-modify-write of the store."""
+        self._ensure_dir()
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def _ensure_dir(self) -> None:
+        if not self.config_dir.exists():
+            self.config_dir.mkdir(parents=True, mode=0o700)
+
+    def _master_key(self, create: bool) -> bytes:
+        """Read (or, for writers, create) the 32-byte master key, refusing unsafe permissions."""
+        try:
+            fd = os.open(self.key_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            if not create:
+                raise VaultError(
+                    f"master key {self.key_path} is missing, so the stored secrets cannot be decrypted"
+                ) from None
+            return self._create_master_key()
+        except OSError as e:
+            raise VaultError(f"cannot open master key {self.key_path}: {e.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise VaultError(f"master key {self.key_path} is not a regular file")
+            if st.st_mode & 0o077:
+                raise VaultError(
+                    f"master key {self.key_path} is accessible by group/others"
+                    f" (mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {self.key_path}`"
+                )
+            if st.st_uid != os.getuid():
+                raise VaultError(f"master key {self.key_path} is owned by another user")
+            key = os.read(fd, KEY_BYTES + 1)
+        finally:
+            os.close(fd)
+        if len(key) != KEY_BYTES:
+            raise VaultError(f"master key {self.key_path} is corrupt (expected {KEY_BYTES} bytes)")
+        return key
+
+    def _create_master_key(self) -> bytes:
+        key = _random.token_bytes(KEY_BYTES)
+        # Write fully under a temp name, then link into place: O_EXCL semantics without a
+        # window where another reader could see an empty or half-written key.
+        fd, tmp = tempfile.mkstemp(prefix=".master.key.", dir=self.config_dir)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, key)
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            try:
+                os.link(tmp, self.key_path)
+            except FileExistsError:
+                return self._master_key(create=False)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        self._fsync_dir()
+        return key
+
+    def _read_records(self) -> list[dict]:
+        try:
+            raw = self.secrets_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        try:
+            doc = json.loads(raw)
+            records = doc["secrets"]
+            if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise VaultError(f"{self.secrets_path} is corrupt (not a clawgate secrets file)") from None
+        return records
+
+    def _write_records(self, records: list[dict]) -> None:
+        data = json.dumps({"version": FORMAT_VERSION, "secrets": records}, indent=2).encode("utf-8")
+        fd, tmp = tempfile.mkstemp(prefix=".secrets.json.", dir=self.config_dir)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.secrets_path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        self._fsync_dir()
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.config_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _info(r: dict) -> SecretInfo:
+        try:
+            return SecretInfo(
+                name=str(r["name"]),
+                host=str(r["host"]),
+                header=str(r["header"]),
+                format=str(r["format"]),
+                created_at=str(r.get("created_at", "")),
+            )
+        except KeyError as e:
+            raise VaultError(f"secrets file has a record without {e.args[0]!r}") from None

@@ -1,0 +1,287 @@
+"""The real vault process end to end: relay identity, injection, private-upstream refusal,
+fail-closed on stop, supervisor restart. Fake upstreams listen on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import stat
+import threading
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from proxy.process import VaultProcess, VaultUnavailable
+from proxy.secrets import SecretStore
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+REAL_KEY = "sk-ant-REAL-e2e-7f3a9c1d2b"
+PLACEHOLDER = "placeholder"
+
+
+class Upstream:
+    """A loopback HTTP server recording every request's headers."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, str]] = []
+        rec = self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                rec.append({k.lower(): v for k, v in self.headers.items()} | {":path": self.path})
+                body = b"hello from upstream"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def upstreams() -> Iterator[tuple[Upstream, Upstream]]:
+    allowed, forbidden = Upstream(), Upstream()
+    yield allowed, forbidden
+    allowed.close()
+    forbidden.close()
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("v")
+    d = {k: base / k for k in ("cfg", "state", "grp")}
+    for p in d.values():
+        p.mkdir(mode=0o700)
+    return d
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def vault(upstreams: tuple[Upstream, Upstream], dirs: dict[str, Path]) -> AsyncIterator[VaultProcess]:
+    allowed, _ = upstreams
+    SecretStore(dirs["cfg"]).add(
+        "anthropic", REAL_KEY, f"127.0.0.1:{allowed.port}", header="x-api-key", fmt="{value}"
+    )
+    vp = VaultProcess(dirs["cfg"], dirs["state"], allow_private=[f"127.0.0.1:{allowed.port}"])
+    await vp.start(timeout=30)
+    await vp.open_group("main", dirs["grp"] / "vault.sock")
+    yield vp
+    await vp.stop()
+
+
+def sock_path(dirs: dict[str, Path]) -> str:
+    return str(dirs["grp"] / "vault.sock")
+
+
+async def roundtrip(path: str, data: bytes) -> bytes:
+    """Send raw bytes through the group socket and read until the vault closes."""
+    reader, writer = await asyncio.open_unix_connection(path)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+def get(port: int, host: str = "127.0.0.1", extra: str = "") -> bytes:
+    return (
+        f"GET http://{host}:{port}/v1/messages HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"x-api-key: {PLACEHOLDER}\r\nConnection: close\r\n{extra}\r\n"
+    ).encode()
+
+
+async def test_start_state(vault: VaultProcess, dirs: dict[str, Path]) -> None:
+    assert await vault.healthy()
+    assert vault.ca_cert_path.name == "mitmproxy-ca-cert.pem"
+    assert vault.ca_cert_path.is_file()
+    assert b"PRIVATE KEY" not in vault.ca_cert_path.read_bytes()
+    assert stat.S_IMODE(os.stat(vault.control_socket).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(sock_path(dirs)).st_mode) == 0o666
+
+
+async def test_injects_real_key(vault: VaultProcess, upstreams, dirs) -> None:
+    allowed, _ = upstreams
+    allowed.requests.clear()
+    resp = await roundtrip(sock_path(dirs), get(allowed.port))
+    assert resp.startswith(b"HTTP/1.1 200"), resp
+    assert b"hello from upstream" in resp
+    assert REAL_KEY.encode() not in resp
+    assert len(allowed.requests) == 1
+    assert allowed.requests[0]["x-api-key"] == REAL_KEY
+    assert allowed.requests[0][":path"] == "/v1/messages"
+    log = vault.log_path.read_text()
+    assert REAL_KEY not in log
+
+
+async def test_injects_inside_connect_tunnel(vault: VaultProcess, upstreams, dirs) -> None:
+    allowed, _ = upstreams
+    allowed.requests.clear()
+    reader, writer = await asyncio.open_unix_connection(sock_path(dirs))
+    try:
+        writer.write(
+            f"CONNECT 127.0.0.1:{allowed.port} HTTP/1.1\r\nHost: 127.0.0.1:{allowed.port}\r\n\r\n".encode()
+        )
+        status = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert status.startswith(b"HTTP/1.1 200"), status
+        # Host header lies about the destination: identity/injection follow the tunnel, not the header.
+        writer.write(
+            f"GET /tunnel HTTP/1.1\r\nHost: evil.example\r\nx-api-key: {PLACEHOLDER}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        resp = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    assert resp.startswith(b"HTTP/1.1 200"), resp
+    assert allowed.requests[-1]["x-api-key"] == REAL_KEY
+    assert allowed.requests[-1]["host"] == "evil.example"
+
+
+async def test_private_upstream_not_allowed_gets_403(vault: VaultProcess, upstreams, dirs) -> None:
+    _, forbidden = upstreams
+    resp = await roundtrip(sock_path(dirs), get(forbidden.port))
+    assert resp.startswith(b"HTTP/1.1 403"), resp
+    assert b"allow_private_upstreams" in resp
+    assert f'"127.0.0.1:{forbidden.port}"'.encode() in resp
+    assert forbidden.requests == []
+
+
+async def test_hostname_resolving_to_loopback_is_refused(vault: VaultProcess, upstreams, dirs) -> None:
+    _, forbidden = upstreams
+    resp = await roundtrip(sock_path(dirs), get(forbidden.port, host="localhost"))
+    assert resp.startswith(b"HTTP/1.1 403"), resp
+    # numeric tricks that getaddrinfo maps to 127.0.0.1
+    resp = await roundtrip(sock_path(dirs), get(forbidden.port, host="2130706433"))
+    assert resp.startswith((b"HTTP/1.1 403", b"HTTP/1.1 502")), resp
+    assert forbidden.requests == []
+
+
+@pytest.mark.parametrize(
+    "target", ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]", "169.254.169.254", "[fd00::1]"]
+)
+async def test_connect_to_private_is_refused(vault: VaultProcess, upstreams, dirs, target: str) -> None:
+    _, forbidden = upstreams
+    port = forbidden.port
+    resp = await roundtrip(
+        sock_path(dirs), f"CONNECT {target}:{port} HTTP/1.1\r\nHost: {target}:{port}\r\n\r\n".encode()
+    )
+    assert resp.startswith(b"HTTP/1.1 403"), resp
+    assert forbidden.requests == []
+
+
+async def test_direct_tcp_connection_is_refused(vault: VaultProcess, upstreams) -> None:
+    allowed, _ = upstreams
+    allowed.requests.clear()
+    assert vault.listen_port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", vault.listen_port)
+    try:
+        writer.write(get(allowed.port))
+        await writer.drain()
+        with contextlib.suppress(ConnectionError):
+            data = await asyncio.wait_for(reader.read(), 10)
+            assert data == b""
+    finally:
+        writer.close()
+    assert allowed.requests == []
+
+
+async def test_control_protocol_errors(vault: VaultProcess) -> None:
+    reader, writer = await asyncio.open_unix_connection(str(vault.control_socket))
+    try:
+        for line, expect in [
+            (b"not json\n", "malformed"),
+            (b"[1,2]\n", "op"),
+            (b'{"op":"nope"}\n', "unknown op"),
+            (b'{"op":"open_group","group":"../x","socket":"/tmp/x.sock"}\n', "invalid group"),
+            (b'{"op":"open_group","group":"g","socket":"relative.sock"}\n', "absolute"),
+        ]:
+            writer.write(line)
+            reply = json.loads(await asyncio.wait_for(reader.readline(), 5))
+            assert reply["ok"] is False and expect in reply["error"], reply
+        writer.write(b'{"op":"ping"}\n')
+        reply = json.loads(await asyncio.wait_for(reader.readline(), 5))
+        assert reply["ok"] is True and reply["ca_cert"].endswith("mitmproxy-ca-cert.pem")
+    finally:
+        writer.close()
+    with pytest.raises(VaultUnavailable):
+        await vault.open_group("bad/name", "/tmp/whatever.sock")
+
+
+async def test_reload_secrets(vault: VaultProcess, upstreams, dirs) -> None:
+    allowed, _ = upstreams
+    SecretStore(dirs["cfg"]).add(
+        "anthropic",
+        REAL_KEY + "-v2",
+        f"127.0.0.1:{allowed.port}",
+        header="x-api-key",
+        fmt="{value}",
+        replace=True,
+    )
+    assert await vault.reload_secrets() == 1
+    allowed.requests.clear()
+    await roundtrip(sock_path(dirs), get(allowed.port))
+    assert allowed.requests[0]["x-api-key"] == REAL_KEY + "-v2"
+
+
+async def test_second_group_and_close(vault: VaultProcess, upstreams, dirs) -> None:
+    allowed, _ = upstreams
+    other = dirs["grp"].parent / "grp2"
+    other.mkdir(exist_ok=True)
+    path = other / "vault.sock"
+    await vault.open_group("team", path)
+    resp = await roundtrip(str(path), get(allowed.port))
+    assert resp.startswith(b"HTTP/1.1 200")
+    await vault.close_group("team")
+    assert not path.exists()
+    with pytest.raises(OSError):
+        await asyncio.open_unix_connection(str(path))
+
+
+async def test_supervisor_restarts_after_kill(vault: VaultProcess, upstreams, dirs) -> None:
+    allowed, _ = upstreams
+    assert vault._proc is not None
+    old_pid = vault._proc.pid
+    os.kill(old_pid, 9)
+    await vault._proc.wait()
+    # fail closed while it is down
+    with pytest.raises(OSError):
+        await asyncio.open_unix_connection(sock_path(dirs))
+    assert not await vault.healthy()
+    await asyncio.wait_for(vault.ready.wait(), 30)
+    assert vault.pid != old_pid and vault.restarts >= 1
+    allowed.requests.clear()
+    resp = await roundtrip(sock_path(dirs), get(allowed.port))
+    assert resp.startswith(b"HTTP/1.1 200"), resp
+    assert allowed.requests[0]["x-api-key"].startswith(REAL_KEY)
+
+
+async def test_stop_fails_closed(vault: VaultProcess, dirs) -> None:
+    await vault.stop()
+    assert not await vault.healthy()
+    with pytest.raises(OSError):
+        await asyncio.open_unix_connection(sock_path(dirs))
+    with pytest.raises(OSError):
+        s = socket.socket(socket.AF_INET)
+        try:
+            assert vault.listen_port is not None
+            s.connect(("127.0.0.1", vault.listen_port))
+        finally:
+            s.close()
