@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape
 
 from gateway.models import StoredMessage
 
@@ -22,10 +22,15 @@ def _clean(text: str) -> str:
     return _CONTROL.sub("\ufffd", text)
 
 
+def _attr(value: str) -> str:
+    """Always double-quoted, so the model sees one consistent shape."""
+    return '"' + escape(_clean(value), {'"': "&quot;"}) + '"'
+
+
 def render_message(message: StoredMessage) -> str:
     when = datetime.fromtimestamp(message.timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return (
-        f"<message sender={quoteattr(_clean(message.sender_name))} time={quoteattr(when)}>"
+        f"<message sender={_attr(message.sender_name)} time={_attr(when)}>"
         f"{escape(_clean(message.text))}</message>"
     )
 

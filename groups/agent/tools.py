@@ -230,9 +230,10 @@ class Toolbox:
             proc.stdout.close()
         output = reader.text()
         if timed_out:
-            return f"{output}\n[timed out after {timeout}s; process group killed]", True
-        status = f"[exit code {code}]"
-        return (f"{output}\n{status}" if output else status), False
+            sep = "" if not output or output.endswith("\n") else "\n"
+            return f"{output}{sep}[timed out after {timeout}s; process group killed]", True
+        sep = "" if not output or output.endswith("\n") else "\n"
+        return f"{output}{sep}[exit code {code}]", False
 
     def _tool_read_file(self, args: Dict[str, Any]) -> ToolResult:
         path = self._path(args)

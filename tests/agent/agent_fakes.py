@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -20,8 +21,16 @@ def free_port() -> int:
 
 
 def anthropic_text(text: str) -> Response:
-    return 200, {"type": "message", "role": "assistant", "content": [{"type": "text", "text": text}],
-                 "stop_reason": "end_turn"}, {}
+    return (
+        200,
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+        },
+        {},
+    )
 
 
 def anthropic_tool(tool_id: str, name: str, args: dict[str, Any], text: str = "") -> Response:
@@ -40,7 +49,9 @@ def openai_tool(call_id: str, name: str, args: dict[str, Any] | str) -> Response
     msg = {
         "role": "assistant",
         "content": None,
-        "tool_calls": [{"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}],
+        "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+        ],
     }
     return 200, {"choices": [{"index": 0, "message": msg, "finish_reason": "tool_calls"}]}, {}
 
@@ -126,10 +137,8 @@ class FakeVault:
             dst.shutdown(socket.SHUT_WR)
         except OSError:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self.sock.close()

@@ -66,7 +66,12 @@ def test_anthropic_tool_use_round_trip(group_dirs: tuple[Path, Path]) -> None:
     body = first["body"]
     assert body["model"] == "test-model" and body["max_tokens"] == 4096
     assert {t["name"] for t in body["tools"]} == {
-        "shell", "read_file", "write_file", "edit_file", "list_files", "send_message"
+        "shell",
+        "read_file",
+        "write_file",
+        "edit_file",
+        "list_files",
+        "send_message",
     }
     assert all(t["input_schema"]["type"] == "object" for t in body["tools"])
     assert body["messages"] == [{"role": "user", "content": PROMPT}]
@@ -117,13 +122,19 @@ def test_openai_tool_calls_round_trip(group_dirs: tuple[Path, Path]) -> None:
     assert msgs[3]["role"] == "tool" and msgs[3]["tool_call_id"] == "call_1"
     assert msgs[3]["content"].startswith("wrote 3 bytes")
     bad = third["body"]["messages"][-1]
-    assert bad["tool_call_id"] == "call_2" and bad["content"].startswith("ERROR: arguments are not valid JSON")
+    assert bad["tool_call_id"] == "call_2" and bad["content"].startswith(
+        "ERROR: arguments are not valid JSON"
+    )
 
 
 def test_openai_switches_to_max_completion_tokens(group_dirs: tuple[Path, Path]) -> None:
     group, glob = group_dirs
-    err = {"error": {"message": "Unsupported parameter: 'max_tokens'. Use 'max_completion_tokens' instead.",
-                     "type": "invalid_request_error"}}
+    err = {
+        "error": {
+            "message": "Unsupported parameter: 'max_tokens'. Use 'max_completion_tokens' instead.",
+            "type": "invalid_request_error",
+        }
+    }
     server = FakeModelServer([(400, err, {}), openai_text("ok")])
     try:
         provider = llm.make_provider(_cfg("openai", server.url, group, glob))
@@ -156,8 +167,11 @@ def test_proxy_is_used_even_for_loopback_and_no_proxy(
 
 def test_http_529_is_retried_then_reported_briefly(group_dirs: tuple[Path, Path]) -> None:
     group, glob = group_dirs
-    overloaded = (529, {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
-                  {"retry-after": "0"})
+    overloaded = (
+        529,
+        {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+        {"retry-after": "0"},
+    )
     server = FakeModelServer([overloaded, overloaded, overloaded])
     try:
         provider = llm.make_provider(_cfg("anthropic", server.url, group, glob))
@@ -182,7 +196,11 @@ def test_transient_error_then_success(group_dirs: tuple[Path, Path]) -> None:
 
 def test_client_error_not_retried(group_dirs: tuple[Path, Path]) -> None:
     group, glob = group_dirs
-    bad = (400, {"type": "error", "error": {"type": "invalid_request_error", "message": "messages: empty"}}, {})
+    bad = (
+        400,
+        {"type": "error", "error": {"type": "invalid_request_error", "message": "messages: empty"}},
+        {},
+    )
     server = FakeModelServer([bad, anthropic_text("never")])
     try:
         provider = llm.make_provider(_cfg("anthropic", server.url, group, glob))

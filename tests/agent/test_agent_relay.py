@@ -54,6 +54,10 @@ def test_relay_fails_closed_without_vault(sock_dir: Path) -> None:
     try:
         with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as c:
             c.sendall(b"CONNECT api.anthropic.com:443 HTTP/1.1\r\n\r\n")
-            assert c.recv(100) == b""
+            try:
+                got = c.recv(100)
+            except ConnectionResetError:  # closed with our request unread: also "closed"
+                got = b""
+            assert got == b""
     finally:
         relay.close()

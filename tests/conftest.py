@@ -1,0 +1,71 @@
+"""Shared fixtures: real Docker (or a loud failure in CI), isolated config/data dirs, fake upstreams."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.fakes.model_server import FakeModelServer  # noqa: E402
+
+REQUIRE_DOCKER = os.environ.get("CLAWGATE_REQUIRE_DOCKER") == "1"
+TEST_IMAGE = os.environ.get("CLAWGATE_TEST_IMAGE", "clawgate-sandbox:latest")
+
+
+def _docker_client():  # type: ignore[no-untyped-def]
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env()
+        client.ping()
+        return client
+    except DockerException as exc:
+        return exc
+
+
+@pytest.fixture(scope="session")
+def docker_client():  # type: ignore[no-untyped-def]
+    """A live Docker client; skips locally without Docker, fails when CLAWGATE_REQUIRE_DOCKER=1."""
+    client = _docker_client()
+    if isinstance(client, Exception):
+        message = f"Docker is not reachable: {client}"
+        if REQUIRE_DOCKER:
+            pytest.fail(message + " (CLAWGATE_REQUIRE_DOCKER=1)")
+        pytest.skip(message)
+    return client
+
+
+@pytest.fixture(scope="session")
+def sandbox_image(docker_client) -> str:  # type: ignore[no-untyped-def]
+    """The sandbox image, rebuilt from the working tree once per session so tests run current code."""
+    from groups.sandbox.image import build_image
+
+    build_image(docker_client, TEST_IMAGE, None, lambda line: None)
+    return TEST_IMAGE
+
+
+@pytest.fixture
+def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """Private config and data dirs; the data dir sits under /tmp-like short paths for unix sockets."""
+    config_dir = tmp_path / "config"
+    data_dir = tmp_path / "data"
+    config_dir.mkdir()
+    monkeypatch.setenv("CLAWGATE_CONFIG_DIR", str(config_dir))
+    monkeypatch.setenv("CLAWGATE_DATA_DIR", str(data_dir))
+    yield config_dir, data_dir
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def model_server() -> Iterator[FakeModelServer]:
+    with FakeModelServer() as server:
+        yield server

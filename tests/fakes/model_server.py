@@ -1,0 +1,121 @@
+"""A scripted Anthropic-/OpenAI-compatible model server on loopback.
+
+It speaks the real wire format (POST /v1/messages, POST /v1/chat/completions) and
+records every request, so tests can assert what reached "the model" — for example
+which API key the vault injected.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages", [])):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        texts = [b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"]
+        if texts:
+            return "\n".join(texts)
+    return ""
+
+
+def anthropic_text(text: str) -> dict[str, Any]:
+    return {
+        "id": "msg_fake", "type": "message", "role": "assistant", "model": "fake",
+        "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
+
+
+def openai_text(text: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake", "object": "chat.completion", "model": "fake",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+    }
+
+
+Responder = Callable[[Recorded], tuple[int, dict[str, Any]]]
+
+
+class FakeModelServer:
+    """`responses` are served in order; when they run out, `default` answers (echo by default)."""
+
+    def __init__(self, default: Responder | None = None) -> None:
+        self.requests: list[Recorded] = []
+        self.responses: deque[tuple[int, dict[str, Any]]] = deque()
+        self.default = default or self._echo
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw or b"{}")
+                except json.JSONDecodeError:
+                    body = {"_raw": raw.decode("utf-8", "replace")}
+                record = Recorded("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                with server._lock:
+                    server.requests.append(record)
+                    scripted = server.responses.popleft() if server.responses else None
+                status, payload = scripted or server.default(record)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802
+                server.requests.append(Recorded("GET", self.path, dict(self.headers.items()), {}))
+                data = b'{"ok": true}'
+                self.send_response(200)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self.host_port = f"127.0.0.1:{self.port}"
+        self.url = f"http://{self.host_port}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @staticmethod
+    def _echo(record: Recorded) -> tuple[int, dict[str, Any]]:
+        text = "echo: " + last_user_text(record.body)[-200:]
+        if record.path.endswith("/chat/completions"):
+            return 200, openai_text(text)
+        return 200, anthropic_text(text)
+
+    def __enter__(self) -> FakeModelServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

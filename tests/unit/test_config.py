@@ -1,0 +1,69 @@
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Config, ConfigError, load, parse
+
+SRC = Path("config.toml")
+
+
+def test_defaults_without_a_file(tmp_path: Path) -> None:
+    cfg = load(tmp_path)
+    assert cfg.assistant_name == "Andy"
+    assert cfg.default_trigger == "@Andy"
+    assert cfg.sandbox.backend == "docker"
+
+
+def test_full_config_parses() -> None:
+    cfg = parse(
+        """
+assistant_name = "Bob"
+[model]
+provider = "openai"
+name = "gpt-x"
+base_url = "http://127.0.0.1:11434/v1/"
+[sandbox]
+idle_timeout_s = 5
+max_containers = 2
+memory_mb = 256
+[vault]
+allow_private_upstreams = ["127.0.0.1:11434", "[::1]:8080"]
+""",
+        SRC,
+    )
+    assert cfg.model.base_url == "http://127.0.0.1:11434/v1"
+    assert cfg.vault.allow_private_upstreams == ["127.0.0.1:11434", "[::1]:8080"]
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[sandbox]\nbackend = "podman"', "sandbox.backend"),
+        ('[sandbox]\nmax_containers = 0', "sandbox.max_containers"),
+        ('[model]\nprovider = "gemini"', "model.provider"),
+        ('[model]\nbase_url = "ftp://x"', "model.base_url"),
+        ('[vault]\nallow_private_upstreams = ["localhost"]', "vault.allow_private_upstreams"),
+        ('[sandbox]\nimagee = "x"', "sandbox.imagee"),
+        ('assistant_name = "two words"', "assistant_name"),
+    ],
+)
+def test_bad_values_name_the_key(text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(text, SRC)
+    assert key in str(info.value)
+
+
+def test_unknown_backend_is_rejected_not_defaulted() -> None:
+    with pytest.raises(ConfigError, match="podman"):
+        parse('[sandbox]\nbackend = "podman"', SRC)
+
+
+def test_invalid_toml_is_reported() -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        parse("[model\nname=", SRC)
+
+
+def test_config_is_immutable() -> None:
+    cfg = Config()
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen error type is an implementation detail
+        cfg.sandbox.image = "x"  # type: ignore[misc]
