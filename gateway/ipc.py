@@ -156,6 +156,8 @@ class GroupIpc:
                 await self._handle_line(line, writer)
         except (ConnectionError, OSError):
             return
+        except asyncio.CancelledError:
+            return  # the server is closing; the agent sees its socket close and exits
         finally:
             writer.close()
 

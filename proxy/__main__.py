@@ -51,6 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--control-socket", type=Path, required=True)
     p.add_argument("--listen-port", type=int, required=True)
     p.add_argument("--allow-private", action="append", default=[], metavar="HOST:PORT")
+    p.add_argument(
+        "--upstream-ca",
+        type=Path,
+        default=None,
+        help="PEM CA bundle used INSTEAD of the system store to verify upstreams (private CAs, tests)",
+    )
     p.add_argument("--verbose", action="store_true", help="log connections and injections (never values)")
     args = p.parse_args(argv)
     for a in args.allow_private:
@@ -77,6 +83,8 @@ async def run(args: argparse.Namespace) -> int:
         onboarding=False,
         termlog_verbosity="info" if args.verbose else "warn",
     )
+    if args.upstream_ca is not None:
+        opts.update(ssl_verify_upstream_trusted_ca=str(args.upstream_ca))
     registry = PeerRegistry()
     addon = VaultAddon(registry, args.allow_private)
     addon.set_secrets(secrets)

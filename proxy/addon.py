@@ -70,7 +70,9 @@ class PeerRegistry:
 def ip_is_disallowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """True for anything that is not a plain public unicast address."""
     if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d is just the IPv4 address
+            return ip_is_disallowed(ip.ipv4_mapped)
+        embedded = ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
         if embedded is None and ip in _NAT64:
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None and ip_is_disallowed(embedded):
@@ -100,7 +102,11 @@ def parse_hostport(value: str) -> Address:
             raise ValueError(f"expected host:port, got {value!r}")
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(f"bad port in {value!r}")
-    return host.rstrip("."), int(port)
+    try:
+        host = str(ipaddress.ip_address(host))  # canonical, to compare with resolved addresses
+    except ValueError:
+        host = host.rstrip(".")
+    return host, int(port)
 
 
 def format_hostport(host: str, port: int) -> str:
@@ -180,6 +186,7 @@ class VaultAddon:
         literal_ok = self._allowed_literal(host, port)
         try:
             ips = [str(ipaddress.ip_address(host))]
+            host = ips[0]  # canonical spelling for messages
         except ValueError:
             try:
                 ips = await self._resolve(host, port)

@@ -71,11 +71,13 @@ class VaultProcess:
         state_dir: Path,
         allow_private: list[str],
         python: str = sys.executable,
+        upstream_ca: Path | None = None,
     ) -> None:
         self.config_dir = Path(config_dir)
         self.state_dir = Path(state_dir)
         self.allow_private = list(allow_private)
         self.python = python
+        self.upstream_ca = upstream_ca  # replaces the system trust store for upstream TLS
         self.control_socket = self.state_dir / CONTROL_SOCKET
         self.log_path = self.state_dir / LOG_FILE
         self.ca_cert_path = self.state_dir / "ca" / "mitmproxy-ca-cert.pem"
@@ -121,6 +123,8 @@ class VaultProcess:
         ]
         for a in self.allow_private:
             cmd += ["--allow-private", a]
+        if self.upstream_ca is not None:
+            cmd += ["--upstream-ca", str(self.upstream_ca)]
         root = _PROJECT_ROOT
         env = dict(os.environ)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

@@ -107,6 +107,8 @@ class Relay:
         g.tasks.add(task)
         try:
             await self._serve(group, reader, writer)
+        except asyncio.CancelledError:
+            pass  # close_group() cut this connection; nothing to report
         finally:
             g.tasks.discard(task)
 

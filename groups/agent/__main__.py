@@ -57,9 +57,15 @@ def serve(cfg: config.Config, client: IPCClient) -> int:
             log("error", f"next_messages failed: {exc}")
             time.sleep(1.0)  # don't spin if the gateway keeps refusing
             continue
-        client.received(run_id)
+        try:
+            client.received(run_id)
+        except IPCError as exc:  # only a latency metric; never worth dropping the turn
+            log("warning", f"received({run_id}) failed: {exc}")
         text, error = runner.run(user_prompt)
-        client.turn_done(run_id, text, error)
+        try:
+            client.turn_done(run_id, text, error)
+        except IPCError as exc:
+            log("error", f"turn_done({run_id}) rejected: {exc}")
 
 
 def main() -> int:

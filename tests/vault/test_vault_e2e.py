@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import ipaddress
 import json
 import os
 import socket
+import ssl
 import stat
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +19,10 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from proxy.process import VaultProcess, VaultUnavailable
 from proxy.secrets import SecretStore
@@ -23,13 +30,43 @@ from proxy.secrets import SecretStore
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 REAL_KEY = "sk-ant-REAL-e2e-7f3a9c1d2b"
+TLS_KEY = "sk-openai-REAL-tls-55aa"
 PLACEHOLDER = "placeholder"
 
 
-class Upstream:
-    """A loopback HTTP server recording every request's headers."""
+def make_cert(dir_: Path) -> tuple[Path, Path]:
+    """Self-signed certificate for 127.0.0.1 (the fake HTTPS upstream's identity)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "clawgate test upstream")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = dir_ / "upstream.pem", dir_ / "upstream.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
 
-    def __init__(self) -> None:
+
+class Upstream:
+    """A loopback HTTP(S) server recording every request's headers."""
+
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
         self.requests: list[dict[str, str]] = []
         rec = self.requests
 
@@ -48,6 +85,10 @@ class Upstream:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -66,21 +107,35 @@ def upstreams() -> Iterator[tuple[Upstream, Upstream]]:
 
 
 @pytest.fixture(scope="module")
+def tls_upstream(dirs: dict[str, Path]) -> Iterator[Upstream]:
+    up = Upstream(tls=make_cert(dirs["certs"]))
+    yield up
+    up.close()
+
+
+@pytest.fixture(scope="module")
 def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("v")
-    d = {k: base / k for k in ("cfg", "state", "grp")}
+    d = {k: base / k for k in ("cfg", "state", "grp", "certs")}
     for p in d.values():
         p.mkdir(mode=0o700)
     return d
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def vault(upstreams: tuple[Upstream, Upstream], dirs: dict[str, Path]) -> AsyncIterator[VaultProcess]:
+async def vault(
+    upstreams: tuple[Upstream, Upstream], tls_upstream: Upstream, dirs: dict[str, Path]
+) -> AsyncIterator[VaultProcess]:
     allowed, _ = upstreams
-    SecretStore(dirs["cfg"]).add(
-        "anthropic", REAL_KEY, f"127.0.0.1:{allowed.port}", header="x-api-key", fmt="{value}"
+    store = SecretStore(dirs["cfg"])
+    store.add("anthropic", REAL_KEY, f"127.0.0.1:{allowed.port}", header="x-api-key", fmt="{value}")
+    store.add("openai", TLS_KEY, f"127.0.0.1:{tls_upstream.port}")
+    vp = VaultProcess(
+        dirs["cfg"],
+        dirs["state"],
+        allow_private=[f"127.0.0.1:{allowed.port}", f"127.0.0.1:{tls_upstream.port}"],
+        upstream_ca=dirs["certs"] / "upstream.pem",
     )
-    vp = VaultProcess(dirs["cfg"], dirs["state"], allow_private=[f"127.0.0.1:{allowed.port}"])
     await vp.start(timeout=30)
     await vp.open_group("main", dirs["grp"] / "vault.sock")
     yield vp
@@ -91,13 +146,24 @@ def sock_path(dirs: dict[str, Path]) -> str:
     return str(dirs["grp"] / "vault.sock")
 
 
+async def read_response(reader: asyncio.StreamReader) -> bytes:
+    """One HTTP/1.1 response (head + Content-Length body)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head + await asyncio.wait_for(reader.readexactly(length), 10)
+
+
 async def roundtrip(path: str, data: bytes) -> bytes:
-    """Send raw bytes through the group socket and read until the vault closes."""
+    """Send raw bytes through the group socket and read one response."""
     reader, writer = await asyncio.open_unix_connection(path)
     try:
         writer.write(data)
         await writer.drain()
-        return await asyncio.wait_for(reader.read(), 10)
+        return await read_response(reader)
     finally:
         writer.close()
 
@@ -153,6 +219,29 @@ async def test_injects_inside_connect_tunnel(vault: VaultProcess, upstreams, dir
     assert resp.startswith(b"HTTP/1.1 200"), resp
     assert allowed.requests[-1]["x-api-key"] == REAL_KEY
     assert allowed.requests[-1]["host"] == "evil.example"
+
+
+async def test_https_interception_injects_over_tls(vault: VaultProcess, tls_upstream: Upstream, dirs) -> None:
+    port = tls_upstream.port
+    tls_upstream.requests.clear()
+    reader, writer = await asyncio.open_unix_connection(sock_path(dirs))
+    try:
+        writer.write(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        status = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert status.startswith(b"HTTP/1.1 200"), status
+        # the container trusts only the vault's public CA cert
+        ctx = ssl.create_default_context(cafile=str(vault.ca_cert_path))
+        await writer.start_tls(ctx, server_hostname="127.0.0.1")
+        writer.write(
+            f"GET /secure HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {PLACEHOLDER}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        resp = await read_response(reader)
+    finally:
+        writer.close()
+    assert resp.startswith(b"HTTP/1.1 200"), resp
+    assert tls_upstream.requests[-1]["authorization"] == f"Bearer {TLS_KEY}"
+    assert TLS_KEY.encode() not in resp
 
 
 async def test_private_upstream_not_allowed_gets_403(vault: VaultProcess, upstreams, dirs) -> None:
@@ -235,7 +324,7 @@ async def test_reload_secrets(vault: VaultProcess, upstreams, dirs) -> None:
         fmt="{value}",
         replace=True,
     )
-    assert await vault.reload_secrets() == 1
+    assert await vault.reload_secrets() == 2
     allowed.requests.clear()
     await roundtrip(sock_path(dirs), get(allowed.port))
     assert allowed.requests[0]["x-api-key"] == REAL_KEY + "-v2"
@@ -275,6 +364,10 @@ async def test_supervisor_restarts_after_kill(vault: VaultProcess, upstreams, di
 
 async def test_stop_fails_closed(vault: VaultProcess, dirs) -> None:
     await vault.stop()
+    assert vault._proc is not None and vault._proc.returncode == 0  # clean exit on SIGTERM
+    assert not (dirs["grp"] / "vault.sock").exists()
+    log = vault.log_path.read_text()
+    assert REAL_KEY not in log and TLS_KEY not in log
     assert not await vault.healthy()
     with pytest.raises(OSError):
         await asyncio.open_unix_connection(sock_path(dirs))

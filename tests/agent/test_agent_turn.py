@@ -1,0 +1,54 @@
+"""TurnRunner: failures become short errors and leave history well-formed for the next turn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent_fakes import FakeModelServer, anthropic_text
+
+from groups.agent import history, llm, tools, turn
+from groups.agent.config import Config
+
+
+def test_failed_turn_keeps_valid_history_and_next_turn_works(tmp_path: Path) -> None:
+    overloaded = (529, {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, {})
+    server = FakeModelServer([overloaded, anthropic_text("back again")])
+    logs: list[tuple[str, str]] = []
+    try:
+        cfg = Config(model="m", base_url=server.url, group_dir=str(tmp_path), global_dir=str(tmp_path))
+        provider = llm.AnthropicProvider(cfg, retries=0)
+        store = history.HistoryStore(str(tmp_path), provider.name, provider.is_turn_start)
+        box = tools.Toolbox(str(tmp_path), lambda text: None)
+        runner = turn.TurnRunner(
+            provider, store, lambda: "sys", box.execute, lambda lv, m: logs.append((lv, m))
+        )
+        assert runner.run("first") == (None, "model error: HTTP 529 from upstream (overloaded)")
+        assert runner.run("second") == ("back again", None)
+    finally:
+        server.close()
+    sent = server.requests[1]["body"]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert "this turn failed" in sent[1]["content"][0]["text"]
+    assert logs and logs[0][0] == "warning"
+    # persisted: a fresh runner (container restart) sees both turns
+    reloaded = store.load()
+    assert len(reloaded) == 4 and reloaded[-1]["content"][0]["text"] == "back again"
+
+
+def test_unexpected_exception_is_contained(tmp_path: Path) -> None:
+    class Broken:
+        name = "anthropic"
+        is_turn_start = staticmethod(llm.AnthropicProvider.is_turn_start)
+        user_message = llm.AnthropicProvider.user_message
+        assistant_message = llm.AnthropicProvider.assistant_message
+
+        def step(self, *args: object) -> None:
+            raise KeyError("boom")
+
+    logs: list[tuple[str, str]] = []
+    store = history.HistoryStore(str(tmp_path), "anthropic", llm.AnthropicProvider.is_turn_start)
+    runner = turn.TurnRunner(
+        Broken(), store, lambda: "sys", lambda n, a: ("", False), lambda *a: logs.append(a)
+    )
+    assert runner.run("hi") == (None, "internal error: KeyError")
+    assert logs[0][0] == "error" and "Traceback" in logs[0][1]
