@@ -107,7 +107,7 @@ class FakeModelServer:
 
     @staticmethod
     def _echo(record: Recorded) -> tuple[int, dict[str, Any]]:
-        text = "echo: " + last_user_text(record.body)[-200:]
+        text = "echo: " + " ".join(last_user_text(record.body).split())[-300:]
         if record.path.endswith("/chat/completions"):
             return 200, openai_text(text)
         return 200, anthropic_text(text)
