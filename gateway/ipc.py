@@ -97,6 +97,7 @@ class GroupIpc:
         self._received: dict[int, asyncio.Future[float]] = {}
         self._current_run: int | None = None
         self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[object]] = set()
         self.connected = asyncio.Event()
 
     async def start(self) -> None:
@@ -111,8 +112,12 @@ class GroupIpc:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+        # A handler parked in `next_messages` never reads again, so it would not notice the
+        # peer going away; cancel every handler explicitly.
+        for task in list(self._handlers):
+            task.cancel()
+        if self._handlers:
+            await asyncio.wait(list(self._handlers), timeout=2)
         self.abort_all("the gateway closed the group's IPC")
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
@@ -142,6 +147,10 @@ class GroupIpc:
     # -- the socket ------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)  # type: ignore[arg-type]
+            task.add_done_callback(self._handlers.discard)
         self.connected.set()
         try:
             while True:

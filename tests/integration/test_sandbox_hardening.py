@@ -1,0 +1,476 @@
+"""The sandbox policy against hostile probes, in real containers.
+
+Every container here is started from exactly `container_kwargs(spec)` — the arguments the
+gateway passes to `containers.run` — with one change: the entrypoint is `sleep`, so the
+agent runtime does not start and the test can `exec` probes inside instead. The spec is
+built the way `gateway/sandboxes.py` builds it (folders prepared and chowned by
+`groups.folders.prepare`, `sandbox_identity`, `agent_environment`, instance label).
+
+Network probes only ever touch loopback addresses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from docker.errors import NotFound
+
+from gateway.config import parse
+from gateway.models import Group
+from gateway.sandboxes import agent_environment, sandbox_identity
+from groups import folders
+from groups.sandbox.base import Limits, SandboxSpec
+from groups.sandbox.docker import LABEL_GROUP, LABEL_INSTANCE, DockerBackend, DockerSandbox, container_kwargs
+
+SLEEP = ["sleep", "300"]
+DEFAULT_LIMITS = Limits(memory_mb=256, cpus=1.0, pids=128, tmpfs_mb=16)
+SECRET_VAR = "CLAWGATE_TEST_FAKE_SECRET"
+SANDBOX_MOUNTS = {"/workspace/group", "/workspace/global", "/run/clawgate"}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+class World:
+    """A data dir and a config dir as the gateway would lay them out, plus the group specs."""
+
+    def __init__(self, root: Path, image: str) -> None:
+        self.config_dir = root / "config"
+        self.data_dir = root / "data"
+        self.config_dir.mkdir(parents=True)
+        self.config = parse(f'[sandbox]\nimage = "{image}"\n', self.config_dir / "config.toml")
+        self.uid, self.gid = sandbox_identity(self.config.sandbox.run_as_uid)
+        self.instance = "test-" + secrets.token_hex(6)
+        self.token = secrets.token_hex(8)  # makes marker file names unique to this run
+        (self.config_dir / "config.toml").write_text(f'[sandbox]\nimage = "{image}"\n')
+        (self.config_dir / f"host-config-marker-{self.token}").write_text("host config")
+
+    def spec(self, folder: str, *, is_main: bool = False, limits: Limits = DEFAULT_LIMITS) -> SandboxSpec:
+        dirs = folders.group_dirs(self.data_dir, folder)
+        owner = (self.uid, self.gid) if os.getuid() == 0 else None
+        folders.prepare(dirs, owner)
+        (dirs.run / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nnot a real cert\n")
+        (dirs.run / "ca.pem").chmod(0o644)
+        group = Group(folder=folder, chat_id=f"test:{folder}", name=folder, trigger="@bot", is_main=is_main)
+        return SandboxSpec(
+            folder=folder, is_main=is_main, image=self.config.sandbox.image,
+            group_dir=dirs.group, global_dir=dirs.global_, run_dir=dirs.run,
+            uid=self.uid, gid=self.gid, limits=limits,
+            env=agent_environment(self.config, group),
+            labels={LABEL_INSTANCE: self.instance},
+        )
+
+
+def start(client: Any, spec: SandboxSpec, created: list[Any]) -> Any:
+    """Run the container exactly as the gateway would, except that it sleeps instead of running the agent."""
+    kwargs = container_kwargs(spec)
+    assert "entrypoint" not in kwargs and "command" not in kwargs
+    container = client.containers.run(**{**kwargs, "entrypoint": SLEEP})
+    created.append(container)
+    container.reload()
+    assert container.status == "running", container.logs()
+    return container
+
+
+def remove_all(created: list[Any]) -> None:
+    for container in created:
+        with contextlib.suppress(NotFound):
+            container.remove(force=True)
+
+
+def sh(container: Any, script: str, **kwargs: Any) -> tuple[int, str]:
+    code, out = container.exec_run(["sh", "-c", script], **kwargs)
+    return code, out.decode("utf-8", "replace")
+
+
+def py(container: Any, code: str) -> tuple[int, str]:
+    exit_code, out = container.exec_run(["python3", "-c", code])
+    return exit_code, out.decode("utf-8", "replace")
+
+
+def mountinfo(container: Any) -> dict[str, tuple[str, str, str]]:
+    """mount point -> (root inside its filesystem, mount options, fs type), from /proc/self/mountinfo."""
+    code, text = sh(container, "cat /proc/self/mountinfo")
+    assert code == 0, text
+    mounts = {}
+    for line in text.splitlines():
+        fields = line.split()
+        sep = fields.index("-")
+        mounts[fields[4]] = (fields[3], fields[5], fields[sep + 1])
+    return mounts
+
+
+def status_fields(container: Any, path: str = "/proc/self/status") -> dict[str, str]:
+    code, text = sh(container, f"cat {path}")
+    assert code == 0, text
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def hostile(docker_client, sandbox_image, tmp_path_factory) -> Iterator[tuple[Any, SandboxSpec, World]]:  # type: ignore[no-untyped-def]
+    """One non-main group's container, started while a fake secret sits in the host environment.
+
+    A sibling group with a marker file exists next to it on the host.
+    """
+    world = World(tmp_path_factory.mktemp("hardening"), sandbox_image)
+    sibling = world.spec("sibling")
+    (sibling.group_dir / f"sibling-marker-{world.token}").write_text("another group's data")
+    spec = world.spec("alpha")
+    (spec.global_dir / "shared.md").write_text("global memory")
+    created: list[Any] = []
+    secret = "fake-secret-" + secrets.token_hex(16)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(SECRET_VAR, secret)
+        world.secret = secret  # type: ignore[attr-defined]
+        try:
+            container = start(docker_client, spec, created)
+            yield container, spec, world
+        finally:
+            remove_all(created)
+
+
+@pytest.fixture
+def run_sandbox(docker_client, sandbox_image, tmp_path) -> Iterator[tuple[World, Callable[[SandboxSpec], Any]]]:  # type: ignore[no-untyped-def]
+    """A fresh world plus a starter whose containers are force-removed after the test."""
+    world = World(tmp_path, sandbox_image)
+    created: list[Any] = []
+    try:
+        yield world, lambda spec: start(docker_client, spec, created)
+    finally:
+        remove_all(created)
+
+
+# ---------------------------------------------------------------- identity and privileges
+
+
+def test_runs_as_the_spec_uid_which_is_not_root(hostile) -> None:  # type: ignore[no-untyped-def]
+    container, spec, world = hostile
+    assert spec.uid != 0 and spec.gid != 0
+    if os.getuid() == 0:
+        assert (spec.uid, spec.gid) == (world.config.sandbox.run_as_uid,) * 2
+    code, out = sh(container, "id -u; id -g; id -G")
+    assert code == 0, out
+    assert out.split() == [str(spec.uid), str(spec.gid), str(spec.gid)]
+    for path in ("/proc/self/status", "/proc/1/status"):  # an exec'd probe and the container's init
+        status = status_fields(container, path)
+        assert status["Uid"].split() == [str(spec.uid)] * 4, path
+        assert status["Gid"].split() == [str(spec.gid)] * 4, path
+        assert status["Groups"] in ("", str(spec.gid)), path
+
+
+def test_has_no_capabilities_and_no_new_privileges(hostile) -> None:  # type: ignore[no-untyped-def]
+    container, _, _ = hostile
+    for path in ("/proc/self/status", "/proc/1/status"):
+        status = status_fields(container, path)
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert int(status[cap], 16) == 0, (path, cap, status[cap])
+        assert status["NoNewPrivs"] == "1", path
+        assert status["Seccomp"] == "2", path  # docker's default seccomp filter stays on
+    code, out = py(container, "import os\ntry:\n os.setuid(0)\nexcept PermissionError as e: print('denied', e)")
+    assert code == 0 and "denied" in out, out
+    code, out = py(container, "import os\ntry:\n os.setgroups([0])\nexcept PermissionError: print('denied')")
+    assert code == 0 and "denied" in out, out
+
+
+# ---------------------------------------------------------------- filesystem
+
+
+def test_root_is_read_only_but_tmp_and_group_folder_are_writable(hostile) -> None:  # type: ignore[no-untyped-def]
+    container, spec, _ = hostile
+    mounts = mountinfo(container)
+    assert "ro" in mounts["/"][1].split(",")
+    for path in ("/usr/probe", "/etc/probe", "/probe", "/opt/clawgate/agent/probe"):
+        code, out = sh(container, f"touch {path}")
+        assert code != 0 and "Read-only file system" in out, (path, out)
+    code, out = sh(container, "echo pwned >> /etc/passwd")
+    assert code != 0, out
+
+    _, options, fstype = mounts["/tmp"]
+    assert fstype == "tmpfs" and {"rw", "nosuid", "nodev"} <= set(options.split(","))
+    code, out = sh(container, "echo scratch > /tmp/scratch && cat /tmp/scratch")
+    assert (code, out.strip()) == (0, "scratch")
+    # the tmpfs is capped: 16 MB limit, writing 32 MB fails with ENOSPC
+    code, out = sh(container, "head -c 33554432 /dev/zero > /tmp/big; echo rc=$?; rm -f /tmp/big")
+    assert "No space left on device" in out and "rc=1" in out, out
+
+    code, out = sh(container, "echo from-sandbox > /workspace/group/note.txt && echo ok")
+    assert (code, out.strip()) == (0, "ok")
+    written = spec.group_dir / "note.txt"
+    assert written.read_text() == "from-sandbox\n"
+    assert (written.stat().st_uid, written.stat().st_gid) == (spec.uid, spec.gid)
+
+
+def test_non_main_group_cannot_write_global_memory(hostile) -> None:  # type: ignore[no-untyped-def]
+    container, spec, _ = hostile
+    code, out = sh(container, "cat /workspace/global/shared.md")
+    assert (code, out) == (0, "global memory")
+    assert "ro" in mountinfo(container)["/workspace/global"][1].split(",")
+    for script in ("touch /workspace/global/evil", "echo x >> /workspace/global/shared.md",
+                   "rm /workspace/global/shared.md", "mkdir /workspace/global/d"):
+        code, out = sh(container, script)
+        assert code != 0 and "Read-only file system" in out, (script, out)
+    assert sorted(p.name for p in spec.global_dir.iterdir()) == ["shared.md"]
+    assert (spec.global_dir / "shared.md").read_text() == "global memory"
+
+
+def test_main_group_can_write_global_memory(run_sandbox) -> None:  # type: ignore[no-untyped-def]
+    world, start_sandbox = run_sandbox
+    spec = world.spec("main", is_main=True)
+    container = start_sandbox(spec)
+    assert "rw" in mountinfo(container)["/workspace/global"][1].split(",")
+    code, out = sh(container, "echo remember > /workspace/global/memory.md && echo ok")
+    assert (code, out.strip()) == (0, "ok")
+    assert (spec.global_dir / "memory.md").read_text() == "remember\n"
+    # the main group's socket dir is read-only all the same
+    code, out = sh(container, "touch /run/clawgate/evil")
+    assert code != 0 and "Read-only file system" in out, out
+
+
+def test_run_dir_is_mounted_read_only(hostile) -> None:  # type: ignore[no-untyped-def]
+    container, spec, _ = hostile
+    root, options, _ = mountinfo(container)["/run/clawgate"]
+    assert "ro" in options.split(",")
+    code, out = sh(container, "cat /run/clawgate/ca.pem")
+    assert code == 0 and "not a real cert" in out
+    for script in ("touch /run/clawgate/evil.sock", "rm -f /run/clawgate/ca.pem",
+                   "echo x > /run/clawgate/ca.pem", "mv /run/clawgate/ca.pem /run/clawgate/x"):
+        code, out = sh(container, script)
+        assert code != 0 and "Read-only file system" in out, (script, out)
+    assert sorted(p.name for p in spec.run_dir.iterdir()) == ["ca.pem"]
+
+
+def test_only_its_own_mounts_are_visible(hostile) -> None:  # type: ignore[no-untyped-def]
+    container, spec, world = hostile
+    mounts = mountinfo(container)
+    exposed = {point for point in mounts if point.startswith(("/workspace", "/run/clawgate"))}
+    assert exposed == SANDBOX_MOUNTS
+    # each bind mount's source is the spec's own directory, not a parent of it
+    expected = {
+        "/workspace/group": spec.group_dir, "/workspace/global": spec.global_dir,
+        "/run/clawgate": spec.run_dir,
+    }
+    for point, host_dir in expected.items():
+        root = mounts[point][0]
+        assert root.endswith("/".join(host_dir.parts[-2:])), (point, root)
+    for root, _, _ in mounts.values():  # nothing anywhere comes from the config dir or a sibling group
+        assert "config" not in Path(root).parts and "sibling" not in Path(root).parts, root
+    code, out = sh(container, "ls -A /workspace")
+    assert sorted(out.split()) == ["global", "group"]
+    code, out = sh(container, "test -e /var/run/docker.sock || test -e /run/docker.sock; echo $?")
+    assert out.strip() == "1"
+    for name in (f"sibling-marker-{world.token}", f"host-config-marker-{world.token}"):
+        code, out = sh(container, f"find / \\( -path /proc -o -path /sys \\) -prune -o -name '{name}' -print "
+                                  "2>/dev/null; echo done")
+        assert out.strip() == "done", out
+    code, out = sh(container, "ls /workspace/group/../../; cat ../sibling/* 2>&1; ls /workspace/group/..")
+    assert world.token not in out
+
+
+# ---------------------------------------------------------------- network
+
+
+def test_only_loopback_and_no_route(hostile) -> None:  # type: ignore[no-untyped-def]
+    container, _, _ = hostile
+    code, out = sh(container, "ls /sys/class/net")
+    assert (code, out.split()) == (0, ["lo"])
+    code, out = sh(container, "tail -n +3 /proc/net/dev | cut -d: -f1")
+    assert out.split() == ["lo"]
+    for table in ("/proc/net/route", "/proc/net/ipv6_route"):
+        code, out = sh(container, f"cat {table}")
+        assert code == 0
+        entries = [line for line in out.splitlines()[1 if table.endswith("/route") else 0:]
+                   if line.strip() and not line.split()[-1] == "lo"]
+        assert entries == [], (table, out)
+
+
+def test_cannot_reach_a_server_on_the_host_loopback(hostile) -> None:  # type: ignore[no-untyped-def]
+    container, _, _ = hostile
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+    accepted: list[Any] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                conn, peer = server.accept()
+                accepted.append(peer)
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        # the host itself can reach it: the server is live while the container tries
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+        deadline = time.monotonic() + 2
+        while len(accepted) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(accepted) == 1
+        probe = (
+            "import socket\n"
+            "for host in ('127.0.0.1', 'localhost'):\n"
+            "    try:\n"
+            f"        socket.create_connection((host, {port}), timeout=3); print('CONNECTED', host)\n"
+            "    except OSError as e: print('failed', host, type(e).__name__)\n"
+        )
+        code, out = py(container, probe)
+        assert code == 0, out
+        assert "CONNECTED" not in out and out.count("failed") == 2, out
+        time.sleep(0.3)
+        assert len(accepted) == 1, accepted  # nothing from the container ever arrived
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        server.close()
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def test_host_environment_does_not_leak_into_the_container(hostile, docker_client) -> None:  # type: ignore[no-untyped-def]
+    container, spec, world = hostile
+    secret = world.secret
+    assert os.environ.get(SECRET_VAR) == secret  # it was set while the container was created
+    inspect = json.dumps(docker_client.api.inspect_container(container.id))
+    assert secret not in inspect and SECRET_VAR not in inspect
+    code, raw = container.exec_run(["cat", "/proc/1/environ"])
+    assert code == 0
+    environ = dict(item.split("=", 1) for item in raw.decode().split("\0") if item)
+    assert secret not in raw.decode() and SECRET_VAR not in environ
+    code, out = sh(container, "env; cat /proc/self/environ")
+    assert secret not in out and SECRET_VAR not in out
+    # exactly the spec's environment plus what the image sets and docker's HOSTNAME
+    image_env = dict(e.split("=", 1) for e in docker_client.images.get(spec.image).attrs["Config"]["Env"])
+    assert set(environ) <= set(spec.env) | set(image_env) | {"HOSTNAME"}, set(environ) - set(spec.env)
+    for key, value in spec.env.items():
+        assert environ[key] == value, key
+    assert environ["ANTHROPIC_API_KEY"] == "placeholder"
+
+
+# ---------------------------------------------------------------- resource limits
+
+
+def test_fork_bomb_is_contained_by_the_pids_limit(run_sandbox) -> None:  # type: ignore[no-untyped-def]
+    world, start_sandbox = run_sandbox
+    container = start_sandbox(replace(world.spec("bomb"), limits=replace(DEFAULT_LIMITS, pids=64)))
+    code, out = sh(container, "cat /sys/fs/cgroup/pids.max")
+    assert (code, out.strip()) == (0, "64")
+    # The shell version: bash retries a failed fork with back-off, so cap it with timeout.
+    bomb = sh(container, "timeout -s KILL 8 bash -c 'for i in $(seq 200); do sleep 30 & done; wait' 2>&1 | "
+                         "head -c 2000; pkill -KILL sleep 2>/dev/null || kill -9 -1 2>/dev/null; true")
+    code, out = bomb
+    assert "Resource temporarily unavailable" in out, out
+    # The python version reports exactly how far it got, then cleans up after itself.
+    code, out = py(container, (
+        "import os, signal, time\n"
+        "kids = []\n"
+        "try:\n"
+        "    for _ in range(200):\n"
+        "        pid = os.fork()\n"
+        "        if pid == 0:\n"
+        "            time.sleep(30); os._exit(0)\n"
+        "        kids.append(pid)\n"
+        "    print('UNLIMITED')\n"
+        "except OSError as e:\n"
+        "    print('blocked after', len(kids), e.strerror)\n"
+        "for pid in kids: os.kill(pid, signal.SIGKILL)\n"
+        "for pid in kids: os.waitpid(pid, 0)\n"
+    ))
+    assert "UNLIMITED" not in out and "Resource temporarily unavailable" in out, out
+    assert int(out.split()[2]) < 64, out
+    assert subprocess.run(["true"], check=False).returncode == 0  # the host can still fork
+    # the container is still alive and answering
+    container.reload()
+    assert container.status == "running"
+    deadline = time.monotonic() + 10
+    while True:
+        code, out = sh(container, "echo alive")
+        if (code, out.strip()) == (0, "alive") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert (code, out.strip()) == (0, "alive"), out
+
+
+def test_memory_above_the_limit_is_oom_killed(run_sandbox) -> None:  # type: ignore[no-untyped-def]
+    world, start_sandbox = run_sandbox
+    container = start_sandbox(replace(world.spec("hog"), limits=replace(DEFAULT_LIMITS, memory_mb=64)))
+    code, out = sh(container, "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory.swap.max 2>/dev/null")
+    values = out.split()
+    assert values[0] == str(64 * 1024 * 1024), out
+    if len(values) > 1:  # swap accounting present: memswap == mem means no swap on top
+        assert values[1] == "0", out
+    code, out = py(container, "data = b'x' * (200 * 1024 * 1024)\nprint('ALLOCATED', len(data))")
+    assert "ALLOCATED" not in out
+    assert code == 137 or (code == 1 and "MemoryError" in out), (code, out)
+    if code == 137:
+        code, events = sh(container, "cat /sys/fs/cgroup/memory.events")
+        oom_kills = dict(line.split() for line in events.splitlines()).get("oom_kill", "0")
+        assert int(oom_kills) >= 1, events
+    container.reload()
+    assert container.status == "running"  # only the hog died
+    code, out = sh(container, "echo alive")
+    assert (code, out.strip()) == (0, "alive")
+
+
+# ---------------------------------------------------------------- removal
+
+
+async def test_stop_removes_the_container(run_sandbox, docker_client) -> None:  # type: ignore[no-untyped-def]
+    world, start_sandbox = run_sandbox
+    container = start_sandbox(world.spec("gone"))
+    waiter = ThreadPoolExecutor(max_workers=1)
+    try:
+        sandbox = DockerSandbox("gone", container, waiter)
+        await sandbox.stop()  # container.remove(force=True)
+        assert await sandbox.wait_exit() != 0
+        await sandbox.stop()  # idempotent
+    finally:
+        waiter.shutdown(wait=False, cancel_futures=True)
+    listing = subprocess.run(["docker", "ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}}"],
+                             capture_output=True, text=True, check=True).stdout
+    assert container.id not in listing and container.name not in listing
+    with pytest.raises(NotFound):
+        docker_client.containers.get(container.id)
+
+
+async def test_remove_orphans_only_touches_this_instance(run_sandbox, docker_client) -> None:  # type: ignore[no-untyped-def]
+    world, start_sandbox = run_sandbox
+    mine = [start_sandbox(world.spec("orphan-a")), start_sandbox(world.spec("orphan-b"))]
+    mine[1].stop(timeout=0)  # an exited leftover counts too
+    other_instance = "other-" + secrets.token_hex(6)
+    spec = world.spec("foreign")
+    foreign = start_sandbox(replace(spec, labels={LABEL_INSTANCE: other_instance}))
+    unlabeled = start_sandbox(replace(spec, labels={}))
+    backend = DockerBackend(max_containers=2)
+    try:
+        assert await backend.remove_orphans(world.instance) == 2
+        assert await backend.remove_orphans(world.instance) == 0
+    finally:
+        await backend.close()
+    for container in mine:
+        with pytest.raises(NotFound):
+            docker_client.containers.get(container.id)
+    for survivor in (foreign, unlabeled):
+        survivor.reload()
+        assert survivor.status == "running"
+        assert survivor.labels[LABEL_GROUP] == "foreign"
+    assert foreign.labels[LABEL_INSTANCE] == other_instance
+    # (the run_sandbox fixture force-removes the survivors)
