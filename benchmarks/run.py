@@ -88,8 +88,11 @@ def bare_docker_run(samples: int) -> list[float]:
     times = []
     for _ in range(samples + 1):
         start = time.perf_counter()
-        subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "true", IMAGE],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["docker", "run", "--rm", "--network", "none", "--entrypoint", "true", IMAGE],
+            check=True,
+            capture_output=True,
+        )
         times.append(time.perf_counter() - start)
     return times[1:]
 
@@ -155,7 +158,9 @@ async def ingest_throughput() -> tuple[float, float]:
     async def feed(group: Group) -> None:
         for n in range(INGEST_PER_GROUP):
             await router.ingest(
-                InboundMessage(group.chat_id, str(n), "u1", "alice", f"message {n} without trigger", now, "bench")
+                InboundMessage(
+                    group.chat_id, str(n), "u1", "alice", f"message {n} without trigger", now, "bench"
+                )
             )
 
     start = time.perf_counter()

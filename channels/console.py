@@ -66,9 +66,14 @@ class ConsoleChannel:
                 continue
             await on_message(
                 InboundMessage(
-                    chat_id=self.chat_id, external_id=f"{self._session}-{next(self._ids)}",
-                    sender_id="console:owner", sender_name="owner", text=text, timestamp=time.time(),
-                    channel=self.name, chat_name="console",
+                    chat_id=self.chat_id,
+                    external_id=f"{self._session}-{next(self._ids)}",
+                    sender_id="console:owner",
+                    sender_name="owner",
+                    text=text,
+                    timestamp=time.time(),
+                    channel=self.name,
+                    chat_name="console",
                 )
             )
         if self._on_eof is not None:

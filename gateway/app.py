@@ -82,8 +82,14 @@ class Gateway:
         self.outbox = Outbox(self.store, self.channels)
         self.queue = GroupQueue(self.config.sandbox.max_containers, self._process, self._evict)
         self.pool = SandboxPool(
-            self.config, self.backend, self.vault, self.data_dir, self.instance,
-            on_send=self._send_from_agent, on_gone=self._on_sandbox_gone, on_idle=self._on_idle,
+            self.config,
+            self.backend,
+            self.vault,
+            self.data_dir,
+            self.instance,
+            on_send=self._send_from_agent,
+            on_gone=self._on_sandbox_gone,
+            on_idle=self._on_idle,
         )
         self.executor = RunExecutor(self.config, self.store, self.pool, self.outbox, self.registry.by_folder)
         self.router = Router(self.store, self.registry.for_chat, lambda g: self.queue.wake(g.folder))
@@ -100,16 +106,23 @@ class Gateway:
         channels: list[Channel] = []
         if self.config.console.enabled:
             channels.append(
-                ConsoleChannel(self.config.console.main_chat, self.config.assistant_name,
-                               on_eof=self.input_closed.set)
+                ConsoleChannel(
+                    self.config.console.main_chat, self.config.assistant_name, on_eof=self.input_closed.set
+                )
             )
         return channels
 
     async def _ensure_main_group(self) -> None:
         if self.registry.main is None and self.config.console.enabled:
             await self.registry.register(
-                Group(folder="main", chat_id=self.config.console.main_chat, name="main",
-                      trigger=self.config.default_trigger, requires_trigger=False, is_main=True)
+                Group(
+                    folder="main",
+                    chat_id=self.config.console.main_chat,
+                    name="main",
+                    trigger=self.config.default_trigger,
+                    requires_trigger=False,
+                    is_main=True,
+                )
             )
 
     async def ingest(self, message: InboundMessage) -> str:

@@ -79,7 +79,9 @@ def image() -> None:
 
 
 @image.command("build")
-@click.option("--base", "base", default=None, help="Base image (default: python:3.12-slim, else a local one).")
+@click.option(
+    "--base", "base", default=None, help="Base image (default: python:3.12-slim, else a local one)."
+)
 @click.option("--tag", default=None, help="Image tag (default: sandbox.image from config).")
 def image_build(base: str | None, tag: str | None) -> None:
     """Build the sandbox image, building a local Debian base first when nothing can be pulled."""
@@ -95,7 +97,9 @@ def image_build(base: str | None, tag: str | None) -> None:
     except DockerException as exc:
         raise click.ClickException(f"cannot reach Docker: {exc}. Start dockerd and retry.") from None
     try:
-        image_id = build_image(client, tag or cfg.sandbox.image, base, lambda line: click.echo(line, err=True))
+        image_id = build_image(
+            client, tag or cfg.sandbox.image, base, lambda line: click.echo(line, err=True)
+        )
     except ImageBuildError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"built {tag or cfg.sandbox.image} ({image_id[:19]})")

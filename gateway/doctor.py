@@ -20,7 +20,9 @@ def _report(ok: bool, what: str, fix: str = "") -> bool:
 
 
 async def run_checks() -> bool:
-    results = [_report(sys.version_info >= (3, 12), f"Python {sys.version.split()[0]}", "install Python 3.12+")]
+    results = [
+        _report(sys.version_info >= (3, 12), f"Python {sys.version.split()[0]}", "install Python 3.12+")
+    ]
     try:
         cfg = config_mod.load(paths.config_dir())
         results.append(_report(True, f"config {paths.config_dir() / config_mod.CONFIG_FILE}"))
@@ -43,11 +45,13 @@ async def run_checks() -> bool:
 
     hosts = {s.host for s in SecretStore(paths.config_dir()).list()}
     model_host = cfg.model.base_url.split("://", 1)[1].split("/", 1)[0].lower()
-    results.append(_report(
-        model_host in hosts or model_host.split(":")[0] in hosts,
-        f"a vault secret for the model host {model_host}",
-        f"clawgate vault add model --host {model_host} --preset {cfg.model.provider}  (value from stdin)",
-    ))
+    results.append(
+        _report(
+            model_host in hosts or model_host.split(":")[0] in hosts,
+            f"a vault secret for the model host {model_host}",
+            f"clawgate vault add model --host {model_host} --preset {cfg.model.provider}  (value from stdin)",
+        )
+    )
     if os.geteuid() == 0:
         results.append(_report(True, f"running as root: containers run as uid {cfg.sandbox.run_as_uid}"))
     return all(results)

@@ -51,7 +51,11 @@ _SCHEMAS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "next_messages": {},
     "received": {"run_id": (int, True)},
     "send_message": {"text": (str, True)},
-    "turn_done": {"run_id": (int, True), "text": ((str, type(None)), False), "error": ((str, type(None)), False)},
+    "turn_done": {
+        "run_id": (int, True),
+        "text": ((str, type(None)), False),
+        "error": ((str, type(None)), False),
+    },
     "log": {"level": (str, True), "message": (str, True)},
     "status": {"state": (str, True)},
 }
@@ -194,7 +198,11 @@ class GroupIpc:
         await self._reply(writer, request_id, result=result)
 
     async def _reply(
-        self, writer: asyncio.StreamWriter, request_id: object, *, result: object = None,
+        self,
+        writer: asyncio.StreamWriter,
+        request_id: object,
+        *,
+        result: object = None,
         error: IpcError | None = None,
     ) -> None:
         body: dict[str, object] = {"id": request_id}

@@ -35,15 +35,21 @@ class Outbox:
         for entry in await self._store.pending_outbox(ids):
             channel = self.channel_for(entry.chat_id)
             if channel is None:
-                log.warning("no connected channel owns chat %s; reply %s stays queued", entry.chat_id, entry.id)
+                log.warning(
+                    "no connected channel owns chat %s; reply %s stays queued", entry.chat_id, entry.id
+                )
                 continue
             if not await self._store.claim_outbox(entry.id):
                 continue
             try:
                 await channel.send(entry.chat_id, entry.text)
             except Exception as exc:
-                log.warning("sending reply %s to %s failed (%s); it stays queued", entry.id, entry.chat_id,
-                            exc.__class__.__name__)
+                log.warning(
+                    "sending reply %s to %s failed (%s); it stays queued",
+                    entry.id,
+                    entry.chat_id,
+                    exc.__class__.__name__,
+                )
                 await self._store.settle_outbox(entry.id, sent=False)
                 continue
             await self._store.settle_outbox(entry.id, sent=True)

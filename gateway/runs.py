@@ -60,7 +60,9 @@ class RunExecutor:
             log.error("group %s: %s", group.folder, exc)
             await self._store.release_run(claimed.run_id, str(exc))
             await self._outbox.post(
-                claimed.run_id, FINAL_REPLY_SEQ, group.chat_id,
+                claimed.run_id,
+                FINAL_REPLY_SEQ,
+                group.chat_id,
                 f"⚠️ The assistant could not start: {exc} Your message is kept and will be answered "
                 "once this is fixed.",
             )
@@ -82,7 +84,9 @@ class RunExecutor:
         try:
             return await asyncio.wait_for(result, self._config.sandbox.turn_timeout_s)
         except TimeoutError:
-            return TurnResult(None, f"the assistant did not finish within {self._config.sandbox.turn_timeout_s:g}s")
+            return TurnResult(
+                None, f"the assistant did not finish within {self._config.sandbox.turn_timeout_s:g}s"
+            )
         except ConnectionError as exc:
             return TurnResult(None, f"the assistant stopped unexpectedly ({exc})")
 

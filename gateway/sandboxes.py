@@ -63,8 +63,14 @@ def agent_environment(config: Config, group: Group) -> dict[str, str]:
     }
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
         env[name] = proxy
-    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
-                 "GIT_SSL_CAINFO", "PIP_CERT"):
+    for name in (
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+        "GIT_SSL_CAINFO",
+        "PIP_CERT",
+    ):
         env[name] = CA_IN_CONTAINER
     return env
 
@@ -133,11 +139,20 @@ class SandboxPool:
             await asyncio.to_thread(shutil.copyfile, self._vault.ca_cert_path, dirs.run / "ca.pem")
             (dirs.run / "ca.pem").chmod(0o644)
             spec = SandboxSpec(
-                folder=group.folder, is_main=group.is_main, image=self._config.sandbox.image,
-                group_dir=dirs.group, global_dir=dirs.global_, run_dir=dirs.run,
-                uid=self._uid, gid=self._gid,
-                limits=Limits(self._config.sandbox.memory_mb, self._config.sandbox.cpus,
-                              self._config.sandbox.pids_limit, self._config.sandbox.tmpfs_mb),
+                folder=group.folder,
+                is_main=group.is_main,
+                image=self._config.sandbox.image,
+                group_dir=dirs.group,
+                global_dir=dirs.global_,
+                run_dir=dirs.run,
+                uid=self._uid,
+                gid=self._gid,
+                limits=Limits(
+                    self._config.sandbox.memory_mb,
+                    self._config.sandbox.cpus,
+                    self._config.sandbox.pids_limit,
+                    self._config.sandbox.tmpfs_mb,
+                ),
                 env=agent_environment(self._config, group),
                 labels={LABEL_INSTANCE: self._instance},
             )

@@ -189,8 +189,17 @@ class Store:
                 "INSERT OR IGNORE INTO messages (chat_id, external_id, sender_id, sender_name, text, "
                 "timestamp, is_from_bot, status, wants_reply) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (m.chat_id, m.external_id, m.sender_id, m.sender_name, m.text, m.timestamp,
-                     int(m.is_from_bot), status, int(status == "pending"))
+                    (
+                        m.chat_id,
+                        m.external_id,
+                        m.sender_id,
+                        m.sender_name,
+                        m.text,
+                        m.timestamp,
+                        int(m.is_from_bot),
+                        status,
+                        int(status == "pending"),
+                    )
                     for m, status in batch
                 ],
             )
@@ -223,8 +232,16 @@ class Store:
         await self._write(
             "INSERT INTO groups (folder, chat_id, name, trigger, requires_trigger, is_main, "
             "extra_mounts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (group.folder, group.chat_id, group.name, group.trigger, int(group.requires_trigger),
-             int(group.is_main), json.dumps(list(group.extra_mounts)), time.time()),
+            (
+                group.folder,
+                group.chat_id,
+                group.name,
+                group.trigger,
+                int(group.requires_trigger),
+                int(group.is_main),
+                json.dumps(list(group.extra_mounts)),
+                time.time(),
+            ),
         )
 
     async def unregister_group(self, folder: str) -> bool:
@@ -356,7 +373,8 @@ class Store:
     async def claim_outbox(self, entry_id: int) -> bool:
         """Take an entry for sending exactly once: pending -> sending, atomically."""
         cur = await self._write(
-            "UPDATE outbox SET status = 'sending', attempts = attempts + 1 WHERE id = ? AND status = 'pending'",
+            "UPDATE outbox SET status = 'sending', attempts = attempts + 1 "
+            "WHERE id = ? AND status = 'pending'",
             (entry_id,),
         )
         return cur.rowcount == 1

@@ -65,9 +65,7 @@ class DockerSandbox:
         self.id: str = container.id
         self._container = container
         loop = asyncio.get_running_loop()
-        self.exited: asyncio.Future[int] = asyncio.ensure_future(
-            loop.run_in_executor(waiter, self._wait)
-        )
+        self.exited: asyncio.Future[int] = asyncio.ensure_future(loop.run_in_executor(waiter, self._wait))
 
     def _wait(self) -> int:
         try:
@@ -88,7 +86,7 @@ class DockerSandbox:
             raw = await asyncio.to_thread(self._container.logs, tail=200)
         except DockerException:
             return ""
-        return raw[-min(max_bytes, MAX_LOG_BYTES):].decode("utf-8", "replace")
+        return raw[-min(max_bytes, MAX_LOG_BYTES) :].decode("utf-8", "replace")
 
 
 class DockerBackend:
@@ -129,8 +127,9 @@ class DockerBackend:
         try:
             container = await asyncio.to_thread(client.containers.run, **container_kwargs(spec))
         except ImageNotFound:
-            raise SandboxUnavailable(f"sandbox image {spec.image!r} is missing: run `clawgate image build`") \
-                from None
+            raise SandboxUnavailable(
+                f"sandbox image {spec.image!r} is missing: run `clawgate image build`"
+            ) from None
         except DockerException as exc:
             self._client = None  # reconnect next time; the engine may have restarted
             raise SandboxUnavailable(f"Docker could not start the sandbox: {exc}") from None

@@ -59,8 +59,17 @@ def build_local_base(client: Any, progress: Progress, mirror: str | None = None)
         rootfs = Path(tmp) / "rootfs"
         progress(f"debootstrap bookworm from {mirror} (about a minute) …")
         done = subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}", "bookworm", str(rootfs), mirror],
-            capture_output=True, text=True, check=False,
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={BASE_PACKAGES}",
+                "bookworm",
+                str(rootfs),
+                mirror,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if done.returncode != 0:
             tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
@@ -98,8 +107,14 @@ def build_image(client: Any, tag: str, base: str | None, progress: Progress) -> 
     progress(f"building {tag} on {chosen} …")
     try:
         stream = client.api.build(
-            path=str(PROJECT_ROOT), dockerfile="Dockerfile.sandbox", tag=tag, rm=True,
-            forcerm=True, decode=True, buildargs={"BASE_IMAGE": chosen}, labels={"clawgate.base": chosen},
+            path=str(PROJECT_ROOT),
+            dockerfile="Dockerfile.sandbox",
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            decode=True,
+            buildargs={"BASE_IMAGE": chosen},
+            labels={"clawgate.base": chosen},
         )
         image_id = ""
         for chunk in stream:

@@ -44,8 +44,12 @@ allow_private_upstreams = ["{model.host_port}"]
 
 async def clawgate(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        CLAWGATE, *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+        CLAWGATE,
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
     )
     out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
     return proc.returncode or 0, out.decode(), err.decode()
@@ -66,7 +70,13 @@ async def test_console_conversation_end_to_end(dirs, model_server, sandbox_image
     config_dir, data_dir = dirs
     write_config(config_dir, model_server, sandbox_image, idle_s=4)
     code, out, err = await clawgate(
-        "vault", "add", "anthropic", "--host", model_server.host_port, "--preset", "anthropic",
+        "vault",
+        "add",
+        "anthropic",
+        "--host",
+        model_server.host_port,
+        "--preset",
+        "anthropic",
         stdin=REAL_KEY.encode() + b"\n",
     )
     assert code == 0, err
@@ -74,8 +84,13 @@ async def test_console_conversation_end_to_end(dirs, model_server, sandbox_image
     assert "anthropic" in out and REAL_KEY not in out
 
     proc = await asyncio.create_subprocess_exec(
-        CLAWGATE, "run", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, cwd=ROOT, env=os.environ.copy(),
+        CLAWGATE,
+        "run",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+        env=os.environ.copy(),
     )
     assert proc.stdin and proc.stdout
     try:

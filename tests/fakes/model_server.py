@@ -39,15 +39,21 @@ def last_user_text(body: dict[str, Any]) -> str:
 
 def anthropic_text(text: str) -> dict[str, Any]:
     return {
-        "id": "msg_fake", "type": "message", "role": "assistant", "model": "fake",
-        "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": "fake",
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
         "usage": {"input_tokens": 1, "output_tokens": 1},
     }
 
 
 def openai_text(text: str) -> dict[str, Any]:
     return {
-        "id": "chatcmpl-fake", "object": "chat.completion", "model": "fake",
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "model": "fake",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
     }
 

@@ -82,8 +82,12 @@ async def test_message_reaches_agent_and_reply_returns_with_vault_injected_key(
     assert "ANTHROPIC_API_KEY=placeholder" in inspect
     # Nothing inside the container holds the key: environment, argv, files it can read.
     probe = container.exec_run(
-        ["sh", "-c", "cat /proc/*/environ /proc/*/cmdline 2>/dev/null; "
-                     "grep -rsl 'REAL[S]ECRET' /workspace /run /tmp /opt /etc /home /root 2>/dev/null; true"],
+        [
+            "sh",
+            "-c",
+            "cat /proc/*/environ /proc/*/cmdline 2>/dev/null; "
+            "grep -rsl 'REAL[S]ECRET' /workspace /run /tmp /opt /etc /home /root 2>/dev/null; true",
+        ],
     )
     assert b"REALSECRET" not in probe.output
     assert b"placeholder" in probe.output, probe.output[-2000:]
@@ -210,7 +214,11 @@ def test_missing_image_is_reported_with_the_fix(dirs, model_server, docker_clien
     config_dir, data_dir = dirs
     (config_dir / "config.toml").write_text('[sandbox]\nimage = "clawgate-does-not-exist:1"\n')
     done = subprocess.run(
-        [".venv/bin/clawgate", "run"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        [".venv/bin/clawgate", "run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
         cwd=Path(__file__).resolve().parents[2],
     )
     assert done.returncode != 0

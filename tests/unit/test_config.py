@@ -39,7 +39,7 @@ allow_private_upstreams = ["127.0.0.1:11434", "[::1]:8080"]
     ("text", "key"),
     [
         ('[sandbox]\nbackend = "podman"', "sandbox.backend"),
-        ('[sandbox]\nmax_containers = 0', "sandbox.max_containers"),
+        ("[sandbox]\nmax_containers = 0", "sandbox.max_containers"),
         ('[model]\nprovider = "gemini"', "model.provider"),
         ('[model]\nbase_url = "ftp://x"', "model.base_url"),
         ('[vault]\nallow_private_upstreams = ["localhost"]', "vault.allow_private_upstreams"),

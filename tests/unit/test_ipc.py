@@ -53,8 +53,10 @@ async def test_turn_roundtrip(ipc: GroupIpc) -> None:
         (b'{"id": 1, "method": "rm_rf"}\n', "unknown_method"),
         (b'{"id": 1, "method": "log", "params": {"level": 1, "message": "x"}}\n', "bad_params"),
         (b'{"id": 1, "method": "send_message", "params": {"text": "x", "group": "main"}}\n', "bad_params"),
-        (b'{"id": 1, "method": "send_message", "params": {"text": "x", "chat_id": "console:main"}}\n',
-         "bad_params"),
+        (
+            b'{"id": 1, "method": "send_message", "params": {"text": "x", "chat_id": "console:main"}}\n',
+            "bad_params",
+        ),
         (b'{"id": 1, "method": "send_message", "group": "main", "params": {"text": "x"}}\n', "bad_request"),
         (b'{"id": 1, "method": "turn_done", "params": {"run_id": 999}}\n', "unknown_run"),
         (b'{"id": 1, "method": "received", "params": {"run_id": true}}\n', "bad_params"),
@@ -68,21 +70,26 @@ async def test_bad_requests_get_errors_and_the_server_keeps_serving(
     reply = await call(reader, writer, line)
     assert reply["error"]["code"] == code
     assert ipc.sent == []  # type: ignore[attr-defined]  # nothing was half-applied
-    ok = await call(reader, writer, b'{"id": 9, "method": "log", "params": {"level": "info", "message": "x"}}\n')
+    ok = await call(
+        reader, writer, b'{"id": 9, "method": "log", "params": {"level": "info", "message": "x"}}\n'
+    )
     assert ok == {"id": 9, "result": {}}
     writer.close()
 
 
 async def test_oversized_line_is_refused_without_crashing(ipc: GroupIpc) -> None:
     reader, writer = await asyncio.open_unix_connection(str(ipc.socket_path))
-    writer.write(b'{"id": 1, "method": "log", "params": {"level": "info", "message": "' + b"x" * MAX_LINE_BYTES)
+    writer.write(
+        b'{"id": 1, "method": "log", "params": {"level": "info", "message": "' + b"x" * MAX_LINE_BYTES
+    )
     await writer.drain()
     reply = json.loads(await asyncio.wait_for(reader.readline(), 5))
     assert reply["error"]["code"] == "too_large"
     writer.close()
     reader2, writer2 = await asyncio.open_unix_connection(str(ipc.socket_path))
     assert await call(reader2, writer2, b'{"id": 2, "method": "status", "params": {"state": "ok"}}\n') == {
-        "id": 2, "result": {}
+        "id": 2,
+        "result": {},
     }
     writer2.close()
 
