@@ -148,3 +148,29 @@ async def test_vault_add_never_takes_the_value_from_argv(dirs) -> None:
     assert code != 0
     code, out, _ = await clawgate("vault", "list")
     assert "sk-ant-inargv" not in out
+
+
+async def test_sigterm_stops_intake_finishes_and_exits_zero(
+    dirs, model_server, sandbox_image, docker_client
+) -> None:
+    import signal
+
+    config_dir, data_dir = dirs
+    write_config(config_dir, model_server, sandbox_image, idle_s=600)
+    proc = await asyncio.create_subprocess_exec(
+        CLAWGATE,
+        "run",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdin and proc.stdout
+    proc.stdin.write(b"hello\n")
+    await proc.stdin.drain()
+    assert "hello" in await read_reply(proc.stdout)
+    assert len(main_containers(docker_client, data_dir)) == 1
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 60) == 0
+    assert main_containers(docker_client, data_dir) == []  # containers and the vault are gone
+    assert not (data_dir / "run" / "main" / "vault.sock").exists()

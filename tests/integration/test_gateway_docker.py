@@ -223,3 +223,14 @@ def test_missing_image_is_reported_with_the_fix(dirs, model_server, docker_clien
     )
     assert done.returncode != 0
     assert "clawgate image build" in done.stderr
+
+
+async def test_vault_down_means_no_sandbox_and_the_message_waits(gateway, docker_client) -> None:
+    channel: CaptureChannel = gateway.test_channel
+    await gateway.vault.stop()  # fail closed: no vault, no agent
+    await gateway.ingest(channel.message("anyone?"))
+    [(_, notice)] = await channel.wait_for(1)
+    assert "vault" in notice
+    assert containers(docker_client, gateway, "main") == []
+    [message] = await gateway.store.messages_for_chat("console:main")
+    assert message.status == "pending"
