@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from gateway.paths import config_dir
+from gateway.paths import config_dir, data_dir
 from proxy.secrets import SecretStore, VaultError
 
 PRESETS: dict[str, tuple[str, str]] = {
@@ -25,6 +25,26 @@ DEFAULT_FORMAT = "Bearer {value}"
 
 def _store() -> SecretStore:
     return SecretStore(config_dir())
+
+
+def _reload_running_vault() -> None:
+    """Tell a running gateway's vault to re-read the secrets; silent when none runs."""
+    import json
+    import socket
+
+    from proxy.process import CONTROL_SOCKET
+
+    path = data_dir() / "vault" / CONTROL_SOCKET
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(5)
+            conn.connect(str(path))
+            conn.sendall(b'{"op": "reload_secrets"}\n')
+            reply = json.loads(conn.makefile("rb").readline() or b"{}")
+    except (OSError, ValueError):
+        return
+    if reply.get("ok"):
+        click.echo("the running vault reloaded its secrets", err=True)
 
 
 def _read_value(from_env: str | None) -> str:
@@ -81,7 +101,7 @@ def add_cmd(
     except VaultError as e:
         raise click.ClickException(e.message) from None
     click.echo(f"stored secret {info.name} for {info.host} (header {info.header})")
-    click.echo("restart clawgate (or reload the vault) for running sandboxes to use it", err=True)
+    _reload_running_vault()
 
 
 @vault_cli.command("list")
@@ -111,3 +131,4 @@ def remove_cmd(name: str) -> None:
     if not removed:
         raise click.ClickException(f"no secret named {name!r}")
     click.echo(f"removed secret {name}")
+    _reload_running_vault()

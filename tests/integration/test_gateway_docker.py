@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import docker
@@ -234,3 +235,35 @@ async def test_vault_down_means_no_sandbox_and_the_message_waits(gateway, docker
     assert containers(docker_client, gateway, "main") == []
     [message] = await gateway.store.messages_for_chat("console:main")
     assert message.status == "pending"
+
+
+async def test_vault_add_while_running_takes_effect_without_restart(
+    dirs, model_server, sandbox_image, docker_client
+) -> None:
+    config_dir, data_dir = dirs
+    channel = CaptureChannel()
+    gw = Gateway(config_for(model_server, sandbox_image), config_dir, data_dir)
+    await gw.start([channel])
+    try:
+        await gw.ingest(channel.message("before"))
+        await channel.wait_for(1)
+        assert model_server.requests[-1].headers.get("x-api-key") == "placeholder"
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "clawgate"),
+            "vault",
+            "add",
+            "anthropic",
+            "--host",
+            model_server.host_port,
+            "--preset",
+            "anthropic",
+            stdin=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate(REAL_KEY.encode())
+        assert proc.returncode == 0 and b"reloaded" in err
+        await gw.ingest(channel.message("after"))
+        await channel.wait_for(2)
+        assert model_server.requests[-1].headers["x-api-key"] == REAL_KEY
+    finally:
+        await gw.stop(grace_s=5)
