@@ -49,7 +49,7 @@ class RunExecutor:
                 if not await self._execute(claimed):
                     break
         finally:
-            self._pool.arm_idle(folder)
+            self._pool.lane_finished(folder)
 
     async def _execute(self, claimed: ClaimedRun) -> bool:
         """Run one batch; False means the sandbox is unavailable and the lane should stop."""

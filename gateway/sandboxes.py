@@ -21,8 +21,8 @@ from gateway.config import Config
 from gateway.ipc import GroupIpc, SendHandler
 from gateway.models import Group
 from groups import folders
-from groups.sandbox.base import Limits, SandboxBackend, SandboxSpec, SandboxUnavailable
-from groups.sandbox.docker import LABEL_INSTANCE, DockerSandbox
+from groups.sandbox.base import Limits, RunningSandbox, SandboxBackend, SandboxSpec, SandboxUnavailable
+from groups.sandbox.docker import LABEL_INSTANCE
 from proxy.process import VaultProcess
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def agent_environment(config: Config, group: Group) -> dict[str, str]:
 @dataclass
 class LiveSandbox:
     group: Group
-    sandbox: DockerSandbox
+    sandbox: RunningSandbox
     ipc: GroupIpc
     idle_timer: asyncio.TimerHandle | None = None
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -160,7 +160,7 @@ class SandboxPool:
         except BaseException:
             await ipc.close()
             raise
-        live = LiveSandbox(group, sandbox, ipc)  # type: ignore[arg-type]
+        live = LiveSandbox(group, sandbox, ipc)
         self._live[group.folder] = live
         live.watcher = asyncio.create_task(self._watch(live), name=f"watch:{group.folder}")
         connected = asyncio.ensure_future(ipc.connected.wait())
@@ -182,9 +182,11 @@ class SandboxPool:
             live.ipc.abort_all(f"the sandbox exited (code {code})")
             await self.stop(live.group.folder)
 
-    def arm_idle(self, folder: str) -> None:
+    def lane_finished(self, folder: str) -> None:
+        """Keep a live sandbox warm until the idle timeout; free the slot of one that never started."""
         live = self._live.get(folder)
         if live is None:
+            self._on_gone(folder)
             return
         if live.idle_timer is not None:
             live.idle_timer.cancel()

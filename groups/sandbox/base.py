@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -20,6 +21,15 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class ExtraMount:
+    """A host path granted by the mount allowlist (see `groups.mounts`), already validated."""
+
+    host_path: Path
+    container_path: str  # absolute, under /workspace/extra/ (or /workspace/project for main)
+    read_only: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class SandboxSpec:
     """Everything a backend needs to start one group's container; contains no secrets by construction."""
 
@@ -34,11 +44,13 @@ class SandboxSpec:
     limits: Limits
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    extra_mounts: tuple[ExtraMount, ...] = ()
 
 
 class RunningSandbox(Protocol):
     folder: str
     id: str
+    exited: asyncio.Future[int]  # resolves with the exit code when the sandbox stops for any reason
 
     async def wait_exit(self) -> int: ...
 

@@ -53,6 +53,10 @@ def container_kwargs(spec: SandboxSpec) -> dict[str, Any]:
             Mount("/workspace/group", str(spec.group_dir), type="bind", read_only=False),
             Mount("/workspace/global", str(spec.global_dir), type="bind", read_only=not spec.is_main),
             Mount("/run/clawgate", str(spec.run_dir), type="bind", read_only=True),
+            *(
+                Mount(m.container_path, str(m.host_path), type="bind", read_only=m.read_only)
+                for m in spec.extra_mounts
+            ),
         ],
     }
 
