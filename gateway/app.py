@@ -16,6 +16,7 @@ from pathlib import Path
 
 from channels.base import Channel
 from channels.console import ConsoleChannel
+from gateway.agent_services import AgentServices
 from gateway.config import Config
 from gateway.models import Group, InboundMessage
 from gateway.outbox import Outbox
@@ -81,17 +82,19 @@ class Gateway:
 
         self.outbox = Outbox(self.store, self.channels)
         self.queue = GroupQueue(self.config.sandbox.max_containers, self._process, self._evict)
+        self.services = AgentServices(self.config, self.store, self.registry)
         self.pool = SandboxPool(
             self.config,
             self.backend,
             self.vault,
             self.data_dir,
             self.instance,
-            on_send=self._send_from_agent,
+            services=self.services,
             on_gone=self._on_sandbox_gone,
             on_idle=self._on_idle,
         )
         self.executor = RunExecutor(self.config, self.store, self.pool, self.outbox, self.registry.by_folder)
+        self.services.bind_executor(self.executor)
         self.router = Router(self.store, self.registry.for_chat, lambda g: self.queue.wake(g.folder))
         for channel in self.channels:
             await channel.connect(self.ingest)
@@ -141,9 +144,6 @@ class Gateway:
 
     def _on_idle(self, folder: str) -> None:
         asyncio.create_task(self.queue.expire(folder), name=f"expire:{folder}")
-
-    async def _send_from_agent(self, folder: str, run_id: int | None, text: str) -> None:
-        await self.executor.send_from_agent(folder, run_id, text)
 
     # -- shutdown -------------------------------------------------------------------------
 

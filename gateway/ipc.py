@@ -17,10 +17,9 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +45,136 @@ class TurnResult:
     error: str | None
 
 
+_OPT_STR = (str, type(None))
+_TASK_ID = (int, str)
+
 # method -> {field: (type, required)}
 _SCHEMAS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "next_messages": {},
     "received": {"run_id": (int, True)},
-    "send_message": {"text": (str, True)},
-    "turn_done": {
-        "run_id": (int, True),
-        "text": ((str, type(None)), False),
-        "error": ((str, type(None)), False),
-    },
+    "send_message": {"text": (str, True), "chat_id": (str, False)},
+    "turn_done": {"run_id": (int, True), "text": (_OPT_STR, False), "error": (_OPT_STR, False)},
     "log": {"level": (str, True), "message": (str, True)},
     "status": {"state": (str, True)},
+    "schedule_task": {
+        "prompt": (str, True),
+        "group": (str, False),
+        "cron": (str, False),
+        "every_s": ((int, float), False),
+        "at": (str, False),
+    },
+    "list_tasks": {"group": (str, False)},
+    "pause_task": {"task_id": (_TASK_ID, True)},
+    "resume_task": {"task_id": (_TASK_ID, True)},
+    "cancel_task": {"task_id": (_TASK_ID, True)},
+    "register_group": {
+        "chat_id": (str, True),
+        "folder": (str, True),
+        "name": (str, False),
+        "trigger": (str, False),
+        "requires_trigger": (bool, False),
+    },
+    "unregister_group": {"folder": (str, True)},
+    "set_mounts": {"folder": (str, True), "mounts": (list, True)},
+    "list_chats": {},
 }
+
+# Who may do what (invariant 4). "self" = only when the target is the caller's own group;
+# "main" = only the main group; "any" = every group (the method acts on the caller itself).
+_POLICY: dict[str, str] = {
+    "next_messages": "any",
+    "received": "any",
+    "turn_done": "any",
+    "log": "any",
+    "status": "any",
+    "send_message": "self",
+    "schedule_task": "self",
+    "list_tasks": "self",
+    "pause_task": "self",
+    "resume_task": "self",
+    "cancel_task": "self",
+    "register_group": "main",
+    "unregister_group": "main",
+    "set_mounts": "main",
+    "list_chats": "main",
+}
+
+MAX_DEPTH = 6
+RATE_PER_S = 20.0
+RATE_BURST = 100.0
+
+audit = logging.getLogger("clawgate.audit")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is on the other end of a socket: fixed when the socket is created, never from a payload."""
+
+    folder: str
+    is_main: bool
+    chat_id: str
+
+
+def authorize(caller: Caller, method: str, target_folder: str | None) -> None:
+    """Raise `forbidden` unless `caller` may run `method` against `target_folder` (None = itself)."""
+    rule = _POLICY[method]
+    if rule == "any" or caller.is_main:
+        return
+    if rule == "self" and (target_folder is None or target_folder == caller.folder):
+        return
+    raise IpcError("forbidden", f"{method} is not allowed for this group")
+
+
+def _depth(value: object, limit: int = MAX_DEPTH) -> int:
+    if limit < 0:
+        return 1
+    if isinstance(value, dict):
+        return 1 + max((_depth(v, limit - 1) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v, limit - 1) for v in value), default=0)
+    return 0
+
+
+class TokenBucket:
+    """Bounds how fast one group can issue requests, so a hostile agent can't flood the host."""
+
+    def __init__(self, rate: float = RATE_PER_S, burst: float = RATE_BURST) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class IpcServices(Protocol):
+    """What the gateway does on an agent's behalf once a request is authorized."""
+
+    def folder_of_chat(self, chat_id: str) -> str | None: ...
+
+    async def send_message(self, caller: Caller, run_id: int | None, chat_id: str, text: str) -> None: ...
+
+    async def schedule_task(self, caller: Caller, target: str, params: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def list_tasks(self, folder: str | None) -> list[dict[str, Any]]: ...
+
+    async def task_group(self, task_id: int | str) -> str | None: ...
+
+    async def update_task(self, task_id: int | str, action: str) -> dict[str, Any]: ...
+
+    async def register_group(self, params: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def unregister_group(self, folder: str) -> bool: ...
+
+    async def set_mounts(self, folder: str, mounts: list[Any]) -> None: ...
+
+    async def list_chats(self) -> list[dict[str, Any]]: ...
 
 
 def validate(method: object, params: object) -> dict[str, Any]:
@@ -85,16 +201,15 @@ def validate(method: object, params: object) -> dict[str, Any]:
     return params
 
 
-SendHandler = Callable[[str, int | None, str], Awaitable[None]]
-
-
 class GroupIpc:
     """The IPC endpoint of one group: hands turns to its agent and collects results."""
 
-    def __init__(self, folder: str, socket_path: Path, on_send: SendHandler) -> None:
-        self.folder = folder
+    def __init__(self, caller: Caller, socket_path: Path, services: IpcServices) -> None:
+        self.caller = caller
+        self.folder = caller.folder
         self.socket_path = socket_path
-        self._on_send = on_send
+        self._services = services
+        self._bucket = TokenBucket()
         self._turns: deque[Turn] = deque()
         self._turn_ready = asyncio.Event()
         self._results: dict[int, asyncio.Future[TurnResult]] = {}
@@ -176,6 +291,7 @@ class GroupIpc:
 
     async def _handle_line(self, line: bytes, writer: asyncio.StreamWriter) -> None:
         request_id: object = None
+        request: object = None
         try:
             try:
                 request = json.loads(line)
@@ -189,10 +305,17 @@ class GroupIpc:
             extra = set(request) - {"id", "method", "params"}
             if extra:
                 raise IpcError("bad_request", f"unexpected top-level field(s): {sorted(extra)}")
+            if _depth(request) > MAX_DEPTH:
+                raise IpcError("too_deep", f"request nesting exceeds {MAX_DEPTH} levels")
+            if not self._bucket.take():
+                raise IpcError("rate_limited", "too many requests; slow down")
             params = validate(request.get("method"), request.get("params"))
             result = await self._dispatch(request["method"], params)
         except IpcError as exc:
-            log.warning("ipc[%s]: refused request: %s", self.folder, exc)
+            method = request.get("method") if isinstance(request, dict) else None
+            audit.warning(
+                "refused group=%s method=%.40r code=%s reason=%s", self.folder, method, exc.code, exc
+            )
             await self._reply(writer, request_id, error=exc)
             return
         await self._reply(writer, request_id, result=result)
@@ -228,9 +351,6 @@ class GroupIpc:
             if not future.done():
                 future.set_result(time.perf_counter())
             return {}
-        if method == "send_message":
-            await self._on_send(self.folder, self._current_run, params["text"])
-            return {"ok": True}
         if method == "turn_done":
             result = self._results.pop(params["run_id"], None)
             if result is None:
@@ -241,4 +361,47 @@ class GroupIpc:
         if method == "log":
             log.info("agent[%s] %s: %s", self.folder, params["level"][:16], params["message"][:2000])
             return {}
-        return {}  # status: accepted, nothing to do yet
+        if method == "status":
+            return {}
+        return await self._dispatch_service(method, params)
+
+    async def _dispatch_service(self, method: str, params: dict[str, Any]) -> object:
+        """Requests that act on the gateway: authorized here, in one place, before anything runs."""
+        caller, services = self.caller, self._services
+        if method == "send_message":
+            chat_id = params.get("chat_id", caller.chat_id)
+            target = caller.folder if chat_id == caller.chat_id else services.folder_of_chat(chat_id)
+            if target is None and not caller.is_main:
+                target = "?"  # an unregistered chat is "another chat": main only
+            authorize(caller, method, target)
+            if target is None:
+                raise IpcError("unknown_chat", f"chat {chat_id!r} is not registered")
+            await services.send_message(caller, self._current_run, chat_id, params["text"])
+            return {"ok": True}
+        if method == "schedule_task":
+            target = params.get("group", caller.folder)
+            authorize(caller, method, target)
+            return await services.schedule_task(caller, target, params)
+        if method == "list_tasks":
+            target = params.get("group")
+            if not caller.is_main:
+                authorize(caller, method, target)
+                target = caller.folder  # non-main sees its own tasks only
+            return {"tasks": await services.list_tasks(target)}
+        if method in ("pause_task", "resume_task", "cancel_task"):
+            owner = await services.task_group(params["task_id"])
+            if owner is None or (owner != caller.folder and not caller.is_main):
+                # Same answer for "missing" and "someone else's": existence is not revealed.
+                raise IpcError("not_found", f"no task {params['task_id']!r} in this group")
+            return await services.update_task(params["task_id"], method.removesuffix("_task"))
+        authorize(caller, method, None)  # the remaining methods are main-only
+        if method == "register_group":
+            return await services.register_group(params)
+        if method == "unregister_group":
+            return {"removed": await services.unregister_group(params["folder"])}
+        if method == "set_mounts":
+            await services.set_mounts(params["folder"], params["mounts"])
+            return {"ok": True}
+        if method == "list_chats":
+            return {"chats": await services.list_chats()}
+        raise IpcError("unknown_method", f"unknown method {method!r}")

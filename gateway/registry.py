@@ -6,6 +6,8 @@ to the store first and only then to memory.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from gateway.models import Group
 from gateway.store import Store
 from groups.folders import validate_folder
@@ -46,3 +48,28 @@ class GroupRegistry:
         await self._store.register_group(group)
         self._by_chat[group.chat_id] = group
         self._by_folder[group.folder] = group
+
+    async def unregister(self, folder: str) -> bool:
+        group = self._by_folder.get(folder)
+        if group is None:
+            return False
+        if group.is_main:
+            raise ValueError("the main group cannot be unregistered")
+        await self._store.unregister_group(folder)
+        del self._by_folder[folder]
+        self._by_chat.pop(group.chat_id, None)
+        return True
+
+    async def set_mounts(self, folder: str, mounts: list[object]) -> Group:
+        """Replace a group's extra-mount requests; they are validated against the allowlist at start."""
+        group = self._by_folder.get(folder)
+        if group is None:
+            raise ValueError(f"no registered group {folder!r}")
+        from groups.mounts import parse_mount_requests  # the allowlist engineer's module
+
+        requests = tuple(parse_mount_requests(mounts))
+        await self._store.set_group_mounts(folder, requests)
+        updated = replace(group, extra_mounts=requests)
+        self._by_folder[folder] = updated
+        self._by_chat[group.chat_id] = updated
+        return updated

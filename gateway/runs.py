@@ -96,14 +96,11 @@ class RunExecutor:
         for observer in self.observers:
             observer(claimed, future.result())
 
-    async def send_from_agent(self, folder: str, run_id: int | None, text: str) -> None:
-        """`send_message` over IPC: only ever to the group's own chat (identity from the socket)."""
-        group = self._group_by_folder(folder)
-        if group is None:
-            return
+    async def send_from_agent(self, run_id: int | None, chat_id: str, text: str) -> None:
+        """An agent's `send_message`, already authorized by the IPC layer; numbered within its run."""
         if run_id is not None and run_id in self._seq:
             self._seq[run_id] += 1
             seq = self._seq[run_id]
         else:
             run_id, seq = None, 0
-        await self._outbox.post(run_id, seq, group.chat_id, text)
+        await self._outbox.post(run_id, seq, chat_id, text)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.config import Config
-from gateway.ipc import GroupIpc, SendHandler
+from gateway.ipc import Caller, GroupIpc, IpcServices
 from gateway.models import Group
 from groups import folders
 from groups.sandbox.base import Limits, RunningSandbox, SandboxBackend, SandboxSpec, SandboxUnavailable
@@ -92,7 +92,7 @@ class SandboxPool:
         vault: VaultProcess,
         data_dir: Path,
         instance: str,
-        on_send: SendHandler,
+        services: IpcServices,
         on_gone: Callable[[str], None],
         on_idle: Callable[[str], None],
     ) -> None:
@@ -101,7 +101,7 @@ class SandboxPool:
         self._vault = vault
         self._data_dir = data_dir
         self._instance = instance
-        self._on_send = on_send
+        self._services = services
         self._on_gone = on_gone
         self._on_idle = on_idle
         self._live: dict[str, LiveSandbox] = {}
@@ -132,7 +132,9 @@ class SandboxPool:
         dirs = folders.group_dirs(self._data_dir, group.folder)
         owner = (self._uid, self._gid) if os.getuid() == 0 else None
         await asyncio.to_thread(folders.prepare, dirs, owner)
-        ipc = GroupIpc(group.folder, dirs.run / "ipc.sock", self._on_send)
+        ipc = GroupIpc(
+            Caller(group.folder, group.is_main, group.chat_id), dirs.run / "ipc.sock", self._services
+        )
         await ipc.start()
         try:
             await self._vault.open_group(group.folder, str(dirs.run / "vault.sock"))

@@ -258,6 +258,12 @@ class Store:
                 for row in await cur.fetchall()
             ]
 
+    async def chats(self) -> list[tuple[str, str, str, float]]:
+        async with self._conn.execute(
+            "SELECT chat_id, name, channel, last_message_at FROM chats ORDER BY last_message_at DESC"
+        ) as cur:
+            return [tuple(row) for row in await cur.fetchall()]  # type: ignore[misc]
+
     # -- runs --------------------------------------------------------------------------
 
     async def claim_run(self, group: Group, context_limit: int) -> ClaimedRun | None:

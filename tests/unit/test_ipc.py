@@ -6,20 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ipc import MAX_LINE_BYTES, GroupIpc, Turn
-
-
-class Sent(list):
-    async def __call__(self, folder: str, run_id: int | None, text: str) -> None:
-        self.append((folder, run_id, text))
+from gateway.ipc import MAX_LINE_BYTES, Caller, GroupIpc, Turn
+from tests.fakes.ipc_services import RecordingServices
 
 
 @pytest.fixture
 async def ipc(tmp_path: Path):  # type: ignore[no-untyped-def]
-    sent = Sent()
-    server = GroupIpc("team", tmp_path / "ipc.sock", sent)
+    services = RecordingServices()
+    server = GroupIpc(Caller("team", False, "tg:-1"), tmp_path / "ipc.sock", services)
     await server.start()
-    server.sent = sent  # type: ignore[attr-defined]
+    server.sent = services.sent  # type: ignore[attr-defined]
     yield server
     await server.close()
 
@@ -38,7 +34,7 @@ async def test_turn_roundtrip(ipc: GroupIpc) -> None:
     await call(reader, writer, b'{"id": 2, "method": "received", "params": {"run_id": 3}}\n')
     assert received.done()
     await call(reader, writer, b'{"id": 3, "method": "send_message", "params": {"text": "working"}}\n')
-    assert ipc.sent == [("team", 3, "working")]  # type: ignore[attr-defined]
+    assert ipc.sent == [("team", 3, "tg:-1", "working")]  # type: ignore[attr-defined]
     await call(reader, writer, b'{"id": 4, "method": "turn_done", "params": {"run_id": 3, "text": "done"}}\n')
     assert (await result).text == "done"
     writer.close()
@@ -55,8 +51,9 @@ async def test_turn_roundtrip(ipc: GroupIpc) -> None:
         (b'{"id": 1, "method": "send_message", "params": {"text": "x", "group": "main"}}\n', "bad_params"),
         (
             b'{"id": 1, "method": "send_message", "params": {"text": "x", "chat_id": "console:main"}}\n',
-            "bad_params",
+            "forbidden",
         ),
+        (b'{"id": 1, "method": "log", "params": {"level": "i", "message": [[[[[[[1]]]]]]]}}\n', "too_deep"),
         (b'{"id": 1, "method": "send_message", "group": "main", "params": {"text": "x"}}\n', "bad_request"),
         (b'{"id": 1, "method": "turn_done", "params": {"run_id": 999}}\n', "unknown_run"),
         (b'{"id": 1, "method": "received", "params": {"run_id": true}}\n', "bad_params"),
