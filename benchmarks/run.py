@@ -187,6 +187,9 @@ async def main() -> None:
     rtt = await socket_rtt(WARM_MESSAGES)
     docker_run = bare_docker_run(COLD_STARTS)
     warm, cold = await gateway_latencies()
+    from benchmarks.bwrap_cold import bwrap_cold_starts
+
+    bwrap_cold = await bwrap_cold_starts(COLD_STARTS)
     ingest, raw_ingest = await ingest_throughput()
     result = {
         "warm_p50_ms": ms(pct(warm, 0.5)),
@@ -195,6 +198,7 @@ async def main() -> None:
         "socket_rtt_p50_ms": ms(pct(rtt, 0.5)),
         "socket_rtt_p99_ms": ms(pct(rtt, 0.99)),
         "cold_start_p50_ms": ms(pct(cold, 0.5)),
+        "bwrap_cold_start_p50_ms": ms(pct(bwrap_cold, 0.5)),
         "cold_start_samples": len(cold),
         "docker_run_p50_ms": ms(pct(docker_run, 0.5)),
         "cold_vs_docker_run": round(statistics.median(cold) / statistics.median(docker_run), 3),

@@ -19,6 +19,7 @@ from channels.base import OnMessage
 from gateway.models import InboundMessage
 
 PREFIX = "console:"
+OWNER_ID = "console:owner"  # the person at the terminal: always an admin of the main chat
 
 
 class ConsoleChannel:
@@ -68,7 +69,7 @@ class ConsoleChannel:
                 InboundMessage(
                     chat_id=self.chat_id,
                     external_id=f"{self._session}-{next(self._ids)}",
-                    sender_id="console:owner",
+                    sender_id=OWNER_ID,
                     sender_name="owner",
                     text=text,
                     timestamp=time.time(),

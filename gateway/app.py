@@ -12,12 +12,17 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
+import time
 from pathlib import Path
 
 from channels.base import Channel
 from channels.console import ConsoleChannel
 from gateway.agent_services import AgentServices
+from gateway.commands import AdminCommands, Command
 from gateway.config import Config
+from gateway.control import SOCKET_NAME as CONTROL_SOCKET
+from gateway.control import ControlServer
 from gateway.models import Group, InboundMessage
 from gateway.outbox import Outbox
 from gateway.queue import GroupQueue
@@ -25,9 +30,10 @@ from gateway.registry import GroupRegistry
 from gateway.router import Router
 from gateway.runs import RunExecutor
 from gateway.sandboxes import SandboxPool
+from gateway.scheduler import ChatLauncher, Scheduler
 from gateway.store import Store
 from groups.sandbox.base import SandboxUnavailable
-from groups.sandbox.docker import DockerBackend
+from groups.sandbox.select import make_backend
 from proxy.process import VaultProcess, VaultUnavailable
 
 log = logging.getLogger(__name__)
@@ -52,13 +58,14 @@ class Gateway:
         self.instance = instance_id(data_dir)
         self.channels: list[Channel] = []
         self.input_closed = asyncio.Event()
+        self.started_at = time.time()
         self._started = False
 
     async def start(self, channels: list[Channel] | None = None) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         self.store = await Store.open(self.data_dir / DATABASE)
-        self.backend = DockerBackend(self.config.sandbox.max_containers)
+        self.backend = make_backend(self.config, self.data_dir)
         self.vault = VaultProcess(
             self.config_dir, self.data_dir / "vault", list(self.config.vault.allow_private_upstreams)
         )
@@ -80,7 +87,10 @@ class Gateway:
         self.channels = channels if channels is not None else self._default_channels()
         await self._ensure_main_group()
 
-        self.outbox = Outbox(self.store, self.channels)
+        self.outbox = Outbox(self.store, self.channels, self.config.retry, self.notify_main)
+        unsettled = await self.outbox.recover()
+        if unsettled:
+            log.warning("%d reply(ies) were mid-send at the crash; see /dlq (never resent twice)", unsettled)
         self.queue = GroupQueue(self.config.sandbox.max_containers, self._process, self._evict)
         self.services = AgentServices(self.config, self.store, self.registry)
         self.pool = SandboxPool(
@@ -93,12 +103,32 @@ class Gateway:
             on_gone=self._on_sandbox_gone,
             on_idle=self._on_idle,
         )
-        self.executor = RunExecutor(self.config, self.store, self.pool, self.outbox, self.registry.by_folder)
+        self.executor = RunExecutor(
+            self.config,
+            self.store,
+            self.pool,
+            self.outbox,
+            self.registry.by_folder,
+            wake=self.queue.wake,
+            notify_main=self.notify_main,
+        )
         self.services.bind_executor(self.executor)
-        self.router = Router(self.store, self.registry.for_chat, lambda g: self.queue.wake(g.folder))
+        self.scheduler = Scheduler(
+            self.store, ChatLauncher(self.store, self.registry.by_folder, self._channel_name, self.queue.wake)
+        )
+        self.services.tasks = self.scheduler
+        self.executor.finish_observers.append(self.scheduler.run_finished)
+        self.commands = AdminCommands(self)
+        self.router = Router(
+            self.store, self.registry.for_chat, lambda g: self.queue.wake(g.folder), self._run_command
+        )
+        self.control = ControlServer(self.data_dir / "run" / CONTROL_SOCKET, self._control)
+        await self.control.start()
         for channel in self.channels:
             await channel.connect(self.ingest)
+        await self.scheduler.start()
         self._started = True
+        self.started_at = time.time()
         await self.outbox.flush()
         for chat_id in await self.store.chats_with_pending():
             group = self.registry.for_chat(chat_id)
@@ -131,7 +161,66 @@ class Gateway:
     async def ingest(self, message: InboundMessage) -> str:
         return await self.router.ingest(message)
 
+    async def _run_command(self, command: Command, message: InboundMessage, group: Group | None) -> None:
+        reply = await self.commands.execute(command, message, group)
+        if reply is not None:
+            await self.outbox.post(None, 0, message.chat_id, reply)
+
+    async def notify_main(self, text: str) -> None:
+        """One short notice to the owner's main chat (dead letters, failures)."""
+        main = self.registry.main
+        if main is not None:
+            await self.outbox.post(None, 0, main.chat_id, text)
+
+    async def retry_dead_letter(self, letter_id: int) -> bool:
+        """An admin's /retry: put a dead letter's work back in the queue."""
+        letter = await self.store.dead_letter(letter_id)
+        if letter is None:
+            return False
+        kind, ref, payload = letter
+        if kind == "run":
+            ids = [int(i) for i in payload.get("message_ids", [])]  # type: ignore[union-attr]
+            await self.store.revive_messages(ids)
+            await self.store.drop_dead_letter(letter_id)
+            if self.registry.by_folder(ref) is not None:
+                self.queue.wake(ref)
+        elif kind == "reply":
+            entry_id = int(payload["outbox_id"])  # type: ignore[call-overload]
+            await self.store.revive_reply(entry_id)
+            await self.store.drop_dead_letter(letter_id)
+            await self.outbox.flush([entry_id])
+        else:
+            return False
+        return True
+
+    async def _control(self, request: dict[str, object]) -> dict[str, object]:
+        """The CLI's requests to a running gateway (see `gateway.control`)."""
+        op = request.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "reload":
+            what = request.get("what")
+            if what == "groups":
+                await self.registry.load()
+            elif what == "tasks" and self.services.tasks is not None:
+                await self.services.tasks.reload()  # type: ignore[attr-defined]
+            elif what == "dlq":
+                for chat_id in await self.store.chats_with_pending():
+                    group = self.registry.for_chat(chat_id)
+                    if group is not None:
+                        self.queue.wake(group.folder)
+            else:
+                raise ValueError(f"cannot reload {what!r}")
+            return {"ok": True}
+        if op == "status":
+            return {"ok": True, "text": await self.commands.status_text()}
+        raise ValueError(f"unknown op {op!r}")
+
     # -- callbacks between the parts ------------------------------------------------------
+
+    def _channel_name(self, chat_id: str) -> str | None:
+        channel = self.outbox.channel_for(chat_id)
+        return None if channel is None else channel.name
 
     async def _process(self, folder: str) -> None:
         await self.executor.process(folder)
@@ -159,6 +248,10 @@ class Gateway:
         for channel in self.channels:
             with contextlib.suppress(Exception):
                 await channel.disconnect()
+        await self.scheduler.stop()
+        await self.control.close()
+        self.executor.cancel_retries()
+        self.outbox.close()
         try:
             await asyncio.wait_for(self.queue.close(), grace_s)
         except TimeoutError:

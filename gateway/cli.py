@@ -11,6 +11,7 @@ import click
 
 from gateway import config as config_mod
 from gateway import paths
+from gateway.tasks_cli import tasks_cli
 from proxy.cli import vault_cli
 
 
@@ -83,12 +84,19 @@ def image() -> None:
     "--base", "base", default=None, help="Base image (default: python:3.12-slim, else a local one)."
 )
 @click.option("--tag", default=None, help="Image tag (default: sandbox.image from config).")
-def image_build(base: str | None, tag: str | None) -> None:
+@click.option(
+    "--backend",
+    type=click.Choice(["docker", "bwrap"]),
+    default=None,
+    help="bwrap: also export the image's filesystem for the bubblewrap backend "
+    "(default: sandbox.backend from config).",
+)
+def image_build(base: str | None, tag: str | None, backend: str | None) -> None:
     """Build the sandbox image, building a local Debian base first when nothing can be pulled."""
     import docker
     from docker.errors import DockerException
 
-    from groups.sandbox.image import ImageBuildError, build_image
+    from groups.sandbox.image import ImageBuildError, build_image, export_rootfs
 
     cfg = _load_config()
     try:
@@ -103,6 +111,19 @@ def image_build(base: str | None, tag: str | None) -> None:
     except ImageBuildError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"built {tag or cfg.sandbox.image} ({image_id[:19]})")
+    if (backend or cfg.sandbox.backend) == "bwrap":
+        from groups.sandbox.bwrap import ROOTFS_DIR
+
+        try:
+            where = export_rootfs(
+                client,
+                tag or cfg.sandbox.image,
+                paths.data_dir() / ROOTFS_DIR,
+                lambda line: click.echo(line, err=True),
+            )
+        except (ImageBuildError, DockerException, OSError) as exc:
+            raise click.ClickException(f"exporting the root filesystem failed: {exc}") from None
+        click.echo(f"exported the root filesystem for the bwrap backend to {where}")
 
 
 @main.group()
@@ -131,7 +152,38 @@ def groups_list() -> None:
     asyncio.run(show())
 
 
+@groups.command("mounts")
+@click.argument("group")
+def groups_mounts(group: str) -> None:
+    """Show the extra mounts GROUP (folder or chat id) gets: granted, refused and why."""
+    from gateway.app import DATABASE
+    from gateway.models import Group
+    from gateway.store import Store
+    from groups.mounts import ALLOWLIST_FILE, describe_plan, plan_mounts
+
+    cfg = _load_config()
+    config_dir, data_dir = paths.config_dir(), paths.data_dir()
+
+    async def find() -> Group | None:
+        store = await Store.open(data_dir / DATABASE)
+        try:
+            rows = await store.groups()
+        finally:
+            await store.close()
+        return next((g for g in rows if group in (g.folder, g.chat_id)), None)
+
+    found = asyncio.run(find())
+    if found is None:
+        raise click.ClickException(f"no registered group {group!r} (see `clawgate groups list`)")
+    allowlist = config_dir / ALLOWLIST_FILE
+    plan = plan_mounts(found, allowlist, config_dir, data_dir, cfg.mounts.project_root)
+    click.echo(f"group {found.folder}{' (main)' if found.is_main else ''}; allowlist {allowlist}")
+    for line in describe_plan(plan):
+        click.echo(line)
+
+
 main.add_command(vault_cli)
+main.add_command(tasks_cli)
 
 
 if __name__ == "__main__":  # pragma: no cover

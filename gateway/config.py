@@ -44,7 +44,7 @@ class ModelConfig(_Section):
 
 
 class SandboxConfig(_Section):
-    backend: Literal["docker"] = "docker"
+    backend: Literal["docker", "bwrap"] = "docker"
     image: str = "clawgate-sandbox:latest"
     idle_timeout_s: float = Field(600, gt=0)
     max_containers: int = Field(4, ge=1, le=256)
@@ -75,6 +75,33 @@ class ConsoleConfig(_Section):
     main_chat: str = "console:main"
 
 
+class AdminConfig(_Section):
+    """Who may run admin commands in the main chat. The console's local user always may."""
+
+    users: list[str] = Field(default_factory=list, description='namespaced user ids, e.g. "tg:12345"')
+
+
+class RetryConfig(_Section):
+    """Transient failures (Docker hiccups, model 429/5xx, channel timeouts) are retried with backoff."""
+
+    max_attempts: int = Field(4, ge=1, le=20)
+    base_delay_s: float = Field(2.0, gt=0, le=600)
+    max_delay_s: float = Field(120.0, gt=0, le=3600)
+
+
+class MountsConfig(_Section):
+    project_root: str | None = Field(
+        None, description="main group only: seen read-only at /workspace/project, .env shadowed"
+    )
+
+    @field_validator("project_root")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not (value.startswith("/") or value.startswith("~")):
+            raise ValueError("must be an absolute path or start with ~, e.g. ~/src/myproject")
+        return value
+
+
 class Config(_Section):
     assistant_name: str = Field("Andy", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
     context_messages: int = Field(50, ge=0, le=1000, description="untriggered messages kept as context")
@@ -82,6 +109,9 @@ class Config(_Section):
     sandbox: SandboxConfig = SandboxConfig()
     vault: VaultConfig = VaultConfig()
     console: ConsoleConfig = ConsoleConfig()
+    mounts: MountsConfig = MountsConfig()
+    admin: AdminConfig = AdminConfig()
+    retry: RetryConfig = RetryConfig()
 
     @property
     def default_trigger(self) -> str:
@@ -130,7 +160,7 @@ name = "claude-sonnet-4-5"
 base_url = "https://api.anthropic.com"
 
 [sandbox]
-backend = "docker"
+backend = "docker"                  # docker | bwrap (see README "bubblewrap backend")
 image = "clawgate-sandbox:latest"
 idle_timeout_s = 600
 max_containers = 4

@@ -9,7 +9,7 @@ import click
 
 from gateway import config as config_mod
 from gateway import paths
-from groups.sandbox.base import SandboxUnavailable
+from groups.sandbox.base import SandboxBackend, SandboxUnavailable
 from groups.sandbox.docker import DockerBackend
 
 
@@ -17,6 +17,38 @@ def _report(ok: bool, what: str, fix: str = "") -> bool:
     mark = click.style("ok  ", fg="green") if ok else click.style("FAIL", fg="red")
     click.echo(f"[{mark}] {what}" + (f"\n       fix: {fix}" if fix and not ok else ""))
     return ok
+
+
+async def _check_backend(backend: SandboxBackend, image: str) -> str | None:
+    """None when the backend can run sandboxes of `image` here, else why not (with the fix)."""
+    try:
+        await backend.check(image)
+        return None
+    except SandboxUnavailable as exc:
+        return str(exc)
+    finally:
+        await backend.close()
+
+
+async def backend_report(cfg: config_mod.Config) -> dict[str, bool]:
+    """Check every sandbox backend on this host; only the configured one can fail the doctor."""
+    from groups.sandbox.bwrap import BwrapBackend
+
+    checks = {
+        "docker": ("Docker engine and image", DockerBackend(1)),
+        "bwrap": ("bubblewrap, namespaces and exported root filesystem", BwrapBackend(1, paths.data_dir())),
+    }
+    usable = {}
+    for name, (what, backend) in checks.items():
+        problem = await _check_backend(backend, cfg.sandbox.image)
+        usable[name] = problem is None
+        label = f"sandbox backend {name}: {what} {cfg.sandbox.image}"
+        if name == cfg.sandbox.backend:
+            _report(problem is None, label + " (configured)", problem or "")
+        else:
+            state = click.style("usable", fg="green") if problem is None else "not usable"
+            click.echo(f"[info] {label}: {state}" + (f"\n       why: {problem}" if problem else ""))
+    return usable
 
 
 async def run_checks() -> bool:
@@ -29,14 +61,8 @@ async def run_checks() -> bool:
     except config_mod.ConfigError as exc:
         _report(False, "config", str(exc))
         return False
-    backend = DockerBackend(1)
-    try:
-        await backend.check(cfg.sandbox.image)
-        results.append(_report(True, f"Docker engine and image {cfg.sandbox.image}"))
-    except SandboxUnavailable as exc:
-        results.append(_report(False, "Docker engine and sandbox image", str(exc)))
-    finally:
-        await backend.close()
+    usable = await backend_report(cfg)
+    results.append(usable[cfg.sandbox.backend])
     key = paths.config_dir() / "master.key"
     if key.exists():
         mode = key.stat().st_mode & 0o777

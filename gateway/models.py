@@ -21,6 +21,48 @@ class InboundMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class MountRequest:
+    """An extra mount a group's registration asks for; `groups.mounts` decides what is granted.
+
+    `container_path` defaults to the host path's last component and always lands under
+    `/workspace/extra/`; `read_write` is only a wish (the allowlist and group decide).
+    """
+
+    host_path: str
+    container_path: str | None = None
+    read_write: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "host_path": self.host_path,
+            "container_path": self.container_path,
+            "read_write": self.read_write,
+        }
+
+    @classmethod
+    def from_json(cls, item: object) -> MountRequest:
+        """A request from stored/received JSON: a plain string (old style) or an object; strict types."""
+        if isinstance(item, MountRequest):
+            return item
+        if isinstance(item, str):
+            return cls(host_path=item)
+        if not isinstance(item, dict):
+            raise TypeError(f"a mount request is a path string or an object, not {type(item).__name__}")
+        unknown = set(item) - {"host_path", "container_path", "read_write"}
+        if unknown:
+            raise ValueError(f"unknown mount request keys: {', '.join(sorted(map(str, unknown)))}")
+        host_path, container_path = item.get("host_path"), item.get("container_path")
+        read_write = item.get("read_write", False)
+        if not isinstance(host_path, str) or not host_path:
+            raise ValueError("a mount request needs a non-empty string host_path")
+        if container_path is not None and not isinstance(container_path, str):
+            raise TypeError("container_path must be a string or null")
+        if not isinstance(read_write, bool):
+            raise TypeError("read_write must be true or false")
+        return cls(host_path=host_path, container_path=container_path, read_write=read_write)
+
+
+@dataclass(frozen=True, slots=True)
 class Group:
     """A registered chat whose assistant gets its own folder and sandbox."""
 
@@ -30,7 +72,7 @@ class Group:
     trigger: str
     requires_trigger: bool = True
     is_main: bool = False
-    extra_mounts: tuple[str, ...] = field(default_factory=tuple)
+    extra_mounts: tuple[MountRequest, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +101,37 @@ class OutboxEntry:
     chat_id: str
     text: str
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledTask:
+    """A task an agent (or the owner) scheduled; times are UTC epoch seconds. See `gateway.scheduler`."""
+
+    id: int
+    folder: str
+    prompt: str
+    kind: str  # cron | interval | once
+    spec: str  # cron expression | interval seconds | ISO 8601 time
+    next_run_at: float | None
+    anchor: float | None  # interval tasks: slots are anchor + k * interval
+    status: str  # active | paused | cancelled | done
+    created_by: str
+    created_at: float
+    last_run_at: float | None
+    last_result: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRun:
+    """One firing of a task: the slot it was due at, and how the run it caused ended."""
+
+    id: int
+    task_id: int
+    scheduled_for: float
+    started_at: float
+    finished_at: float | None
+    duration: float | None
+    status: str  # running | ok | error
+    result: str | None
+    error: str | None
+    run_id: int | None

@@ -1,24 +1,40 @@
 """Delivering replies: recorded in the outbox first, sent once, retried when a channel fails.
 
 `claim_outbox` flips an entry from pending to sending atomically, so two deliverers
-(or a restart racing a retry) cannot send the same entry twice.
+(or a restart racing a retry) cannot send the same entry twice. A failed send goes
+back to pending and is retried with backoff; after the last attempt it becomes a dead
+letter. An entry found still `sending` after a crash may or may not have reached the
+chat: it is dead-lettered rather than resent, because a reply is sent at most once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from channels.base import Channel
+from gateway.config import RetryConfig
+from gateway.failures import backoff_delay
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
 
 
 class Outbox:
-    def __init__(self, store: Store, channels: Sequence[Channel]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        channels: Sequence[Channel],
+        retry: RetryConfig | None = None,
+        notify_main: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self._store = store
         self._channels = list(channels)
+        self._retry = retry or RetryConfig()
+        self._notify_main = notify_main
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._tasks: set[asyncio.Task[int]] = set()
 
     def channel_for(self, chat_id: str) -> Channel | None:
         return next((c for c in self._channels if c.owns_chat(chat_id)), None)
@@ -35,23 +51,43 @@ class Outbox:
         for entry in await self._store.pending_outbox(ids):
             channel = self.channel_for(entry.chat_id)
             if channel is None:
-                log.warning(
-                    "no connected channel owns chat %s; reply %s stays queued", entry.chat_id, entry.id
-                )
+                log.warning("no channel owns chat %s; reply %s stays queued", entry.chat_id, entry.id)
                 continue
             if not await self._store.claim_outbox(entry.id):
                 continue
             try:
                 await channel.send(entry.chat_id, entry.text)
             except Exception as exc:
-                log.warning(
-                    "sending reply %s to %s failed (%s); it stays queued",
-                    entry.id,
-                    entry.chat_id,
-                    exc.__class__.__name__,
-                )
-                await self._store.settle_outbox(entry.id, sent=False)
+                await self._failed(entry.id, entry.chat_id, entry.attempts + 1, exc)
                 continue
             await self._store.settle_outbox(entry.id, sent=True)
             sent += 1
         return sent
+
+    async def _failed(self, entry_id: int, chat_id: str, attempts: int, exc: Exception) -> None:
+        reason = f"sending to {chat_id} failed: {exc.__class__.__name__}: {str(exc)[:200]}"
+        if attempts < self._retry.max_attempts:
+            await self._store.settle_outbox(entry_id, sent=False)
+            delay = backoff_delay(self._retry, attempts)
+            log.warning("%s; retry %d in %.1fs", reason, attempts, delay)
+            timer = asyncio.get_running_loop().call_later(delay, self._retry_later, entry_id)
+            self._timers.add(timer)
+            return
+        letter = await self._store.dead_letter_reply(entry_id, reason)
+        log.error("reply %s became dead letter #%s: %s", entry_id, letter, reason)
+        if self._notify_main is not None:
+            await self._notify_main(f"⚠️ dead letter #{letter}: {reason}. /retry {letter} or /drop {letter}")
+
+    def _retry_later(self, entry_id: int) -> None:
+        task = asyncio.create_task(self.flush([entry_id]))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def recover(self) -> int:
+        """After a crash: entries caught mid-send are dead-lettered (never resent); returns how many."""
+        return await self._store.dead_letter_unsettled_replies()
+
+    def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()

@@ -7,11 +7,14 @@ looks at it, so a crash after `ingest` returns loses nothing.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import lru_cache
 
+from gateway import commands
 from gateway.models import Group, InboundMessage
 from gateway.store import Store
+
+CommandHandler = Callable[[commands.Command, InboundMessage, Group | None], Awaitable[None]]
 
 
 @lru_cache(maxsize=256)
@@ -39,15 +42,20 @@ class Router:
         store: Store,
         group_for_chat: Callable[[str], Group | None],
         wake: Callable[[Group], None],
+        on_command: CommandHandler | None = None,
     ) -> None:
         self._store = store
         self._group_for_chat = group_for_chat
         self._wake = wake
+        self._on_command = on_command
 
     async def ingest(self, message: InboundMessage) -> str:
         group = self._group_for_chat(message.chat_id)
-        status = classify(message, group)
+        command = None if message.is_from_bot else commands.parse(message.text)
+        status = "command" if command is not None else classify(message, group)
         await self._store.ingest(message, status)
-        if status == "pending" and group is not None:
+        if command is not None and self._on_command is not None:
+            await self._on_command(command, message, group)  # command text never reaches an agent
+        elif status == "pending" and group is not None:
             self._wake(group)
         return status

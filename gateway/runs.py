@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from gateway.config import Config
+from gateway.failures import backoff_delay, is_transient
 from gateway.ipc import Turn, TurnResult
 from gateway.models import ClaimedRun, Group
 from gateway.outbox import Outbox
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 FINAL_REPLY_SEQ = 0
 # Observers get (run, time.perf_counter() when the agent acknowledged it); benchmarks hook in here.
 ReceiptObserver = Callable[[ClaimedRun, float], None]
+# Finish observers get (run, reply text, error) once a run is closed; the scheduler logs task runs here.
+FinishObserver = Callable[[ClaimedRun, str | None, str | None], Awaitable[None]]
 
 
 class RunExecutor:
@@ -30,14 +33,20 @@ class RunExecutor:
         pool: SandboxPool,
         outbox: Outbox,
         group_by_folder: Callable[[str], Group | None],
+        wake: Callable[[str], None],
+        notify_main: Callable[[str], Awaitable[None]],
     ) -> None:
         self._config = config
         self._store = store
         self._pool = pool
         self._outbox = outbox
         self._group_by_folder = group_by_folder
+        self._wake = wake
+        self._notify_main = notify_main
         self._seq: dict[int, int] = {}
+        self._retry_timers: dict[str, asyncio.TimerHandle] = {}
         self.observers: list[ReceiptObserver] = []
+        self.finish_observers: list[FinishObserver] = []
 
     async def process(self, folder: str) -> None:
         """The queue's lane body: answer every open batch of this group, then go idle."""
@@ -52,33 +61,73 @@ class RunExecutor:
             self._pool.lane_finished(folder)
 
     async def _execute(self, claimed: ClaimedRun) -> bool:
-        """Run one batch; False means the sandbox is unavailable and the lane should stop."""
+        """Run one batch; False means it failed transiently and the lane should stop (a retry is armed)."""
         group = claimed.group
         try:
             live = await self._pool.ensure(group)
         except SandboxUnavailable as exc:
             log.error("group %s: %s", group.folder, exc)
-            await self._store.release_run(claimed.run_id, str(exc))
-            await self._outbox.post(
-                claimed.run_id,
-                FINAL_REPLY_SEQ,
-                group.chat_id,
-                f"⚠️ The assistant could not start: {exc} Your message is kept and will be answered "
-                "once this is fixed.",
-            )
+            await self._defer(claimed, f"the assistant could not start: {exc}")
             return False
         self._seq[claimed.run_id] = 0
         received, result = live.ipc.submit(Turn(claimed.run_id, build_prompt(claimed.messages)))
         received.add_done_callback(lambda f: self._observe(claimed, f))
         outcome = await self._await_result(result)
         self._seq.pop(claimed.run_id, None)
+        if outcome.error and not outcome.text and is_transient(outcome.error):
+            await self._defer(claimed, outcome.error)
+            return False
         reply = outcome.text if outcome.text else None
         if outcome.error:
             reply = f"⚠️ {outcome.error}" if not reply else f"{reply}\n\n⚠️ {outcome.error}"
         if reply:
             await self._outbox.post(claimed.run_id, FINAL_REPLY_SEQ, group.chat_id, reply)
         await self._store.finish_run(claimed.run_id, outcome.error)
+        await self._notify_finished(claimed, outcome.text, outcome.error)
         return True
+
+    async def _defer(self, claimed: ClaimedRun, reason: str) -> None:
+        """A transient failure: give the messages back and retry later, or dead-letter them."""
+        group = claimed.group
+        await self._store.release_run(claimed.run_id, reason)
+        attempts = await self._store.consecutive_deferred(group.folder)
+        policy = self._config.retry
+        if attempts < policy.max_attempts:
+            delay = backoff_delay(policy, attempts)
+            log.warning(
+                "group %s: %s; retry %d/%d in %.1fs",
+                group.folder,
+                reason,
+                attempts,
+                policy.max_attempts - 1,
+                delay,
+            )
+            self._arm_retry(group.folder, delay)
+            return
+        letter = await self._store.dead_letter_pending(group, reason)
+        await self._outbox.post(
+            claimed.run_id,
+            FINAL_REPLY_SEQ,
+            group.chat_id,
+            f"⚠️ Sorry, I could not answer after {attempts} attempts ({reason}). "
+            "The owner has been told; nothing was lost.",
+        )
+        if not group.is_main:
+            await self._notify_main(
+                f"⚠️ dead letter #{letter}: group {group.folder} gave up after "
+                f"{attempts} attempts: {reason[:200]}. /retry {letter} or /drop {letter}"
+            )
+
+    def _arm_retry(self, folder: str, delay: float) -> None:
+        previous = self._retry_timers.pop(folder, None)
+        if previous is not None:
+            previous.cancel()
+        self._retry_timers[folder] = asyncio.get_running_loop().call_later(delay, self._wake, folder)
+
+    def cancel_retries(self) -> None:
+        for timer in self._retry_timers.values():
+            timer.cancel()
+        self._retry_timers.clear()
 
     async def _await_result(self, result: asyncio.Future[TurnResult]) -> TurnResult:
         try:
@@ -89,6 +138,13 @@ class RunExecutor:
             )
         except ConnectionError as exc:
             return TurnResult(None, f"the assistant stopped unexpectedly ({exc})")
+
+    async def _notify_finished(self, claimed: ClaimedRun, text: str | None, error: str | None) -> None:
+        for observer in self.finish_observers:
+            try:
+                await observer(claimed, text, error)
+            except Exception:
+                log.exception("a run-finished observer failed for run %d", claimed.run_id)
 
     def _observe(self, claimed: ClaimedRun, future: asyncio.Future[float]) -> None:
         if future.cancelled() or future.exception() is not None:

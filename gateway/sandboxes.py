@@ -140,6 +140,19 @@ class SandboxPool:
             await self._vault.open_group(group.folder, str(dirs.run / "vault.sock"))
             await asyncio.to_thread(shutil.copyfile, self._vault.ca_cert_path, dirs.run / "ca.pem")
             (dirs.run / "ca.pem").chmod(0o644)
+            from gateway import paths
+            from groups.mounts import ALLOWLIST_FILE, log_plan, plan_mounts
+
+            config_dir = paths.config_dir()  # the allowlist is re-read on every start
+            plan = await asyncio.to_thread(
+                plan_mounts,
+                group,
+                config_dir / ALLOWLIST_FILE,
+                config_dir,
+                self._data_dir,
+                self._config.mounts.project_root,
+            )
+            log_plan(plan, group.folder)
             spec = SandboxSpec(
                 folder=group.folder,
                 is_main=group.is_main,
@@ -157,6 +170,7 @@ class SandboxPool:
                 ),
                 env=agent_environment(self._config, group),
                 labels={LABEL_INSTANCE: self._instance},
+                extra_mounts=tuple(plan.granted),
             )
             sandbox = await self._backend.start(spec)
         except BaseException:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -17,7 +18,18 @@ from pathlib import Path
 
 import aiosqlite
 
-from gateway.models import ClaimedRun, Group, InboundMessage, OutboxEntry, StoredMessage
+from gateway.models import (
+    ClaimedRun,
+    Group,
+    InboundMessage,
+    MountRequest,
+    OutboxEntry,
+    ScheduledTask,
+    StoredMessage,
+    TaskRun,
+)
+
+log = logging.getLogger(__name__)
 
 # Message lifecycle: stored (chat not registered) | bot (our own output) | context (no trigger)
 # | pending (wants an answer) -> processing (claimed by a run) -> done | failed | skipped.
@@ -89,6 +101,41 @@ MIGRATIONS: list[str] = [
         payload TEXT NOT NULL DEFAULT '{}',
         created_at REAL NOT NULL
     );
+    """,
+    # 2: scheduled tasks (gateway.scheduler) and the log of their runs.
+    """
+    CREATE TABLE tasks (
+        id INTEGER PRIMARY KEY,
+        folder TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('cron', 'interval', 'once')),
+        spec TEXT NOT NULL,
+        next_run_at REAL,
+        anchor REAL,
+        status TEXT NOT NULL DEFAULT 'active'
+            CHECK (status IN ('active', 'paused', 'cancelled', 'done')),
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        last_run_at REAL,
+        last_result TEXT
+    );
+    CREATE INDEX tasks_due ON tasks (status, next_run_at);
+    CREATE INDEX tasks_folder ON tasks (folder, status);
+    CREATE TABLE task_runs (
+        id INTEGER PRIMARY KEY,
+        task_id INTEGER NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+        scheduled_for REAL NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        duration REAL,
+        status TEXT NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'ok', 'error')),
+        result TEXT,
+        error TEXT,
+        message_id INTEGER,
+        run_id INTEGER,
+        UNIQUE (task_id, scheduled_for)
+    );
+    CREATE INDEX task_runs_message ON task_runs (message_id);
     """,
 ]
 
@@ -239,7 +286,7 @@ class Store:
                 group.trigger,
                 int(group.requires_trigger),
                 int(group.is_main),
-                json.dumps(list(group.extra_mounts)),
+                _mounts_to_json(group.extra_mounts),
                 time.time(),
             ),
         )
@@ -254,9 +301,14 @@ class Store:
             "FROM groups ORDER BY is_main DESC, folder"
         ) as cur:
             return [
-                Group(row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5]), tuple(json.loads(row[6])))
+                Group(*row[:4], bool(row[4]), bool(row[5]), _mounts_from_json(row[0], row[6]))
                 for row in await cur.fetchall()
             ]
+
+    async def set_group_mounts(self, folder: str, requests: Iterable[MountRequest]) -> None:
+        await self._write(
+            "UPDATE groups SET extra_mounts = ? WHERE folder = ?", (_mounts_to_json(requests), folder)
+        )
 
     async def chats(self) -> list[tuple[str, str, str, float]]:
         async with self._conn.execute(
@@ -322,6 +374,58 @@ class Store:
                 (time.time(), reason, run_id),
             )
             await self._conn.execute(_REOPEN + " AND run_id = ?", (run_id,))
+
+    async def consecutive_deferred(self, folder: str) -> int:
+        """How many runs of this group in a row ended in a transient failure (the attempt count)."""
+        async with self._conn.execute(
+            "SELECT status FROM runs WHERE folder = ? AND status != 'running' ORDER BY id DESC LIMIT 100",
+            (folder,),
+        ) as cur:
+            statuses = [row[0] for row in await cur.fetchall()]
+        count = 0
+        for status in statuses:
+            if status != "deferred":
+                break
+            count += 1
+        return count
+
+    async def dead_letter_pending(self, group: Group, reason: str) -> int:
+        """Move a group's open messages to the dead-letter table, atomically; returns the letter id."""
+        async with self._transaction():
+            async with self._conn.execute(
+                "SELECT id FROM messages WHERE chat_id = ? AND status = 'pending' ORDER BY id",
+                (group.chat_id,),
+            ) as cur:
+                ids = [row[0] for row in await cur.fetchall()]
+            await self._conn.execute(
+                "UPDATE messages SET status = 'dead' WHERE chat_id = ? AND status = 'pending'",
+                (group.chat_id,),
+            )
+            await self._conn.execute(
+                "INSERT INTO runs (folder, status, started_at, finished_at, error) "
+                "VALUES (?, 'dead', ?, ?, ?)",
+                (group.folder, time.time(), time.time(), reason),
+            )
+            cur = await self._conn.execute(
+                "INSERT INTO dead_letters (kind, ref, reason, payload, created_at) "
+                "VALUES ('run', ?, ?, ?, ?)",
+                (
+                    group.folder,
+                    reason,
+                    json.dumps({"message_ids": ids, "chat_id": group.chat_id}),
+                    time.time(),
+                ),
+            )
+            return int(cur.lastrowid or 0)
+
+    async def revive_messages(self, message_ids: list[int]) -> int:
+        """Dead messages back to pending (an admin's /retry)."""
+        async with self._transaction():
+            cur = await self._conn.executemany(
+                "UPDATE messages SET status = 'pending', run_id = NULL WHERE id = ? AND status = 'dead'",
+                [(i,) for i in message_ids],
+            )
+            return cur.rowcount
 
     async def recover_interrupted(self) -> int:
         """After a crash, give messages of unfinished runs back to the queue; returns how many."""
@@ -393,6 +497,31 @@ class Store:
         else:
             await self._write("UPDATE outbox SET status = 'pending' WHERE id = ?", (entry_id,))
 
+    async def dead_letter_reply(self, entry_id: int, reason: str) -> int:
+        async with self._transaction():
+            await self._conn.execute("UPDATE outbox SET status = 'dead' WHERE id = ?", (entry_id,))
+            cur = await self._conn.execute(
+                "INSERT INTO dead_letters (kind, ref, reason, payload, created_at) "
+                "VALUES ('reply', ?, ?, ?, ?)",
+                (str(entry_id), reason, json.dumps({"outbox_id": entry_id}), time.time()),
+            )
+            return int(cur.lastrowid or 0)
+
+    async def dead_letter_unsettled_replies(self) -> int:
+        async with self._conn.execute("SELECT id, chat_id FROM outbox WHERE status = 'sending'") as cur:
+            rows = [(row[0], row[1]) for row in await cur.fetchall()]
+        for entry_id, chat_id in rows:
+            await self.dead_letter_reply(
+                entry_id, f"delivery to {chat_id} is unknown: the gateway stopped while sending it"
+            )
+        return len(rows)
+
+    async def revive_reply(self, entry_id: int) -> bool:
+        cur = await self._write(
+            "UPDATE outbox SET status = 'pending', attempts = 0 WHERE id = ? AND status = 'dead'", (entry_id,)
+        )
+        return cur.rowcount == 1
+
     async def outbox_for_chat(self, chat_id: str) -> list[tuple[str, str]]:
         async with self._conn.execute(
             "SELECT text, status FROM outbox WHERE chat_id = ? ORDER BY id", (chat_id,)
@@ -407,6 +536,198 @@ class Store:
             (kind, ref, reason, json.dumps(payload), time.time()),
         )
 
+    async def dead_letter(self, letter_id: int) -> tuple[str, str, dict[str, object]] | None:
+        async with self._conn.execute(
+            "SELECT kind, ref, payload FROM dead_letters WHERE id = ?", (letter_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else (row[0], row[1], json.loads(row[2]))
+
+    async def drop_dead_letter(self, letter_id: int) -> bool:
+        cur = await self._write("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
+        return cur.rowcount > 0
+
     async def dead_letters(self) -> list[tuple[int, str, str, str]]:
         async with self._conn.execute("SELECT id, kind, ref, reason FROM dead_letters ORDER BY id") as cur:
             return [tuple(row) for row in await cur.fetchall()]  # type: ignore[misc]
+
+    # -- tasks (gateway.scheduler) -------------------------------------------------------
+
+    async def add_task(
+        self,
+        folder: str,
+        prompt: str,
+        kind: str,
+        spec: str,
+        next_run_at: float,
+        anchor: float | None,
+        created_by: str,
+        created_at: float,
+    ) -> int:
+        cur = await self._write(
+            "INSERT INTO tasks (folder, prompt, kind, spec, next_run_at, anchor, created_by, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (folder, prompt, kind, spec, next_run_at, anchor, created_by, created_at),
+        )
+        return int(cur.lastrowid or 0)
+
+    async def task(self, task_id: int) -> ScheduledTask | None:
+        async with self._conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else ScheduledTask(*row)
+
+    async def tasks(
+        self, folder: str | None = None, statuses: Iterable[str] | None = None
+    ) -> list[ScheduledTask]:
+        """Tasks of one group (None = all), optionally only those in `statuses`, oldest first."""
+        query, args = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE 1 = 1", []
+        if folder is not None:
+            query += " AND folder = ?"
+            args.append(folder)
+        if statuses is not None:
+            wanted = list(statuses)
+            query += f" AND status IN ({','.join('?' * len(wanted))})"
+            args.extend(wanted)
+        async with self._conn.execute(query + " ORDER BY id", args) as cur:
+            return [ScheduledTask(*row) for row in await cur.fetchall()]
+
+    async def set_task_status(self, task_id: int, status: str, next_run_at: float | None) -> bool:
+        cur = await self._write(
+            "UPDATE tasks SET status = ?, next_run_at = ? WHERE id = ?", (status, next_run_at, task_id)
+        )
+        return cur.rowcount == 1
+
+    async def advance_task(
+        self, task_id: int, slot: float, next_run_at: float | None, fired_at: float
+    ) -> bool:
+        """After firing `slot`: move to the next slot (None = a one-off, now done).
+
+        Conditional on the row still being active at that slot, so a pause or cancel written
+        meanwhile (e.g. by the CLI) is never overwritten.
+        """
+        cur = await self._write(
+            "UPDATE tasks SET next_run_at = ?, last_run_at = ?, "
+            "status = CASE WHEN ? IS NULL THEN 'done' ELSE status END "
+            "WHERE id = ? AND status = 'active' AND next_run_at = ?",
+            (next_run_at, fired_at, next_run_at, task_id, slot),
+        )
+        return cur.rowcount == 1
+
+    async def start_task_run(self, task_id: int, scheduled_for: float, started_at: float) -> TaskRun:
+        """The log row for one firing; idempotent per (task, slot) so a replay after a crash reuses it."""
+        async with self._transaction():
+            await self._conn.execute(
+                "INSERT OR IGNORE INTO task_runs (task_id, scheduled_for, started_at) VALUES (?, ?, ?)",
+                (task_id, scheduled_for, started_at),
+            )
+            async with self._conn.execute(
+                f"SELECT {_TASK_RUN_COLUMNS} FROM task_runs WHERE task_id = ? AND scheduled_for = ?",
+                (task_id, scheduled_for),
+            ) as cur:
+                row = await cur.fetchone()
+        return TaskRun(*row)  # type: ignore[misc]
+
+    async def link_task_run(self, task_run_id: int, chat_id: str, external_id: str) -> None:
+        """Tie a firing to the chat message that carries its prompt, so the run's end can be logged."""
+        await self._write(
+            "UPDATE task_runs SET message_id = "
+            "(SELECT id FROM messages WHERE chat_id = ? AND external_id = ?) WHERE id = ?",
+            (chat_id, external_id, task_run_id),
+        )
+
+    async def finish_task_run(
+        self,
+        task_run_id: int,
+        result: str | None,
+        error: str | None,
+        duration: float,
+        run_id: int | None = None,
+    ) -> None:
+        now = time.time()
+        async with self._transaction():
+            await self._finish_task_run(task_run_id, result, error, now, duration, run_id)
+
+    async def finish_task_runs_of_run(
+        self, run_id: int, message_ids: Iterable[int], result: str | None, error: str | None
+    ) -> list[int]:
+        """A run ended: log it for every task firing whose message it answered; returns their task ids."""
+        ids = list(message_ids)
+        if not ids:
+            return []
+        now = time.time()
+        async with self._transaction():
+            async with self._conn.execute(
+                f"SELECT id, task_id FROM task_runs WHERE status = 'running' "
+                f"AND message_id IN ({','.join('?' * len(ids))})",
+                ids,
+            ) as cur:
+                firings = [(row[0], row[1]) for row in await cur.fetchall()]
+            if not firings:
+                return []
+            async with self._conn.execute("SELECT started_at FROM runs WHERE id = ?", (run_id,)) as cur:
+                row = await cur.fetchone()
+            duration = max(0.0, now - row[0]) if row is not None else 0.0
+            for task_run_id, _ in firings:
+                await self._finish_task_run(task_run_id, result, error, now, duration, run_id)
+        return [task_id for _, task_id in firings]
+
+    async def _finish_task_run(
+        self,
+        task_run_id: int,
+        result: str | None,
+        error: str | None,
+        finished_at: float,
+        duration: float,
+        run_id: int | None,
+    ) -> None:
+        """Inside a transaction: close the log row and copy the outcome onto the task."""
+        status = "error" if error else "ok"
+        await self._conn.execute(
+            "UPDATE task_runs SET status = ?, result = ?, error = ?, finished_at = ?, duration = ?, "
+            "run_id = COALESCE(?, run_id) WHERE id = ?",
+            (status, result, error, finished_at, duration, run_id, task_run_id),
+        )
+        summary = f"error: {error}" if error else (result or "")
+        await self._conn.execute(
+            "UPDATE tasks SET last_result = ? WHERE id = (SELECT task_id FROM task_runs WHERE id = ?)",
+            (summary[:2000], task_run_id),
+        )
+
+    async def task_runs(self, task_id: int) -> list[TaskRun]:
+        async with self._conn.execute(
+            f"SELECT {_TASK_RUN_COLUMNS} FROM task_runs WHERE task_id = ? ORDER BY scheduled_for, id",
+            (task_id,),
+        ) as cur:
+            return [TaskRun(*row) for row in await cur.fetchall()]
+
+
+_TASK_COLUMNS = (
+    "id, folder, prompt, kind, spec, next_run_at, anchor, status, created_by, created_at, "
+    "last_run_at, last_result"
+)
+_TASK_RUN_COLUMNS = (
+    "id, task_id, scheduled_for, started_at, finished_at, duration, status, result, error, run_id"
+)
+
+
+def _mounts_to_json(requests: Iterable[MountRequest]) -> str:
+    return json.dumps([MountRequest.from_json(r).to_json() for r in requests])
+
+
+def _mounts_from_json(folder: str, text: str) -> tuple[MountRequest, ...]:
+    """Stored mount requests; old rows hold plain path strings. A malformed entry is dropped (no mount)."""
+    try:
+        items = json.loads(text or "[]")
+    except ValueError:
+        log.warning("group %s: unreadable extra_mounts %r; no extra mounts", folder, text[:200])
+        return ()
+    if not isinstance(items, list):
+        log.warning("group %s: extra_mounts is not a list; no extra mounts", folder)
+        return ()
+    requests = []
+    for item in items:
+        try:
+            requests.append(MountRequest.from_json(item))
+        except (TypeError, ValueError) as exc:
+            log.warning("group %s: dropping malformed mount request %r: %s", folder, item, exc)
+    return tuple(requests)

@@ -47,7 +47,7 @@ def serve(cfg: config.Config, client: IPCClient) -> int:
             client.log(level, message[:8000])
 
     provider = llm.make_provider(cfg)
-    toolbox = tools.Toolbox(cfg.group_dir, client.send_message)
+    toolbox = tools.Toolbox(cfg.group_dir, client.send_message, ipc_call=client.call)
     store = history.HistoryStore(cfg.group_dir, provider.name, provider.is_turn_start)
     runner = turn.TurnRunner(provider, store, lambda: prompt.build_system_prompt(cfg), toolbox.execute, log)
     while True:

@@ -45,6 +45,9 @@ def build_system_prompt(cfg: Config) -> str:
         "Your final reply is delivered to the chat automatically; use the send_message tool only for "
         "progress updates or extra messages during long tasks. Reply concisely in plain text suitable "
         "for a chat.",
+        "A message whose sender is 'scheduled task N' is a task scheduled earlier in this chat with the "
+        "schedule_task tool (manage them with list_tasks, pause_task, resume_task, cancel_task); handle it "
+        "like any other chat message.",
     ]
     seen = set()
     for label, directory in (("global", cfg.global_dir), ("group", cfg.group_dir)):

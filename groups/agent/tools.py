@@ -7,13 +7,14 @@ The sandbox, not this code, is the security boundary, so paths are not jailed he
 """
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .ipc_client import IPCClosed
+from .ipc_client import IPCClosed, IPCError
 
 OUTPUT_CAP = 30_000
 DEFAULT_SHELL_TIMEOUT = 60
@@ -97,6 +98,59 @@ TOOL_SPECS: List[Dict[str, Any]] = [
             "required": ["text"],
         },
     },
+    {
+        "name": "schedule_task",
+        "description": (
+            "Schedule a prompt to run later in this group, as if a message with that text arrived; your "
+            "answer then goes to the chat. Give exactly one of: `cron` (5-field cron expression in UTC, "
+            "e.g. '0 9 * * 1-5'), `every_s` (fixed interval in seconds, at least 10), or `at` (one-off "
+            "ISO 8601 time with timezone, e.g. '2030-01-31T09:00:00+01:00'). Only the main group may "
+            "set `group` to schedule for another group."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "prompt": {"type": "string", "description": "What to do when the task runs."},
+                "cron": {"type": "string"},
+                "every_s": {"type": "number"},
+                "at": {"type": "string"},
+                "group": {"type": "string", "description": "Target group folder (main group only)."},
+            },
+            "required": ["prompt"],
+        },
+    },
+    {
+        "name": "list_tasks",
+        "description": "List scheduled tasks (this group's; the main group sees all or one `group`).",
+        "parameters": {"type": "object", "properties": {"group": {"type": "string"}}},
+    },
+    {
+        "name": "pause_task",
+        "description": "Pause a scheduled task by id; it can be resumed later.",
+        "parameters": {
+            "type": "object",
+            "properties": {"task_id": {"type": "integer"}},
+            "required": ["task_id"],
+        },
+    },
+    {
+        "name": "resume_task",
+        "description": "Resume a paused task by id; its next run is computed from now.",
+        "parameters": {
+            "type": "object",
+            "properties": {"task_id": {"type": "integer"}},
+            "required": ["task_id"],
+        },
+    },
+    {
+        "name": "cancel_task",
+        "description": "Cancel a scheduled task by id for good.",
+        "parameters": {
+            "type": "object",
+            "properties": {"task_id": {"type": "integer"}},
+            "required": ["task_id"],
+        },
+    },
 ]
 
 
@@ -153,12 +207,19 @@ class _CappedReader:
 
 
 class Toolbox:
-    """Executes tool calls for one group; ``send_message`` is the IPC hook."""
+    """Executes tool calls for one group; ``send_message`` and ``ipc_call`` (task tools) are the IPC hooks."""
 
-    def __init__(self, group_dir: str, send_message: Callable[[str], None], output_cap: int = OUTPUT_CAP):
+    def __init__(
+        self,
+        group_dir: str,
+        send_message: Callable[[str], None],
+        output_cap: int = OUTPUT_CAP,
+        ipc_call: Optional[Callable[[str, Dict[str, Any]], Dict[str, Any]]] = None,
+    ):
         self.group_dir = group_dir
         self._send_message = send_message
         self.output_cap = output_cap
+        self._ipc_call = ipc_call
 
     def execute(self, name: str, args: Optional[Dict[str, Any]]) -> ToolResult:
         """Run tool ``name``; any failure becomes ``(message, True)``."""
@@ -313,6 +374,60 @@ class Toolbox:
         except Exception as exc:  # noqa: BLE001 - e.g. IPCError from the gateway
             return f"message not sent: {exc}", True
         return "message sent", False
+
+    # -- scheduled tasks (the gateway validates and authorizes; errors come back as tool errors) --
+
+    def _task_call(self, method: str, params: Dict[str, Any]) -> ToolResult:
+        if self._ipc_call is None:
+            return "scheduled tasks are not available here", True
+        try:
+            result = self._ipc_call(method, params)
+        except IPCClosed:
+            raise
+        except IPCError as exc:
+            return f"{method} refused by the gateway ({exc.code}): {exc.message}", True
+        except Exception as exc:  # noqa: BLE001
+            return f"{method} failed: {exc}", True
+        return cap_text(json.dumps(result, ensure_ascii=False, indent=1), self.output_cap), False
+
+    @staticmethod
+    def _task_id(args: Dict[str, Any]) -> Any:
+        value = args.get("task_id")
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or value == "":
+            raise ToolInputError("'task_id' must be the task's id (an integer)")
+        return value
+
+    def _tool_schedule_task(self, args: Dict[str, Any]) -> ToolResult:
+        prompt = self._str(args, "prompt")
+        if not prompt.strip():
+            return "'prompt' must not be empty", True
+        params: Dict[str, Any] = {"prompt": prompt}
+        for key, kinds in (("cron", (str,)), ("every_s", (int, float)), ("at", (str,)), ("group", (str,))):
+            value = args.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise ToolInputError(f"'{key}' has the wrong type")
+            params[key] = value
+        given = [k for k in ("cron", "every_s", "at") if k in params]
+        if len(given) != 1:
+            return "give exactly one of 'cron', 'every_s' or 'at'", True
+        return self._task_call("schedule_task", params)
+
+    def _tool_list_tasks(self, args: Dict[str, Any]) -> ToolResult:
+        group = args.get("group")
+        if group is not None and not isinstance(group, str):
+            raise ToolInputError("'group' must be a string")
+        return self._task_call("list_tasks", {"group": group} if group else {})
+
+    def _tool_pause_task(self, args: Dict[str, Any]) -> ToolResult:
+        return self._task_call("pause_task", {"task_id": self._task_id(args)})
+
+    def _tool_resume_task(self, args: Dict[str, Any]) -> ToolResult:
+        return self._task_call("resume_task", {"task_id": self._task_id(args)})
+
+    def _tool_cancel_task(self, args: Dict[str, Any]) -> ToolResult:
+        return self._task_call("cancel_task", {"task_id": self._task_id(args)})
 
 
 _TOOL_NAMES = frozenset(spec["name"] for spec in TOOL_SPECS)

@@ -109,7 +109,7 @@ class DockerBackend:
                 self._client = None
                 raise SandboxUnavailable(
                     "cannot reach the Docker engine "
-                    f"({exc.__class__.__name__}). Start it (e.g. `sudo systemctl start docker` or "
+                    f"({str(exc).splitlines()[0][:160]}). Start it (e.g. `sudo systemctl start docker` or "
                     "`dockerd &`) and make sure this user may use /var/run/docker.sock."
                 ) from None
         return self._client

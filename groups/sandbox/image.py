@@ -8,8 +8,11 @@ debootstrap from the distribution mirror and `docker import`ed as a local base, 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -127,3 +130,97 @@ def build_image(client: Any, tag: str, base: str | None, progress: Progress) -> 
     except (BuildError, APIError) as exc:
         raise ImageBuildError(f"docker build failed: {exc}") from None
     return image_id or client.images.get(tag).id
+
+
+def _harden_tree(root: Path) -> None:
+    """Strip write bits the sandbox uid could use (group/other; owner too unless root owns it)."""
+    strip = stat.S_IWGRP | stat.S_IWOTH | (0 if os.geteuid() == 0 else stat.S_IWUSR)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in (*dirnames, *filenames):
+            path = os.path.join(dirpath, name)
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode) and mode & strip:
+                os.chmod(path, stat.S_IMODE(mode) & ~strip)
+    os.chmod(root, 0o755 & ~strip)
+
+
+def remove_tree(path: Path) -> None:
+    """rmtree that first gives back the write bits `_harden_tree` took (non-root exports)."""
+    if not path.exists():
+        return
+    for dirpath, dirnames, _ in os.walk(path):
+        for name in dirnames:
+            with contextlib.suppress(OSError):
+                p = os.path.join(dirpath, name)
+                if not os.path.islink(p):
+                    os.chmod(p, stat.S_IMODE(os.lstat(p).st_mode) | stat.S_IWUSR | stat.S_IXUSR)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o755)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def export_rootfs(client: Any, image: str, dest_dir: Path, progress: Progress = lambda _: None) -> Path:
+    """Export `image`'s filesystem to `dest_dir/<image-id-short>/` for the bwrap backend.
+
+    A container is created (never started) and `docker export`ed into a temp dir that is
+    renamed into place, so a half-written export is never used. `dest_dir/current.json`
+    records the image name, its id (so a stale export is detected) and its environment;
+    older exports are removed. Device nodes are dropped (bwrap mounts a fresh /dev), the
+    mount points `/workspace` and `/run/clawgate` are created, and group/other write bits
+    are stripped so the sandbox uid cannot write anywhere in it even outside bwrap.
+    """
+    try:
+        img = client.images.get(image)
+    except ImageNotFound:
+        raise ImageBuildError(
+            f"image {image!r} does not exist: build it first (`clawgate image build`)"
+        ) from None
+    image_id = str(img.id)
+    short = image_id.split(":")[-1][:12]
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest_dir.chmod(0o755)
+    final = dest_dir / short
+    meta_path = dest_dir / "current.json"
+    with contextlib.suppress(OSError, ValueError):
+        meta = json.loads(meta_path.read_text())
+        if meta.get("image_id") == image_id and meta.get("image") == image and (final / "usr").is_dir():
+            progress(f"root filesystem of {image} already exported to {final}")
+            return final
+    progress(f"exporting {image} ({short}) to {final} …")
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=dest_dir))
+    container = client.containers.create(image, entrypoint=["true"], network_disabled=True)
+    try:
+        tar = subprocess.Popen(
+            ["tar", "-x", "-C", str(tmp), "--numeric-owner", "-f", "-"],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert tar.stdin is not None
+        try:
+            for chunk in container.export():
+                tar.stdin.write(chunk)
+        finally:
+            tar.stdin.close()
+        err = tar.stderr.read().decode("utf-8", "replace") if tar.stderr else ""
+        if tar.wait() != 0:
+            raise ImageBuildError(f"extracting the exported filesystem failed: {err.strip()[-500:]}")
+        shutil.rmtree(tmp / "dev", ignore_errors=True)
+        for mount_point in ("dev", "proc", "tmp", "workspace", "run/clawgate"):
+            (tmp / mount_point).mkdir(parents=True, exist_ok=True)
+        _harden_tree(tmp)
+        remove_tree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        remove_tree(tmp)
+        raise
+    finally:
+        with contextlib.suppress(DockerException):
+            container.remove(force=True)
+    record = {"image": image, "image_id": image_id, "dir": short, "env": img.attrs["Config"].get("Env") or []}
+    meta_tmp = dest_dir / ".current.json.tmp"
+    meta_tmp.write_text(json.dumps(record, indent=2))
+    os.replace(meta_tmp, meta_path)
+    for old in dest_dir.iterdir():  # keep only the current export
+        if old.is_dir() and old.name != short:
+            remove_tree(old)
+    return final

@@ -72,6 +72,11 @@ def test_anthropic_tool_use_round_trip(group_dirs: tuple[Path, Path]) -> None:
         "edit_file",
         "list_files",
         "send_message",
+        "schedule_task",
+        "list_tasks",
+        "pause_task",
+        "resume_task",
+        "cancel_task",
     }
     assert all(t["input_schema"]["type"] == "object" for t in body["tools"])
     assert body["messages"] == [{"role": "user", "content": PROMPT}]

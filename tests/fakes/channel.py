@@ -7,6 +7,7 @@ import itertools
 import time
 
 from channels.base import OnMessage
+from channels.console import OWNER_ID
 from gateway.models import InboundMessage
 
 
@@ -36,8 +37,10 @@ class CaptureChannel:
             self.sent.append((chat_id, text))
             self._arrived.notify_all()
 
-    def message(self, text: str, chat_id: str = "console:main", sender: str = "owner") -> InboundMessage:
-        return InboundMessage(chat_id, f"t{next(self._ids)}", sender, sender, text, time.time(), self.name)
+    def message(
+        self, text: str, chat_id: str = "console:main", sender: str = OWNER_ID, sender_name: str = "owner"
+    ) -> InboundMessage:
+        return InboundMessage(chat_id, f"t{next(self._ids)}", sender, sender_name, text, time.time(), self.name)
 
     async def wait_for(self, count: int, timeout: float = 60) -> list[tuple[str, str]]:
         async def enough() -> None:

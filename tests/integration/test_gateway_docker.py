@@ -37,6 +37,9 @@ max_containers = 3
 memory_mb = 256
 [vault]
 allow_private_upstreams = ["{model.host_port}"]
+[retry]
+max_attempts = 2
+base_delay_s = 0.05
 {extra}
 """,
         Path("test.toml"),
@@ -197,18 +200,28 @@ async def test_docker_down_at_start_is_a_clear_startup_error(
         await gw.start([CaptureChannel()])
 
 
-async def test_docker_down_while_running_keeps_the_message_pending(
+async def test_docker_down_while_running_dead_letters_then_retry_answers(
     gateway, docker_client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     channel: CaptureChannel = gateway.test_channel
-    # The engine "disappears" under a running gateway: its next connection attempt fails for real.
+    # The engine "disappears" under a running gateway: its next connection attempts fail for real.
     monkeypatch.setenv("DOCKER_HOST", f"unix://{gateway.data_dir}/no-docker.sock")
     gateway.backend._client = None
     await gateway.ingest(channel.message("hello?"))
     [(_, notice)] = await channel.wait_for(1)
-    assert "could not start" in notice and "kept" in notice
+    assert "could not answer after 2 attempts" in notice and "Docker" in notice
     [message] = await gateway.store.messages_for_chat("console:main")
-    assert message.status == "pending"  # answered once Docker is back, never lost
+    assert message.status == "dead"  # kept, not lost: a dead letter the owner can retry
+    [(letter, kind, _, reason)] = await gateway.store.dead_letters()
+    assert kind == "run" and "Docker" in reason
+    # Docker comes back; the owner retries the dead letter from the main chat.
+    monkeypatch.delenv("DOCKER_HOST")
+    gateway.backend._client = None
+    await gateway.ingest(channel.message(f"/retry {letter}"))
+    sent = await channel.wait_for(3)
+    assert sent[1][1] == f"dead letter #{letter} queued again"
+    assert sent[2][1].startswith("echo: ") and "hello?" in sent[2][1]
+    assert await gateway.store.dead_letters() == []
 
 
 def test_missing_image_is_reported_with_the_fix(dirs, model_server, docker_client) -> None:
@@ -234,7 +247,7 @@ async def test_vault_down_means_no_sandbox_and_the_message_waits(gateway, docker
     assert "vault" in notice
     assert containers(docker_client, gateway, "main") == []
     [message] = await gateway.store.messages_for_chat("console:main")
-    assert message.status == "pending"
+    assert message.status == "dead"  # kept as a dead letter, never run without the vault
 
 
 async def test_vault_add_while_running_takes_effect_without_restart(

@@ -5,7 +5,7 @@ from pathlib import Path
 import aiosqlite
 
 from gateway.models import Group, InboundMessage
-from gateway.store import Store
+from gateway.store import MIGRATIONS, Store
 
 GROUP = Group("team", "tg:-1", "team", "@Andy")
 
@@ -81,5 +81,5 @@ async def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
     await (await Store.open(path)).close()
     store = await Store.open(path)  # re-opening must not re-run migrations
     async with aiosqlite.connect(path) as conn, conn.execute("PRAGMA user_version") as cur:
-        assert (await cur.fetchone())[0] == 1
+        assert (await cur.fetchone())[0] == len(MIGRATIONS)
     await store.close()

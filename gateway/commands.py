@@ -1,0 +1,280 @@
+"""Admin commands, implemented once for every channel.
+
+A command is recognised only when the message starts with `/name` (optionally
+`/name@bot`) and `name` is one of ours. Its text is stored (status `command`) but never
+reaches an agent. Only admins in the main chat may run admin commands; anywhere else
+they are ignored without a word, so a stranger cannot even learn they exist. `/chatid`,
+`/help` and `/whoami` are harmless and work everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from channels.console import OWNER_ID
+from gateway.models import Group, InboundMessage
+from groups.folders import group_dirs, validate_folder
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+PUBLIC = ("help", "chatid", "whoami")
+USAGE: dict[str, str] = {
+    "help": "/help — the commands you may run",
+    "chatid": "/chatid — this chat's id (to register it)",
+    "whoami": "/whoami — your user id and whether you are an admin",
+    "status": "/status — uptime, channels, containers, queue, vault, dead letters, next tasks",
+    "groups": "/groups — registered groups",
+    "register": "/register <chat-id> <name> [--trigger @X] [--no-trigger]",
+    "unregister": "/unregister <name>",
+    "tasks": "/tasks [group]",
+    "pause": "/pause <task-id>",
+    "resume": "/resume <task-id>",
+    "cancel": "/cancel <task-id>",
+    "stop": "/stop <group> — stop that group's container now",
+    "reset": "/reset <group> — clear that group's agent session",
+    "dlq": "/dlq — dead letters",
+    "retry": "/retry <dead-letter-id>",
+    "drop": "/drop <dead-letter-id>",
+}
+
+
+class UsageError(Exception):
+    """Bad arguments: the reply is the command's usage line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    args: list[str]
+
+
+def parse(text: str) -> Command | None:
+    """`/name args…` for one of our command names, else None (the text is an ordinary message)."""
+    stripped = text.strip()
+    if not stripped.startswith("/"):
+        return None
+    head, _, rest = stripped[1:].partition(" ")
+    name = head.split("@", 1)[0].lower()
+    if name not in USAGE:
+        return None
+    try:
+        args = shlex.split(rest)
+    except ValueError:
+        args = ["\x00unbalanced"]  # rejected by every handler's arity/shape checks
+    return Command(name, args)
+
+
+def is_admin(message: InboundMessage, admins: list[str]) -> bool:
+    return message.sender_id == OWNER_ID or message.sender_id in admins
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+Handler = Callable[["AdminCommands", list[str]], Awaitable[str]]
+
+
+class AdminCommands:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+
+    def allowed(self, message: InboundMessage, group: Group | None) -> list[str]:
+        admin = group is not None and group.is_main and is_admin(message, self.gw.config.admin.users)
+        return list(USAGE) if admin else list(PUBLIC)
+
+    async def execute(self, command: Command, message: InboundMessage, group: Group | None) -> str | None:
+        """The reply text, or None when the command must be silently ignored."""
+        if command.name not in self.allowed(message, group):
+            return None
+        if command.name == "help":
+            return "\n".join(USAGE[name] for name in self.allowed(message, group))
+        if command.name == "chatid":
+            return f"This chat's id: {message.chat_id}"
+        if command.name == "whoami":
+            admin = "yes" if "status" in self.allowed(message, group) else "no"
+            return f"You are {message.sender_id} ({message.sender_name}); admin here: {admin}"
+        handler = getattr(self, f"_cmd_{command.name}")
+        try:
+            return await handler(command.args)
+        except UsageError as exc:
+            return f"usage: {USAGE[command.name]}" + (f"\n{exc}" if str(exc) else "")
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @staticmethod
+    def _arity(args: list[str], low: int, high: int | None = None) -> None:
+        if len(args) < low or len(args) > (low if high is None else high):
+            raise UsageError()
+
+    def _group(self, name: str) -> Group:
+        group = self.gw.registry.by_folder(name)
+        if group is None:
+            raise UsageError(f"no registered group {name!r} (see /groups)")
+        return group
+
+    # -- commands ------------------------------------------------------------------------
+
+    async def _cmd_status(self, args: list[str]) -> str:
+        self._arity(args, 0)
+        return await self.status_text()
+
+    async def status_text(self) -> str:
+        gw = self.gw
+        live = gw.pool.live
+        lines = [
+            f"up {_age(time.time() - gw.started_at)}",
+            "channels: " + ", ".join(c.name for c in gw.channels),
+            f"containers: {len(live)}/{gw.config.sandbox.max_containers}"
+            + (" (" + ", ".join(sorted(live)) + ")" if live else ""),
+            f"queue: {len(gw.queue.busy)} running, {len(gw.queue.waiting)} waiting, "
+            f"{await gw.store.count_messages('pending')} messages pending",
+            f"vault: {'healthy' if await gw.vault.healthy() else 'DOWN'}",
+            f"dead letters: {len(await gw.store.dead_letters())}",
+        ]
+        tasks = gw.services.tasks
+        if tasks is not None:
+            upcoming = sorted(
+                (t for t in await tasks.list(None) if t.get("status") == "active" and t.get("next_run_at")),
+                key=lambda t: t["next_run_at"],
+            )[:3]
+            for task in upcoming:
+                lines.append(
+                    f"next task {task['id']} ({task['group']}) in {_age(task['next_run_at'] - time.time())}"
+                )
+        return "\n".join(lines)
+
+    async def _cmd_groups(self, args: list[str]) -> str:
+        self._arity(args, 0)
+        activity = {chat_id: last for chat_id, _, _, last in await self.gw.store.chats()}
+        lines = []
+        for g in self.gw.registry.all():
+            trigger = "no trigger" if not g.requires_trigger else g.trigger
+            last = activity.get(g.chat_id)
+            seen = f"active {_age(time.time() - last)} ago" if last else "never active"
+            mounts = f", {len(g.extra_mounts)} mount request(s)" if g.extra_mounts else ""
+            lines.append(
+                f"{g.folder}{' (main)' if g.is_main else ''}: {g.chat_id}, {trigger}, {seen}{mounts}"
+            )
+        return "\n".join(lines) or "no groups registered"
+
+    async def _cmd_register(self, args: list[str]) -> str:
+        if len(args) < 2:
+            raise UsageError()
+        chat_id, name, rest = args[0], args[1], args[2:]
+        trigger, requires = self.gw.config.default_trigger, True
+        while rest:
+            flag = rest.pop(0)
+            if flag == "--no-trigger":
+                requires = False
+            elif flag == "--trigger" and rest and rest[0].startswith("@") and len(rest[0]) > 1:
+                trigger = rest.pop(0)
+            else:
+                raise UsageError(f"unexpected argument {flag!r}")
+        try:
+            validate_folder(name)
+            await self.gw.registry.register(Group(name, chat_id, name, trigger, requires, False))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return f"registered {name} for {chat_id} ({'trigger ' + trigger if requires else 'no trigger'})"
+
+    async def _cmd_unregister(self, args: list[str]) -> str:
+        self._arity(args, 1)
+        group = self._group(args[0])
+        try:
+            await self.gw.registry.unregister(group.folder)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        await self.gw.pool.stop(group.folder)
+        return f"unregistered {group.folder} (its folder is kept)"
+
+    async def _tasks(self):  # type: ignore[no-untyped-def]
+        if self.gw.services.tasks is None:
+            raise UsageError("the scheduler is not running")
+        return self.gw.services.tasks
+
+    async def _cmd_tasks(self, args: list[str]) -> str:
+        self._arity(args, 0, 1)
+        folder = self._group(args[0]).folder if args else None
+        tasks = await (await self._tasks()).list(folder)
+        if not tasks:
+            return "no tasks"
+        return "\n".join(
+            f"{t['id']} [{t['group']}] {t['status']} {t.get('kind', '')} {t.get('spec', '')}: "
+            f"{str(t.get('prompt', ''))[:60]}"
+            for t in tasks
+        )
+
+    async def _task_action(self, args: list[str], action: str) -> str:
+        self._arity(args, 1)
+        book = await self._tasks()
+        if await book.group_of(args[0]) is None:
+            raise UsageError(f"no task {args[0]!r}")
+        try:
+            task = await book.update(args[0], action)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return f"task {task['id']}: {task['status']}"
+
+    async def _cmd_pause(self, args: list[str]) -> str:
+        return await self._task_action(args, "pause")
+
+    async def _cmd_resume(self, args: list[str]) -> str:
+        return await self._task_action(args, "resume")
+
+    async def _cmd_cancel(self, args: list[str]) -> str:
+        return await self._task_action(args, "cancel")
+
+    async def _cmd_stop(self, args: list[str]) -> str:
+        self._arity(args, 1)
+        group = self._group(args[0])
+        if group.folder not in self.gw.pool.live:
+            return f"{group.folder} has no running container"
+        await self.gw.pool.stop(group.folder)
+        return f"stopped the container of {group.folder}"
+
+    async def _cmd_reset(self, args: list[str]) -> str:
+        self._arity(args, 1)
+        group = self._group(args[0])
+        await self.gw.pool.stop(group.folder)
+        history = group_dirs(self.gw.data_dir, group.folder).group / ".clawgate" / "history.json"
+        with contextlib.suppress(FileNotFoundError):
+            history.unlink()
+        await self.gw.store.set_session(group.folder, f"reset-{int(time.time())}")
+        return f"cleared the agent session of {group.folder}"
+
+    async def _cmd_dlq(self, args: list[str]) -> str:
+        self._arity(args, 0)
+        letters = await self.gw.store.dead_letters()
+        if not letters:
+            return "no dead letters"
+        return "\n".join(f"#{i} {kind} {ref}: {reason[:120]}" for i, kind, ref, reason in letters)
+
+    def _letter_id(self, args: list[str]) -> int:
+        self._arity(args, 1)
+        try:
+            return int(args[0].lstrip("#"))
+        except ValueError:
+            raise UsageError("the id is a number, see /dlq") from None
+
+    async def _cmd_retry(self, args: list[str]) -> str:
+        letter = self._letter_id(args)
+        if not await self.gw.retry_dead_letter(letter):
+            raise UsageError(f"no dead letter #{letter}")
+        return f"dead letter #{letter} queued again"
+
+    async def _cmd_drop(self, args: list[str]) -> str:
+        letter = self._letter_id(args)
+        if not await self.gw.store.drop_dead_letter(letter):
+            raise UsageError(f"no dead letter #{letter}")
+        return f"dropped dead letter #{letter}"

@@ -1,0 +1,540 @@
+"""The bubblewrap sandbox backend: one `bwrap` process tree per group, no container engine.
+
+The sandbox gets the same policy as a Docker container (see `docker.py`): its own pid,
+network (loopback only), ipc, uts and cgroup namespaces; the image's root filesystem
+(exported once by `clawgate image build --backend bwrap`) mounted read-only; a fresh
+`/proc` and `/dev`; a size-capped tmpfs `/tmp`; the same workspace mounts and the
+read-only `/run/clawgate` socket dir; no capabilities; `no_new_privs`; a non-root uid;
+exactly the spec's environment; and it dies with the gateway (`--die-with-parent`).
+
+Identity. As a normal user, bwrap unshares a user namespace and maps the sandbox uid
+onto the gateway's own uid (`--unshare-user --uid --gid`, `--disable-userns`). As root,
+a bwrap-made user namespace would map the sandbox uid onto host uid 0, and bwrap run as
+the dedicated uid cannot reach the data dir (mode 0700), so instead bwrap runs as root
+*without* a user namespace, keeps only CAP_SETUID/SETGID/SETPCAP, and `setpriv` from the
+read-only image switches to the dedicated uid, clears groups and empties the bounding
+set before the agent starts: the agent never runs as root or with a capability, the
+same model as Docker.
+
+Limits. Applied to bwrap itself before exec, inherited by everything inside:
+- rlimits: RLIMIT_NOFILE, RLIMIT_FSIZE, RLIMIT_CORE=0; RLIMIT_NPROC (per uid, so only
+  when the sandbox has the dedicated uid: pids limit x max_containers, since all groups
+  share it); RLIMIT_AS = memory_mb per process when no memory cgroup applies.
+- cgroups (v1 or v2, when writable, i.e. as root): memory (+ swap) = memory_mb, pids =
+  pids limit, cpu quota = cpus, in `clawgate/<instance>/<sandbox id>`. The cgroup is
+  also used to kill every process of a sandbox on stop. `BwrapBackend.last_limits` and
+  the INFO log line say which applied.
+No seccomp filter is loaded (Docker's default profile is stricter here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import resource
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from groups.sandbox.base import SandboxSpec, SandboxUnavailable
+
+log = logging.getLogger(__name__)
+
+MAX_LOG_BYTES = 64 * 1024
+ROOTFS_DIR = "rootfs"  # under the data dir: <data>/rootfs/<image-id-short>/ + current.json
+ROOTFS_META = "current.json"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+AGENT_COMMAND = ("python3", "-m", "agent")
+FSIZE_MB = 1024
+NOFILE = 1024
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_PARENT = "clawgate"
+FIX = "run `clawgate image build --backend bwrap`"
+
+
+# ---------------------------------------------------------------- the exported root filesystem
+
+
+@dataclass(frozen=True, slots=True)
+class Rootfs:
+    path: Path
+    image: str
+    image_id: str
+    env_path: str = DEFAULT_PATH
+
+
+def read_rootfs(data_dir: Path) -> Rootfs | None:
+    """The current export recorded by `groups.sandbox.image.export_rootfs`, if any."""
+    base = data_dir / ROOTFS_DIR
+    try:
+        meta = json.loads((base / ROOTFS_META).read_text())
+    except (OSError, ValueError):
+        return None
+    env = dict(item.split("=", 1) for item in meta.get("env", []) if "=" in item)
+    return Rootfs(base / meta["dir"], meta["image"], meta["image_id"], env.get("PATH", DEFAULT_PATH))
+
+
+def _docker_image_id(image: str) -> str | None:
+    """The image's current id if Docker is reachable and has it; None when we cannot tell."""
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        client = docker.from_env(timeout=5)
+        try:
+            return str(client.images.get(image).id)
+        finally:
+            client.close()
+    except DockerException:
+        return None
+
+
+# ---------------------------------------------------------------- argv (pure)
+
+
+def privileged_launch() -> bool:
+    """True when bwrap runs as root and `setpriv` drops to the sandbox uid (see module doc)."""
+    return os.geteuid() == 0
+
+
+def bwrap_argv(
+    spec: SandboxSpec,
+    rootfs: Path,
+    command: list[str] | None = None,
+    *,
+    env_path: str = DEFAULT_PATH,
+    privileged: bool | None = None,
+) -> list[str]:
+    """The complete bwrap command line for `spec`; pure, so tests read the policy directly."""
+    if spec.uid == 0 or spec.gid == 0:
+        raise SandboxUnavailable("refusing to run a sandbox as root (uid/gid 0); set sandbox.run_as_uid")
+    privileged = privileged_launch() if privileged is None else privileged
+    argv = ["bwrap"]
+    if privileged:
+        argv += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    else:
+        argv += ["--unshare-all", "--unshare-user", "--disable-userns"]
+        argv += ["--uid", str(spec.uid), "--gid", str(spec.gid)]
+    argv += ["--die-with-parent", "--new-session", "--hostname", "clawgate"]
+    argv += ["--ro-bind", str(rootfs), "/", "--proc", "/proc", "--dev", "/dev"]
+    argv += ["--perms", "1777", "--size", str(spec.limits.tmpfs_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+    # /workspace is a fresh tmpfs holding only the mount points, made read-only afterwards.
+    argv += ["--perms", "0755", "--tmpfs", "/workspace"]
+    argv += ["--bind", str(spec.group_dir), "/workspace/group"]
+    argv += ["--bind" if spec.is_main else "--ro-bind", str(spec.global_dir), "/workspace/global"]
+    for mount in spec.extra_mounts:
+        argv += ["--ro-bind" if mount.read_only else "--bind", str(mount.host_path), mount.container_path]
+    argv += ["--remount-ro", "/workspace"]
+    argv += ["--ro-bind", str(spec.run_dir), "/run/clawgate"]
+    argv += ["--cap-drop", "ALL"]
+    if privileged:
+        argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+    env = {
+        **spec.env,
+        "PATH": env_path,
+        "PYTHONPATH": "/opt/clawgate",
+        "PYTHONSAFEPATH": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "HOME": spec.env.get("HOME", "/workspace/group"),
+    }
+    argv.append("--clearenv")
+    for key, value in env.items():
+        argv += ["--setenv", key, value]
+    if privileged:
+        # root without CAP_DAC_OVERRIDE cannot enter the 0700 group dir: chdir after the uid switch
+        argv += ["--chdir", "/", "--"]
+        argv += ["setpriv", "--reuid", str(spec.uid), "--regid", str(spec.gid), "--clear-groups"]
+        argv += ["--bounding-set", "-all", "--inh-caps", "-all", "--"]
+        argv += ["env", "-C", "/workspace/group", "PWD=/workspace/group"]  # bwrap set PWD=/
+    else:
+        argv += ["--chdir", "/workspace/group", "--"]
+    argv += list(command or AGENT_COMMAND)
+    return argv
+
+
+# ---------------------------------------------------------------- cgroups (best effort)
+
+
+@dataclass
+class Cgroup:
+    dirs: list[Path] = field(default_factory=list)  # one leaf per hierarchy used
+    applied: list[str] = field(default_factory=list)
+
+    @property
+    def procs_files(self) -> list[str]:
+        return [str(d / "cgroup.procs") for d in self.dirs]
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for d in self.dirs:
+            with contextlib.suppress(OSError, ValueError):
+                found |= {int(x) for x in (d / "cgroup.procs").read_text().split()}
+        return found
+
+    def kill_all(self) -> None:
+        for d in self.dirs:
+            if (d / "cgroup.kill").exists():
+                with contextlib.suppress(OSError):
+                    (d / "cgroup.kill").write_text("1")
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def remove(self, timeout: float = 2.0) -> None:
+        deadline = time.monotonic() + timeout
+        for d in self.dirs:
+            while True:
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        log.warning("cgroup %s still busy; left behind", d)
+                        break
+                    self.kill_all()
+                    time.sleep(0.02)
+
+
+def _write(path: Path, value: str) -> bool:
+    try:
+        path.write_text(value)
+        return True
+    except OSError:
+        return False
+
+
+def cgroup_version() -> int | None:
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        return 2
+    if (CGROUP_ROOT / "memory").is_dir() or (CGROUP_ROOT / "pids").is_dir():
+        return 1
+    return None
+
+
+def create_cgroup(instance: str, sandbox_id: str, spec: SandboxSpec) -> Cgroup:
+    """Make `clawgate/<instance>/<id>` with the spec's limits where the hierarchy is writable."""
+    group = Cgroup()
+    limits = spec.limits
+    memory = str(limits.memory_mb * 1024 * 1024)
+    version = cgroup_version()
+    if version == 2:
+        leaf = CGROUP_ROOT / CGROUP_PARENT / instance / sandbox_id
+        try:
+            for parent in (CGROUP_ROOT, CGROUP_ROOT / CGROUP_PARENT, CGROUP_ROOT / CGROUP_PARENT / instance):
+                if parent != CGROUP_ROOT:
+                    parent.mkdir(exist_ok=True)
+                for ctrl in ("memory", "pids", "cpu"):
+                    _write(parent / "cgroup.subtree_control", f"+{ctrl}")
+            leaf.mkdir()
+        except OSError as exc:
+            log.info("cgroup v2 not writable (%s); rlimits only", exc)
+            return group
+        group.dirs.append(leaf)
+        if _write(leaf / "memory.max", memory):
+            _write(leaf / "memory.swap.max", "0")
+            group.applied.append("memory")
+        if _write(leaf / "pids.max", str(limits.pids)):
+            group.applied.append("pids")
+        if _write(leaf / "cpu.max", f"{int(limits.cpus * 100_000)} 100000"):
+            group.applied.append("cpu")
+        return group
+    if version == 1:
+        for ctrl in ("memory", "pids", "cpu"):
+            mount = CGROUP_ROOT / ctrl
+            if not mount.is_dir():
+                continue
+            leaf = mount / CGROUP_PARENT / instance / sandbox_id
+            try:
+                leaf.mkdir(parents=True)
+            except OSError:
+                continue
+            ok = False
+            if ctrl == "memory":
+                ok = _write(leaf / "memory.limit_in_bytes", memory)
+                if ok and (leaf / "memory.memsw.limit_in_bytes").exists():
+                    _write(leaf / "memory.memsw.limit_in_bytes", memory)
+            elif ctrl == "pids":
+                ok = _write(leaf / "pids.max", str(limits.pids))
+            elif ctrl == "cpu":
+                ok = _write(leaf / "cpu.cfs_period_us", "100000") and _write(
+                    leaf / "cpu.cfs_quota_us", str(int(limits.cpus * 100_000))
+                )
+            group.dirs.append(leaf)
+            if ok:
+                group.applied.append(ctrl)
+    return group
+
+
+def leftover_cgroups(instance: str) -> list[Cgroup]:
+    """Sandbox cgroups of `instance` that still exist (one `Cgroup` per sandbox id)."""
+    by_id: dict[str, Cgroup] = {}
+    roots = [CGROUP_ROOT] if cgroup_version() == 2 else [CGROUP_ROOT / c for c in ("memory", "pids", "cpu")]
+    for root in roots:
+        parent = root / CGROUP_PARENT / instance
+        with contextlib.suppress(OSError):
+            for leaf in parent.iterdir():
+                if leaf.is_dir():
+                    by_id.setdefault(leaf.name, Cgroup()).dirs.append(leaf)
+    return list(by_id.values())
+
+
+# ---------------------------------------------------------------- the running sandbox
+
+
+def _preexec(procs_files: list[str], rlimits: list[tuple[int, int]]) -> None:
+    """In the forked child, before exec(bwrap): join the cgroups, lower the limits. No imports here."""
+    for path in procs_files:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+    for which, value in rlimits:
+        resource.setrlimit(which, (value, value))
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+class BwrapSandbox:
+    """A running bwrap tree; `exited` resolves with bwrap's exit code (the agent's)."""
+
+    def __init__(
+        self, folder: str, sandbox_id: str, proc: asyncio.subprocess.Process, cgroup: Cgroup, pidfile: Path
+    ) -> None:
+        self.folder = folder
+        self.id = sandbox_id
+        self.pid = proc.pid
+        self._proc = proc
+        self._cgroup = cgroup
+        self._pidfile = pidfile
+        self._log: deque[bytes] = deque()
+        self._log_size = 0
+        self._reader = asyncio.ensure_future(self._read_output())
+        self.exited: asyncio.Future[int] = asyncio.ensure_future(self._wait())
+
+    async def _read_output(self) -> None:
+        assert self._proc.stdout is not None
+        while chunk := await self._proc.stdout.read(8192):
+            self._log.append(chunk)
+            self._log_size += len(chunk)
+            while self._log_size - len(self._log[0]) >= MAX_LOG_BYTES:
+                self._log_size -= len(self._log.popleft())
+
+    async def _wait(self) -> int:
+        code = await self._proc.wait()
+        # bwrap is gone; with --die-with-parent its pid namespace died with it. Sweep the cgroup anyway.
+        await asyncio.to_thread(self._cleanup)
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(self._reader), 2)
+        return code
+
+    def _cleanup(self) -> None:
+        self._cgroup.kill_all()
+        self._cgroup.remove()
+        with contextlib.suppress(OSError):
+            self._pidfile.unlink()
+
+    async def wait_exit(self) -> int:
+        return await asyncio.shield(self.exited)
+
+    async def stop(self) -> None:
+        """SIGKILL bwrap (its pid namespace and every process in it die too) and every cgroup member."""
+        if not self.exited.done():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            self._cgroup.kill_all()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.exited), 10)
+
+    async def logs_tail(self, max_bytes: int = 4096) -> str:
+        raw = b"".join(self._log)
+        return raw[-min(max_bytes, MAX_LOG_BYTES) :].decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------- the backend
+
+
+class BwrapBackend:
+    def __init__(self, max_containers: int, data_dir: Path, instance: str | None = None) -> None:
+        self._max = max_containers
+        self._data_dir = data_dir
+        self._instance = instance
+        self._rootfs: Rootfs | None = None
+        self.last_limits: list[str] = []
+
+    @property
+    def pid_dir(self) -> Path:
+        return self._data_dir / "bwrap" / "pids"
+
+    def _rootfs_for(self, image: str) -> Rootfs:
+        rootfs = read_rootfs(self._data_dir)
+        if rootfs is None or not (rootfs.path / "usr").is_dir():
+            raise SandboxUnavailable(
+                "no root filesystem exported for the bwrap backend under "
+                f"{self._data_dir / ROOTFS_DIR}: {FIX}"
+            )
+        if rootfs.image != image:
+            raise SandboxUnavailable(
+                f"the exported root filesystem is of image {rootfs.image!r}, not {image!r}: {FIX}"
+            )
+        return rootfs
+
+    async def check(self, image: str) -> None:
+        if shutil.which("bwrap") is None:
+            raise SandboxUnavailable(
+                "bubblewrap is not installed: `apt-get install bubblewrap` (or `dnf install bubblewrap`)"
+            )
+        rootfs = await asyncio.to_thread(self._rootfs_for, image)
+        current = await asyncio.to_thread(_docker_image_id, image)
+        if current is not None and current != rootfs.image_id:
+            raise SandboxUnavailable(
+                f"the exported root filesystem is stale (image {image!r} was rebuilt since): {FIX}"
+            )
+        probe = bwrap_argv(_probe_spec(self._data_dir), rootfs.path, ["true"], env_path=rootfs.env_path)
+        # the probe mounts need not exist: replace the workspace binds by the rootfs itself
+        probe = [
+            str(rootfs.path) if a.startswith(str(self._data_dir / "bwrap" / "probe")) else a for a in probe
+        ]
+        done = await asyncio.to_thread(
+            subprocess.run, probe, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+        )
+        if done.returncode != 0:
+            raise SandboxUnavailable(
+                "bwrap cannot create a sandbox on this host "
+                f"({done.stderr.strip()[-300:] or f'exit {done.returncode}'}). It needs user namespaces "
+                "(as a normal user: kernel.unprivileged_userns_clone=1, and on Ubuntu 24.04+ "
+                "kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for bwrap) or root; "
+                'or use `[sandbox] backend = "docker"`.'
+            )
+        self._rootfs = rootfs
+
+    def _rlimits(self, spec: SandboxSpec, cgroup: Cgroup) -> list[tuple[int, int]]:
+        mib = 1024 * 1024
+        wanted = [
+            (resource.RLIMIT_NOFILE, NOFILE),
+            (resource.RLIMIT_FSIZE, FSIZE_MB * mib),
+            (resource.RLIMIT_CORE, 0),
+        ]
+        if "memory" not in cgroup.applied:
+            wanted.append((resource.RLIMIT_AS, spec.limits.memory_mb * mib))
+        if privileged_launch() and spec.uid != os.getuid():
+            wanted.append((resource.RLIMIT_NPROC, spec.limits.pids * self._max))
+        limits = []
+        for which, value in wanted:  # never above the current hard limit (that would fail as non-root)
+            hard = resource.getrlimit(which)[1]
+            limits.append((which, value if hard == resource.RLIM_INFINITY else min(value, hard)))
+        return limits
+
+    async def start(self, spec: SandboxSpec, command: list[str] | None = None) -> BwrapSandbox:
+        """Start the agent (or `command`, for probes) in a new sandbox for `spec`."""
+        rootfs = self._rootfs
+        if rootfs is None or rootfs.image != spec.image or not rootfs.path.is_dir():
+            rootfs = self._rootfs = self._rootfs_for(spec.image)
+        instance = self._instance or spec.labels.get("clawgate.instance", "default")
+        sandbox_id = f"bwrap-{spec.folder}-{secrets.token_hex(4)}"
+        argv = bwrap_argv(spec, rootfs.path, command, env_path=rootfs.env_path)
+        cgroup = await asyncio.to_thread(create_cgroup, instance, sandbox_id, spec)
+        rlimits = self._rlimits(spec, cgroup)
+        self.last_limits = cgroup.applied + [f"rlimit:{resource_name(w)}" for w, _ in rlimits]
+        procs = cgroup.procs_files
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=lambda: _preexec(procs, rlimits),
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            await asyncio.to_thread(cgroup.remove)
+            raise SandboxUnavailable(f"bwrap could not start the sandbox: {exc}") from None
+        self.pid_dir.mkdir(parents=True, exist_ok=True)
+        pidfile = self.pid_dir / f"{sandbox_id}.pid"
+        pidfile.write_text(f"{proc.pid} {_start_time(proc.pid) or '-'} {instance}\n")
+        log.info(
+            "started bwrap sandbox %s for group %s (limits: %s)", sandbox_id, spec.folder, self.last_limits
+        )
+        return BwrapSandbox(spec.folder, sandbox_id, proc, cgroup, pidfile)
+
+    async def remove_orphans(self, instance: str) -> int:
+        """Kill sandboxes a previous run of this gateway left behind (pidfiles, then cgroups)."""
+        return await asyncio.to_thread(self._remove_orphans, instance)
+
+    def _remove_orphans(self, instance: str) -> int:
+        count = 0
+        with contextlib.suppress(FileNotFoundError):
+            for pidfile in self.pid_dir.glob("*.pid"):
+                try:
+                    pid_s, started, owner = pidfile.read_text().split()
+                except (OSError, ValueError):
+                    pidfile.unlink(missing_ok=True)
+                    continue
+                if owner != instance:
+                    continue
+                count += 1
+                pid = int(pid_s)
+                if started != "-" and _start_time(pid) == started:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pid, signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                pidfile.unlink(missing_ok=True)
+        for cgroup in leftover_cgroups(instance):
+            cgroup.kill_all()
+            cgroup.remove()
+            for leaf in cgroup.dirs:
+                with contextlib.suppress(OSError):
+                    leaf.parent.rmdir()  # the instance's dir, once empty
+        return count
+
+    async def close(self) -> None:
+        return None
+
+
+def resource_name(which: int) -> str:
+    for name in ("RLIMIT_NOFILE", "RLIMIT_FSIZE", "RLIMIT_CORE", "RLIMIT_AS", "RLIMIT_NPROC"):
+        if getattr(resource, name) == which:
+            return name[7:].lower()
+    return str(which)
+
+
+def _probe_spec(data_dir: Path) -> SandboxSpec:
+    """A throwaway spec for `check`'s trivial `true` run (its mount sources are replaced by the rootfs)."""
+    from groups.sandbox.base import Limits
+
+    probe = data_dir / "bwrap" / "probe"
+    uid = 10_000 if os.getuid() == 0 else os.getuid()
+    gid = 10_000 if os.getuid() == 0 else os.getgid()
+    return SandboxSpec(
+        folder="probe",
+        is_main=False,
+        image="",
+        group_dir=probe,
+        global_dir=probe,
+        run_dir=probe,
+        uid=uid,
+        gid=gid,
+        limits=Limits(memory_mb=64, cpus=1, pids=16, tmpfs_mb=1),
+    )
