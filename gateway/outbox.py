@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from channels.base import Channel
 from gateway.config import RetryConfig
 from gateway.failures import backoff_delay
+from gateway.faults import crash_point
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Outbox:
     async def post(self, run_id: int | None, seq: int, chat_id: str, text: str) -> None:
         """Record a reply durably, then try to send it now."""
         entry_id = await self._store.enqueue_reply(run_id, seq, chat_id, text)
+        crash_point("after_enqueue")
         if entry_id is not None:
             await self.flush([entry_id])
 
@@ -60,6 +62,7 @@ class Outbox:
             except Exception as exc:
                 await self._failed(entry.id, entry.chat_id, entry.attempts + 1, exc)
                 continue
+            crash_point("after_send")
             await self._store.settle_outbox(entry.id, sent=True)
             sent += 1
         return sent

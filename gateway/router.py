@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from functools import lru_cache
 
 from gateway import commands
+from gateway.faults import crash_point
 from gateway.models import Group, InboundMessage
 from gateway.store import Store
 
@@ -54,6 +55,7 @@ class Router:
         command = None if message.is_from_bot else commands.parse(message.text)
         status = "command" if command is not None else classify(message, group)
         await self._store.ingest(message, status)
+        crash_point("after_ingest")
         if command is not None and self._on_command is not None:
             await self._on_command(command, message, group)  # command text never reaches an agent
         elif status == "pending" and group is not None:

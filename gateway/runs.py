@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from gateway.config import Config
 from gateway.failures import backoff_delay, is_transient
+from gateway.faults import crash_point
 from gateway.ipc import Turn, TurnResult
 from gateway.models import ClaimedRun, Group
 from gateway.outbox import Outbox
@@ -63,6 +64,7 @@ class RunExecutor:
     async def _execute(self, claimed: ClaimedRun) -> bool:
         """Run one batch; False means it failed transiently and the lane should stop (a retry is armed)."""
         group = claimed.group
+        crash_point("after_claim")
         try:
             live = await self._pool.ensure(group)
         except SandboxUnavailable as exc:
@@ -73,6 +75,7 @@ class RunExecutor:
         received, result = live.ipc.submit(Turn(claimed.run_id, build_prompt(claimed.messages)))
         received.add_done_callback(lambda f: self._observe(claimed, f))
         outcome = await self._await_result(result)
+        crash_point("after_result")
         self._seq.pop(claimed.run_id, None)
         if outcome.error and not outcome.text and is_transient(outcome.error):
             await self._defer(claimed, outcome.error)
@@ -83,6 +86,7 @@ class RunExecutor:
         if reply:
             await self._outbox.post(claimed.run_id, FINAL_REPLY_SEQ, group.chat_id, reply)
         await self._store.finish_run(claimed.run_id, outcome.error)
+        crash_point("after_finish")
         await self._notify_finished(claimed, outcome.text, outcome.error)
         return True
 
@@ -149,6 +153,7 @@ class RunExecutor:
     def _observe(self, claimed: ClaimedRun, future: asyncio.Future[float]) -> None:
         if future.cancelled() or future.exception() is not None:
             return
+        crash_point("agent_running")
         for observer in self.observers:
             observer(claimed, future.result())
 

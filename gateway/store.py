@@ -428,8 +428,22 @@ class Store:
             return cur.rowcount
 
     async def recover_interrupted(self) -> int:
-        """After a crash, give messages of unfinished runs back to the queue; returns how many."""
+        """After a crash, give messages of unfinished runs back to the queue; returns how many.
+
+        A run whose final reply already reached the outbox is complete (the outbox delivers
+        or dead-letters it); re-running it would answer the same messages twice.
+        """
+        answered = (
+            "SELECT run_id FROM outbox WHERE seq = 0 AND run_id IS NOT NULL AND run_id IN "
+            "(SELECT id FROM runs WHERE status = 'running')"
+        )
         async with self._transaction():
+            await self._conn.execute(
+                f"UPDATE messages SET status = 'done' WHERE status = 'processing' AND run_id IN ({answered})"
+            )
+            await self._conn.execute(
+                f"UPDATE runs SET status = 'done', finished_at = ? WHERE id IN ({answered})", (time.time(),)
+            )
             cur = await self._conn.execute(_REOPEN)
             count = cur.rowcount
             await self._conn.execute(
