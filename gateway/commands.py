@@ -59,7 +59,9 @@ def parse(text: str) -> Command | None:
     stripped = text.strip()
     if not stripped.startswith("/"):
         return None
-    head, _, rest = stripped[1:].partition(" ")
+    # Any whitespace ends the name: "/pause\n7" or "/register\t…" is a command, not a chat message.
+    head, *tail = stripped[1:].split(None, 1) or [""]
+    rest = tail[0] if tail else ""
     name = head.split("@", 1)[0].lower()
     if name not in USAGE:
         return None
