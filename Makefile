@@ -18,7 +18,7 @@ if command -v pyenv >/dev/null 2>&1; then \
 fi; exit 1
 endef
 
-.PHONY: run test bench lint image venv clean
+.PHONY: run test bench load lint image venv clean
 
 $(BIN)/.installed: pyproject.toml
 	@py=$$( $(FIND_PYTHON) ) || { \
@@ -42,7 +42,10 @@ test: venv
 	$(BIN)/pytest -q
 
 bench: venv
-	@$(BIN)/python benchmarks/run.py
+	@$(BIN)/python -m benchmarks.run
+
+load: venv
+	@$(BIN)/python -m benchmarks.load
 
 lint: venv
 	$(BIN)/ruff check .

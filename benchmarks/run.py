@@ -4,8 +4,11 @@
   >= 200 messages, next to a bare JSON-lines round trip on a unix socket.
 - cold: message ingested -> agent ready in a brand-new container, next to a bare
   `docker run --rm --entrypoint true <image>`.
+- bwrap cold: the same cold path with the bubblewrap backend.
 - ingest: messages persisted per second across 100 groups, next to a raw sqlite3
   single-transaction insert of the same rows.
+- mount cases: generated mount requests checked against the allowlist invariants.
+- load: 100 groups, 10,000 messages, a model with a small delay (see benchmarks/load.py).
 Needs Docker and the sandbox image (built if missing). Talks only to loopback.
 """
 
@@ -25,18 +28,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.app import Gateway  # noqa: E402
-from gateway.config import parse  # noqa: E402
+from benchmarks.harness import IMAGE, bench_gateway, ensure_image  # noqa: E402
+from benchmarks.load import run_load  # noqa: E402
+from benchmarks.mount_cases import run as mount_cases_run  # noqa: E402
+from gateway.faults import POINTS as CRASH_POINTS  # noqa: E402
 from gateway.models import Group, InboundMessage  # noqa: E402
 from gateway.store import Store  # noqa: E402
-from tests.fakes.channel import CaptureChannel  # noqa: E402
-from tests.fakes.model_server import FakeModelServer  # noqa: E402
 
 WARM_MESSAGES = int(os.environ.get("BENCH_WARM_MESSAGES", "300"))
 COLD_STARTS = int(os.environ.get("BENCH_COLD_STARTS", "7"))
 INGEST_GROUPS = 100
 INGEST_PER_GROUP = int(os.environ.get("BENCH_INGEST_PER_GROUP", "200"))
-IMAGE = os.environ.get("CLAWGATE_BENCH_IMAGE", "clawgate-sandbox:latest")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -46,18 +48,6 @@ def pct(values: list[float], q: float) -> float:
 
 def ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
-
-
-def ensure_image() -> None:
-    import docker
-
-    from groups.sandbox.image import build_image
-
-    client = docker.from_env()
-    try:
-        client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        build_image(client, IMAGE, None, lambda line: print(line, file=sys.stderr))
 
 
 async def socket_rtt(samples: int) -> list[float]:
@@ -98,48 +88,16 @@ def bare_docker_run(samples: int) -> list[float]:
 
 
 async def gateway_latencies() -> tuple[list[float], list[float]]:
-    """(warm, cold) message->agent-ready latencies through the real gateway."""
-    tmp = Path(tempfile.mkdtemp(prefix="cgb"))
-    config_dir, data_dir = tmp / "config", tmp / "data"
-    config_dir.mkdir()
-    with FakeModelServer() as model:
-        config = parse(
-            f'[model]\nbase_url = "{model.url}"\n[sandbox]\nimage = "{IMAGE}"\nidle_timeout_s = 600\n'
-            f'[vault]\nallow_private_upstreams = ["{model.host_port}"]\n',
-            Path("bench.toml"),
-        )
-        channel = CaptureChannel()
-        gateway = Gateway(config, config_dir, data_dir)
-        await gateway.start([channel])
-        receipts: dict[int, asyncio.Future[float]] = {}
+    """(warm, cold) message->agent-ready latencies through the real gateway, Docker backend."""
+    async with bench_gateway("docker") as bench:
+        cold = [await bench.cold(f"cold {i}") for i in range(COLD_STARTS + 1)][1:]
+        warm = [await bench.one(f"warm {i}") for i in range(WARM_MESSAGES + 10)][10:]
+    return warm, cold
 
-        def on_received(run, received_at: float) -> None:  # type: ignore[no-untyped-def]
-            for future in receipts.values():
-                if not future.done():
-                    future.set_result(received_at)
 
-        gateway.executor.observers.append(on_received)
-
-        async def one(text: str) -> float:
-            future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-            receipts[0] = future
-            replies = len(channel.sent)
-            start = time.perf_counter()
-            await gateway.ingest(channel.message(text))
-            received_at = await asyncio.wait_for(future, 120)
-            await channel.wait_for(replies + 1, 120)  # next message starts its own run
-            await gateway.drain()
-            return received_at - start
-
-        try:
-            cold = []
-            for i in range(COLD_STARTS + 1):
-                await gateway.pool.stop("main")
-                cold.append(await one(f"cold {i}"))
-            warm = [await one(f"warm {i}") for i in range(WARM_MESSAGES + 10)]
-        finally:
-            await gateway.stop(10)
-    return warm[10:], cold[1:]
+async def bwrap_cold_starts() -> list[float]:
+    async with bench_gateway("bwrap") as bench:
+        return [await bench.cold(f"cold {i}") for i in range(COLD_STARTS + 1)][1:]
 
 
 async def ingest_throughput() -> tuple[float, float]:
@@ -187,10 +145,10 @@ async def main() -> None:
     rtt = await socket_rtt(WARM_MESSAGES)
     docker_run = bare_docker_run(COLD_STARTS)
     warm, cold = await gateway_latencies()
-    from benchmarks.bwrap_cold import bwrap_cold_starts
-
-    bwrap_cold = await bwrap_cold_starts(COLD_STARTS)
+    bwrap_cold = await bwrap_cold_starts()
     ingest, raw_ingest = await ingest_throughput()
+    mount_cases = await asyncio.to_thread(mount_cases_run)
+    load = await run_load("bwrap")
     result = {
         "warm_p50_ms": ms(pct(warm, 0.5)),
         "warm_p99_ms": ms(pct(warm, 0.99)),
@@ -205,7 +163,15 @@ async def main() -> None:
         "ingest_msgs_per_s": round(ingest),
         "ingest_groups": INGEST_GROUPS,
         "raw_sqlite_msgs_per_s": round(raw_ingest),
-        "targets": {"warm_p50_ms": 10, "cold_vs_docker_run": 1.5, "ingest_msgs_per_s": 5000},
+        "mount_cases_checked": mount_cases,
+        **load,
+        "crash_kill_points": len(CRASH_POINTS),
+        "targets": {
+            "warm_p50_ms": 10,
+            "cold_vs_docker_run": 1.5,
+            "ingest_msgs_per_s": 5000,
+            "bwrap_cold_start_p50_ms": 100,
+        },
     }
     print(json.dumps(result))
 

@@ -97,6 +97,7 @@ class Gateway:
             self.config,
             self.backend,
             self.vault,
+            self.config_dir,
             self.data_dir,
             self.instance,
             services=self.services,

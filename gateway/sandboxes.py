@@ -21,6 +21,7 @@ from gateway.config import Config
 from gateway.ipc import Caller, GroupIpc, IpcServices
 from gateway.models import Group
 from groups import folders
+from groups.mounts import ALLOWLIST_FILE, log_plan, plan_mounts
 from groups.sandbox.base import Limits, RunningSandbox, SandboxBackend, SandboxSpec, SandboxUnavailable
 from groups.sandbox.docker import LABEL_INSTANCE
 from proxy.process import VaultProcess
@@ -90,6 +91,7 @@ class SandboxPool:
         config: Config,
         backend: SandboxBackend,
         vault: VaultProcess,
+        config_dir: Path,
         data_dir: Path,
         instance: str,
         services: IpcServices,
@@ -99,6 +101,7 @@ class SandboxPool:
         self._config = config
         self._backend = backend
         self._vault = vault
+        self._config_dir = config_dir
         self._data_dir = data_dir
         self._instance = instance
         self._services = services
@@ -140,15 +143,11 @@ class SandboxPool:
             await self._vault.open_group(group.folder, str(dirs.run / "vault.sock"))
             await asyncio.to_thread(shutil.copyfile, self._vault.ca_cert_path, dirs.run / "ca.pem")
             (dirs.run / "ca.pem").chmod(0o644)
-            from gateway import paths
-            from groups.mounts import ALLOWLIST_FILE, log_plan, plan_mounts
-
-            config_dir = paths.config_dir()  # the allowlist is re-read on every start
-            plan = await asyncio.to_thread(
+            plan = await asyncio.to_thread(  # the allowlist is re-read on every start
                 plan_mounts,
                 group,
-                config_dir / ALLOWLIST_FILE,
-                config_dir,
+                self._config_dir / ALLOWLIST_FILE,
+                self._config_dir,
                 self._data_dir,
                 self._config.mounts.project_root,
             )

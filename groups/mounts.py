@@ -652,9 +652,14 @@ def describe_plan(plan: MountPlan) -> list[str]:
     return lines
 
 
+_reported_allowlist_errors: set[str] = set()
+
+
 def log_plan(plan: MountPlan, folder: str, logger: logging.Logger = log) -> None:
-    if plan.allowlist_error:
-        logger.warning("group %s: %s", folder, plan.allowlist_error)
+    if plan.allowlist_error and plan.allowlist_error not in _reported_allowlist_errors:
+        # Once per distinct problem, not once per sandbox start.
+        _reported_allowlist_errors.add(plan.allowlist_error)
+        logger.warning("%s", plan.allowlist_error)
     for request, reason in plan.refused:
         logger.warning("group %s: mount %s refused: %s", folder, request.host_path, reason)
     for note in plan.notes:

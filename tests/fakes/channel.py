@@ -40,7 +40,9 @@ class CaptureChannel:
     def message(
         self, text: str, chat_id: str = "console:main", sender: str = OWNER_ID, sender_name: str = "owner"
     ) -> InboundMessage:
-        return InboundMessage(chat_id, f"t{next(self._ids)}", sender, sender_name, text, time.time(), self.name)
+        return InboundMessage(
+            chat_id, f"t{next(self._ids)}", sender, sender_name, text, time.time(), self.name
+        )
 
     async def wait_for(self, count: int, timeout: float = 60) -> list[tuple[str, str]]:
         async def enough() -> None:

@@ -60,7 +60,9 @@ class Harness:
         new = self.console.sent[before[0] :] + self.tg.sent[before[1] :]
         if not new:
             return None
-        [reply] = [text for to, text in new if to == chat_id]  # (a /retry may also flush a reply elsewhere)
+        replies = [text for to, text in new if to == chat_id]  # (a /retry may also flush one elsewhere)
+        assert len(replies) == 1, (text, new)
+        [reply] = replies
         return reply
 
     async def ok(self, text: str, chat_id: str = MAIN, sender: str = OWNER_ID) -> str:
@@ -187,6 +189,7 @@ async def test_status_reports_vault_containers_queue_dead_letters_and_tasks(h: H
     assert "next task" not in status
 
     assert (await h.answered("hello")).startswith("echo: ")
+    await h.gw.drain()
     task = await h.gw.services.tasks.schedule("main", "daily digest", every_s=3600, created_by="main")
     main = h.gw.registry.main
     await h.gw.store.ingest(h.console.message("left over"), "pending")  # pending, not yet woken
@@ -376,6 +379,7 @@ async def test_admin_commands_are_ignored_outside_main_and_from_non_admins(
 ) -> None:  # type: ignore[no-untyped-def]
     await register_team(h)
     assert (await h.answered("start a container")).startswith("echo: ")
+    await h.gw.drain()  # the lane is idle, so the message below stays pending until dead-lettered
     history = group_dirs(h.gw.data_dir, "main").group / ".clawgate" / "history.json"
     assert history.exists()
     task = await h.gw.services.tasks.schedule("team", "weekly", cron="0 9 * * 1", created_by="team")
