@@ -212,7 +212,7 @@ class AdminCommands:
         if not tasks:
             return "no tasks"
         return "\n".join(
-            f"{t['id']} [{t['group']}] {t['status']} {t.get('kind', '')} {t.get('spec', '')}: "
+            f"{t['id']} [{t['group']}] {t['status']} {t.get('schedule', '')}: "
             f"{str(t.get('prompt', ''))[:60]}"
             for t in tasks
         )

@@ -80,4 +80,80 @@ async def run_checks() -> bool:
     )
     if os.geteuid() == 0:
         results.append(_report(True, f"running as root: containers run as uid {cfg.sandbox.run_as_uid}"))
+    results.append(_image_current(cfg.sandbox.image))
+    results.append(_vault_ca())
+    results.append(_allowlist())
+    results.append(await _database())
+    _report(True, "channels: console (the terminal; no credentials needed)")
+    results.append(_disk())
     return all(results)
+
+
+def _image_current(image: str) -> bool:
+    import docker
+    from docker.errors import DockerException
+
+    from groups.sandbox.image import image_is_current
+
+    try:
+        client = docker.from_env()
+    except DockerException:
+        return True  # the backend check above already reported Docker
+    try:
+        return _report(
+            image_is_current(client, image),
+            f"image {image} contains this checkout's agent runtime",
+            "rebuild it: clawgate image build",
+        )
+    finally:
+        client.close()
+
+
+def _vault_ca() -> bool:
+    ca = paths.data_dir() / "vault" / "ca" / "mitmproxy-ca-cert.pem"
+    if ca.exists():
+        return _report(True, f"vault CA certificate {ca}")
+    click.echo(f"[info] vault CA not created yet; the first `clawgate run` creates {ca}")
+    return True
+
+
+def _allowlist() -> bool:
+    from groups.mounts import ALLOWLIST_FILE, AllowlistError, load_allowlist
+
+    path = paths.config_dir() / ALLOWLIST_FILE
+    if not path.exists():
+        click.echo(f"[info] no mount allowlist at {path}: extra mounts are disabled")
+        return True
+    try:
+        load_allowlist(path)
+    except AllowlistError as exc:
+        return _report(False, f"mount allowlist {path}", f"{exc} (see mount-allowlist.example.json)")
+    return _report(True, f"mount allowlist {path}")
+
+
+async def _database() -> bool:
+    from gateway.app import DATABASE
+    from gateway.store import MIGRATIONS, Store
+
+    path = paths.data_dir() / DATABASE
+    try:
+        store = await Store.open(path)
+        try:
+            version = await store.schema_version()
+            await store.check_writable()
+        finally:
+            await store.close()
+    except Exception as exc:  # any failure here is the finding
+        return _report(
+            False, f"database {path}", f"{exc.__class__.__name__}: {exc}; check permissions and disk"
+        )
+    return _report(version == len(MIGRATIONS), f"database {path} (schema v{version})", "upgrade clawgate")
+
+
+def _disk(minimum_gib: float = 1.0) -> bool:
+    import shutil
+
+    target = paths.data_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(target).free / 2**30
+    return _report(free >= minimum_gib, f"free disk in {target}: {free:.1f} GiB", "free some disk space")

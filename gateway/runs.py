@@ -121,6 +121,7 @@ class RunExecutor:
                 f"⚠️ dead letter #{letter}: group {group.folder} gave up after "
                 f"{attempts} attempts: {reason[:200]}. /retry {letter} or /drop {letter}"
             )
+        await self._notify_finished(claimed, None, reason)  # e.g. closes a scheduled task's run log
 
     def _arm_retry(self, folder: str, delay: float) -> None:
         previous = self._retry_timers.pop(folder, None)

@@ -186,6 +186,16 @@ class Store:
         await store._migrate()
         return store
 
+    async def schema_version(self) -> int:
+        async with self._conn.execute("PRAGMA user_version") as cur:
+            (version,) = await cur.fetchone()  # type: ignore[misc]
+        return int(version)
+
+    async def check_writable(self) -> None:
+        """Take the write lock and let it go: fails if the file or its directory is read-only."""
+        async with self._transaction():
+            pass
+
     async def close(self) -> None:
         if self._flusher is not None:
             await self._flusher

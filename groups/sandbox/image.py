@@ -29,6 +29,28 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 Progress = Callable[[str], None]
 
 
+AGENT_LABEL = "clawgate.agent"
+
+
+def agent_fingerprint() -> str:
+    """A hash of the agent runtime's source, stamped on the image so staleness can be detected."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((PROJECT_ROOT / "groups" / "agent").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def image_is_current(client: Any, image: str) -> bool:
+    """Whether the image carries the agent runtime of this checkout (False if missing or stale)."""
+    try:
+        labels = client.images.get(image).labels or {}
+    except DockerException:
+        return False
+    return labels.get(AGENT_LABEL) == agent_fingerprint()
+
+
 class ImageBuildError(Exception):
     """The image could not be built; the message says why and what to install."""
 
@@ -117,7 +139,7 @@ def build_image(client: Any, tag: str, base: str | None, progress: Progress) -> 
             forcerm=True,
             decode=True,
             buildargs={"BASE_IMAGE": chosen},
-            labels={"clawgate.base": chosen},
+            labels={"clawgate.base": chosen, AGENT_LABEL: agent_fingerprint()},
         )
         image_id = ""
         for chunk in stream:
