@@ -203,6 +203,9 @@ class Gateway:
             what = request.get("what")
             if what == "groups":
                 await self.registry.load()
+                for folder in self.pool.live:  # `clawgate groups unregister`: its container goes too
+                    if self.registry.by_folder(folder) is None:
+                        await self.pool.stop(folder)
             elif what == "tasks" and self.services.tasks is not None:
                 await self.services.tasks.reload()  # type: ignore[attr-defined]
             elif what == "dlq":
@@ -210,6 +213,7 @@ class Gateway:
                     group = self.registry.for_chat(chat_id)
                     if group is not None:
                         self.queue.wake(group.folder)
+                await self.outbox.flush()  # `clawgate dlq retry` of a reply: send it now
             else:
                 raise ValueError(f"cannot reload {what!r}")
             return {"ok": True}

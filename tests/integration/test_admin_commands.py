@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -129,7 +131,10 @@ async def register_team(h: Harness) -> None:
         ("/status", Command("status", [])),
         ("  /STATUS  ", Command("status", [])),
         ("/status@clawgate_bot", Command("status", [])),
-        ('/register tg:-1 team --trigger "@Bob"', Command("register", ["tg:-1", "team", "--trigger", "@Bob"])),
+        (
+            '/register tg:-1 team --trigger "@Bob"',
+            Command("register", ["tg:-1", "team", "--trigger", "@Bob"]),
+        ),
         ("/register\ttg:-1 team", Command("register", ["tg:-1", "team"])),
         ("/pause\n7", Command("pause", ["7"])),
         ("/statusx", None),
@@ -197,7 +202,9 @@ async def test_status_reports_vault_containers_queue_dead_letters_and_tasks(h: H
     status = await h.ok("/status", MAIN, ADMIN)
     assert "containers: 1/3 (main)" in status
     assert "dead letters: 1" in status
-    assert f"next task {task['id']} (main) in 59m" in status or f"next task {task['id']} (main) in 1h" in status
+    assert (
+        f"next task {task['id']} (main) in 59m" in status or f"next task {task['id']} (main) in 1h" in status
+    )
 
     await h.gw.vault.stop()
     assert "vault: DOWN" in await h.ok("/status")
@@ -263,8 +270,8 @@ async def test_tasks_pause_resume_cancel(h: Harness) -> None:
     mine = await book.schedule("main", "nightly report", cron="0 2 * * *", created_by="main")
     theirs = await book.schedule("team", "standup reminder", every_s=600, created_by="team")
     listing = await h.ok("/tasks")
-    assert f"{mine['id']} [main] active cron 0 2 * * *: nightly report" in listing
-    assert f"{theirs['id']} [team] active interval 600" in listing and "standup reminder" in listing
+    assert f"{mine['id']} [main] active 0 2 * * *: nightly report" in listing
+    assert f"{theirs['id']} [team] active every 600" in listing and "standup reminder" in listing
     only_team = await h.ok("/tasks team")
     assert "standup reminder" in only_team and "nightly report" not in only_team
     await h.usage("/tasks nosuch", "no registered group 'nosuch'")
@@ -374,9 +381,7 @@ async def test_dlq_retry_and_drop(h: Harness) -> None:
 # -- refusals ---------------------------------------------------------------------------------------------
 
 
-async def test_admin_commands_are_ignored_outside_main_and_from_non_admins(
-    h: Harness, docker_client
-) -> None:  # type: ignore[no-untyped-def]
+async def test_admin_commands_are_ignored_outside_main_and_from_non_admins(h: Harness, docker_client) -> None:  # type: ignore[no-untyped-def]
     await register_team(h)
     assert (await h.answered("start a container")).startswith("echo: ")
     await h.gw.drain()  # the lane is idle, so the message below stays pending until dead-lettered
@@ -438,3 +443,44 @@ async def test_admin_commands_are_ignored_outside_main_and_from_non_admins(
     before = len(h.model.requests)
     assert (await h.answered("anything new?")).startswith("echo: ")
     assert len(h.model.requests) > before
+
+
+# -- the CLI twins against this running gateway ----------------------------------------------------------
+
+
+async def clawgate(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "clawgate"),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0, out.decode()
+    return out.decode()
+
+
+async def test_cli_changes_reach_the_running_gateway(h: Harness, docker_client) -> None:  # type: ignore[no-untyped-def]
+    out = await clawgate("groups", "register", TEAM, "team", "--no-trigger")
+    assert "registered team" in out and "running gateway picked up the change" in out
+    assert h.gw.registry.for_chat(TEAM) is not None
+    assert (await h.answered("hello from the team", TEAM)).startswith("echo: ")  # answered: no trigger
+    assert len(containers(docker_client, h.gw, "team")) == 1
+
+    out = await clawgate("groups", "unregister", "team")
+    assert "running gateway picked up the change" in out
+    assert h.gw.registry.for_chat(TEAM) is None
+    assert containers(docker_client, h.gw, "team") == []  # its container went with it
+    assert await h.send("anyone?", TEAM, GUEST) == "stored"
+
+    entry = await h.gw.store.enqueue_reply(None, 0, STRANGER_CHAT, "late reply")
+    assert entry is not None
+    letter = await h.gw.store.dead_letter_reply(entry, "timed out (test)")
+    assert f"#{letter}" in await clawgate("dlq", "list")
+    out = await clawgate("dlq", "retry", str(letter))
+    assert "running gateway picked up the change" in out
+    assert h.tg.sent[-1] == (STRANGER_CHAT, "late reply")  # sent by the gateway at once
+    assert await h.gw.store.dead_letters() == []
+
+    status = await clawgate("status")
+    assert status.startswith("up ") and "vault: healthy" in status and "channels: capture, tg" in status

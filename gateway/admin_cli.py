@@ -1,0 +1,236 @@
+"""The admin commands' CLI twins: `clawgate groups register|unregister`, `clawgate dlq …`, `clawgate status`.
+
+Like `gateway.tasks_cli`, they work on the gateway's database directly (safe while the
+gateway runs: SQLite WAL) and then tell a running gateway through the control socket
+(`notify_gateway`), so the change takes effect at once; without a gateway it applies at
+the next start. `status` asks the running gateway; without one it reports what the
+database knows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import click
+
+from gateway import paths
+
+
+def _with_store[T](action: Callable[[Any], Awaitable[T]]) -> T:
+    from gateway.app import DATABASE
+    from gateway.store import Store
+
+    async def go() -> T:
+        store = await Store.open(paths.data_dir() / DATABASE)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def _announce(what: str) -> None:
+    from gateway.control_client import notify_gateway
+
+    if notify_gateway(what):
+        click.echo("the running gateway picked up the change")
+    else:
+        click.echo("no running gateway answered; the change applies when it starts")
+
+
+def _one_line(text: str, width: int = 120) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+# -- groups ---------------------------------------------------------------------------------
+
+
+def _check_chat_id(chat_id: str) -> str:
+    if not chat_id or chat_id != chat_id.strip() or any(c.isspace() or not c.isprintable() for c in chat_id):
+        raise click.ClickException(f"invalid chat id {chat_id!r}: send /chatid in that chat to learn it")
+    if len(chat_id) > 200:
+        raise click.ClickException("invalid chat id: longer than 200 characters")
+    return chat_id
+
+
+def _check_trigger(trigger: str) -> str:
+    if not trigger.startswith("@") or len(trigger) < 2 or any(c.isspace() for c in trigger):
+        raise click.ClickException(f"invalid trigger {trigger!r}: use @ and a word, e.g. --trigger @Andy")
+    return trigger
+
+
+@click.command("register")
+@click.argument("chat_id")
+@click.argument("name")
+@click.option(
+    "--trigger", default=None, help="The word that makes the assistant answer (default: @<assistant_name>)."
+)
+@click.option("--no-trigger", "no_trigger", is_flag=True, help="Answer every message in the chat.")
+def groups_register(chat_id: str, name: str, trigger: str | None, no_trigger: bool) -> None:
+    """Register CHAT_ID (see /chatid) as a group whose folder is NAME."""
+    from gateway import config as config_mod
+    from gateway.models import Group
+    from gateway.registry import GroupRegistry
+    from groups.folders import validate_folder
+
+    _check_chat_id(chat_id)
+    try:
+        validate_folder(name)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if trigger is not None:
+        _check_trigger(trigger)
+    else:
+        try:
+            trigger = config_mod.load(paths.config_dir()).default_trigger
+        except config_mod.ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    async def register(store: Any) -> None:
+        registry = GroupRegistry(store)
+        await registry.load()
+        await registry.register(Group(name, chat_id, name, trigger, not no_trigger, False))
+
+    try:
+        _with_store(register)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"registered {name} for {chat_id} ({'no trigger' if no_trigger else 'trigger ' + trigger})")
+    _announce("groups")
+
+
+@click.command("unregister")
+@click.argument("name")
+def groups_unregister(name: str) -> None:
+    """Unregister the group NAME (its folder and files are kept)."""
+    from gateway.registry import GroupRegistry
+
+    async def unregister(store: Any) -> bool:
+        registry = GroupRegistry(store)
+        await registry.load()
+        return await registry.unregister(name)
+
+    try:
+        found = _with_store(unregister)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not found:
+        raise click.ClickException(f"no registered group {name!r} (see `clawgate groups list`)")
+    click.echo(f"unregistered {name} (its folder is kept)")
+    _announce("groups")
+
+
+# -- dead letters ------------------------------------------------------------------------------
+
+
+@click.group("dlq")
+def dlq_cli() -> None:
+    """Dead letters: work that failed for good (retry it or drop it)."""
+
+
+def _letter_id(text: str) -> int:
+    digits = text.strip().removeprefix("#")
+    if not digits.isdecimal() or len(digits) > 18 or int(digits) < 1:
+        raise click.ClickException(f"invalid dead-letter id {text!r}: a number, see `clawgate dlq list`")
+    return int(digits)
+
+
+@dlq_cli.command("list")
+def dlq_list() -> None:
+    """List dead letters: id, kind (run = unanswered messages, reply = undelivered reply), reason."""
+    letters = _with_store(lambda store: store.dead_letters())
+    if not letters:
+        click.echo("no dead letters")
+        return
+    for letter_id, kind, ref, reason in letters:
+        click.echo(f"#{letter_id:<5} {kind:<6} {ref:<16} {_one_line(reason)}")
+
+
+@dlq_cli.command("retry")
+@click.argument("letter_id")
+def dlq_retry(letter_id: str) -> None:
+    """Queue dead letter LETTER_ID again (its messages are answered, or its reply is sent)."""
+    number = _letter_id(letter_id)
+
+    async def retry(store: Any) -> str | None:
+        letter = await store.dead_letter(number)
+        if letter is None:
+            return None
+        kind, ref, payload = letter
+        if kind == "run":
+            ids = [int(i) for i in payload.get("message_ids", [])]
+            revived = await store.revive_messages(ids)
+            await store.drop_dead_letter(number)
+            return f"{revived} message(s) of {ref} will be answered again"
+        if kind == "reply":
+            await store.revive_reply(int(payload["outbox_id"]))
+            await store.drop_dead_letter(number)
+            return f"reply {ref} will be sent again"
+        raise click.ClickException(f"dead letter #{number} has unknown kind {kind!r}; drop it instead")
+
+    done = _with_store(retry)
+    if done is None:
+        raise click.ClickException(f"no dead letter #{number} (see `clawgate dlq list`)")
+    click.echo(f"dead letter #{number} queued again: {done}")
+    _announce("dlq")
+
+
+@dlq_cli.command("drop")
+@click.argument("letter_id")
+def dlq_drop(letter_id: str) -> None:
+    """Delete dead letter LETTER_ID for good (its messages stay in the history, unanswered)."""
+    number = _letter_id(letter_id)
+    if not _with_store(lambda store: store.drop_dead_letter(number)):
+        raise click.ClickException(f"no dead letter #{number} (see `clawgate dlq list`)")
+    click.echo(f"dropped dead letter #{number}")
+    _announce("dlq")
+
+
+# -- status ------------------------------------------------------------------------------------------
+
+
+@click.command("status")
+def status_cli() -> None:
+    """What the running gateway reports (/status); without one, what the database knows."""
+    from gateway.control_client import request
+
+    answer = request({"op": "status"})
+    if answer and answer.get("ok") and isinstance(answer.get("text"), str):
+        click.echo(answer["text"])
+        return
+    from gateway.app import DATABASE
+
+    click.echo("the gateway is not running (no answer on its control socket)")
+    if not (paths.data_dir() / DATABASE).exists():
+        click.echo("no database yet: run `clawgate run` once")
+        return
+
+    async def offline(store: Any) -> list[str]:
+        groups = await store.groups()
+        tasks = await store.tasks(statuses=("active",))
+        upcoming = sorted((t for t in tasks if t.next_run_at is not None), key=lambda t: t.next_run_at)
+        lines = [
+            f"groups: {len(groups)}" + (" (" + ", ".join(g.folder for g in groups) + ")" if groups else ""),
+            f"messages pending: {await store.count_messages('pending')}",
+            f"dead letters: {len(await store.dead_letters())}",
+            f"active tasks: {len(tasks)}",
+        ]
+        for task in upcoming[:3]:
+            wait = max(0, int(task.next_run_at - time.time()))
+            lines.append(f"next task {task.id} ({task.folder}) in {_age(wait)}")
+        return lines
+
+    for line in _with_store(offline):
+        click.echo(line)
+
+
+def _age(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
