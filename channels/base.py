@@ -18,6 +18,7 @@ OnMessage = Callable[[InboundMessage], Awaitable[object]]
 @runtime_checkable
 class Channel(Protocol):
     name: str
+    connected: bool  # for /status; a channel keeps it true while it can receive and send
 
     async def connect(self, on_message: OnMessage) -> None:
         """Start receiving; every inbound message is awaited through `on_message` (which persists it)."""

@@ -42,6 +42,7 @@ class ConsoleChannel:
         self._ids = itertools.count(1)
         self._session = f"{int(time.time() * 1000)}"
         self._pump: asyncio.Task[None] | None = None
+        self.connected = False
 
     def owns_chat(self, chat_id: str) -> bool:
         return chat_id.startswith(PREFIX)
@@ -57,6 +58,7 @@ class ConsoleChannel:
 
         threading.Thread(target=read, name="console-stdin", daemon=True).start()
         self._pump = asyncio.create_task(self._consume(lines, on_message), name="console")
+        self.connected = True
         if self._interactive:
             self._write(f"clawgate console — you are the owner; talk to {self._assistant}. Ctrl-D to quit.\n")
 
@@ -81,6 +83,7 @@ class ConsoleChannel:
             self._on_eof()
 
     async def disconnect(self) -> None:
+        self.connected = False
         if self._pump is not None:
             self._pump.cancel()
 

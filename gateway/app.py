@@ -163,7 +163,14 @@ class Gateway:
         return await self.router.ingest(message)
 
     async def _run_command(self, command: Command, message: InboundMessage, group: Group | None) -> None:
-        reply = await self.commands.execute(command, message, group)
+        try:
+            reply = await self.commands.execute(command, message, group)
+        except Exception as exc:  # an admin gets a short answer, never silence or a traceback
+            log.exception("command /%s failed", command.name)
+            allowed = command.name in self.commands.allowed(message, group)
+            reply = (
+                f"⚠️ /{command.name} failed: {exc.__class__.__name__}: {str(exc)[:200]}" if allowed else None
+            )
         if reply is not None:
             await self.outbox.post(None, 0, message.chat_id, reply)
 

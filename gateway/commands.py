@@ -136,7 +136,8 @@ class AdminCommands:
         live = gw.pool.live
         lines = [
             f"up {_age(time.time() - gw.started_at)}",
-            "channels: " + ", ".join(c.name for c in gw.channels),
+            "channels: "
+            + ", ".join(f"{c.name} ({'connected' if c.connected else 'DISCONNECTED'})" for c in gw.channels),
             f"containers: {len(live)}/{gw.config.sandbox.max_containers}"
             + (" (" + ", ".join(sorted(live)) + ")" if live else ""),
             f"queue: {len(gw.queue.busy)} running, {len(gw.queue.waiting)} waiting, "
@@ -212,8 +213,7 @@ class AdminCommands:
         if not tasks:
             return "no tasks"
         return "\n".join(
-            f"{t['id']} [{t['group']}] {t['status']} {t.get('schedule', '')}: "
-            f"{str(t.get('prompt', ''))[:60]}"
+            f"{t['id']} [{t['group']}] {t['status']} {t.get('schedule', '')}: {str(t.get('prompt', ''))[:60]}"
             for t in tasks
         )
 

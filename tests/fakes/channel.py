@@ -20,12 +20,14 @@ class CaptureChannel:
         self._arrived = asyncio.Condition()
         self._ids = itertools.count(1)
         self.fail_sends = False
+        self.connected = False
 
     def owns_chat(self, chat_id: str) -> bool:
         return chat_id.startswith(self.prefix)
 
     async def connect(self, on_message: OnMessage) -> None:
         self.on_message = on_message
+        self.connected = True
 
     async def disconnect(self) -> None:
         pass

@@ -186,7 +186,7 @@ async def test_chatid_and_whoami_work_everywhere(h: Harness) -> None:
 async def test_status_reports_vault_containers_queue_dead_letters_and_tasks(h: Harness) -> None:
     status = await h.ok("/status")
     assert status.startswith("up ")
-    assert "channels: capture, tg" in status
+    assert "channels: capture (connected), tg (connected)" in status
     assert "containers: 0/3" in status
     assert "vault: healthy" in status
     assert "dead letters: 0" in status
@@ -483,4 +483,4 @@ async def test_cli_changes_reach_the_running_gateway(h: Harness, docker_client) 
     assert await h.gw.store.dead_letters() == []
 
     status = await clawgate("status")
-    assert status.startswith("up ") and "vault: healthy" in status and "channels: capture, tg" in status
+    assert status.startswith("up ") and "vault: healthy" in status and "channels: capture (connected), tg (connected)" in status
