@@ -22,7 +22,14 @@ from gateway.ipc import Caller, GroupIpc, IpcServices
 from gateway.models import Group
 from groups import folders
 from groups.mounts import ALLOWLIST_FILE, log_plan, plan_mounts
-from groups.sandbox.base import Limits, RunningSandbox, SandboxBackend, SandboxSpec, SandboxUnavailable
+from groups.sandbox.base import (
+    ExtraMount,
+    Limits,
+    RunningSandbox,
+    SandboxBackend,
+    SandboxSpec,
+    SandboxUnavailable,
+)
 from groups.sandbox.docker import LABEL_INSTANCE
 from proxy.process import VaultProcess
 
@@ -74,6 +81,33 @@ def agent_environment(config: Config, group: Group) -> dict[str, str]:
     ):
         env[name] = CA_IN_CONTAINER
     return env
+
+
+def sandbox_spec(
+    config: Config,
+    group: Group,
+    dirs: folders.GroupDirs,
+    identity: tuple[int, int],
+    instance: str,
+    extra_mounts: tuple[ExtraMount, ...] = (),
+    limits: Limits | None = None,
+) -> SandboxSpec:
+    """Everything a backend needs for one group's sandbox; the single place a spec is built."""
+    sandbox = config.sandbox
+    return SandboxSpec(
+        folder=group.folder,
+        is_main=group.is_main,
+        image=sandbox.image,
+        group_dir=dirs.group,
+        global_dir=dirs.global_,
+        run_dir=dirs.run,
+        uid=identity[0],
+        gid=identity[1],
+        limits=limits or Limits(sandbox.memory_mb, sandbox.cpus, sandbox.pids_limit, sandbox.tmpfs_mb),
+        env=agent_environment(config, group),
+        labels={LABEL_INSTANCE: instance},
+        extra_mounts=extra_mounts,
+    )
 
 
 @dataclass
@@ -152,24 +186,8 @@ class SandboxPool:
                 self._config.mounts.project_root,
             )
             log_plan(plan, group.folder)
-            spec = SandboxSpec(
-                folder=group.folder,
-                is_main=group.is_main,
-                image=self._config.sandbox.image,
-                group_dir=dirs.group,
-                global_dir=dirs.global_,
-                run_dir=dirs.run,
-                uid=self._uid,
-                gid=self._gid,
-                limits=Limits(
-                    self._config.sandbox.memory_mb,
-                    self._config.sandbox.cpus,
-                    self._config.sandbox.pids_limit,
-                    self._config.sandbox.tmpfs_mb,
-                ),
-                env=agent_environment(self._config, group),
-                labels={LABEL_INSTANCE: self._instance},
-                extra_mounts=tuple(plan.granted),
+            spec = sandbox_spec(
+                self._config, group, dirs, (self._uid, self._gid), self._instance, tuple(plan.granted)
             )
             sandbox = await self._backend.start(spec)
         except BaseException:

@@ -483,4 +483,8 @@ async def test_cli_changes_reach_the_running_gateway(h: Harness, docker_client) 
     assert await h.gw.store.dead_letters() == []
 
     status = await clawgate("status")
-    assert status.startswith("up ") and "vault: healthy" in status and "channels: capture (connected), tg (connected)" in status
+    assert (
+        status.startswith("up ")
+        and "vault: healthy" in status
+        and "channels: capture (connected), tg (connected)" in status
+    )

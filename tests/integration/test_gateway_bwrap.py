@@ -19,6 +19,7 @@ from proxy.secrets import SecretStore
 from tests.fakes.channel import CaptureChannel
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.bwrap_support import alive, bwrap_rootfs, descendants, link_rootfs
+from tests.integration.test_gateway_docker import config_for as docker_config_for
 
 __all__ = ["bwrap_rootfs"]
 
@@ -26,22 +27,7 @@ REAL_KEY = "sk-ant-api03-REALSECRET-" + "x" * 20
 
 
 def config_for(model: FakeModelServer, image: str, idle: float = 30):  # type: ignore[no-untyped-def]
-    return parse(
-        f"""
-[model]
-base_url = "{model.url}"
-name = "fake-model"
-[sandbox]
-backend = "bwrap"
-image = "{image}"
-idle_timeout_s = {idle}
-max_containers = 3
-memory_mb = 256
-[vault]
-allow_private_upstreams = ["{model.host_port}"]
-""",
-        Path("test.toml"),
-    )
+    return docker_config_for(model, image, idle=idle, backend="bwrap")
 
 
 def proc_text(pids: set[int]) -> bytes:

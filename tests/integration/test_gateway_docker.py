@@ -24,13 +24,16 @@ from tests.fakes.model_server import FakeModelServer
 REAL_KEY = "sk-ant-api03-REALSECRET-" + "x" * 20
 
 
-def config_for(model: FakeModelServer, image: str, extra: str = "", idle: float = 30):  # type: ignore[no-untyped-def]
+def config_for(  # type: ignore[no-untyped-def]
+    model: FakeModelServer, image: str, extra: str = "", idle: float = 30, backend: str = "docker"
+):
     return parse(
         f"""
 [model]
 base_url = "{model.url}"
 name = "fake-model"
 [sandbox]
+backend = "{backend}"
 image = "{image}"
 idle_timeout_s = {idle}
 max_containers = 3

@@ -30,7 +30,7 @@ from docker.errors import NotFound
 
 from gateway.config import parse
 from gateway.models import Group
-from gateway.sandboxes import agent_environment, sandbox_identity
+from gateway.sandboxes import sandbox_identity, sandbox_spec
 from groups import folders
 from groups.sandbox.base import Limits, SandboxSpec
 from groups.sandbox.docker import LABEL_GROUP, LABEL_INSTANCE, DockerBackend, DockerSandbox, container_kwargs
@@ -66,19 +66,7 @@ class World:
         (dirs.run / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nnot a real cert\n")
         (dirs.run / "ca.pem").chmod(0o644)
         group = Group(folder=folder, chat_id=f"test:{folder}", name=folder, trigger="@bot", is_main=is_main)
-        return SandboxSpec(
-            folder=folder,
-            is_main=is_main,
-            image=self.config.sandbox.image,
-            group_dir=dirs.group,
-            global_dir=dirs.global_,
-            run_dir=dirs.run,
-            uid=self.uid,
-            gid=self.gid,
-            limits=limits,
-            env=agent_environment(self.config, group),
-            labels={LABEL_INSTANCE: self.instance},
-        )
+        return sandbox_spec(self.config, group, dirs, (self.uid, self.gid), self.instance, limits=limits)
 
 
 def start(client: Any, spec: SandboxSpec, created: list[Any]) -> Any:

@@ -27,7 +27,7 @@ import pytest
 
 from gateway.config import parse
 from gateway.models import Group
-from gateway.sandboxes import agent_environment, sandbox_identity
+from gateway.sandboxes import sandbox_identity, sandbox_spec
 from groups import folders
 from groups.sandbox.base import Limits, SandboxSpec, SandboxUnavailable
 from groups.sandbox.bwrap import BwrapBackend, bwrap_argv, read_rootfs
@@ -66,19 +66,7 @@ class World:
         (dirs.run / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nnot a real cert\n")
         (dirs.run / "ca.pem").chmod(0o644)
         group = Group(folder=folder, chat_id=f"test:{folder}", name=folder, trigger="@bot", is_main=is_main)
-        return SandboxSpec(
-            folder=folder,
-            is_main=is_main,
-            image=self.config.sandbox.image,
-            group_dir=dirs.group,
-            global_dir=dirs.global_,
-            run_dir=dirs.run,
-            uid=self.uid,
-            gid=self.gid,
-            limits=limits,
-            env=agent_environment(self.config, group),
-            labels={"clawgate.instance": self.instance},
-        )
+        return sandbox_spec(self.config, group, dirs, (self.uid, self.gid), self.instance, limits=limits)
 
     async def sh(self, spec: SandboxSpec, script: str) -> tuple[int, str]:
         return await probe(self.backend, spec, script)
