@@ -99,6 +99,10 @@ _POLICY: dict[str, str] = {
     "list_chats": "main",
 }
 
+# The turn protocol paces itself (one turn at a time) and must never be throttled: a dropped
+# `turn_done` would lose the answer. Everything that acts on the gateway is rate-limited.
+_TURN_PROTOCOL = frozenset({"next_messages", "received", "turn_done", "status"})
+
 MAX_DEPTH = 6
 RATE_PER_S = 20.0
 RATE_BURST = 100.0
@@ -307,9 +311,9 @@ class GroupIpc:
                 raise IpcError("bad_request", f"unexpected top-level field(s): {sorted(extra)}")
             if _depth(request) > MAX_DEPTH:
                 raise IpcError("too_deep", f"request nesting exceeds {MAX_DEPTH} levels")
-            if not self._bucket.take():
-                raise IpcError("rate_limited", "too many requests; slow down")
             params = validate(request.get("method"), request.get("params"))
+            if request["method"] not in _TURN_PROTOCOL and not self._bucket.take():
+                raise IpcError("rate_limited", "too many requests; slow down")
             result = await self._dispatch(request["method"], params)
         except IpcError as exc:
             method = request.get("method") if isinstance(request, dict) else None

@@ -193,5 +193,8 @@ async def test_non_main_cannot_see_known_chats(world) -> None:
 
 async def test_requests_are_rate_limited(world) -> None:
     _, _, team = world
-    replies = [await team.call("status", state="x") for _ in range(130)]
+    replies = [await team.call("log", level="info", message="x") for _ in range(130)]
     assert any(refused(r, "rate_limited") for r in replies)
+    # The turn protocol itself is never throttled, even right after the bucket ran dry.
+    assert "result" in await team.call("status", state="busy")
+    assert refused(await team.call("turn_done", run_id=1, text="x"), "unknown_run")
