@@ -9,6 +9,8 @@
   single-transaction insert of the same rows.
 - mount cases: generated mount requests checked against the allowlist invariants.
 - load: 100 groups, 10,000 messages, a model with a small delay (see benchmarks/load.py).
+- vault: HTTPS requests/s and added latency through the vault, next to a bare mitmdump and
+  direct to the upstream (see benchmarks/vault.py).
 Needs Docker and the sandbox image (built if missing). Talks only to loopback.
 """
 
@@ -31,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.harness import IMAGE, bench_gateway, ensure_image  # noqa: E402
 from benchmarks.load import run_load  # noqa: E402
 from benchmarks.mount_cases import run as mount_cases_run  # noqa: E402
+from benchmarks.vault import run as vault_run  # noqa: E402
 from gateway.faults import POINTS as CRASH_POINTS  # noqa: E402
 from gateway.models import Group, InboundMessage  # noqa: E402
 from gateway.store import Store  # noqa: E402
@@ -149,6 +152,7 @@ async def main() -> None:
     ingest, raw_ingest = await ingest_throughput()
     mount_cases = await asyncio.to_thread(mount_cases_run)
     load = await run_load("bwrap")
+    vault = await vault_run()  # HTTPS via the vault vs bare mitmdump vs direct (benchmarks/vault.py)
     result = {
         "warm_p50_ms": ms(pct(warm, 0.5)),
         "warm_p99_ms": ms(pct(warm, 0.99)),
@@ -165,12 +169,14 @@ async def main() -> None:
         "raw_sqlite_msgs_per_s": round(raw_ingest),
         "mount_cases_checked": mount_cases,
         **load,
+        **vault,
         "crash_kill_points": len(CRASH_POINTS),
         "targets": {
             "warm_p50_ms": 10,
             "cold_vs_docker_run": 1.5,
             "ingest_msgs_per_s": 5000,
             "bwrap_cold_start_p50_ms": 100,
+            "vault_vs_mitmdump_rps": 0.9,
         },
     }
     print(json.dumps(result))

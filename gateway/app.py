@@ -60,14 +60,20 @@ class Gateway:
         self.input_closed = asyncio.Event()
         self.started_at = time.time()
         self._started = False
+        self._leaks_notified: set[tuple[str, str]] = set()  # (group, pattern) told to main once
 
     async def start(self, channels: list[Channel] | None = None) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         self.store = await Store.open(self.data_dir / DATABASE)
         self.backend = make_backend(self.config, self.data_dir)
+        upstream_ca = self.config.vault.upstream_ca
         self.vault = VaultProcess(
-            self.config_dir, self.data_dir / "vault", list(self.config.vault.allow_private_upstreams)
+            self.config_dir,
+            self.data_dir / "vault",
+            list(self.config.vault.allow_private_upstreams),
+            upstream_ca=Path(upstream_ca) if upstream_ca else None,
+            gateway_socket=self.data_dir / "run" / CONTROL_SOCKET,  # leak notices (proxy/leaks.py)
         )
         try:
             await self.backend.check(self.config.sandbox.image)
@@ -226,6 +232,12 @@ class Gateway:
             return {"ok": True}
         if op == "status":
             return {"ok": True, "text": await self.commands.status_text()}
+        if op == "leak":  # the vault blocked a request carrying a credential (proxy/leaks.py)
+            key = (str(request.get("group"))[:64], str(request.get("pattern"))[:100])
+            if key not in self._leaks_notified:
+                self._leaks_notified.add(key)
+                await self.notify_main(f"⚠️ blocked a request from group {key[0]}: it contained {key[1]}")
+            return {"ok": True}
         raise ValueError(f"unknown op {op!r}")
 
     # -- callbacks between the parts ------------------------------------------------------

@@ -58,8 +58,28 @@ class SandboxConfig(_Section):
     turn_timeout_s: float = Field(900, gt=0)
 
 
+class VaultRateLimitConfig(_Section):
+    """Sliding one-minute windows; 0 disables. Over the limit the vault answers 429 + Retry-After."""
+
+    per_group_per_minute: int = Field(0, ge=0)
+    per_host_per_minute: int = Field(0, ge=0, description="per (group, upstream host)")
+
+
 class VaultConfig(_Section):
     allow_private_upstreams: list[str] = Field(default_factory=list)
+    unscoped: Literal["forward", "refuse"] = Field(
+        "forward", description="a group not allowed to use the matching secret: forward bare, or 403"
+    )
+    egress: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='group -> host patterns ("*" = all); "default" for groups without an entry',
+    )
+    rate_limit: VaultRateLimitConfig = VaultRateLimitConfig()
+    max_request_bytes: int = Field(0, ge=0, description="0 = unlimited; larger requests get 413")
+    max_response_bytes: int = Field(0, ge=0, description="0 = unlimited; larger responses are aborted")
+    upstream_ca: str | None = Field(
+        None, description="PEM CA bundle that REPLACES the system store for upstream TLS (private CAs)"
+    )
 
     @field_validator("allow_private_upstreams")
     @classmethod

@@ -16,6 +16,7 @@ from gateway.prompt import build_prompt
 from gateway.sandboxes import SandboxPool
 from gateway.store import Store
 from groups.sandbox.base import SandboxUnavailable
+from proxy.leaks import redact
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,14 @@ FINAL_REPLY_SEQ = 0
 ReceiptObserver = Callable[[ClaimedRun, float], None]
 # Finish observers get (run, reply text, error) once a run is closed; the scheduler logs task runs here.
 FinishObserver = Callable[[ClaimedRun, str | None, str | None], Awaitable[None]]
+
+
+def _redacted(text: str, where: str) -> str:
+    """Agent text is scanned for credential formats before it reaches a chat (see proxy/leaks.py)."""
+    clean, found = redact(text)
+    if found:
+        log.warning("redacted %s from an agent message (%s)", ", ".join(sorted(set(found))), where)
+    return clean
 
 
 class RunExecutor:
@@ -84,6 +93,7 @@ class RunExecutor:
         if outcome.error:
             reply = f"⚠️ {outcome.error}" if not reply else f"{reply}\n\n⚠️ {outcome.error}"
         if reply:
+            reply = _redacted(reply, group.folder)
             await self._outbox.post(claimed.run_id, FINAL_REPLY_SEQ, group.chat_id, reply)
         await self._store.finish_run(claimed.run_id, outcome.error)
         crash_point("after_finish")
@@ -165,4 +175,4 @@ class RunExecutor:
             seq = self._seq[run_id]
         else:
             run_id, seq = None, 0
-        await self._outbox.post(run_id, seq, chat_id, text)
+        await self._outbox.post(run_id, seq, chat_id, _redacted(text, chat_id))

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,8 @@ from groups.sandbox.base import (
 )
 from groups.sandbox.docker import LABEL_INSTANCE
 from proxy.process import VaultProcess
+from proxy.rules import model_key_usable
+from proxy.secrets import SecretInfo, SecretStore, VaultError
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,14 @@ def sandbox_identity(root_uid: int) -> tuple[int, int]:
     return uid, gid
 
 
-def agent_environment(config: Config, group: Group) -> dict[str, str]:
-    """The container's environment. Holds placeholders only; real keys live in the vault."""
+def agent_environment(
+    config: Config, group: Group, secrets: Sequence[SecretInfo] | None = None
+) -> dict[str, str]:
+    """The container's environment. Holds placeholders only; real keys live in the vault.
+
+    With `secrets` (metadata only), the model-key placeholder is set only if the group may
+    use a secret for the model host; None keeps the placeholder unconditionally.
+    """
     proxy = f"http://127.0.0.1:{PROXY_PORT}"
     key_var = "ANTHROPIC_API_KEY" if config.model.provider == "anthropic" else "OPENAI_API_KEY"
     env = {
@@ -64,11 +72,12 @@ def agent_environment(config: Config, group: Group) -> dict[str, str]:
         "CLAWGATE_ASSISTANT_NAME": config.assistant_name,
         "CLAWGATE_GROUP": group.folder,
         "CLAWGATE_IS_MAIN": "1" if group.is_main else "0",
-        key_var: "placeholder",
         "HOME": "/workspace/group",
         "NO_PROXY": "",
         "no_proxy": "",
     }
+    if secrets is None or model_key_usable(secrets, group.folder, config.model.base_url):
+        env[key_var] = "placeholder"
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
         env[name] = proxy
     for name in (
@@ -91,6 +100,7 @@ def sandbox_spec(
     instance: str,
     extra_mounts: tuple[ExtraMount, ...] = (),
     limits: Limits | None = None,
+    secrets: Sequence[SecretInfo] | None = None,
 ) -> SandboxSpec:
     """Everything a backend needs for one group's sandbox; the single place a spec is built."""
     sandbox = config.sandbox
@@ -104,7 +114,7 @@ def sandbox_spec(
         uid=identity[0],
         gid=identity[1],
         limits=limits or Limits(sandbox.memory_mb, sandbox.cpus, sandbox.pids_limit, sandbox.tmpfs_mb),
-        env=agent_environment(config, group),
+        env=agent_environment(config, group, secrets),
         labels={LABEL_INSTANCE: instance},
         extra_mounts=extra_mounts,
     )
@@ -149,6 +159,14 @@ class SandboxPool:
     def live(self) -> dict[str, LiveSandbox]:
         return dict(self._live)
 
+    def _secret_metadata(self) -> list[SecretInfo]:
+        """Which secrets exist and who may use them (never values); [] if unreadable."""
+        try:
+            return SecretStore(self._config_dir).list()
+        except VaultError as e:
+            log.warning("cannot read secret metadata (%s); no key placeholders are set", e)
+            return []
+
     def _lock(self, folder: str) -> asyncio.Lock:
         return self._locks.setdefault(folder, asyncio.Lock())
 
@@ -187,7 +205,13 @@ class SandboxPool:
             )
             log_plan(plan, group.folder)
             spec = sandbox_spec(
-                self._config, group, dirs, (self._uid, self._gid), self._instance, tuple(plan.granted)
+                self._config,
+                group,
+                dirs,
+                (self._uid, self._gid),
+                self._instance,
+                tuple(plan.granted),
+                secrets=self._secret_metadata(),
             )
             sandbox = await self._backend.start(spec)
         except BaseException:

@@ -18,9 +18,13 @@ from pathlib import Path
 from mitmproxy import options
 from mitmproxy.tools.dump import DumpMaster
 
+from gateway.config import ConfigError
 from gateway.paths import ensure_private_dir
 from proxy.addon import PeerRegistry, VaultAddon, parse_hostport
+from proxy.audit import AUDIT_FILE, AuditAddon, AuditLog
 from proxy.control import ControlServer
+from proxy.leaks import LeakAddon
+from proxy.policy import load_policy
 from proxy.relay import Relay
 from proxy.secrets import SecretStore, VaultError
 
@@ -58,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="PEM CA bundle used INSTEAD of the system store to verify upstreams (private CAs, tests)",
     )
     p.add_argument("--verbose", action="store_true", help="log connections and injections (never values)")
+    p.add_argument(
+        "--gateway-socket", type=Path, default=None, help="gateway control socket, told about blocked leaks"
+    )
     args = p.parse_args(argv)
     for a in args.allow_private:
         try:
@@ -88,14 +95,25 @@ async def run(args: argparse.Namespace) -> int:
     registry = PeerRegistry()
     addon = VaultAddon(registry, args.allow_private)
     addon.set_secrets(secrets)
+    try:  # [vault] egress / rate_limit / size limits / unscoped from config.toml
+        addon.set_policy(load_policy(args.config_dir))
+    except ConfigError as e:
+        print(f"clawgate vault: {e}", file=sys.stderr, flush=True)
+        return 2
+    addon.usage_store = store
+    audit = AuditAddon(AuditLog(Path(args.state_dir) / AUDIT_FILE), addon.group_of)
+    leaks = LeakAddon(addon.group_of, args.gateway_socket)
+    leaks.set_secrets(secrets)
     ready = _Ready()
-    master.addons.add(addon, ready)
+    # order matters: audit and leaks see the request as sent, before VaultAddon injects
+    master.addons.add(audit, leaks, addon, audit.tail, ready)
 
     relay = Relay(registry, args.listen_port)
 
     async def reload_secrets() -> int:
         loaded = await asyncio.to_thread(store.load_all)
         addon.set_secrets(loaded)
+        leaks.set_secrets(loaded)
         return len(loaded)
 
     control = ControlServer(args.control_socket, relay, reload_secrets, ca_cert_path(args.state_dir))

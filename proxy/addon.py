@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from mitmproxy import connection, http
 from mitmproxy.proxy import server_hooks
 
-from proxy.secrets import SecretInfo
+from proxy.policy import Enforcer, Policy
+from proxy.secrets import SecretInfo, SecretStore
 
 log = logging.getLogger("clawgate.vault")
 
@@ -141,13 +142,19 @@ class VaultAddon:
         self._groups: dict[str, str] = {}  # client connection id -> group
         self._secrets: list[tuple[SecretInfo, str]] = []
         self._pinned: dict[str, Address] = {}  # server connection id -> original address
+        self.enforcer = Enforcer()  # rules, scoping and policies: proxy/policy.py, proxy/rules.py
+        self.usage_store: SecretStore | None = None  # where last-used times are flushed
 
     # -- configuration --
 
     def set_secrets(self, secrets: list[tuple[SecretInfo, str]]) -> None:
         """Swap the injected secrets atomically (called at start and on reload)."""
         self._secrets = list(secrets)
+        self.enforcer.set_secrets(self._secrets)
         log.info("vault: %d secret(s) loaded: %s", len(secrets), ", ".join(i.name for i, _ in secrets))
+
+    def set_policy(self, policy: Policy) -> None:
+        self.enforcer.set_policy(policy)
 
     # -- identity --
 
@@ -203,6 +210,7 @@ class VaultAddon:
 
     def _refuse(self, flow: http.HTTPFlow, status: int, body: str) -> None:
         flow.response = http.Response.make(status, body, {"Content-Type": "text/plain; charset=utf-8"})
+        flow.metadata.setdefault("clawgate.refusal", (body.strip().splitlines() or [""])[0][:200])
 
     async def _check_flow(self, flow: http.HTTPFlow) -> bool:
         group = self.group_of(flow.client_conn)
@@ -221,13 +229,63 @@ class VaultAddon:
         return True
 
     async def http_connect(self, flow: http.HTTPFlow) -> None:
-        await self._check_flow(flow)
+        if await self._check_flow(flow):
+            group = self.group_of(flow.client_conn) or ""
+            refusal = self.enforcer.check_egress(group, flow.request.host, flow.request.port)
+            self._policy_refusal(flow, refusal)
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
-        if await self._check_flow(flow):
+        if await self._check_flow(flow) and not self._policy_checks(flow):
             self._inject(flow)
+
+    # -- policies (proxy/policy.py) --
+
+    def _policy_refusal(self, flow: http.HTTPFlow, refusal: http.Response | None) -> bool:
+        if refusal is None:
+            return False
+        flow.response = refusal
+        flow.metadata.setdefault("clawgate.refusal", refusal.get_text(strict=False).splitlines()[0][:200])
+        return True
+
+    def _policy_checks(self, flow: http.HTTPFlow) -> bool:
+        """Egress allowlist, rate limits, request size; True if the flow was refused."""
+        group, host = self.group_of(flow.client_conn) or "", flow.request.host
+        e = self.enforcer
+        return (
+            self._policy_refusal(flow, e.check_egress(group, host, flow.request.port))
+            or self._policy_refusal(flow, e.check_rate(group, host))
+            or self._policy_refusal(flow, e.check_request_size(flow, have_body=False))
+        )
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is None:
+            self._policy_refusal(flow, self.enforcer.check_request_size(flow, have_body=True))
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            self.enforcer.stream_response(flow)
+
+    def running(self) -> None:
+        if self.usage_store is not None:
+            self._usage_task = asyncio.create_task(self._flush_usage_forever())
+
+    async def _flush_usage_forever(self, every_s: float = 10.0) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            await self.flush_usage()
+
+    async def flush_usage(self) -> None:
+        used = self.enforcer.take_usage()
+        if used and self.usage_store is not None:
+            try:
+                await asyncio.to_thread(self.usage_store.record_usage, used)
+            except Exception as e:  # best effort: never break traffic over a timestamp
+                log.warning("vault: could not record last-used times: %s", e)
+
+    async def done(self) -> None:
+        await self.flush_usage()
 
     async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         """Last line of defence: check the address actually dialled and pin it to one IP."""
@@ -265,16 +323,8 @@ class VaultAddon:
     # -- injection --
 
     def _inject(self, flow: http.HTTPFlow) -> None:
+        """Most specific rule the group may use (proxy/rules.py); scoping per [vault] unscoped."""
         host, port = flow.request.host.lower().rstrip("."), flow.request.port
-        hp = format_hostport(host, port)
-        bare = f"[{host}]" if ":" in host else host
-        for info, value in self._secrets:
-            if info.host not in (hp, bare):
-                continue
-            if flow.request.scheme != "https" and not self._allowed_literal(host, port):
-                log.warning(
-                    "vault: not injecting %s into plain-HTTP request to %s (TLS required)", info.name, hp
-                )
-                continue
-            flow.request.headers[info.header] = info.format.format(value=value)
-            log.info("vault[%s]: injected %s for %s", self.group_of(flow.client_conn), info.name, hp)
+        tls_ok = flow.request.scheme == "https" or self._allowed_literal(host, port)
+        refusal = self.enforcer.inject(flow, self.group_of(flow.client_conn), tls_ok)
+        self._policy_refusal(flow, refusal)

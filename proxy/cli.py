@@ -13,6 +13,8 @@ import sys
 import click
 
 from gateway.paths import config_dir, data_dir
+from proxy.rules import ACTIONS, RuleError, make_rule
+from proxy.rules import PRESETS as RULE_PRESETS
 from proxy.secrets import SecretStore, VaultError
 
 PRESETS: dict[str, tuple[str, str]] = {
@@ -71,36 +73,73 @@ def vault_cli() -> None:
 
 @vault_cli.command("add")
 @click.argument("name")
-@click.option("--host", required=True, help="Upstream host (or host:port) that receives this secret.")
-@click.option("--header", default=None, help=f"Header to set (default {DEFAULT_HEADER}).")
-@click.option("--format", "fmt", default=None, help=f"Header value template (default '{DEFAULT_FORMAT}').")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None, help="Header/format preset.")
+@click.option("--host", default=None, help="Host pattern: api.example.com, *.example.com, host:port.")
+@click.option("--path", default="/*", show_default=True, help="Path pattern: /a/b, /a/*, /repos/*/pulls.")
+@click.option("--method", "methods", multiple=True, help="Only for this HTTP method (repeatable).")
+@click.option(
+    "--action",
+    type=click.Choice(ACTIONS),
+    default=None,
+    help="How to inject (default set_header; presets choose for you).",
+)
+@click.option("--header", default=None, help=f"Header for header actions (default {DEFAULT_HEADER}).")
+@click.option(
+    "--format", "fmt", default=None, help="Template with {value}, e.g. 'token {value}', /bot{value}."
+)
+@click.option("--query-param", default=None, help="Query parameter for --action set_query.")
+@click.option("--preset", type=click.Choice(sorted(RULE_PRESETS)), default=None, help="Known API preset.")
+@click.option(
+    "--groups", default="main", show_default=True, help="Comma list of groups that may use it; '*' = all."
+)
 @click.option("--replace", is_flag=True, help="Overwrite an existing secret with the same name.")
 @click.option("--from-env", "from_env", metavar="VAR", default=None, help="Read the value from $VAR.")
 def add_cmd(
     name: str,
-    host: str,
+    host: str | None,
+    path: str,
+    methods: tuple[str, ...],
+    action: str | None,
     header: str | None,
     fmt: str | None,
+    query_param: str | None,
     preset: str | None,
+    groups: str,
     replace: bool,
     from_env: str | None,
 ) -> None:
     """Store secret NAME. The value comes from stdin, --from-env, or a hidden prompt."""
-    preset_header, preset_format = PRESETS[preset] if preset else (DEFAULT_HEADER, DEFAULT_FORMAT)
-    value = _read_value(from_env)
     try:
-        info = _store().add(
-            name,
-            value,
-            host,
-            header=header or preset_header,
-            fmt=fmt or preset_format,
-            replace=replace,
-        )
+        if preset:
+            p_action, p_header, p_fmt, p_host = RULE_PRESETS[preset]
+            host = host or p_host
+            action, header, fmt = action or p_action, header or p_header, fmt or p_fmt
+        if not host:
+            raise click.ClickException("--host is required (or a --preset with a default host)")
+        rule = make_rule(host, path, methods, action or "set_header", header, fmt, query_param)
+    except RuleError as e:
+        raise click.ClickException(str(e)) from None
+    value = _read_value(from_env)
+    group_list = [g.strip() for g in groups.split(",")]
+    legacy = rule.action == "set_header" and rule.path == "/*" and not rule.methods
+    try:
+        if legacy:  # the v1 record form: host + header + format
+            info = _store().add(
+                name,
+                value,
+                host,
+                header=rule.header or "",
+                fmt=rule.format,
+                replace=replace,
+                groups=group_list,
+            )
+        else:
+            info = _store().add(name, value, rules=[rule], replace=replace, groups=group_list)
     except VaultError as e:
         raise click.ClickException(e.message) from None
-    click.echo(f"stored secret {info.name} for {info.host} (header {info.header})")
+    if info.rules:
+        click.echo(f"stored secret {info.name}: {rule.describe()} (groups {', '.join(info.groups)})")
+    else:
+        click.echo(f"stored secret {info.name} for {info.host} (header {info.header})")
     _reload_running_vault()
 
 
@@ -132,3 +171,32 @@ def remove_cmd(name: str) -> None:
         raise click.ClickException(f"no secret named {name!r}")
     click.echo(f"removed secret {name}")
     _reload_running_vault()
+
+
+@vault_cli.command("log")
+@click.option("--group", default=None, help="Only this group's requests.")
+@click.option("--since", default=None, help="e.g. 10m, 2h, 1d, or an ISO time.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Newest N entries.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON lines.")
+def log_cmd(group: str | None, since: str | None, limit: int, as_json: bool) -> None:
+    """Show the vault's audit log: one line per request (never a credential or query value)."""
+    import json
+
+    from proxy.audit import format_table, parse_since, query
+
+    try:
+        cutoff = parse_since(since) if since else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--since") from None
+    entries = query(data_dir() / "vault", group=group, since=cutoff, limit=limit)
+    if as_json:
+        for e in entries:
+            click.echo(json.dumps(e))
+        return
+    if not entries:
+        click.echo("no requests logged")
+        return
+    click.echo(format_table(entries))
+
+
+from proxy import cli_secrets as _cli_secrets  # noqa: E402, F401  (registers show, rotate, test)

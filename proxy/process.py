@@ -72,12 +72,14 @@ class VaultProcess:
         allow_private: list[str],
         python: str = sys.executable,
         upstream_ca: Path | None = None,
+        gateway_socket: Path | None = None,
     ) -> None:
         self.config_dir = Path(config_dir)
         self.state_dir = Path(state_dir)
         self.allow_private = list(allow_private)
         self.python = python
         self.upstream_ca = upstream_ca  # replaces the system trust store for upstream TLS
+        self.gateway_socket = gateway_socket  # the vault reports blocked leaks there (proxy/leaks.py)
         self.control_socket = self.state_dir / CONTROL_SOCKET
         self.log_path = self.state_dir / LOG_FILE
         self.ca_cert_path = self.state_dir / "ca" / "mitmproxy-ca-cert.pem"
@@ -125,6 +127,8 @@ class VaultProcess:
             cmd += ["--allow-private", a]
         if self.upstream_ca is not None:
             cmd += ["--upstream-ca", str(self.upstream_ca)]
+        if self.gateway_socket is not None:
+            cmd += ["--gateway-socket", str(self.gateway_socket)]
         root = _PROJECT_ROOT
         env = dict(os.environ)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

@@ -30,17 +30,22 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from proxy.rules import Rule, RuleError, make_rule
+
 MASTER_KEY_FILE = "master.key"
 SECRETS_FILE = "secrets.json"
 LOCK_FILE = "secrets.lock"
+USAGE_FILE = "secrets-usage.json"  # last-used timestamps, written by the vault process
 KEY_BYTES = 32
 NONCE_BYTES = 12
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # v2 adds "rules" and "groups"; v1 records still load
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # RFC 9110 `token`: what a header field name may consist of.
 _HEADER_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_GROUP_RE = re.compile(r"^(\*|[A-Za-z0-9_.-]{1,64})$")
+DEFAULT_GROUPS = ("main",)
 
 
 class VaultError(Exception):
@@ -60,6 +65,18 @@ class SecretInfo:
     header: str
     format: str
     created_at: str
+    rules: tuple[Rule, ...] = ()  # empty: one set_header rule from host/header/format (v1)
+    groups: tuple[str, ...] = DEFAULT_GROUPS  # groups that may use it; "*" = every group
+    last_used: str = ""
+
+    @property
+    def effective_rules(self) -> tuple[Rule, ...]:
+        if self.rules:
+            return self.rules
+        return (Rule(host=self.host, action="set_header", header=self.header, format=self.format),)
+
+    def allows(self, group: str | None) -> bool:
+        return group is not None and ("*" in self.groups or group in self.groups)
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -135,6 +152,16 @@ def validate_format(fmt: str) -> str:
     return fmt
 
 
+def validate_groups(groups: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    out = tuple(dict.fromkeys(g.strip() for g in groups if g.strip()))
+    if not out:
+        raise VaultError("at least one group is needed (use '*' for every group)")
+    for g in out:
+        if not _GROUP_RE.fullmatch(g):
+            raise VaultError(f"invalid group {g!r}: use a group folder name or '*'")
+    return out
+
+
 def validate_value(value: str) -> str:
     # Never echo the value back: the message only says what is wrong with it.
     if not isinstance(value, str) or value == "":
@@ -162,16 +189,33 @@ class SecretStore:
         self,
         name: str,
         value: str,
-        host: str,
+        host: str | None = None,
         header: str = "Authorization",
         fmt: str = "Bearer {value}",
         replace: bool = False,
+        rules: list[Rule] | None = None,
+        groups: list[str] | tuple[str, ...] = DEFAULT_GROUPS,
     ) -> SecretInfo:
-        """Encrypt and store a secret; refuse to overwrite an existing name unless `replace`."""
+        """Encrypt and store a secret; refuse to overwrite an existing name unless `replace`.
+
+        Without `rules`, the secret gets one rule: set `header` = `fmt` on requests to `host`.
+        """
         validate_name(name)
-        host = normalize_host(host)
-        validate_header(header)
-        validate_format(fmt)
+        groups = validate_groups(groups)
+        if rules:
+            first = rules[0]
+            host, header, fmt = first.host, first.header or "", first.format
+        else:
+            if host is None:
+                raise VaultError("a host (or at least one rule) is required")
+            host = normalize_host(host)
+            validate_header(header)
+            validate_format(fmt)
+            try:  # validate as a rule, but store in the v1 form (rules=() -> derived)
+                make_rule(host, action="set_header", header=header, fmt=fmt)
+            except RuleError as e:
+                raise VaultError(str(e)) from None
+            rules = []
         validate_value(value)
         with self._locked():
             aead = AESGCM(self._master_key(create=True))
@@ -187,6 +231,8 @@ class SecretStore:
                 header=header,
                 format=fmt,
                 created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                rules=tuple(rules),
+                groups=groups,
             )
             record = {
                 "name": info.name,
@@ -197,13 +243,60 @@ class SecretStore:
                 "nonce": base64.b64encode(nonce).decode("ascii"),
                 "ciphertext": base64.b64encode(ciphertext).decode("ascii"),
             }
+            if info.groups != DEFAULT_GROUPS:
+                record["groups"] = list(info.groups)
+            if info.rules:
+                record["rules"] = [r.to_dict() for r in info.rules]
             records = [r for r in records if r["name"] != name] + [record]
             self._write_records(records)
         return info
 
     def list(self) -> list[SecretInfo]:
         """Metadata of every stored secret, sorted by name; values are not decrypted."""
-        return sorted((self._info(r) for r in self._read_records()), key=lambda i: i.name)
+        usage = self.usage()
+        infos = (self._info(r, usage.get(str(r.get("name")), "")) for r in self._read_records())
+        return sorted(infos, key=lambda i: i.name)
+
+    def get(self, name: str) -> SecretInfo | None:
+        """Metadata of one secret (never its value), or None."""
+        validate_name(name)
+        return next((i for i in self.list() if i.name == name), None)
+
+    def rotate(self, name: str, value: str) -> SecretInfo:
+        """Replace a secret's value, keeping its rules and groups."""
+        validate_name(name)
+        validate_value(value)
+        with self._locked():
+            aead = AESGCM(self._master_key(create=True))
+            records = self._read_records()
+            record = next((r for r in records if r.get("name") == name), None)
+            if record is None:
+                raise VaultError(f"no secret named {name!r}")
+            nonce = _random.token_bytes(NONCE_BYTES)
+            ciphertext = aead.encrypt(nonce, value.encode("utf-8"), name.encode("utf-8"))
+            record["nonce"] = base64.b64encode(nonce).decode("ascii")
+            record["ciphertext"] = base64.b64encode(ciphertext).decode("ascii")
+            record["rotated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+            self._write_records(records)
+        return self._info(record)
+
+    def usage(self) -> dict[str, str]:
+        """name -> ISO timestamp of the last request it was injected into (best effort)."""
+        try:
+            doc = json.loads((self.config_dir / USAGE_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(doc, dict):
+            return {}
+        return {str(k): str(v) for k, v in doc.items()}
+
+    def record_usage(self, used: dict[str, str]) -> None:
+        """Merge last-used timestamps (the vault calls this in batches, not per request)."""
+        if not used:
+            return
+        with self._locked():
+            merged = self.usage() | used
+            self._atomic_write(self.config_dir / USAGE_FILE, json.dumps(merged, indent=2).encode())
 
     def remove(self, name: str) -> bool:
         """Delete a secret; False if there was none with that name."""
@@ -323,14 +416,17 @@ class SecretStore:
 
     def _write_records(self, records: list[dict]) -> None:
         data = json.dumps({"version": FORMAT_VERSION, "secrets": records}, indent=2).encode("utf-8")
-        fd, tmp = tempfile.mkstemp(prefix=".secrets.json.", dir=self.config_dir)
+        self._atomic_write(self.secrets_path, data)
+
+    def _atomic_write(self, path: Path, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=self.config_dir)
         try:
             os.fchmod(fd, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, self.secrets_path)
+            os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -345,14 +441,21 @@ class SecretStore:
             os.close(fd)
 
     @staticmethod
-    def _info(r: dict) -> SecretInfo:
+    def _info(r: dict, last_used: str = "") -> SecretInfo:
         try:
+            rules = tuple(Rule.from_dict(d) for d in r.get("rules", []))
+            groups = tuple(str(g) for g in r.get("groups", DEFAULT_GROUPS))
             return SecretInfo(
                 name=str(r["name"]),
                 host=str(r["host"]),
                 header=str(r["header"]),
                 format=str(r["format"]),
                 created_at=str(r.get("created_at", "")),
+                rules=rules,
+                groups=groups,
+                last_used=last_used,
             )
         except KeyError as e:
             raise VaultError(f"secrets file has a record without {e.args[0]!r}") from None
+        except (RuleError, TypeError, ValueError) as e:
+            raise VaultError(f"secret {r.get('name')!r} has an invalid rule: {e}") from None

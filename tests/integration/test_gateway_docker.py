@@ -160,7 +160,7 @@ async def test_idle_container_is_stopped(dirs, model_server, sandbox_image, dock
         await gw.ingest(channel.message("hi"))
         await channel.wait_for(1)
         assert len(containers(docker_client, gw, "main")) == 1
-        for _ in range(100):
+        for _ in range(300):
             if not containers(docker_client, gw, "main"):
                 break
             await asyncio.sleep(0.1)

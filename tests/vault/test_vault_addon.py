@@ -131,6 +131,7 @@ def test_injection_rules() -> None:
     info = SecretInfo("s", "api.example.com", "Authorization", "Bearer {value}", "")
     local = SecretInfo("l", "127.0.0.1:8080", "x-api-key", "{value}", "")
     a.set_secrets([(info, "REAL"), (local, "LOCAL")])
+    a.group_of = lambda client: "main"  # type: ignore[method-assign]  # scoping: main may use both
 
     f = tflow.tflow()
     f.request.scheme, f.request.host, f.request.port = "https", "api.example.com", 443

@@ -128,6 +128,8 @@ async def vault(
 ) -> AsyncIterator[VaultProcess]:
     allowed, _ = upstreams
     store = SecretStore(dirs["cfg"])
+    # non-main groups may only reach the model host unless allowed ([vault.egress])
+    (dirs["cfg"] / "config.toml").write_text('[vault.egress]\nteam = ["127.0.0.1"]\n')
     store.add("anthropic", REAL_KEY, f"127.0.0.1:{allowed.port}", header="x-api-key", fmt="{value}")
     store.add("openai", TLS_KEY, f"127.0.0.1:{tls_upstream.port}")
     vp = VaultProcess(

@@ -1,0 +1,332 @@
+"""Vault benchmark: HTTPS requests through the vault vs a bare `mitmdump` vs direct, in one run.
+
+All three talk to the same loopback HTTPS upstream (a minimal asyncio keep-alive server in
+its own process, certificate from a throw-away CA):
+
+- direct: the client connects to the upstream itself (TLS to the upstream).
+- mitmdump: the same mitmproxy, no addon (`connection_strategy=lazy`, trusting the
+  upstream CA, flow output off), client through its TCP port with CONNECT.
+- vault: `python -m proxy` (VaultProcess) with a secret whose rule injects a header for
+  the upstream, leak scanning and the audit log on; client through the group's unix
+  socket (the path containers use: relay → mitmproxy).
+
+Throughput: a fixed number of GETs at the same client concurrency over keep-alive
+connections (httpcore, HTTP/1.1), split into ROUNDS interleaved rounds (the machine may
+be busy; each mode gets the same share of the noise) and reported as the median round.
+Latency: a sequential pass, one request in flight, alternating between the modes;
+`vault_added_*` = vault minus direct at the same percentile.
+
+Run alone: `python -m benchmarks.vault` (prints JSON).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import ssl
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import httpcore  # noqa: E402
+
+REQUESTS = int(os.environ.get("BENCH_VAULT_REQUESTS", "2000"))
+CONCURRENCY = int(os.environ.get("BENCH_VAULT_CONCURRENCY", "8"))
+LATENCY_SAMPLES = int(os.environ.get("BENCH_VAULT_LATENCY_SAMPLES", "300"))
+ROUNDS = 5
+TOKEN = "bench-REAL-token-0123456789"
+
+
+def _make_certs(dir_: Path) -> tuple[Path, Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "clawgate bench CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = dir_ / "ca.pem", dir_ / "server.pem", dir_ / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+# -- the upstream (runs in its own process: `python -m benchmarks.vault --upstream CERT KEY`) --
+
+_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n"
+
+
+async def _serve_upstream(cert: str, key: str) -> None:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                if length:
+                    await reader.readexactly(length)
+                writer.write(_RESPONSE)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx, backlog=512)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+
+
+# -- the client ---------------------------------------------------------------------------------
+
+
+async def _one(pool: httpcore.AsyncConnectionPool, url: str) -> float:
+    start = time.perf_counter()
+    resp = await pool.request("GET", url, headers={"Authorization": "Bearer placeholder"})
+    if resp.status != 200:
+        raise RuntimeError(f"{url}: HTTP {resp.status}: {resp.content[:300]!r}")
+    return time.perf_counter() - start
+
+
+async def _warm(pool: httpcore.AsyncConnectionPool, url: str) -> None:
+    """Open CONCURRENCY keep-alive connections (TLS, certificate generation) before measuring."""
+    for _ in range(CONCURRENCY * 2):
+        await _one(pool, url)
+    await asyncio.gather(*(_one(pool, url) for _ in range(CONCURRENCY)))
+
+
+async def _throughput(pool: httpcore.AsyncConnectionPool, url: str, count: int) -> float:
+    remaining = count
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await _one(pool, url)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return count / (time.perf_counter() - start)
+
+
+class _UnixBackend(httpcore.AsyncNetworkBackend):
+    """Every "TCP" connection goes to the group's unix socket (httpcore's proxy ignores `uds`)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # type: ignore[no-untyped-def]  # noqa: ASYNC109
+        return await self._inner.connect_unix_socket(self._path, timeout=timeout)
+
+    async def connect_unix_socket(self, path, timeout=None, socket_options=None):  # type: ignore[no-untyped-def]  # noqa: ASYNC109
+        return await self._inner.connect_unix_socket(path, timeout=timeout)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _wait_for_file(path: Path, proc: asyncio.subprocess.Process) -> None:
+    deadline = time.monotonic() + 30
+    while not await asyncio.to_thread(path.exists):
+        if proc.returncode is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"mitmdump did not start (exit {proc.returncode})")
+        await asyncio.sleep(0.05)
+
+
+async def _wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+async def run() -> dict[str, float]:
+    from proxy.process import VaultProcess
+    from proxy.secrets import SecretStore
+
+    tmp = Path(tempfile.mkdtemp(prefix="cgv"))
+    procs: list[asyncio.subprocess.Process] = []
+    vault: VaultProcess | None = None
+    try:
+        ca, cert, key = _make_certs(tmp)
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        upstream = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.vault", "--upstream", str(cert), str(key),
+            stdout=asyncio.subprocess.PIPE, cwd=str(ROOT), env=env,
+        )  # fmt: skip
+        procs.append(upstream)
+        assert upstream.stdout is not None
+        port = int(await asyncio.wait_for(upstream.stdout.readline(), 30))
+        url = f"https://127.0.0.1:{port}/bench?x=1"
+        upstream_ctx = ssl.create_default_context(cafile=str(ca))
+
+        # bare mitmdump: no addon, same mitmproxy, same connection strategy
+        mdir = tmp / "mitmdump"
+        mdir.mkdir()
+        mport = _free_port()
+        mitmdump = shutil.which("mitmdump", path=str(Path(sys.executable).parent)) or "mitmdump"
+        mproc = await asyncio.create_subprocess_exec(
+            mitmdump, "-q", "--listen-host", "127.0.0.1", "-p", str(mport),
+            "--set", f"confdir={mdir}", "--set", "connection_strategy=lazy",
+            "--set", f"ssl_verify_upstream_trusted_ca={ca}", "--set", "flow_detail=0",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        procs.append(mproc)
+        await _wait_for_file(mdir / "mitmproxy-ca-cert.pem", mproc)
+        await _wait_for_port(mport)
+
+        # the vault: a secret with an injection rule for the upstream, leak scan + audit on
+        cfg, state = tmp / "cfg", tmp / "state"
+        cfg.mkdir(mode=0o700)
+        SecretStore(cfg).add("bench", TOKEN, f"127.0.0.1:{port}", "Authorization", "Bearer {value}")
+        vault = VaultProcess(cfg, state, [f"127.0.0.1:{port}"], upstream_ca=ca)
+        await vault.start(timeout=30)
+        sock = tmp / "grp" / "vault.sock"
+        sock.parent.mkdir()
+        await vault.open_group("main", sock)
+
+        pools = {
+            "direct": httpcore.AsyncConnectionPool(ssl_context=upstream_ctx, max_connections=CONCURRENCY),
+            "mitmdump": httpcore.AsyncHTTPProxy(
+                f"http://127.0.0.1:{mport}/",
+                ssl_context=ssl.create_default_context(cafile=str(mdir / "mitmproxy-ca-cert.pem")),
+                max_connections=CONCURRENCY,
+            ),
+            "vault": httpcore.AsyncHTTPProxy(
+                "http://vault.invalid/",
+                network_backend=_UnixBackend(str(sock)),
+                ssl_context=ssl.create_default_context(cafile=str(vault.ca_cert_path)),
+                max_connections=CONCURRENCY,
+            ),
+        }
+        # Interleaved rounds (rotating order) so background load hits every mode alike;
+        # throughput is the median round, latency one request per mode in turn.
+        rps: dict[str, list[float]] = {name: [] for name in pools}
+        lat: dict[str, list[float]] = {name: [] for name in pools}
+        names = list(pools)
+        for pool in pools.values():
+            await _warm(pool, url)
+        for r in range(ROUNDS):
+            for name in names[r % 3 :] + names[: r % 3]:
+                rps[name].append(await _throughput(pools[name], url, REQUESTS // ROUNDS))
+        for _ in range(LATENCY_SAMPLES):
+            for name in names:
+                lat[name].append(await _one(pools[name], url))
+        for pool in pools.values():
+            await pool.aclose()
+        results = {name: (statistics.median(rps[name]), lat[name]) for name in names}
+        audit_lines = await asyncio.to_thread(_count_lines, state / "audit.jsonl")
+    finally:
+        if vault is not None:
+            await vault.stop()
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), 5)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def p(name: str, q: float) -> float:
+        return _pct(results[name][1], q)
+
+    def added(name: str, q: float) -> float:
+        return round((p(name, q) - p("direct", q)) * 1000, 3)
+
+    return {
+        "vault_rps": round(results["vault"][0], 1),
+        "mitmdump_rps": round(results["mitmdump"][0], 1),
+        "direct_rps": round(results["direct"][0], 1),
+        "vault_vs_mitmdump_rps": round(results["vault"][0] / results["mitmdump"][0], 3),
+        "vault_added_p50_ms": added("vault", 0.5),
+        "vault_added_p99_ms": added("vault", 0.99),
+        "mitmdump_added_p50_ms": added("mitmdump", 0.5),
+        "mitmdump_added_p99_ms": added("mitmdump", 0.99),
+        "vault_requests": REQUESTS,
+        "vault_concurrency": CONCURRENCY,
+        "vault_audit_lines": audit_lines,
+    }
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--upstream":
+        asyncio.run(_serve_upstream(sys.argv[2], sys.argv[3]))
+    else:
+        print(json.dumps(asyncio.run(run())))
