@@ -1,18 +1,53 @@
 """The contract every chat channel (console, Telegram, Slack) fulfils.
 
 Channels only translate: they normalize inbound messages into `InboundMessage`
-(namespaced chat ids, `is_from_bot` set for the bot's own output) and format and
-chunk outbound text. Routing, storage and authorization live in the gateway.
+(namespaced chat ids, `is_from_bot` set for the bot's own output), format and chunk
+outbound text, and render approval prompts with buttons. Routing, storage,
+authorization and the approval state machine live in the gateway.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
 
 from gateway.models import InboundMessage
 
 OnMessage = Callable[[InboundMessage], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalPrompt:
+    """What an owner is asked to decide. `id` is short (fits Telegram's 64-byte callback data)."""
+
+    id: str
+    title: str
+    details: str
+    requester_group: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalOutcome:
+    state: Literal["approved", "denied", "expired"]
+    decided_by: str | None  # namespaced user id, None on expiry
+    decided_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonPress:
+    """A click on Approve/Deny as a channel saw it; the gateway decides whether it counts."""
+
+    approval_id: str
+    decision: Literal["approve", "deny"]
+    user_id: str  # namespaced, e.g. "tg:12345"
+    user_name: str
+    chat_id: str  # where the button was pressed
+
+
+# Returns the short text to show the clicker (a Telegram toast, a Slack ephemeral message).
+OnButton = Callable[[ButtonPress], Awaitable[str]]
 
 
 @runtime_checkable
@@ -20,8 +55,12 @@ class Channel(Protocol):
     name: str
     connected: bool  # for /status; a channel keeps it true while it can receive and send
 
-    async def connect(self, on_message: OnMessage) -> None:
-        """Start receiving; every inbound message is awaited through `on_message` (which persists it)."""
+    async def connect(self, on_message: OnMessage, on_button: OnButton | None = None) -> None:
+        """Start receiving; every inbound message is awaited through `on_message` (which persists it).
+
+        Button presses go to `on_button` and must be handled concurrently with message
+        processing: a click must never wait behind the agent turn that waits for it.
+        """
 
     async def disconnect(self) -> None:
         """Stop receiving and release resources; idempotent."""
@@ -31,3 +70,11 @@ class Channel(Protocol):
 
     def owns_chat(self, chat_id: str) -> bool:
         """Whether `chat_id` (e.g. `console:main`, `tg:-100…`) belongs to this channel."""
+
+    async def send_approval(self, chat_id: str, prompt: ApprovalPrompt) -> str:
+        """Post the prompt with Approve/Deny buttons; returns a reference for `finish_approval`."""
+
+    async def finish_approval(
+        self, chat_id: str, ref: str, prompt: ApprovalPrompt, outcome: ApprovalOutcome
+    ) -> None:
+        """Edit the posted prompt to show the outcome, who decided and when, without buttons."""

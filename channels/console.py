@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from channels.base import OnMessage
+from channels.base import ApprovalOutcome, ApprovalPrompt, OnButton, OnMessage
 from gateway.models import InboundMessage
 
 PREFIX = "console:"
@@ -42,12 +42,15 @@ class ConsoleChannel:
         self._ids = itertools.count(1)
         self._session = f"{int(time.time() * 1000)}"
         self._pump: asyncio.Task[None] | None = None
+        self._on_button: OnButton | None = None
         self.connected = False
 
     def owns_chat(self, chat_id: str) -> bool:
         return chat_id.startswith(PREFIX)
 
-    async def connect(self, on_message: OnMessage) -> None:
+    async def connect(self, on_message: OnMessage, on_button: OnButton | None = None) -> None:
+        # The terminal has no buttons: the owner answers a prompt with /approve or /deny.
+        self._on_button = on_button
         loop = asyncio.get_running_loop()
         lines: asyncio.Queue[str | None] = asyncio.Queue()
 
@@ -89,6 +92,24 @@ class ConsoleChannel:
 
     async def send(self, chat_id: str, text: str) -> None:
         self._write(f"{self._assistant}: {text}\n")
+
+    async def send_approval(self, chat_id: str, prompt: ApprovalPrompt) -> str:
+        expires = time.strftime("%H:%M:%S", time.localtime(prompt.expires_at))
+        details = "".join(f"  {line}\n" for line in prompt.details.splitlines())
+        self._write(
+            f"\n=== approval needed [{prompt.id}] ===\n"
+            f"{prompt.title}\n{details}"
+            f"requested by group {prompt.requester_group}; expires at {expires} (then denied)\n"
+            f"reply /approve {prompt.id} or /deny {prompt.id}\n"
+        )
+        return prompt.id
+
+    async def finish_approval(
+        self, chat_id: str, ref: str, prompt: ApprovalPrompt, outcome: ApprovalOutcome
+    ) -> None:
+        when = time.strftime("%H:%M:%S", time.localtime(outcome.decided_at))
+        who = f" by {outcome.decided_by}" if outcome.decided_by else ""
+        self._write(f"=== approval [{prompt.id}] {prompt.title}: {outcome.state}{who} at {when} ===\n")
 
     def _write(self, text: str) -> None:
         self._stdout.write(text)

@@ -19,6 +19,7 @@ from pathlib import Path
 from channels.base import Channel
 from channels.console import ConsoleChannel
 from gateway.agent_services import AgentServices
+from gateway.approvals import Approvals
 from gateway.commands import AdminCommands, Command
 from gateway.config import Config
 from gateway.control import SOCKET_NAME as CONTROL_SOCKET
@@ -32,8 +33,10 @@ from gateway.runs import RunExecutor
 from gateway.sandboxes import SandboxPool
 from gateway.scheduler import ChatLauncher, Scheduler
 from gateway.store import Store
+from groups.folders import group_dirs
 from groups.sandbox.base import SandboxUnavailable
 from groups.sandbox.select import make_backend
+from proxy.policy import write_policy_config
 from proxy.process import VaultProcess, VaultUnavailable
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,7 @@ class Gateway:
             upstream_ca=Path(upstream_ca) if upstream_ca else None,
             gateway_socket=self.data_dir / "run" / CONTROL_SOCKET,  # leak notices (proxy/leaks.py)
         )
+        write_policy_config(self.config, self.data_dir / "vault")
         try:
             await self.backend.check(self.config.sandbox.image)
             removed = await self.backend.remove_orphans(self.instance)
@@ -126,13 +130,16 @@ class Gateway:
         self.services.tasks = self.scheduler
         self.executor.finish_observers.append(self.scheduler.run_finished)
         self.commands = AdminCommands(self)
+        # Approval prompts in the main chat (gateway.approvals); the wallet asks through it.
+        self.approvals = Approvals(self.store, self.registry, self.channels, self.config.admin.users)
         self.router = Router(
             self.store, self.registry.for_chat, lambda g: self.queue.wake(g.folder), self._run_command
         )
         self.control = ControlServer(self.data_dir / "run" / CONTROL_SOCKET, self._control)
         await self.control.start()
         for channel in self.channels:
-            await channel.connect(self.ingest)
+            await channel.connect(self.ingest, self.approvals.on_button)
+        await self.approvals.start()
         await self.scheduler.start()
         self._started = True
         self.started_at = time.time()
@@ -150,20 +157,57 @@ class Gateway:
                     self.config.console.main_chat, self.config.assistant_name, on_eof=self.input_closed.set
                 )
             )
+        if self.config.slack.enabled:
+            from channels.slack import SlackChannel  # imported only when used: Bolt is heavy
+
+            channels.append(SlackChannel(self.config.slack, self.config.assistant_name))
+        if self.config.telegram.enabled:
+            from channels.telegram import TelegramChannel
+
+            def group_folder(chat_id: str) -> Path | None:
+                group = self.registry.for_chat(chat_id)
+                return group_dirs(self.data_dir, group.folder).group if group is not None else None
+
+            channels.append(
+                TelegramChannel.from_config(
+                    self.config.telegram,
+                    self.config.assistant_name,
+                    self.data_dir,
+                    group_folder=group_folder,
+                    on_migrate=self._on_chat_migrated,
+                )
+            )
         return channels
 
     async def _ensure_main_group(self) -> None:
-        if self.registry.main is None and self.config.console.enabled:
+        """The main group lives in `main_chat` (config) or, by default, the console."""
+        chat_id = self.config.main_chat or (
+            self.config.console.main_chat if self.config.console.enabled else None
+        )
+        if chat_id is None:
+            return
+        main = self.registry.main
+        if main is None:
             await self.registry.register(
                 Group(
                     folder="main",
-                    chat_id=self.config.console.main_chat,
+                    chat_id=chat_id,
                     name="main",
                     trigger=self.config.default_trigger,
                     requires_trigger=False,
                     is_main=True,
                 )
             )
+        elif main.chat_id != chat_id:
+            log.warning("the main chat moves from %s to %s (config main_chat)", main.chat_id, chat_id)
+            await self.registry.move_chat(main.folder, chat_id)
+
+    async def _on_chat_migrated(self, old_chat_id: str, new_chat_id: str) -> None:
+        """A Telegram group became a supergroup: its registration follows it."""
+        group = self.registry.for_chat(old_chat_id)
+        if group is not None and self.registry.for_chat(new_chat_id) is None:
+            await self.registry.move_chat(group.folder, new_chat_id)
+            log.warning("group %s moved from %s to %s", group.folder, old_chat_id, new_chat_id)
 
     async def ingest(self, message: InboundMessage) -> str:
         return await self.router.ingest(message)
@@ -272,6 +316,7 @@ class Gateway:
         for channel in self.channels:
             with contextlib.suppress(Exception):
                 await channel.disconnect()
+        await self.approvals.stop()
         await self.scheduler.stop()
         await self.control.close()
         self.executor.cancel_retries()

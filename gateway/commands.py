@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from channels.base import ButtonPress
 from channels.console import OWNER_ID
 from gateway.models import Group, InboundMessage
 from groups.folders import group_dirs, validate_folder
@@ -41,6 +42,8 @@ USAGE: dict[str, str] = {
     "dlq": "/dlq — dead letters",
     "retry": "/retry <dead-letter-id>",
     "drop": "/drop <dead-letter-id>",
+    "approve": "/approve <approval-id> — approve a pending request (text fallback for the button)",
+    "deny": "/deny <approval-id> — deny a pending request",
 }
 
 
@@ -106,6 +109,8 @@ class AdminCommands:
         if command.name == "whoami":
             admin = "yes" if "status" in self.allowed(message, group) else "no"
             return f"You are {message.sender_id} ({message.sender_name}); admin here: {admin}"
+        if command.name in ("approve", "deny"):
+            return await self._decide(command, message)
         handler = getattr(self, f"_cmd_{command.name}")
         try:
             return await handler(command.args)
@@ -280,3 +285,16 @@ class AdminCommands:
         if not await self.gw.store.drop_dead_letter(letter):
             raise UsageError(f"no dead letter #{letter}")
         return f"dropped dead letter #{letter}"
+
+    async def _decide(self, command: Command, message: InboundMessage) -> str:
+        """`/approve <id>`, `/deny <id>`: the same path (and the same checks) as a button press."""
+        if len(command.args) != 1:
+            return f"usage: {USAGE[command.name]}"
+        press = ButtonPress(
+            approval_id=command.args[0],
+            decision="approve" if command.name == "approve" else "deny",
+            user_id=message.sender_id,
+            user_name=message.sender_name,
+            chat_id=message.chat_id,
+        )
+        return await self.gw.approvals.on_button(press)

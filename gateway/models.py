@@ -135,3 +135,20 @@ class TaskRun:
     result: str | None
     error: str | None
     run_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """An approval prompt in the main chat (gateway.approvals); `state` changes exactly once."""
+
+    id: str
+    title: str
+    details: str
+    requester_group: str
+    created_at: float
+    expires_at: float
+    state: str  # pending | approved | denied | expired
+    decided_by: str | None
+    decided_at: float | None
+    chat_id: str
+    message_ref: str | None

@@ -40,6 +40,14 @@ class Outbox:
     def channel_for(self, chat_id: str) -> Channel | None:
         return next((c for c in self._channels if c.owns_chat(chat_id)), None)
 
+    def show_typing(self, chat_id: str) -> None:
+        """Best effort "typing…" while an agent works, for channels that have it (Telegram)."""
+        typing = getattr(self.channel_for(chat_id), "typing", None)
+        if typing is not None:
+            task = asyncio.create_task(typing(chat_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
     async def post(self, run_id: int | None, seq: int, chat_id: str, text: str) -> None:
         """Record a reply durably, then try to send it now."""
         entry_id = await self._store.enqueue_reply(run_id, seq, chat_id, text)

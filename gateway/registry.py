@@ -60,6 +60,20 @@ class GroupRegistry:
         self._by_chat.pop(group.chat_id, None)
         return True
 
+    async def move_chat(self, folder: str, chat_id: str) -> Group:
+        """Point a group at another chat (main chat moved, Telegram group became a supergroup)."""
+        group = self._by_folder.get(folder)
+        if group is None:
+            raise ValueError(f"no registered group {folder!r}")
+        if chat_id in self._by_chat and self._by_chat[chat_id].folder != folder:
+            raise ValueError(f"chat {chat_id!r} is already registered")
+        await self._store.move_group_chat(folder, chat_id)
+        updated = replace(group, chat_id=chat_id)
+        self._by_chat.pop(group.chat_id, None)
+        self._by_chat[chat_id] = updated
+        self._by_folder[folder] = updated
+        return updated
+
     async def set_mounts(self, folder: str, mounts: list[object]) -> Group:
         """Replace a group's extra-mount requests; they are validated against the allowlist at start."""
         group = self._by_folder.get(folder)

@@ -81,6 +81,7 @@ class RunExecutor:
             await self._defer(claimed, f"the assistant could not start: {exc}")
             return False
         self._seq[claimed.run_id] = 0
+        self._outbox.show_typing(group.chat_id)
         received, result = live.ipc.submit(Turn(claimed.run_id, build_prompt(claimed.messages)))
         received.add_done_callback(lambda f: self._observe(claimed, f))
         outcome = await self._await_result(result)

@@ -19,6 +19,7 @@ from pathlib import Path
 import aiosqlite
 
 from gateway.models import (
+    Approval,
     ClaimedRun,
     Group,
     InboundMessage,
@@ -136,6 +137,24 @@ MIGRATIONS: list[str] = [
         UNIQUE (task_id, scheduled_for)
     );
     CREATE INDEX task_runs_message ON task_runs (message_id);
+    """,
+    # 3: approval prompts in the main chat (gateway.approvals); a row is decided exactly once.
+    """
+    CREATE TABLE approvals (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        details TEXT NOT NULL DEFAULT '',
+        requester_group TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'approved', 'denied', 'expired')),
+        decided_by TEXT,
+        decided_at REAL,
+        chat_id TEXT NOT NULL,
+        message_ref TEXT
+    );
+    CREATE INDEX approvals_pending ON approvals (state, expires_at);
     """,
 ]
 
@@ -300,6 +319,9 @@ class Store:
                 time.time(),
             ),
         )
+
+    async def move_group_chat(self, folder: str, chat_id: str) -> None:
+        await self._write("UPDATE groups SET chat_id = ? WHERE folder = ?", (chat_id, folder))
 
     async def unregister_group(self, folder: str) -> bool:
         cur = await self._write("DELETE FROM groups WHERE folder = ?", (folder,))
@@ -724,6 +746,60 @@ class Store:
         ) as cur:
             return [TaskRun(*row) for row in await cur.fetchall()]
 
+    # -- approvals (gateway.approvals) ---------------------------------------------------
+
+    async def create_approval(self, approval: Approval) -> None:
+        await self._write(
+            f"INSERT INTO approvals ({_APPROVAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                approval.id,
+                approval.title,
+                approval.details,
+                approval.requester_group,
+                approval.created_at,
+                approval.expires_at,
+                approval.state,
+                approval.decided_by,
+                approval.decided_at,
+                approval.chat_id,
+                approval.message_ref,
+            ),
+        )
+
+    async def approval(self, approval_id: str) -> Approval | None:
+        async with self._conn.execute(
+            f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE id = ?", (approval_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else Approval(*row)
+
+    async def pending_approvals(self) -> list[Approval]:
+        async with self._conn.execute(
+            f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE state = 'pending' ORDER BY expires_at, id"
+        ) as cur:
+            return [Approval(*row) for row in await cur.fetchall()]
+
+    async def set_approval_ref(self, approval_id: str, ref: str) -> None:
+        """Where the channel posted the prompt, so it can be edited after a restart."""
+        await self._write("UPDATE approvals SET message_ref = ? WHERE id = ?", (ref, approval_id))
+
+    async def decide_approval(self, approval_id: str, state: str, by: str | None, at: float) -> bool:
+        """`pending -> state`, exactly once: False if the approval was already decided (or is unknown)."""
+        if state not in ("approved", "denied", "expired"):
+            raise ValueError(f"not a decision: {state!r}")
+        async with self._transaction():
+            cur = await self._conn.execute(
+                "UPDATE approvals SET state = ?, decided_by = ?, decided_at = ? "
+                "WHERE id = ? AND state = 'pending'",
+                (state, by, at, approval_id),
+            )
+            return cur.rowcount == 1
+
+
+_APPROVAL_COLUMNS = (
+    "id, title, details, requester_group, created_at, expires_at, state, decided_by, decided_at, "
+    "chat_id, message_ref"
+)
 
 _TASK_COLUMNS = (
     "id, folder, prompt, kind, spec, next_run_at, anchor, status, created_by, created_at, "

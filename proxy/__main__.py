@@ -24,7 +24,7 @@ from proxy.addon import PeerRegistry, VaultAddon, parse_hostport
 from proxy.audit import AUDIT_FILE, AuditAddon, AuditLog
 from proxy.control import ControlServer
 from proxy.leaks import LeakAddon
-from proxy.policy import load_policy
+from proxy.policy import POLICY_FILE, load_policy
 from proxy.relay import Relay
 from proxy.secrets import SecretStore, VaultError
 
@@ -96,7 +96,7 @@ async def run(args: argparse.Namespace) -> int:
     addon = VaultAddon(registry, args.allow_private)
     addon.set_secrets(secrets)
     try:  # [vault] egress / rate_limit / size limits / unscoped from config.toml
-        addon.set_policy(load_policy(args.config_dir))
+        addon.set_policy(load_policy(args.config_dir, Path(args.state_dir) / POLICY_FILE))
     except ConfigError as e:
         print(f"clawgate vault: {e}", file=sys.stderr, flush=True)
         return 2

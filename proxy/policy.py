@@ -11,13 +11,16 @@ so one busy group cannot use up another group's budget. 0 disables a limit.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from mitmproxy import http
@@ -156,11 +159,37 @@ class ResponseTooLarge(Exception):
 # --- flow-level enforcement (called from small hooks in proxy/addon.py) ------------------------
 
 
-def load_policy(config_dir: Path) -> Policy:
-    """Build the policy from `config.toml` (the gateway validated it; errors propagate)."""
-    from gateway.config import load
+if TYPE_CHECKING:
+    from gateway.config import Config
 
-    cfg = load(Path(config_dir))
+POLICY_FILE = "policy-config.json"
+
+
+def write_policy_config(config: Config, state_dir: Path) -> Path:
+    """What the vault needs from the gateway's *effective* config (model + vault), mode 0600.
+
+    The gateway hands it over explicitly, so a config built in memory (tests, embedding)
+    governs the vault exactly as a config.toml would; nothing secret is in these sections.
+    """
+    path = Path(state_dir) / POLICY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = json.dumps({"model": config.model.model_dump(), "vault": config.vault.model_dump()})
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(body)
+    os.replace(tmp, path)
+    return path
+
+
+def load_policy(config_dir: Path, policy_config: Path | None = None) -> Policy:
+    """The policy from the gateway's handed-over config, else from `config.toml`; errors propagate."""
+    from gateway.config import Config, load
+
+    if policy_config is not None and Path(policy_config).exists():
+        cfg = Config.model_validate_json(Path(policy_config).read_text())
+    else:
+        cfg = load(Path(config_dir))
     v = cfg.vault
     return Policy(
         egress={k: list(p) for k, p in v.egress.items()},

@@ -18,6 +18,7 @@ import pytest
 
 from channels.console import OWNER_ID
 from gateway.app import Gateway
+from gateway.approvals import REFUSE_USER
 from gateway.commands import PUBLIC, USAGE, Command, parse
 from groups.folders import group_dirs
 from tests.fakes.channel import CaptureChannel
@@ -392,6 +393,9 @@ async def test_admin_commands_are_ignored_outside_main_and_from_non_admins(h: Ha
     assert main is not None
     await h.gw.store.ingest(h.console.message("dead one"), "pending")
     letter = await h.gw.store.dead_letter_pending(main, "test")
+    asking = asyncio.create_task(h.gw.approvals.request_approval("transfer 1 NEAR", "to bob", "team"))
+    await h.console.wait_until(lambda: len(h.console.prompts) == 1, 10)
+    approval_id = h.console.prompts[0][1].id
 
     def snapshot() -> object:
         return (
@@ -406,6 +410,7 @@ async def test_admin_commands_are_ignored_outside_main_and_from_non_admins(h: Ha
             [(g.folder, g.chat_id) for g in await h.gw.store.groups()],
             await h.gw.store.dead_letters(),
             task_row.status if task_row else None,
+            (await h.gw.store.approval(approval_id)).state,  # type: ignore[union-attr]
         )
 
     every = {
@@ -422,6 +427,8 @@ async def test_admin_commands_are_ignored_outside_main_and_from_non_admins(h: Ha
         "dlq": "/dlq",
         "retry": f"/retry {letter}",
         "drop": f"/drop {letter}",
+        "approve": f"/approve {approval_id}",
+        "deny": f"/deny {approval_id}",
     }
     assert sorted(every) == sorted(ADMIN_ONLY)  # a new admin command must be added here
     before_mem, before_db = snapshot(), await durable()
@@ -439,10 +446,31 @@ async def test_admin_commands_are_ignored_outside_main_and_from_non_admins(h: Ha
     assert snapshot() == before_mem
     assert await durable() == before_db
     assert h.tg.sent == []
+    assert not asking.done() and h.console.outcomes == []
+    assert (await h.ok(f"/deny {approval_id}")).startswith("Denied")
+    assert await asking == "denied"
     # The refused commands sit in the database as commands; a later run in main does not see them.
     before = len(h.model.requests)
     assert (await h.answered("anything new?")).startswith("echo: ")
     assert len(h.model.requests) > before
+
+
+async def test_approvals_reach_the_gateway_by_button_and_by_text(h: Harness) -> None:
+    """The gateway hands `approvals.on_button` to every channel; the click and `/approve` both decide."""
+    asking = asyncio.create_task(h.gw.approvals.request_approval("send 5 NEAR", "to bob.near", "main"))
+    await h.console.wait_until(lambda: len(h.console.prompts) == 1, 10)
+    chat, prompt = h.console.prompts[0]
+    assert chat == MAIN
+    assert await h.console.press(prompt.id, user_id=GUEST) == REFUSE_USER
+    assert (await h.console.press(prompt.id, user_id=ADMIN)).startswith("Approved")
+    assert await asking == "approved"
+    assert (await h.ok(f"/deny {prompt.id}")).startswith(f"already decided: approved by {ADMIN}")
+    [(to, _, _, outcome)] = h.console.outcomes
+    assert (to, outcome.state, outcome.decided_by) == (MAIN, "approved", ADMIN)
+    second = asyncio.create_task(h.gw.approvals.request_approval("send 1 NEAR", "", "main"))
+    await h.console.wait_until(lambda: len(h.console.prompts) == 2, 10)
+    assert (await h.ok(f"/approve {h.console.prompts[1][1].id}")).startswith("Approved")
+    assert await second == "approved"
 
 
 # -- the CLI twins against this running gateway ----------------------------------------------------------

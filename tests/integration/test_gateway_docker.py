@@ -25,10 +25,16 @@ REAL_KEY = "sk-ant-api03-REALSECRET-" + "x" * 20
 
 
 def config_for(  # type: ignore[no-untyped-def]
-    model: FakeModelServer, image: str, extra: str = "", idle: float = 30, backend: str = "docker"
+    model: FakeModelServer,
+    image: str,
+    extra: str = "",
+    idle: float = 30,
+    backend: str = "docker",
+    top: str = "",
 ):
     return parse(
         f"""
+{top}
 [model]
 base_url = "{model.url}"
 name = "fake-model"
@@ -283,3 +289,29 @@ async def test_vault_add_while_running_takes_effect_without_restart(
         assert model_server.requests[-1].headers["x-api-key"] == REAL_KEY
     finally:
         await gw.stop(grace_s=5)
+
+
+async def test_main_chat_can_live_in_another_channel_and_move(dirs, model_server, sandbox_image) -> None:
+    config_dir, data_dir = dirs
+    tg = CaptureChannel(prefix="tg:")
+    gw = Gateway(config_for(model_server, sandbox_image, top='main_chat = "tg:-5"'), config_dir, data_dir)
+    await gw.start([tg])
+    try:
+        assert gw.registry.main is not None and gw.registry.main.chat_id == "tg:-5"
+        await gw.ingest(tg.message("/chatid", chat_id="tg:-5", sender="tg:1"))
+        assert (await tg.wait_for(1))[0] == ("tg:-5", "This chat's id: tg:-5")
+        await gw._on_chat_migrated("tg:-5", "tg:-1005")  # the group became a supergroup
+        assert gw.registry.main.chat_id == "tg:-1005" and gw.registry.for_chat("tg:-5") is None
+    finally:
+        await gw.stop(grace_s=5)
+    assert [(g.folder, g.chat_id) for g in await _groups(data_dir)] == [("main", "tg:-1005")]
+
+
+async def _groups(data_dir: Path) -> list:
+    from gateway.store import Store
+
+    store = await Store.open(data_dir / "clawgate.db")
+    try:
+        return await store.groups()
+    finally:
+        await store.close()

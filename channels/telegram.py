@@ -1,0 +1,551 @@
+"""Telegram through python-telegram-bot (>= 22): long polling by default, webhook optional.
+
+Chat ids are `tg:<chat id>` (negative for groups, `-100…` for supergroups), which is
+what `/chatid` answers and what a group is registered under. Forum topics: inbound
+messages keep the plain `tg:<chat id>` (so a registered supergroup hears all of its
+topics) and the channel remembers the topic of the latest message from a person in
+each chat; a reply to `tg:<chat id>` goes to that topic. `tg:<chat id>:<thread id>`
+addresses one topic explicitly and is accepted by `send`/`owns_chat` as well.
+
+A mention of `@<bot username>` or a reply to one of the bot's messages is the trigger:
+the mention is removed and `@<assistant name>` put in front, so the gateway's trigger
+rule (which knows only the assistant name) matches. A group that becomes a supergroup
+changes its chat id; `on_migrate(old, new)` tells the gateway so the registration moves.
+
+The bot token is used only to build the Bot API URLs; it is never logged (the `httpx`
+request log, which would print those URLs, is silenced) and never given to a container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import html
+import json
+import logging
+import re
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from telegram import (
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    LinkPreviewOptions,
+    Message,
+    Update,
+)
+from telegram.constants import ChatAction, ParseMode
+from telegram.error import BadRequest, ChatMigrated, RetryAfter
+from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
+
+try:
+    from telegram.ext import AIORateLimiter
+except ImportError:  # pragma: no cover - the extra is a dependency; without it we only honour 429s
+    AIORateLimiter = None  # type: ignore[assignment,misc]
+
+from channels.base import ApprovalOutcome, ApprovalPrompt, ButtonPress, OnButton, OnMessage
+from channels.telegram_format import LIMIT, html_to_plain, render
+from gateway.models import InboundMessage
+
+if TYPE_CHECKING:
+    from gateway.config import TelegramConfig
+
+log = logging.getLogger(__name__)
+PREFIX = "tg:"
+CALLBACK_PREFIX = "ap:"
+COMMANDS_STATE_FILE = "telegram-commands.sha256"
+MAX_RETRY_AFTER_S = 300.0
+SEND_ATTEMPTS = 5
+TYPING_REFRESH_S = 4.0
+TYPING_MAX_S = 300.0
+
+OnMigrate = Callable[[str, str], Awaitable[None] | None]
+GroupFolder = Callable[[str], Path | None]
+
+logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines contain the token-bearing URL
+
+
+def parse_chat_id(chat_id: str) -> tuple[int, int | None]:
+    """`tg:<chat>` or `tg:<chat>:<thread>` → (chat, thread or None); ValueError otherwise."""
+    if not chat_id.startswith(PREFIX):
+        raise ValueError(f"not a Telegram chat id: {chat_id!r}")
+    parts = chat_id[len(PREFIX) :].split(":")
+    if len(parts) not in (1, 2) or not all(re.fullmatch(r"-?\d+", p) for p in parts):
+        raise ValueError(f"not a Telegram chat id: {chat_id!r} (expected tg:<chat id>[:<topic id>])")
+    return int(parts[0]), int(parts[1]) if len(parts) == 2 else None
+
+
+def default_commands() -> list[tuple[str, str]]:
+    """The command menu: only the public commands, so the menu does not advertise admin ones."""
+    from gateway.commands import PUBLIC, USAGE
+
+    return [(name, USAGE[name].split("— ", 1)[-1][:256]) for name in PUBLIC]
+
+
+def _retry_after_s(exc: RetryAfter) -> float:
+    with warnings.catch_warnings():  # PTB 22 warns that the type will become timedelta
+        warnings.simplefilter("ignore")
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class TelegramChannel:
+    name = "telegram"
+
+    def __init__(
+        self,
+        token: str,
+        assistant_name: str,
+        *,
+        base_url: str = "https://api.telegram.org",
+        mode: str = "polling",
+        webhook_url: str | None = None,
+        webhook_listen: str = "127.0.0.1",
+        webhook_port: int = 8443,
+        webhook_secret_token: str | None = None,
+        data_dir: Path | None = None,
+        commands: Sequence[tuple[str, str]] | None = None,
+        on_migrate: OnMigrate | None = None,
+        group_folder: GroupFolder | None = None,
+        max_file_bytes: int = 20 * 1024 * 1024,
+        poll_timeout_s: float = 10.0,
+    ) -> None:
+        if mode not in ("polling", "webhook"):
+            raise ValueError(f"telegram mode must be polling or webhook, not {mode!r}")
+        self._token = token
+        self._assistant = assistant_name
+        self._base_url = base_url.rstrip("/")
+        self._mode = mode
+        self._webhook = (webhook_url, webhook_listen, webhook_port, webhook_secret_token)
+        self._data_dir = data_dir
+        self._commands = list(commands) if commands is not None else default_commands()
+        self._on_migrate = on_migrate
+        self._group_folder = group_folder
+        self._max_file_bytes = max_file_bytes
+        self._poll_timeout = poll_timeout_s
+        self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
+        self._on_message: OnMessage | None = None
+        self._on_button: OnButton | None = None
+        self._threads: dict[int, int] = {}  # chat → topic of the latest human message
+        self._migrated: dict[int, int] = {}
+        self._typing: dict[int, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.bot_id: int | None = None
+        self.bot_username: str | None = None
+        self.connected = False
+
+    @classmethod
+    def from_config(
+        cls,
+        config: TelegramConfig,
+        assistant_name: str,
+        data_dir: Path,
+        *,
+        group_folder: GroupFolder | None = None,
+        on_migrate: OnMigrate | None = None,
+    ) -> TelegramChannel:
+        if config.token is None:
+            raise ValueError("telegram.token is not set (config.toml or env CLAWGATE_TELEGRAM_TOKEN)")
+        secret = config.webhook_secret_token
+        return cls(
+            config.token.get_secret_value(),
+            assistant_name,
+            base_url=config.base_url,
+            mode=config.mode,
+            webhook_url=config.webhook_url,
+            webhook_listen=config.webhook_listen,
+            webhook_port=config.webhook_port,
+            webhook_secret_token=secret.get_secret_value() if secret is not None else None,
+            data_dir=data_dir,
+            group_folder=group_folder,
+            on_migrate=on_migrate,
+            max_file_bytes=int(config.max_file_mb * 1024 * 1024),
+        )
+
+    def __repr__(self) -> str:  # never show the token
+        return f"TelegramChannel(mode={self._mode!r}, base_url={self._base_url!r})"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def owns_chat(self, chat_id: str) -> bool:
+        try:
+            parse_chat_id(chat_id)
+        except ValueError:
+            return False
+        return True
+
+    async def connect(self, on_message: OnMessage, on_button: OnButton | None = None) -> None:
+        self._on_message, self._on_button = on_message, on_button
+        builder = (
+            Application.builder()
+            .token(self._token)
+            .base_url(f"{self._base_url}/bot")
+            .base_file_url(f"{self._base_url}/file/bot")
+            .get_updates_read_timeout(self._poll_timeout + 10)
+            .concurrent_updates(False)  # messages in order; button presses run as their own tasks
+        )
+        if AIORateLimiter is not None:  # Telegram's flood limits; a 429 still comes back to `_call`
+            builder = builder.rate_limiter(AIORateLimiter(max_retries=0))
+        app = builder.build()
+        app.add_handler(CallbackQueryHandler(self._on_callback, pattern=rf"^{CALLBACK_PREFIX}"))
+        app.add_handler(MessageHandler(filters.ALL & ~filters.UpdateType.EDITED, self._on_update))
+        await app.initialize()
+        self._app = app
+        self.bot_id, self.bot_username = app.bot.id, app.bot.username
+        await self._sync_commands()
+        await app.start()
+        allowed = ["message", "channel_post", "callback_query"]
+        assert app.updater is not None
+        if self._mode == "webhook":
+            url, listen, port, secret = self._webhook
+            await app.updater.start_webhook(
+                listen=listen,
+                port=port,
+                url_path="clawgate-telegram",
+                webhook_url=url,
+                secret_token=secret,
+                allowed_updates=allowed,
+            )
+        else:
+            await app.updater.start_polling(
+                timeout=int(self._poll_timeout), poll_interval=0, allowed_updates=allowed
+            )
+        self.connected = True
+        log.info("telegram connected as @%s (%s)", self.bot_username, self._mode)
+
+    async def disconnect(self) -> None:
+        self.connected = False
+        app, self._app = self._app, None
+        for task in [*self._typing.values(), *self._tasks]:
+            task.cancel()
+        self._typing.clear()
+        if app is None:
+            return
+        with contextlib.suppress(Exception):
+            if app.updater is not None and app.updater.running:
+                await app.updater.stop()
+        with contextlib.suppress(Exception):
+            if app.running:
+                await app.stop()
+        with contextlib.suppress(Exception):
+            await app.shutdown()
+
+    @property
+    def _bot(self) -> Any:
+        if self._app is None:
+            raise ConnectionError("telegram channel is not connected")
+        return self._app.bot
+
+    async def _sync_commands(self) -> None:
+        """`setMyCommands` only when the list differs from the one last registered (hash on disk)."""
+        digest = hashlib.sha256(
+            json.dumps([self.bot_id, self._commands], sort_keys=True).encode()
+        ).hexdigest()
+        state = self._data_dir / COMMANDS_STATE_FILE if self._data_dir is not None else None
+        if state is not None and state.exists() and state.read_text().strip() == digest:
+            return
+        try:
+            await self._bot.set_my_commands([BotCommand(n, d) for n, d in self._commands])
+        except Exception as exc:  # the menu is a convenience; never fatal
+            log.warning("telegram: setMyCommands failed: %s", type(exc).__name__)
+            return
+        if state is not None:
+            state.parent.mkdir(parents=True, exist_ok=True)
+            state.write_text(digest + "\n")
+
+    # -- inbound -----------------------------------------------------------------------------
+
+    async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.message or update.channel_post
+        if message is None or self._on_message is None:
+            return
+        try:
+            await self._handle_message(message)
+        except Exception:
+            log.exception("telegram: could not handle message %s", message.message_id)
+            raise
+
+    async def _handle_message(self, message: Message) -> None:
+        assert self._on_message is not None
+        chat = message.chat
+        if message.migrate_to_chat_id:
+            await self._migrate(chat.id, message.migrate_to_chat_id)
+            return
+        if message.migrate_from_chat_id:
+            await self._migrate(message.migrate_from_chat_id, chat.id)
+            return
+        text = message.text or message.caption or ""
+        sender = message.from_user
+        is_bot = bool(sender and sender.is_bot) or (sender is not None and sender.id == self.bot_id)
+        if not is_bot:
+            if message.is_topic_message and message.message_thread_id:
+                self._threads[chat.id] = message.message_thread_id
+            else:
+                self._threads.pop(chat.id, None)
+        saved = await self._save_attachment(message, f"{PREFIX}{chat.id}") if not is_bot else None
+        if saved:
+            text = f"{text}\n{saved}".strip()
+        if not text.strip():
+            return  # joins, pins and other service messages
+        if not is_bot:
+            text = self._apply_trigger(message, text)
+        if sender is not None:
+            sender_id, sender_name = f"{PREFIX}{sender.id}", sender.full_name or sender.username or ""
+        else:  # channel posts and anonymous admins speak as the chat
+            origin = message.sender_chat or chat
+            sender_id, sender_name = f"{PREFIX}{origin.id}", origin.title or ""
+        await self._on_message(
+            InboundMessage(
+                chat_id=f"{PREFIX}{chat.id}",
+                external_id=f"{chat.id}:{message.message_id}",
+                sender_id=sender_id,
+                sender_name=sender_name,
+                text=text,
+                timestamp=message.date.timestamp() if message.date else time.time(),
+                channel=self.name,
+                chat_name=chat.title or chat.full_name or "",
+                is_from_bot=is_bot,
+            )
+        )
+
+    def _apply_trigger(self, message: Message, text: str) -> str:
+        """A mention of the bot or a reply to it becomes `@<assistant> <text without the mention>`."""
+        if text.lstrip().startswith("/"):
+            return text  # commands: `/cmd@bot` is understood by the command parser
+        mentioned = False
+        if self.bot_username:
+            mention = re.compile(rf"(?<![\w@])@{re.escape(self.bot_username)}(?!\w)", re.IGNORECASE)
+            text, count = mention.subn("", text)
+            mentioned = count > 0
+            text = re.sub(r"[ \t]{2,}", " ", text).strip()
+        reply = message.reply_to_message
+        replied = bool(reply and reply.from_user and reply.from_user.id == self.bot_id)
+        if not (mentioned or replied):
+            return text
+        trigger = f"@{self._assistant}"
+        if re.search(rf"(?<![\w@]){re.escape(trigger)}(?!\w)", text, re.IGNORECASE):
+            return text
+        return f"{trigger} {text}".strip()
+
+    async def _migrate(self, old: int, new: int) -> None:
+        if self._migrated.get(old) == new:
+            return
+        self._migrated[old] = new
+        if old in self._threads:
+            self._threads[new] = self._threads.pop(old)
+        log.info("telegram: chat %s became supergroup %s", old, new)
+        if self._on_migrate is not None:
+            result = self._on_migrate(f"{PREFIX}{old}", f"{PREFIX}{new}")
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def _save_attachment(self, message: Message, chat_id: str) -> str | None:
+        """Photos and documents in a registered group go to `<group folder>/inbox/` (size-capped)."""
+        if self._group_folder is None or not (message.photo or message.document):
+            return None
+        folder = self._group_folder(chat_id)
+        if folder is None:
+            return None
+        if message.document is not None:
+            item: Any = message.document
+            original = message.document.file_name or "document"
+        else:
+            item, original = message.photo[-1], "photo.jpg"
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", original).strip("._") or "file"
+        name = f"{message.message_id}-{safe}"[:120]
+        if item.file_size is not None and item.file_size > self._max_file_bytes:
+            return f"[attachment {original!r} not saved: larger than {self._max_file_bytes} bytes]"
+        try:
+            remote = await self._bot.get_file(item.file_id)
+            if remote.file_size is not None and remote.file_size > self._max_file_bytes:
+                return f"[attachment {original!r} not saved: larger than {self._max_file_bytes} bytes]"
+            inbox = folder / "inbox"
+            inbox.mkdir(parents=True, exist_ok=True)
+            target = inbox / name
+            await remote.download_to_drive(target)
+            if target.stat().st_size > self._max_file_bytes:
+                target.unlink()
+                return f"[attachment {original!r} not saved: larger than {self._max_file_bytes} bytes]"
+        except Exception as exc:
+            log.warning("telegram: could not save attachment: %s", type(exc).__name__)
+            return f"[attachment {original!r} could not be saved]"
+        return f"[attachment saved: inbox/{name}]"
+
+    async def _on_callback(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        # Run as its own task: the press must never wait behind a message being processed.
+        task = asyncio.create_task(self._handle_callback(update), name="telegram-button")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle_callback(self, update: Update) -> None:
+        query = update.callback_query
+        if query is None:
+            return
+        match = re.fullmatch(r"ap:([A-Za-z0-9_-]{1,56}):([ad])", query.data or "")
+        answer = "This button is not recognised."
+        if match is not None and self._on_button is not None:
+            chat = query.message.chat.id if query.message is not None else 0
+            press = ButtonPress(
+                approval_id=match.group(1),
+                decision="approve" if match.group(2) == "a" else "deny",
+                user_id=f"{PREFIX}{query.from_user.id}",
+                user_name=query.from_user.full_name or query.from_user.username or "",
+                chat_id=f"{PREFIX}{chat}",
+            )
+            try:
+                answer = await self._on_button(press)
+            except Exception:
+                log.exception("telegram: approval button handler failed")
+                answer = "Something went wrong; try /approve or /deny."
+        with contextlib.suppress(Exception):
+            await query.answer(answer[:200])
+
+    # -- outbound ----------------------------------------------------------------------------
+
+    def _target(self, chat_id: str) -> tuple[int, int | None]:
+        chat, thread = parse_chat_id(chat_id)
+        chat = self._migrated.get(chat, chat)
+        return chat, thread if thread is not None else self._threads.get(chat)
+
+    async def send(self, chat_id: str, text: str) -> None:
+        chat, thread = self._target(chat_id)
+        self._stop_typing(chat)
+        for chunk in render(text, LIMIT):
+            await self._send_chunk(chat, thread, chunk)
+
+    async def _send_chunk(self, chat: int, thread: int | None, chunk: str) -> Message:
+        try:
+            return await self._call(
+                lambda c: self._bot.send_message(
+                    c,
+                    chunk,
+                    parse_mode=ParseMode.HTML,
+                    message_thread_id=thread,
+                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                ),
+                chat,
+            )
+        except BadRequest as exc:
+            if "parse entities" not in str(exc).lower() and "tag" not in str(exc).lower():
+                raise
+            log.warning("telegram rejected our HTML (%s); sending plain text", exc)
+        plain = html_to_plain(chunk)
+        return await self._call(
+            lambda c: self._bot.send_message(c, plain[:LIMIT], message_thread_id=thread), chat
+        )
+
+    async def _call(self, request: Callable[[int], Awaitable[Any]], chat: int) -> Any:
+        """One Bot API request: waits out 429 `retry_after`, follows a group→supergroup migration."""
+        for attempt in range(1, SEND_ATTEMPTS + 1):
+            try:
+                return await request(chat)
+            except RetryAfter as exc:
+                wait = _retry_after_s(exc)
+                if attempt == SEND_ATTEMPTS or wait > MAX_RETRY_AFTER_S:
+                    raise
+                log.info("telegram: rate limited, retrying in %.0fs", wait)
+                await asyncio.sleep(wait)
+            except ChatMigrated as exc:
+                await self._migrate(chat, exc.new_chat_id)
+                chat = exc.new_chat_id
+        raise AssertionError("unreachable")
+
+    async def typing(self, chat_id: str) -> None:
+        """Show "typing…" in the chat until the next reply to it (refreshed; best effort)."""
+        try:
+            chat, thread = self._target(chat_id)
+        except ValueError:
+            return
+        if chat in self._typing and not self._typing[chat].done():
+            return
+
+        async def refresh() -> None:
+            deadline = time.monotonic() + TYPING_MAX_S
+            while time.monotonic() < deadline:
+                with contextlib.suppress(Exception):
+                    await self._bot.send_chat_action(chat, ChatAction.TYPING, message_thread_id=thread)
+                await asyncio.sleep(TYPING_REFRESH_S)
+
+        task = asyncio.create_task(refresh(), name="telegram-typing")
+        self._typing[chat] = task
+        task.add_done_callback(lambda t: self._typing.pop(chat) if self._typing.get(chat) is t else None)
+
+    def _stop_typing(self, chat: int) -> None:
+        task = self._typing.pop(chat, None)
+        if task is not None:
+            task.cancel()
+
+    # -- approvals ---------------------------------------------------------------------------
+
+    async def send_approval(self, chat_id: str, prompt: ApprovalPrompt) -> str:
+        chat, thread = self._target(chat_id)
+        keyboard = InlineKeyboardMarkup(
+            [
+                [
+                    InlineKeyboardButton("✅ Approve", callback_data=_callback(prompt.id, "a")),
+                    InlineKeyboardButton("❌ Deny", callback_data=_callback(prompt.id, "d")),
+                ]
+            ]
+        )
+        expires = datetime.fromtimestamp(prompt.expires_at, UTC).strftime("%H:%M UTC")
+        hint = f"Expires at {expires}. Approve or deny below, or /approve {prompt.id}."
+        body = _approval_text(prompt, hint)
+        message = await self._call(
+            lambda c: self._bot.send_message(
+                c, body, parse_mode=ParseMode.HTML, reply_markup=keyboard, message_thread_id=thread
+            ),
+            chat,
+        )
+        return f"{message.chat.id}:{message.message_id}"
+
+    async def finish_approval(
+        self, chat_id: str, ref: str, prompt: ApprovalPrompt, outcome: ApprovalOutcome
+    ) -> None:
+        chat_text, _, message_text = ref.rpartition(":")
+        chat, message_id = int(chat_text), int(message_text)
+        chat = self._migrated.get(chat, chat)
+        when = datetime.fromtimestamp(outcome.decided_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        if outcome.state == "expired":
+            status = f"⌛ Expired at {when} (denied)"
+        else:
+            mark = "✅ Approved" if outcome.state == "approved" else "❌ Denied"
+            status = f"{mark} by {outcome.decided_by or 'unknown'} at {when}"
+        body = _approval_text(prompt, status)
+        try:
+            # editMessageText without reply_markup removes the inline keyboard
+            await self._call(
+                lambda c: self._bot.edit_message_text(
+                    body, chat_id=c, message_id=message_id, parse_mode=ParseMode.HTML
+                ),
+                chat,
+            )
+        except BadRequest as exc:
+            if "not modified" not in str(exc).lower():
+                raise
+
+
+def _callback(approval_id: str, action: str) -> str:
+    data = f"{CALLBACK_PREFIX}{approval_id}:{action}"
+    if len(data.encode()) > 64:
+        raise ValueError(f"approval id {approval_id!r} too long for Telegram callback data (64 bytes)")
+    return data
+
+
+def _approval_text(prompt: ApprovalPrompt, status: str) -> str:
+    head = (
+        f"🔐 <b>Approval needed</b> ({html.escape(prompt.id)})\n"
+        f"<b>{html.escape(prompt.title)}</b>\n"
+        f"Requested by group <code>{html.escape(prompt.requester_group)}</code>\n\n"
+    )
+    tail = f"\n\n{html.escape(status)}"
+    room = LIMIT - len(head) - len(tail) - 20
+    details = html.escape(prompt.details)
+    while len(details) > room:  # cut the raw text, never an escaped entity
+        details = html.escape(prompt.details[: len(html.unescape(details)) * 9 // 10]) + "…"
+    return head + details + tail
