@@ -16,7 +16,19 @@ import sys
 from pathlib import Path
 
 from mitmproxy import options
-from mitmproxy.tools.dump import DumpMaster
+from mitmproxy.addons import (
+    block,
+    core,
+    disable_h2c,
+    dns_resolver,
+    errorcheck,
+    next_layer,
+    proxyserver,
+    termlog,
+    tlsconfig,
+    update_alt_svc,
+)
+from mitmproxy.master import Master
 
 from gateway.config import ConfigError
 from gateway.paths import ensure_private_dir
@@ -84,10 +96,24 @@ async def run(args: argparse.Namespace) -> int:
 
     confdir = ensure_private_dir(Path(args.state_dir) / "ca")
     opts = options.Options(listen_host="127.0.0.1", listen_port=args.listen_port, confdir=str(confdir))
-    master = DumpMaster(opts, with_termlog=True, with_dumper=False)
+    master = Master(opts)
+    # Only what a forward proxy needs. mitmproxy hands every event to every addon, so the
+    # thirty-odd interactive defaults of mitmdump (replay, export, cookies, ...) would each
+    # cost time on every request without doing anything for the vault.
+    master.addons.add(
+        termlog.TermLog(),
+        core.Core(),
+        block.Block(),
+        disable_h2c.DisableH2C(),
+        proxyserver.Proxyserver(),
+        dns_resolver.DnsResolver(),
+        next_layer.NextLayer(),
+        tlsconfig.TlsConfig(),
+        update_alt_svc.UpdateAltSvc(),
+        errorcheck.ErrorCheck(),
+    )
     opts.update(
         connection_strategy="lazy",
-        onboarding=False,
         termlog_verbosity="info" if args.verbose else "warn",
     )
     if args.upstream_ca is not None:

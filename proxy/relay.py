@@ -35,7 +35,7 @@ class RelayError(Exception):
 class _Group:
     socket_path: Path
     server: asyncio.AbstractServer
-    tasks: set[asyncio.Task] = field(default_factory=set)
+    links: set[_Link] = field(default_factory=set)
 
 
 class Relay:
@@ -65,9 +65,8 @@ class Relay:
             await self.close_group(group)
         _remove_stale(path)
         try:
-            server = await asyncio.start_unix_server(
-                lambda r, w: self._on_client(group, r, w), path=str(path)
-            )
+            loop = asyncio.get_running_loop()
+            server = await loop.create_unix_server(lambda: _Link(self, group), path=str(path))
             # The container's agent runs as an unprivileged uid; the per-group parent
             # directory is what keeps other groups out.
             os.chmod(path, 0o666)
@@ -83,10 +82,8 @@ class Relay:
         if g is None:
             return False
         g.server.close()
-        for task in list(g.tasks):
-            task.cancel()
-        if g.tasks:
-            await asyncio.gather(*g.tasks, return_exceptions=True)
+        for link in list(g.links):
+            link.abort()
         with contextlib.suppress(FileNotFoundError):
             g.socket_path.unlink()
         log.info("relay: closed group %s", group)
@@ -96,51 +93,154 @@ class Relay:
         for group in list(self._groups):
             await self.close_group(group)
 
-    async def _on_client(
-        self, group: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def _attach(self, group: str, link: _Link) -> bool:
         g = self._groups.get(group)
-        task = asyncio.current_task()
-        if g is None or task is None:
-            writer.close()
-            return
-        g.tasks.add(task)
-        try:
-            await self._serve(group, reader, writer)
-        except asyncio.CancelledError:
-            pass  # close_group() cut this connection; nothing to report
-        finally:
-            g.tasks.discard(task)
+        if g is None:
+            return False
+        g.links.add(link)
+        return True
 
-    async def _serve(self, group: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _detach(self, group: str, link: _Link) -> None:
+        g = self._groups.get(group)
+        if g is not None:
+            g.links.discard(link)
+
+
+class _Upstream(asyncio.Protocol):
+    """mitmproxy's side of a link: everything it sends goes straight to the container."""
+
+    def __init__(self, link: _Link) -> None:
+        self.link = link
+
+    def data_received(self, data: bytes) -> None:
+        self.link.down_write(data)
+
+    def eof_received(self) -> bool:
+        self.link.down_eof()
+        return True  # keep our half open until the container closes too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.link.abort()
+
+    def pause_writing(self) -> None:  # mitmproxy reads slower than the container sends
+        self.link.pause_down_reading()
+
+    def resume_writing(self) -> None:
+        self.link.resume_down_reading()
+
+
+class _Link(asyncio.Protocol):
+    """One container connection relayed to mitmproxy with transports and protocols only.
+
+    No per-chunk futures or tasks: bytes go from one transport's `data_received` straight
+    into the other's `write`, with flow control through pause/resume on both sides. This
+    keeps the relay's cost negligible next to mitmproxy's in the same event loop.
+    """
+
+    def __init__(self, relay: Relay, group: str) -> None:
+        self.relay = relay
+        self.group = group
+        self.down: asyncio.Transport | None = None
+        self.up: asyncio.Transport | None = None
+        self.local: tuple[str, int] | None = None
+        self.pending: list[bytes] = []
+        self.pending_eof = False
+        self.eofs = 0  # both directions finished -> close the link
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.down = transport  # type: ignore[assignment]
+        if not self.relay._attach(self.group, self):
+            transport.close()
+            return
+        asyncio.get_running_loop().create_task(self._connect())
+
+    async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
-        local: tuple[str, int] | None = None
         try:
             sock.bind(("127.0.0.1", 0))
-            local = sock.getsockname()
-            self.registry.register(local, group)  # before connect: mitmproxy must find it
-            await loop.sock_connect(sock, self.target)
-            up_reader, up_writer = await asyncio.open_connection(sock=sock)
+            self.local = sock.getsockname()
+            self.relay.registry.register(self.local, self.group)  # before connect: mitmproxy must find it
+            await loop.sock_connect(sock, self.relay.target)
+            transport, _ = await loop.create_connection(lambda: _Upstream(self), sock=sock)
         except OSError as e:
-            log.warning("relay[%s]: cannot reach mitmproxy: %s", group, e)
-            if local is not None:
-                self.registry.unregister(local)
+            log.warning("relay[%s]: cannot reach mitmproxy: %s", self.group, e)
             sock.close()
-            writer.close()
+            self.abort()
             return
-        try:
-            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
-        finally:
-            # The addon resolved the identity when mitmproxy accepted the connection, so the
-            # mapping can go before the port is released and could be bound by anyone else.
-            self.registry.unregister(local)
-            for w in (writer, up_writer):
-                w.close()
-            for w in (writer, up_writer):
-                with contextlib.suppress(Exception):
-                    await w.wait_closed()
+        if self.closed:
+            transport.close()
+            return
+        self.up = transport  # type: ignore[assignment]
+        for chunk in self.pending:
+            self.up.write(chunk)
+        self.pending.clear()
+        if self.pending_eof and self.up.can_write_eof():
+            self.up.write_eof()
+
+    # container -> mitmproxy
+    def data_received(self, data: bytes) -> None:
+        if self.up is None:
+            self.pending.append(data)
+        else:
+            self.up.write(data)
+
+    def eof_received(self) -> bool:
+        if self.up is None:
+            self.pending_eof = True
+        elif self.up.can_write_eof():
+            self.up.write_eof()
+        self.half_closed()
+        return True
+
+    def half_closed(self) -> None:
+        """One direction is done; when both are, close (after buffered bytes are flushed)."""
+        self.eofs += 1
+        if self.eofs >= 2:
+            self.abort()
+
+    def pause_writing(self) -> None:  # the container reads slower than mitmproxy sends
+        if self.up is not None:
+            self.up.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.up is not None:
+            self.up.resume_reading()
+
+    # mitmproxy -> container
+    def down_write(self, data: bytes) -> None:
+        if self.down is not None and not self.down.is_closing():
+            self.down.write(data)
+
+    def down_eof(self) -> None:
+        if self.down is not None and self.down.can_write_eof() and not self.down.is_closing():
+            self.down.write_eof()
+        self.half_closed()
+
+    def pause_down_reading(self) -> None:
+        if self.down is not None:
+            self.down.pause_reading()
+
+    def resume_down_reading(self) -> None:
+        if self.down is not None:
+            self.down.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        """Close both sides once; the identity mapping goes before the port can be reused."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.local is not None:
+            self.relay.registry.unregister(self.local)
+        for transport in (self.down, self.up):
+            if transport is not None:
+                transport.close()
+        self.relay._detach(self.group, self)
 
 
 def _remove_stale(path: Path) -> None:
@@ -152,14 +252,3 @@ def _remove_stale(path: Path) -> None:
     if stat.S_ISDIR(st.st_mode):
         raise RelayError(f"socket path is a directory: {path}")
     os.unlink(path)
-
-
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(_CHUNK):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError):
-        writer.close()
