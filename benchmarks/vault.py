@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import json
 import os
 import shutil
@@ -42,60 +40,13 @@ if str(ROOT) not in sys.path:
 
 import httpcore  # noqa: E402
 
+from tests.fakes.tls import make_ca_and_server_cert  # noqa: E402
+
 REQUESTS = int(os.environ.get("BENCH_VAULT_REQUESTS", "2000"))
 CONCURRENCY = int(os.environ.get("BENCH_VAULT_CONCURRENCY", "8"))
 LATENCY_SAMPLES = int(os.environ.get("BENCH_VAULT_LATENCY_SAMPLES", "300"))
 ROUNDS = 5
 TOKEN = "bench-REAL-token-0123456789"
-
-
-def _make_certs(dir_: Path) -> tuple[Path, Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "clawgate bench CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = dir_ / "ca.pem", dir_ / "server.pem", dir_ / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return paths
 
 
 # -- the upstream (runs in its own process: `python -m benchmarks.vault --upstream CERT KEY`) --
@@ -226,7 +177,7 @@ async def run() -> dict[str, float]:
     procs: list[asyncio.subprocess.Process] = []
     vault: VaultProcess | None = None
     try:
-        ca, cert, key = _make_certs(tmp)
+        ca, cert, key = make_ca_and_server_cert(tmp)
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         upstream = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "benchmarks.vault", "--upstream", str(cert), str(key),

@@ -21,37 +21,13 @@ from gateway.models import Approval, Group
 from gateway.registry import GroupRegistry
 from gateway.store import Store
 from tests.fakes.channel import CaptureChannel
+from tests.fakes.clock import FakeClock
 
 MAIN = "tg:-1"
 TEAM = "tg:-2"
 ADMIN = "tg:1"
 GUEST = "tg:2"
 T0 = 1_700_000_000.0
-
-
-class FakeClock:
-    def __init__(self, start: float) -> None:
-        self.t = start
-        self.sleepers: list[tuple[float, asyncio.Future[None]]] = []
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep_until(self, when: float) -> None:
-        if when <= self.t:
-            return
-        entry = (when, asyncio.get_running_loop().create_future())
-        self.sleepers.append(entry)
-        try:
-            await entry[1]
-        finally:
-            self.sleepers.remove(entry)
-
-    def set(self, t: float) -> None:
-        self.t = t
-        for when, future in list(self.sleepers):
-            if when <= t and not future.done():
-                future.set_result(None)
 
 
 @dataclass

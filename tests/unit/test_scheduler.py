@@ -17,34 +17,9 @@ import pytest
 from gateway.models import Group, ScheduledTask, TaskRun
 from gateway.scheduler import ChatLauncher, Scheduler, SystemClock, iso
 from gateway.store import Store
+from tests.fakes.clock import FakeClock
 
 T0 = datetime(2030, 1, 1, 0, 0, 20, tzinfo=UTC).timestamp()  # a Tuesday, 00:00:20 UTC
-
-
-class FakeClock:
-    def __init__(self, start: float) -> None:
-        self.t = start
-        self.sleepers: list[tuple[float, asyncio.Future[None]]] = []
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep_until(self, when: float) -> None:
-        if when <= self.t:
-            return
-        entry = (when, asyncio.get_running_loop().create_future())
-        self.sleepers.append(entry)
-        try:
-            await entry[1]
-        finally:
-            self.sleepers.remove(entry)
-
-    def set(self, t: float) -> None:
-        assert t >= self.t, "time only moves forward"
-        self.t = t
-        for when, future in list(self.sleepers):
-            if when <= t and not future.done():
-                future.set_result(None)
 
 
 class Recorder:
