@@ -6,7 +6,6 @@ import asyncio
 import json
 import shutil
 import tempfile
-import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
-from gateway.control import ControlServer
-from gateway.control_client import control_socket
 from gateway.models import Group, InboundMessage
 from gateway.scheduler import Scheduler
 from gateway.store import Store
+from tests.fakes.control import serve_control
 
 NOT_RUNNING = "no running gateway answered"
 
@@ -232,24 +230,8 @@ def test_status_without_a_gateway_reads_the_database(data_dir: Path) -> None:
 @pytest.fixture
 def running_gateway(data_dir: Path) -> Iterator[list[dict[str, object]]]:
     """A control socket served on a background loop, answering like the gateway; yields its requests."""
-    received: list[dict[str, object]] = []
-    loop = asyncio.new_event_loop()
-
-    async def handler(request: dict[str, object]) -> dict[str, object]:
-        received.append(request)
-        if request.get("op") == "status":
-            return {"ok": True, "text": "up 5m\nvault: healthy\ndead letters: 0"}
-        return {"ok": True}
-
-    server = ControlServer(control_socket(data_dir), handler)
-    loop.run_until_complete(server.start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield received
-    asyncio.run_coroutine_threadsafe(server.close(), loop).result(5)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
+    with serve_control(data_dir, status_text="up 5m\nvault: healthy\ndead letters: 0") as received:
+        yield received
 
 
 def test_changes_are_announced_to_the_running_gateway(data_dir: Path, running_gateway: list) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import shutil
 import socket
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
-from gateway.control import ControlServer
 from gateway.control_client import control_socket, notify_gateway
 from gateway.scheduler import Scheduler
 from gateway.store import Store
+from tests.fakes.control import serve_control
 
 
 @pytest.fixture
@@ -59,22 +58,8 @@ def status(data_dir: Path, task_id: int) -> str:
 @pytest.fixture
 def running_gateway(data_dir: Path) -> Iterator[list[dict[str, object]]]:
     """The gateway's control socket, served on a background loop; yields the requests it got."""
-    received: list[dict[str, object]] = []
-    loop = asyncio.new_event_loop()
-
-    async def handler(request: dict[str, object]) -> dict[str, object]:
-        received.append(request)
-        return {"ok": True}
-
-    server = ControlServer(control_socket(data_dir), handler)
-    loop.run_until_complete(server.start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield received
-    asyncio.run_coroutine_threadsafe(server.close(), loop).result(5)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
+    with serve_control(data_dir) as received:
+        yield received
 
 
 def test_list_pause_resume_cancel_without_a_gateway(data_dir: Path) -> None:
