@@ -34,6 +34,7 @@ from gateway.sandboxes import sandbox_identity, sandbox_spec
 from groups import folders
 from groups.sandbox.base import Limits, SandboxSpec
 from groups.sandbox.docker import LABEL_GROUP, LABEL_INSTANCE, DockerBackend, DockerSandbox, container_kwargs
+from tests.integration.probes import FORK_BOMB, connect_probe
 
 SLEEP = ["sleep", "300"]
 DEFAULT_LIMITS = Limits(memory_mb=256, cpus=1.0, pids=128, tmpfs_mb=16)
@@ -340,14 +341,7 @@ def test_cannot_reach_a_server_on_the_host_loopback(hostile) -> None:  # type: i
         while len(accepted) < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert len(accepted) == 1
-        probe = (
-            "import socket\n"
-            "for host in ('127.0.0.1', 'localhost'):\n"
-            "    try:\n"
-            f"        socket.create_connection((host, {port}), timeout=3); print('CONNECTED', host)\n"
-            "    except OSError as e: print('failed', host, type(e).__name__)\n"
-        )
-        code, out = py(container, probe)
+        code, out = py(container, connect_probe([("127.0.0.1", port), ("localhost", port)]))
         assert code == 0, out
         assert "CONNECTED" not in out and out.count("failed") == 2, out
         time.sleep(0.3)
@@ -412,21 +406,7 @@ def test_fork_bomb_is_contained_by_the_pids_limit(run_sandbox, docker_client) ->
     # The python version reports exactly how far it got, then cleans up after itself.
     code, out = py(
         container,
-        (
-            "import os, signal, time\n"
-            "kids = []\n"
-            "try:\n"
-            "    for _ in range(200):\n"
-            "        pid = os.fork()\n"
-            "        if pid == 0:\n"
-            "            time.sleep(30); os._exit(0)\n"
-            "        kids.append(pid)\n"
-            "    print('UNLIMITED')\n"
-            "except OSError as e:\n"
-            "    print('blocked after', len(kids), e.strerror)\n"
-            "for pid in kids: os.kill(pid, signal.SIGKILL)\n"
-            "for pid in kids: os.waitpid(pid, 0)\n"
-        ),
+        FORK_BOMB,
     )
     assert "UNLIMITED" not in out and "Resource temporarily unavailable" in out, out
     assert int(out.split()[2]) < 64, out

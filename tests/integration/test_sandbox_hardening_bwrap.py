@@ -32,6 +32,7 @@ from groups import folders
 from groups.sandbox.base import Limits, SandboxSpec, SandboxUnavailable
 from groups.sandbox.bwrap import BwrapBackend, bwrap_argv, read_rootfs
 from tests.integration.bwrap_support import alive, bwrap_rootfs, descendants, link_rootfs, probe
+from tests.integration.probes import FORK_BOMB, connect_probe
 
 __all__ = ["bwrap_rootfs"]  # the session fixture, imported for pytest
 
@@ -316,14 +317,7 @@ async def test_cannot_reach_a_server_on_the_host_loopback(world) -> None:  # typ
         while not accepted and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         assert len(accepted) == 1
-        code, out = await world.py(
-            spec,
-            "import socket\n"
-            f"for host, port in {targets!r}:\n"
-            "    try:\n"
-            "        socket.create_connection((host, port), timeout=3); print('CONNECTED', host)\n"
-            "    except OSError as e: print('failed', host, type(e).__name__)\n",
-        )
+        code, out = await world.py(spec, connect_probe(targets))
         assert code == 0 and "CONNECTED" not in out and out.count("failed") == len(targets), out
         await asyncio.sleep(0.3)
         assert len(accepted) == 1, accepted
@@ -367,19 +361,7 @@ async def test_fork_bomb_is_contained_by_the_pids_limit(world) -> None:  # type:
     spec = world.spec("bomb", limits=replace(DEFAULT_LIMITS, pids=64))
     code, out = await world.py(
         spec,
-        "import os, signal, time\n"
-        "kids = []\n"
-        "try:\n"
-        "    for _ in range(200):\n"
-        "        pid = os.fork()\n"
-        "        if pid == 0:\n"
-        "            time.sleep(30); os._exit(0)\n"
-        "        kids.append(pid)\n"
-        "    print('UNLIMITED')\n"
-        "except OSError as e:\n"
-        "    print('blocked after', len(kids), e.strerror)\n"
-        "for pid in kids: os.kill(pid, signal.SIGKILL)\n"
-        "for pid in kids: os.waitpid(pid, 0)\n",
+        FORK_BOMB,
     )
     assert "UNLIMITED" not in out and "Resource temporarily unavailable" in out, out
     assert int(out.split()[2]) < 64, out
