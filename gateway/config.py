@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from gateway import paths
+from gateway.wallet.settings import WalletConfig
 
 CONFIG_FILE = "config.toml"
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$")
@@ -237,6 +238,7 @@ class Config(_Section):
     mounts: MountsConfig = MountsConfig()
     admin: AdminConfig = AdminConfig()
     retry: RetryConfig = RetryConfig()
+    wallet: WalletConfig = WalletConfig()
 
     @property
     def default_trigger(self) -> str:

@@ -152,3 +152,39 @@ class Approval:
     decided_at: float | None
     chat_id: str
     message_ref: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WalletDraft:
+    """A wallet request as analyzed, before the policy verdict is recorded (gateway.wallet)."""
+
+    group_folder: str
+    key_name: str
+    signer_id: str
+    receiver_id: str
+    kind: str  # transaction | message
+    summary: str
+    value: int  # yoctoNEAR counted against the daily limit
+
+
+@dataclass(frozen=True, slots=True)
+class WalletRequest:
+    """One recorded wallet request; `value` counts as spend on `spend_day` while signing/submitted."""
+
+    id: int
+    created_at: float
+    group_folder: str
+    key_name: str
+    signer_id: str
+    receiver_id: str
+    kind: str
+    summary: str
+    value: int
+    outcome: str
+    reasons: tuple[str, ...]
+    state: str  # denied | pending | signing | submitted | failed | rejected
+    spend_day: str | None
+    approval_id: str | None
+    tx_hash: str | None
+    error: str | None
+    updated_at: float

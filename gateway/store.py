@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -28,7 +28,10 @@ from gateway.models import (
     ScheduledTask,
     StoredMessage,
     TaskRun,
+    WalletDraft,
+    WalletRequest,
 )
+from gateway.wallet.decision import Decision
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +158,33 @@ MIGRATIONS: list[str] = [
         message_ref TEXT
     );
     CREATE INDEX approvals_pending ON approvals (state, expires_at);
+    """,
+    # 4: wallet requests (gateway.wallet.service). The verdict and the spend it allows are one
+    # row written in one transaction; `value` is yoctoNEAR as text (it exceeds int64).
+    """
+    CREATE TABLE wallet_requests (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at REAL NOT NULL,
+        group_folder TEXT NOT NULL,
+        key_name TEXT NOT NULL,
+        signer_id TEXT NOT NULL,
+        receiver_id TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('transaction', 'message')),
+        summary TEXT NOT NULL,
+        value TEXT NOT NULL DEFAULT '0',
+        outcome TEXT NOT NULL CHECK (outcome IN ('auto_approve', 'needs_approval', 'deny')),
+        reasons TEXT NOT NULL DEFAULT '[]',
+        state TEXT NOT NULL
+            CHECK (state IN ('denied', 'pending', 'signing', 'submitted', 'failed', 'rejected')),
+        spend_day TEXT,
+        approval_id TEXT,
+        tx_hash TEXT,
+        error TEXT,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX wallet_requests_spend ON wallet_requests (spend_day, state);
+    CREATE INDEX wallet_requests_state ON wallet_requests (state);
+    CREATE TABLE wallet_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
 ]
 
@@ -794,6 +824,162 @@ class Store:
                 (state, by, at, approval_id),
             )
             return cur.rowcount == 1
+
+
+    # -- wallet (gateway.wallet.service) -------------------------------------------------
+
+    async def _wallet_spent(self, day: str) -> int:
+        async with self._conn.execute(
+            f"SELECT value FROM wallet_requests WHERE spend_day = ? AND state IN {_SPENDING_SQL}", (day,)
+        ) as cur:
+            return sum(int(value) for (value,) in await cur.fetchall())
+
+    async def wallet_spent(self, day: str) -> int:
+        """yoctoNEAR counted against the daily limit on UTC `day` (YYYY-MM-DD)."""
+        async with self._lock:
+            return await self._wallet_spent(day)
+
+    async def wallet_decide(
+        self, draft: WalletDraft, decide: Callable[[int], Decision], day: str, now: float
+    ) -> tuple[int, Decision, int]:
+        """Record `decide(spent_today)` and, if it signs, the spend — in one write transaction.
+
+        The verdict is computed *inside* the transaction, so two concurrent requests see each
+        other's spend and together cannot pass the daily limit. Returns (id, verdict, spent).
+        """
+        async with self._transaction() as conn:
+            spent = await self._wallet_spent(day)
+            verdict = decide(spent)
+            state = _STATE_OF_OUTCOME[verdict.outcome]
+            cur = await conn.execute(
+                "INSERT INTO wallet_requests (created_at, group_folder, key_name, signer_id, receiver_id, "
+                "kind, summary, value, outcome, reasons, state, spend_day, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    now,
+                    draft.group_folder,
+                    draft.key_name,
+                    draft.signer_id,
+                    draft.receiver_id,
+                    draft.kind,
+                    draft.summary,
+                    str(draft.value),
+                    verdict.outcome,
+                    json.dumps(list(verdict.reasons)),
+                    state,
+                    day if verdict.signs else None,
+                    now,
+                ),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid, verdict, spent
+
+    async def wallet_clear_approved(
+        self, request_id: int, value: int, decide: Callable[[int], Decision], day: str, now: float
+    ) -> tuple[Decision, int] | None:
+        """The owner approved a pending request: re-check it against today's spend, atomically.
+
+        `value` is the re-analyzed value (the transaction is rebuilt with a fresh nonce).
+        None if the request is no longer pending (decided, or cancelled by a restart).
+        """
+        async with self._transaction() as conn:
+            async with conn.execute("SELECT state FROM wallet_requests WHERE id = ?", (request_id,)) as cur:
+                row = await cur.fetchone()
+            if row is None or row[0] != "pending":
+                return None
+            spent = await self._wallet_spent(day)
+            verdict = decide(spent)
+            state = "signing" if verdict.signs else "denied"
+            await conn.execute(
+                "UPDATE wallet_requests SET state = ?, value = ?, spend_day = ?, reasons = ?, "
+                "error = ?, updated_at = ? WHERE id = ?",
+                (
+                    state,
+                    str(value),
+                    day if verdict.signs else None,
+                    json.dumps(list(verdict.reasons)),
+                    None if verdict.signs else "; ".join(verdict.reasons),
+                    now,
+                    request_id,
+                ),
+            )
+            return verdict, spent
+
+    async def wallet_settle(
+        self,
+        request_id: int,
+        state: str,
+        now: float,
+        *,
+        tx_hash: str | None = None,
+        error: str | None = None,
+        only_from: tuple[str, ...] | None = None,
+    ) -> bool:
+        """Move a request to `state` (optionally only from one of `only_from`); False if it did not move."""
+        sql = (
+            "UPDATE wallet_requests SET state = ?, tx_hash = COALESCE(?, tx_hash), error = ?, "
+            "updated_at = ? WHERE id = ?"
+        )
+        args: list[object] = [state, tx_hash, error, now, request_id]
+        if only_from:
+            sql += f" AND state IN ({', '.join('?' for _ in only_from)})"
+            args.extend(only_from)
+        cur = await self._write(sql, args)
+        return cur.rowcount == 1
+
+    async def wallet_set_approval(self, request_id: int, approval_id: str) -> None:
+        await self._write(
+            "UPDATE wallet_requests SET approval_id = ? WHERE id = ?", (approval_id, request_id)
+        )
+
+    async def wallet_request(self, request_id: int) -> WalletRequest | None:
+        async with self._conn.execute(
+            f"SELECT {_WALLET_COLUMNS} FROM wallet_requests WHERE id = ?", (request_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _wallet_request(row)
+
+    async def wallet_requests(self, state: str | None = None, limit: int = 50) -> list[WalletRequest]:
+        """Most recent first."""
+        where, args = ("WHERE state = ?", (state, limit)) if state else ("", (limit,))
+        async with self._conn.execute(
+            f"SELECT {_WALLET_COLUMNS} FROM wallet_requests {where} ORDER BY id DESC LIMIT ?", args
+        ) as cur:
+            return [_wallet_request(row) for row in await cur.fetchall()]
+
+    async def wallet_settings(self) -> dict[str, str]:
+        """Policy overrides set with `/policy set` (JSON-encoded values by setting name)."""
+        async with self._conn.execute("SELECT name, value FROM wallet_settings ORDER BY name") as cur:
+            return {str(name): str(value) for name, value in await cur.fetchall()}
+
+    async def set_wallet_setting(self, name: str, value: str | None) -> None:
+        if value is None:
+            await self._write("DELETE FROM wallet_settings WHERE name = ?", (name,))
+        else:
+            await self._write(
+                "INSERT INTO wallet_settings (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
+
+
+# States whose value counts against the daily limit: cleared to sign, or signed and submitted.
+# A request that failed before reaching the network releases its value.
+SPENDING_STATES = ("signing", "submitted")
+_SPENDING_SQL = "('signing', 'submitted')"
+_STATE_OF_OUTCOME = {"auto_approve": "signing", "needs_approval": "pending", "deny": "denied"}
+
+_WALLET_COLUMNS = (
+    "id, created_at, group_folder, key_name, signer_id, receiver_id, kind, summary, value, outcome, "
+    "reasons, state, spend_day, approval_id, tx_hash, error, updated_at"
+)
+
+
+def _wallet_request(row: Iterable[object]) -> WalletRequest:
+    values = list(row)
+    values[8] = int(str(values[8]))
+    values[10] = tuple(json.loads(str(values[10])))
+    return WalletRequest(*values)  # type: ignore[arg-type]
 
 
 _APPROVAL_COLUMNS = (

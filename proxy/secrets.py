@@ -14,14 +14,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import ipaddress
 import json
-import os
 import re
 import secrets as _random
-import stat
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,13 +26,18 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from gateway.private_files import (
+    MASTER_KEY_FILE,
+    PrivateFileError,
+    atomic_write,
+    exclusive_lock,
+    read_master_key,
+)
 from proxy.rules import Rule, RuleError, make_rule
 
-MASTER_KEY_FILE = "master.key"
 SECRETS_FILE = "secrets.json"
 LOCK_FILE = "secrets.lock"
 USAGE_FILE = "secrets-usage.json"  # last-used timestamps, written by the vault process
-KEY_BYTES = 32
 NONCE_BYTES = 12
 FORMAT_VERSION = 2  # v2 adds "rules" and "groups"; v1 records still load
 
@@ -335,70 +336,14 @@ class SecretStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Exclusive cross-process lock around read-modify-write of the store."""
-        self._ensure_dir()
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive_lock(self.lock_path):
             yield
-        finally:
-            os.close(fd)  # closing releases the flock
-
-    def _ensure_dir(self) -> None:
-        if not self.config_dir.exists():
-            self.config_dir.mkdir(parents=True, mode=0o700)
 
     def _master_key(self, create: bool) -> bytes:
-        """Read (or, for writers, create) the 32-byte master key, refusing unsafe permissions."""
         try:
-            fd = os.open(self.key_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            if not create:
-                raise VaultError(
-                    f"master key {self.key_path} is missing, so the stored secrets cannot be decrypted"
-                ) from None
-            return self._create_master_key()
-        except OSError as e:
-            raise VaultError(f"cannot open master key {self.key_path}: {e.strerror}") from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise VaultError(f"master key {self.key_path} is not a regular file")
-            if st.st_mode & 0o077:
-                raise VaultError(
-                    f"master key {self.key_path} is accessible by group/others"
-                    f" (mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {self.key_path}`"
-                )
-            if st.st_uid != os.getuid():
-                raise VaultError(f"master key {self.key_path} is owned by another user")
-            key = os.read(fd, KEY_BYTES + 1)
-        finally:
-            os.close(fd)
-        if len(key) != KEY_BYTES:
-            raise VaultError(f"master key {self.key_path} is corrupt (expected {KEY_BYTES} bytes)")
-        return key
-
-    def _create_master_key(self) -> bytes:
-        key = _random.token_bytes(KEY_BYTES)
-        # Write fully under a temp name, then link into place: O_EXCL semantics without a
-        # window where another reader could see an empty or half-written key.
-        fd, tmp = tempfile.mkstemp(prefix=".master.key.", dir=self.config_dir)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, key)
-            os.fsync(fd)
-            os.close(fd)
-            fd = -1
-            try:
-                os.link(tmp, self.key_path)
-            except FileExistsError:
-                return self._master_key(create=False)
-        finally:
-            if fd >= 0:
-                os.close(fd)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        self._fsync_dir()
-        return key
+            return read_master_key(self.key_path, create=create)
+        except PrivateFileError as e:
+            raise VaultError(str(e)) from None
 
     def _read_records(self) -> list[dict]:
         try:
@@ -419,26 +364,7 @@ class SecretStore:
         self._atomic_write(self.secrets_path, data)
 
     def _atomic_write(self, path: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=self.config_dir)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        self._fsync_dir()
-
-    def _fsync_dir(self) -> None:
-        fd = os.open(self.config_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        atomic_write(path, data)
 
     @staticmethod
     def _info(r: dict, last_used: str = "") -> SecretInfo:

@@ -1,0 +1,127 @@
+"""Private files in the config dir: the master key, an exclusive writer lock, atomic replace.
+
+The vault's secrets (`proxy.secrets`) and the wallet's keys (`gateway.wallet.keystore`) are
+both encrypted under one master key and both rewritten by several possible writers (CLI
+invocations, the gateway). They share these primitives so that "mode 0600, written whole
+or not at all, one writer at a time" is implemented — and reviewed — once.
+
+Errors are raised as `PrivateFileError` whose message names the file and the fix; callers
+re-raise them as their own user-facing error type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+MASTER_KEY_FILE = "master.key"
+KEY_BYTES = 32
+
+
+class PrivateFileError(Exception):
+    """A user-facing problem with a private file; the message never contains key material."""
+
+
+def ensure_dir(directory: Path) -> None:
+    if not directory.exists():
+        directory.mkdir(parents=True, mode=0o700)
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """Cross-process exclusive lock around a read-modify-write (fcntl; released on close/crash)."""
+    ensure_dir(lock_path.parent)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to a 0600 temp file beside `path`, fsync, rename over `path`, fsync the dir."""
+    ensure_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def read_master_key(key_path: Path, *, create: bool, what: str = "the stored secrets") -> bytes:
+    """Read (or, for writers, create) the 32-byte master key, refusing unsafe permissions."""
+    try:
+        fd = os.open(key_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        if not create:
+            raise PrivateFileError(
+                f"master key {key_path} is missing, so {what} cannot be decrypted"
+            ) from None
+        return _create_master_key(key_path, what)
+    except OSError as e:
+        raise PrivateFileError(f"cannot open master key {key_path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise PrivateFileError(f"master key {key_path} is not a regular file")
+        if st.st_mode & 0o077:
+            raise PrivateFileError(
+                f"master key {key_path} is accessible by group/others"
+                f" (mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {key_path}`"
+            )
+        if st.st_uid != os.getuid():
+            raise PrivateFileError(f"master key {key_path} is owned by another user")
+        key = os.read(fd, KEY_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(key) != KEY_BYTES:
+        raise PrivateFileError(f"master key {key_path} is corrupt (expected {KEY_BYTES} bytes)")
+    return key
+
+
+def _create_master_key(key_path: Path, what: str) -> bytes:
+    ensure_dir(key_path.parent)
+    key = secrets.token_bytes(KEY_BYTES)
+    # Write fully under a temp name, then link into place: O_EXCL semantics without a
+    # window where another reader could see an empty or half-written key.
+    fd, tmp = tempfile.mkstemp(prefix=f".{key_path.name}.", dir=key_path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, key)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        try:
+            os.link(tmp, key_path)
+        except FileExistsError:
+            return read_master_key(key_path, create=False, what=what)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    fsync_dir(key_path.parent)
+    return key
