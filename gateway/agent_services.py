@@ -37,6 +37,12 @@ class TaskBook(Protocol):
     async def update(self, task_id: int | str, action: str) -> dict[str, Any]: ...
 
 
+class WalletHandler(Protocol):
+    """`gateway.wallet.service.WalletService` as the IPC layer sees it."""
+
+    async def handle(self, caller: Caller, method: str, params: dict[str, Any]) -> dict[str, Any]: ...
+
+
 class AgentServices:
     def __init__(
         self, config: Config, store: Store, registry: GroupRegistry, tasks: TaskBook | None = None
@@ -46,6 +52,7 @@ class AgentServices:
         self._registry = registry
         self._executor: RunExecutor | None = None
         self.tasks = tasks
+        self.wallet: WalletHandler | None = None
 
     def bind_executor(self, executor: RunExecutor) -> None:
         """The executor needs the sandbox pool, which needs these services: tie the knot after both exist."""
@@ -131,3 +138,8 @@ class AgentServices:
             }
             for chat_id, name, channel, last in await self._store.chats()
         ]
+
+    async def wallet_request(self, caller: Caller, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        if self.wallet is None:
+            raise IpcError("unavailable", "the NEAR wallet is not enabled on this gateway")
+        return await self.wallet.handle(caller, method, params)

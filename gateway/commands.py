@@ -44,6 +44,8 @@ USAGE: dict[str, str] = {
     "drop": "/drop <dead-letter-id>",
     "approve": "/approve <approval-id> — approve a pending request (text fallback for the button)",
     "deny": "/deny <approval-id> — deny a pending request",
+    "wallet": "/wallet — NEAR keys, balances and today's spend",
+    "policy": "/policy [set <name> <value> | reset <name>] — show or change the NEAR signing policy",
 }
 
 
@@ -285,6 +287,24 @@ class AdminCommands:
         if not await self.gw.store.drop_dead_letter(letter):
             raise UsageError(f"no dead letter #{letter}")
         return f"dropped dead letter #{letter}"
+
+    async def _cmd_wallet(self, args: list[str]) -> str:
+        self._arity(args, 0)
+        return await self.gw.wallet.status_text()
+
+    async def _cmd_policy(self, args: list[str]) -> str:
+        if not args:
+            return self.gw.wallet.policy_text()
+        if args[0] == "set" and len(args) >= 3:
+            value: str | None = " ".join(args[2:])
+        elif args[0] == "reset" and len(args) == 2:
+            value = None
+        else:
+            raise UsageError()
+        try:
+            return "policy updated: " + await self.gw.wallet.set_policy(args[1], value)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
     async def _decide(self, command: Command, message: InboundMessage) -> str:
         """`/approve <id>`, `/deny <id>`: the same path (and the same checks) as a button press."""

@@ -77,6 +77,24 @@ _SCHEMAS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "unregister_group": {"folder": (str, True)},
     "set_mounts": {"folder": (str, True), "mounts": (list, True)},
     "list_chats": {},
+    "near_balance": {"account_id": (str, False), "key": (str, False)},
+    "near_view": {"contract_id": (str, True), "method": (str, True), "args": ((dict, str), False)},
+    "near_transfer": {"receiver_id": (str, True), "amount": ((str, int), True), "key": (str, False)},
+    "near_function_call": {
+        "receiver_id": (str, True),
+        "method": (str, True),
+        "args": ((dict, str), False),
+        "deposit": ((str, int), False),
+        "gas": (int, False),
+        "key": (str, False),
+    },
+    "near_sign_message": {
+        "message": (str, True),
+        "recipient": (str, True),
+        "nonce": (str, False),
+        "callback_url": (str, False),
+        "key": (str, False),
+    },
 }
 
 # Who may do what (invariant 4). "self" = only when the target is the caller's own group;
@@ -97,6 +115,13 @@ _POLICY: dict[str, str] = {
     "unregister_group": "main",
     "set_mounts": "main",
     "list_chats": "main",
+    # The wallet acts for the calling group only; which keys a group may use is the wallet
+    # policy's call (`[wallet.policy] key_groups`), checked in gateway.wallet.service.
+    "near_balance": "self",
+    "near_view": "self",
+    "near_transfer": "self",
+    "near_function_call": "self",
+    "near_sign_message": "self",
 }
 
 # The turn protocol paces itself (one turn at a time) and must never be throttled: a dropped
@@ -179,6 +204,8 @@ class IpcServices(Protocol):
     async def set_mounts(self, folder: str, mounts: list[Any]) -> None: ...
 
     async def list_chats(self) -> list[dict[str, Any]]: ...
+
+    async def wallet_request(self, caller: Caller, method: str, params: dict[str, Any]) -> dict[str, Any]: ...
 
 
 def validate(method: object, params: object) -> dict[str, Any]:
@@ -398,6 +425,9 @@ class GroupIpc:
                 # Same answer for "missing" and "someone else's": existence is not revealed.
                 raise IpcError("not_found", f"no task {params['task_id']!r} in this group")
             return await services.update_task(params["task_id"], method.removesuffix("_task"))
+        if method.startswith("near_"):
+            authorize(caller, method, None)
+            return await services.wallet_request(caller, method, params)
         authorize(caller, method, None)  # the remaining methods are main-only
         if method == "register_group":
             return await services.register_group(params)

@@ -24,6 +24,8 @@ MAX_LIST_ENTRIES = 1000
 
 ToolResult = Tuple[str, bool]
 
+_KEY_PARAM = {"type": "string", "description": "Wallet key name (optional when the group has one key)."}
+
 TOOL_SPECS: List[Dict[str, Any]] = [
     {
         "name": "shell",
@@ -149,6 +151,82 @@ TOOL_SPECS: List[Dict[str, Any]] = [
             "type": "object",
             "properties": {"task_id": {"type": "integer"}},
             "required": ["task_id"],
+        },
+    },
+    {
+        "name": "near_balance",
+        "description": "NEAR balance of an account (default: the account of this group's wallet key).",
+        "parameters": {
+            "type": "object",
+            "properties": {"account_id": {"type": "string"}, "key": _KEY_PARAM},
+        },
+    },
+    {
+        "name": "near_view",
+        "description": "Call a read-only (view) method of a NEAR contract; free, nothing is signed.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "contract_id": {"type": "string"},
+                "method": {"type": "string"},
+                "args": {"type": "object", "description": "JSON arguments of the method."},
+            },
+            "required": ["contract_id", "method"],
+        },
+    },
+    {
+        "name": "near_transfer",
+        "description": (
+            "Send NEAR from the group's wallet. The gateway signs it (you never see keys) after checking "
+            "the owner's policy: small transfers go through, large ones wait for the owner's approval "
+            "(the call blocks until decided), forbidden ones are refused with the reason. Returns the "
+            "transaction hash; tell the user the hash."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "receiver_id": {"type": "string", "description": "NEAR account id, e.g. bob.near."},
+                "amount": {"type": "string", "description": 'NEAR as a decimal string, e.g. "1.5".'},
+                "key": _KEY_PARAM,
+            },
+            "required": ["receiver_id", "amount"],
+        },
+    },
+    {
+        "name": "near_function_call",
+        "description": (
+            "Call a change method of a NEAR contract, signed by the gateway under the owner's policy "
+            "(may wait for the owner's approval). Returns the transaction hash."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "receiver_id": {"type": "string", "description": "The contract account id."},
+                "method": {"type": "string"},
+                "args": {"type": "object", "description": "JSON arguments of the method."},
+                "deposit": {"type": "string", "description": 'Attached NEAR, e.g. "0.01".'},
+                "gas": {"type": "integer", "description": "Gas units (default 30 Tgas, max 300 Tgas)."},
+                "key": _KEY_PARAM,
+            },
+            "required": ["receiver_id", "method"],
+        },
+    },
+    {
+        "name": "near_sign_message",
+        "description": (
+            "Sign an off-chain message with the wallet key (NEP-413), e.g. to log in to a NEAR app. "
+            "Returns {accountId, publicKey, signature, nonce}. May need the owner's approval."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "message": {"type": "string"},
+                "recipient": {"type": "string", "description": "Who the signature is for, e.g. app.near."},
+                "nonce": {"type": "string", "description": "Base64 of 32 bytes (random when omitted)."},
+                "callback_url": {"type": "string"},
+                "key": _KEY_PARAM,
+            },
+            "required": ["message", "recipient"],
         },
     },
 ]
@@ -379,7 +457,7 @@ class Toolbox:
 
     def _task_call(self, method: str, params: Dict[str, Any]) -> ToolResult:
         if self._ipc_call is None:
-            return "scheduled tasks are not available here", True
+            return f"{method} is not available here (no connection to the gateway)", True
         try:
             result = self._ipc_call(method, params)
         except IPCClosed:
@@ -428,6 +506,62 @@ class Toolbox:
 
     def _tool_cancel_task(self, args: Dict[str, Any]) -> ToolResult:
         return self._task_call("cancel_task", {"task_id": self._task_id(args)})
+
+
+    # -- NEAR: requests only; the gateway holds the keys, checks the policy and signs --------
+
+    _NEAR_FIELDS: Dict[str, Tuple[Tuple[str, Tuple[type, ...], bool], ...]] = {
+        "near_balance": (("account_id", (str,), False), ("key", (str,), False)),
+        "near_view": (("contract_id", (str,), True), ("method", (str,), True), ("args", (dict,), False)),
+        "near_transfer": (
+            ("receiver_id", (str,), True),
+            ("amount", (str, int), True),
+            ("key", (str,), False),
+        ),
+        "near_function_call": (
+            ("receiver_id", (str,), True),
+            ("method", (str,), True),
+            ("args", (dict,), False),
+            ("deposit", (str, int), False),
+            ("gas", (int,), False),
+            ("key", (str,), False),
+        ),
+        "near_sign_message": (
+            ("message", (str,), True),
+            ("recipient", (str,), True),
+            ("nonce", (str,), False),
+            ("callback_url", (str,), False),
+            ("key", (str,), False),
+        ),
+    }
+
+    def _near_call(self, method: str, args: Dict[str, Any]) -> ToolResult:
+        params: Dict[str, Any] = {}
+        for key, kinds, required in self._NEAR_FIELDS[method]:
+            value = args.get(key)
+            if value is None:
+                if required:
+                    raise ToolInputError(f"'{key}' is required")
+                continue
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise ToolInputError(f"'{key}' has the wrong type")
+            params[key] = value
+        return self._task_call(method, params)
+
+    def _tool_near_balance(self, args: Dict[str, Any]) -> ToolResult:
+        return self._near_call("near_balance", args)
+
+    def _tool_near_view(self, args: Dict[str, Any]) -> ToolResult:
+        return self._near_call("near_view", args)
+
+    def _tool_near_transfer(self, args: Dict[str, Any]) -> ToolResult:
+        return self._near_call("near_transfer", args)
+
+    def _tool_near_function_call(self, args: Dict[str, Any]) -> ToolResult:
+        return self._near_call("near_function_call", args)
+
+    def _tool_near_sign_message(self, args: Dict[str, Any]) -> ToolResult:
+        return self._near_call("near_sign_message", args)
 
 
 _TOOL_NAMES = frozenset(spec["name"] for spec in TOOL_SPECS)

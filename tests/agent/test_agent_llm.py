@@ -77,6 +77,11 @@ def test_anthropic_tool_use_round_trip(group_dirs: tuple[Path, Path]) -> None:
         "pause_task",
         "resume_task",
         "cancel_task",
+        "near_balance",
+        "near_view",
+        "near_transfer",
+        "near_function_call",
+        "near_sign_message",
     }
     assert all(t["input_schema"]["type"] == "object" for t in body["tools"])
     assert body["messages"] == [{"role": "user", "content": PROMPT}]

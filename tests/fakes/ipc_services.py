@@ -59,3 +59,7 @@ class RecordingServices:
     async def list_chats(self) -> list[dict[str, Any]]:
         self.calls.append(("list_chats", None))
         return [{"chat_id": c} for c in CHATS]
+
+    async def wallet_request(self, caller: Caller, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append((method, caller.folder))
+        return {"ok": True}

@@ -24,7 +24,7 @@ class Client:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer, self.n = reader, writer, 0
 
-    async def call(self, method: str, **params: object) -> dict:
+    async def call(self, method: str, /, **params: object) -> dict:
         self.n += 1
         self.writer.write(json.dumps({"id": self.n, "method": method, "params": params}).encode() + b"\n")
         await self.writer.drain()
@@ -198,3 +198,40 @@ async def test_requests_are_rate_limited(world) -> None:
     # The turn protocol itself is never throttled, even right after the bucket ran dry.
     assert "result" in await team.call("status", state="busy")
     assert refused(await team.call("turn_done", run_id=1, text="x"), "unknown_run")
+
+
+# -- NEAR wallet requests ---------------------------------------------------------------------
+
+NEAR_REQUESTS = [
+    ("near_balance", {}),
+    ("near_view", {"contract_id": "c.near", "method": "get"}),
+    ("near_transfer", {"receiver_id": "bob.near", "amount": "1"}),
+    ("near_function_call", {"receiver_id": "c.near", "method": "go", "deposit": "0"}),
+    ("near_sign_message", {"message": "hi", "recipient": "app.near"}),
+]
+
+
+@pytest.mark.parametrize(("method", "params"), NEAR_REQUESTS)
+async def test_wallet_requests_reach_the_wallet_as_their_socket(world, method: str, params: dict) -> None:
+    """Every group may ask; the wallet policy (key_groups) decides per key, with the socket's identity."""
+    services, main, team = world
+    assert "result" in await team.call(method, **params)
+    assert "result" in await main.call(method, **params)
+    assert services.calls[-2:] == [(method, "team"), (method, "main")]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"receiver_id": "bob.near", "amount": "1", "group": "main"},  # claiming another identity
+        {"receiver_id": "bob.near", "amount": "1", "signer_id": "owner.near"},
+        {"receiver_id": "bob.near", "amount": "1", "secret_key": "ed25519:x"},
+        {"receiver_id": "bob.near"},  # missing amount
+        {"receiver_id": "bob.near", "amount": 1.5},  # floats lose yoctoNEAR
+    ],
+)
+async def test_malformed_wallet_requests_never_reach_the_wallet(world, params: dict) -> None:
+    services, _, team = world
+    reply = await team.call("near_transfer", **params)
+    assert refused(reply, "bad_params")
+    assert services.calls == []
