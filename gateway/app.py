@@ -33,6 +33,9 @@ from gateway.runs import RunExecutor
 from gateway.sandboxes import SandboxPool
 from gateway.scheduler import ChatLauncher, Scheduler
 from gateway.store import Store
+from gateway.wallet.keystore import KeyStore
+from gateway.wallet.rpc import NearRpc
+from gateway.wallet.service import WalletService
 from groups.folders import group_dirs
 from groups.sandbox.base import SandboxUnavailable
 from groups.sandbox.select import make_backend
@@ -132,6 +135,8 @@ class Gateway:
         self.commands = AdminCommands(self)
         # Approval prompts in the main chat (gateway.approvals); the wallet asks through it.
         self.approvals = Approvals(self.store, self.registry, self.channels, self.config.admin.users)
+        self.wallet = self._wallet_service()
+        self.services.wallet = self.wallet
         self.router = Router(
             self.store, self.registry.for_chat, lambda g: self.queue.wake(g.folder), self._run_command
         )
@@ -140,6 +145,7 @@ class Gateway:
         for channel in self.channels:
             await channel.connect(self.ingest, self.approvals.on_button)
         await self.approvals.start()
+        await self.wallet.start()
         await self.scheduler.start()
         self._started = True
         self.started_at = time.time()
@@ -148,6 +154,16 @@ class Gateway:
             group = self.registry.for_chat(chat_id)
             if group is not None:
                 self.queue.wake(group.folder)
+
+    def _wallet_service(self) -> WalletService:
+        """Keys stay in this process (config dir); agents reach them only through `near_*` IPC."""
+        settings = self.config.wallet
+        rpc = NearRpc(
+            settings.effective_rpc_url, timeout_s=settings.rpc_timeout_s, retries=settings.rpc_retries
+        )
+        return WalletService(
+            settings, self.store, KeyStore(self.config_dir), rpc, self.approvals, self.notify_main
+        )
 
     def _default_channels(self) -> list[Channel]:
         channels: list[Channel] = []
@@ -326,6 +342,8 @@ class Gateway:
         except TimeoutError:
             log.warning("running turns did not finish within %ss; stopping them", grace_s)
         await self.pool.stop_all()
+        with contextlib.suppress(Exception):
+            await self.wallet.aclose()
         await self._close_partial()
 
     async def _close_partial(self) -> None:
