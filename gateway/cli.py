@@ -13,6 +13,7 @@ from gateway import config as config_mod
 from gateway import paths
 from gateway.admin_cli import dlq_cli, groups_register, groups_unregister, status_cli
 from gateway.tasks_cli import tasks_cli
+from gateway.wallet.cli import wallet_cli
 from proxy.cli import vault_cli
 
 
@@ -184,6 +185,7 @@ def groups_mounts(group: str) -> None:
 
 
 main.add_command(vault_cli)
+main.add_command(wallet_cli)
 main.add_command(tasks_cli)
 main.add_command(dlq_cli)
 main.add_command(status_cli)

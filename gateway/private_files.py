@@ -30,7 +30,7 @@ class PrivateFileError(Exception):
 
 def ensure_dir(directory: Path) -> None:
     if not directory.exists():
-        directory.mkdir(parents=True, mode=0o700)
+        directory.mkdir(parents=True, mode=0o700, exist_ok=True)
 
 
 @contextlib.contextmanager
