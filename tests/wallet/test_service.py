@@ -325,3 +325,40 @@ async def test_balance_and_view_calls_need_no_signature(env: Env) -> None:
     assert view["result"] == "11"
     status = await env.service.status_text()
     assert "hot: owner.testnet" in status and "100 NEAR" in status and "0 of 10 NEAR" in status
+
+
+async def test_wallet_and_policy_admin_commands(env: Env) -> None:
+    """`/wallet` and `/policy` in the main chat, by an admin; silent for anyone else."""
+    from types import SimpleNamespace
+
+    from gateway.commands import AdminCommands, parse
+
+    gw = SimpleNamespace(config=SimpleNamespace(admin=SimpleNamespace(users=[ADMIN])), wallet=env.service)
+    commands = AdminCommands(gw)  # type: ignore[arg-type]
+    main, team = env.world.registry.main, env.world.registry.by_folder("team")
+
+    async def run(text: str, sender: str = ADMIN, group: Any = main) -> str | None:
+        command = parse(text)
+        assert command is not None
+        chat = MAIN if group is main else "tg:-2"
+        return await commands.execute(command, env.world.tg.message(text, chat, sender, "x"), group)
+
+    await env.request("near_transfer", receiver_id="bob.testnet", amount="0.75")
+    wallet = await run("/wallet")
+    assert wallet is not None
+    assert "hot: owner.testnet (testnet, full access)" in wallet and "99.25 NEAR" in wallet
+    assert "Today's spend" in wallet and "0.75 of 10 NEAR" in wallet
+    policy = await run("/policy")
+    assert policy is not None and "auto_approve_max: 1" in policy and "daily_limit: 10" in policy
+    assert await run("/policy set daily_limit 2.5") == "policy updated: daily_limit = 2.5"
+    assert await run("/policy set transfer_whitelist bob.testnet, carol.testnet") == (
+        "policy updated: transfer_whitelist = bob.testnet, carol.testnet"
+    )
+    bad = await run("/policy set daily_limit lots")
+    assert bad is not None and bad.startswith("usage: /policy") and "invalid NEAR amount" in bad
+    assert await run("/policy reset daily_limit") == "policy updated: daily_limit = 10"
+    # Not an admin, or not the main chat: ignored without a word, nothing changed.
+    assert await run("/policy set daily_limit 1000", sender="tg:2") is None
+    assert await run("/policy set daily_limit 1000", group=team) is None
+    assert await run("/wallet", group=team) is None
+    assert env.service.engine.policy.daily_limit == 10 * NEAR
