@@ -34,6 +34,7 @@ from benchmarks.harness import IMAGE, bench_gateway, ensure_image  # noqa: E402
 from benchmarks.load import run_load  # noqa: E402
 from benchmarks.mount_cases import run as mount_cases_run  # noqa: E402
 from benchmarks.vault import run as vault_run  # noqa: E402
+from benchmarks.wallet_sign import run as wallet_sign_run  # noqa: E402
 from gateway.faults import POINTS as CRASH_POINTS  # noqa: E402
 from gateway.models import Group, InboundMessage  # noqa: E402
 from gateway.store import Store  # noqa: E402
@@ -153,6 +154,7 @@ async def main() -> None:
     mount_cases = await asyncio.to_thread(mount_cases_run)
     load = await run_load("bwrap")
     vault = await vault_run()  # HTTPS via the vault vs bare mitmdump vs direct (benchmarks/vault.py)
+    near_sign = await asyncio.to_thread(wallet_sign_run)  # analyze + policy + sign vs bare ed25519
     result = {
         "warm_p50_ms": ms(pct(warm, 0.5)),
         "warm_p99_ms": ms(pct(warm, 0.99)),
@@ -170,6 +172,7 @@ async def main() -> None:
         "mount_cases_checked": mount_cases,
         **load,
         **vault,
+        **near_sign,
         "crash_kill_points": len(CRASH_POINTS),
         "targets": {
             "warm_p50_ms": 10,
@@ -177,6 +180,7 @@ async def main() -> None:
             "ingest_msgs_per_s": 5000,
             "bwrap_cold_start_p50_ms": 100,
             "vault_vs_mitmdump_rps": 0.9,
+            "near_sign_per_s": 5000,
         },
     }
     print(json.dumps(result))
