@@ -109,15 +109,20 @@ class Approvals:
         details: str,
         requester_group: str,
         expires_in: float = DEFAULT_EXPIRES_IN_S,
+        approval_id: str | None = None,
     ) -> Decision:
-        """Ask the owner in the main chat; returns once decided or expired (expiry means deny)."""
+        """Ask the owner in the main chat; returns once decided or expired (expiry means deny).
+
+        A caller that must find the prompt again after a restart picks its id up front
+        (`new_approval_id()`) and records it before asking.
+        """
         main = self._registry.main
         if main is None:
             log.warning("approval %r denied: there is no main chat to ask in", title[:80])
             return "denied"
         now = self.clock.now()
         approval = Approval(
-            id=new_approval_id(),
+            id=approval_id or new_approval_id(),
             title=title[:MAX_TITLE_CHARS],
             details=details[:MAX_DETAILS_CHARS],
             requester_group=requester_group,
@@ -154,6 +159,17 @@ class Approvals:
             self._waiters.pop(approval.id, None)
 
     # -- deciding --------------------------------------------------------------------------
+
+    async def void(self, approval_id: str) -> bool:
+        """Deny a pending approval nobody waits for any more (e.g. its requester did not survive
+        a restart), and edit its prompt, so a later click cannot look like it signed anything."""
+        if not await self._store.decide_approval(approval_id, "denied", "gateway", self.clock.now()):
+            return False
+        log.info("approval %s voided: its requester is gone", approval_id)
+        self._cancel_timer(approval_id)
+        self._resolve(approval_id, "denied")
+        await self._finish(approval_id)
+        return True
 
     def is_admin(self, user_id: str) -> bool:
         """The same rule as `gateway.commands.is_admin`: the console owner or `[admin] users`."""

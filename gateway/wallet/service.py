@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from gateway.approvals import new_approval_id
 from gateway.ipc import Caller, IpcError
 from gateway.models import WalletDraft
 from gateway.scheduler import Clock, SystemClock
@@ -71,8 +72,15 @@ class ApprovalAsker(Protocol):
     """`gateway.approvals.Approvals`, as far as the wallet needs it."""
 
     async def request_approval(
-        self, title: str, details: str, requester_group: str, expires_in: float = ...
+        self,
+        title: str,
+        details: str,
+        requester_group: str,
+        expires_in: float = ...,
+        approval_id: str | None = None,
     ) -> str: ...
+
+    async def void(self, approval_id: str) -> bool: ...
 
 
 def _denied(reasons: tuple[str, ...] | list[str], prefix: str = "refused by the wallet policy") -> IpcError:
@@ -112,6 +120,8 @@ class WalletService:
                 error="the gateway restarted while it waited",
                 only_from=("pending",),
             )
+            if request.approval_id is not None:  # its prompt must not invite a click that signs nothing
+                await self._approvals.void(request.approval_id)
 
     async def aclose(self) -> None:
         await self._rpc.aclose()
@@ -275,14 +285,8 @@ class WalletService:
         ]
         title = f"NEAR request #{request_id} from {caller.folder}: {format_near(analysis.total_value)} NEAR"
         title += f" → {receiver}"
-        decision = await self._approvals.request_approval(
-            title, "\n".join(lines), caller.folder, self.config.approval_timeout_s
-        )
+        await self._ask(request_id, title, "\n".join(lines), caller)
         now = self.clock.now()
-        if decision != "approved":
-            why = "the owner denied it" if decision == "denied" else "the approval request expired"
-            await self._store.wallet_settle(request_id, "rejected", now, error=why, only_from=("pending",))
-            raise IpcError("denied", f"NEAR request #{request_id} was not signed: {why}")
         # Fresh nonce and block hash (minutes may have passed), then the same checks once more.
         tx = await self._build(key, receiver, actions)
         fresh = analyze(tx)
@@ -302,6 +306,21 @@ class WalletService:
             )
             raise _denied(recheck.reasons, f"NEAR request #{request_id} was approved but refused on re-check")
         return await self._sign_and_submit(request_id, key, tx, fresh, approved_by="owner")
+
+    async def _ask(self, request_id: int, title: str, details: str, caller: Caller) -> None:
+        """Wait for the owner's button; returns if approved, else tells the agent why not."""
+        approval_id = new_approval_id()
+        await self._store.wallet_set_approval(request_id, approval_id)  # so a restart can void it
+        decision = await self._approvals.request_approval(
+            title, details, caller.folder, self.config.approval_timeout_s, approval_id=approval_id
+        )
+        if decision == "approved":
+            return
+        why = "the owner denied it" if decision == "denied" else "the approval request expired"
+        await self._store.wallet_settle(
+            request_id, "rejected", self.clock.now(), error=why, only_from=("pending",)
+        )
+        raise IpcError("denied", f"NEAR request #{request_id} was not signed: {why}")
 
     async def _sign_and_submit(
         self, request_id: int, key: KeyInfo, tx: Transaction, analysis: TxAnalysis, approved_by: str | None
@@ -395,15 +414,7 @@ class WalletService:
                 ]
             )
             title = f"NEAR request #{request_id} from {caller.folder}: sign a message for {recipient[:60]}"
-            decision = await self._approvals.request_approval(
-                title, details, caller.folder, self.config.approval_timeout_s
-            )
-            if decision != "approved":
-                why = "the owner denied it" if decision == "denied" else "the approval request expired"
-                await self._store.wallet_settle(
-                    request_id, "rejected", self.clock.now(), error=why, only_from=("pending",)
-                )
-                raise IpcError("denied", f"NEAR request #{request_id} was not signed: {why}")
+            await self._ask(request_id, title, details, caller)
         with self._keys.signer(key.name) as pair:
             signed = nep413.sign_message(pair, key.account_id, message, nonce, recipient, callback)
         await self._store.wallet_settle(request_id, "submitted", self.clock.now())

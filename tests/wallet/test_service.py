@@ -362,3 +362,31 @@ async def test_wallet_and_policy_admin_commands(env: Env) -> None:
     assert await run("/policy set daily_limit 1000", group=team) is None
     assert await run("/wallet", group=team) is None
     assert env.service.engine.policy.daily_limit == 10 * NEAR
+
+
+async def test_a_restart_voids_requests_left_waiting_and_their_prompts(env: Env) -> None:
+    task = env.start("near_transfer", receiver_id="bob.testnet", amount="5")
+    prompt = await env.prompt()
+    task.cancel()  # the gateway died while the request waited for the owner
+    [waiting] = await env.world.store.wallet_requests()
+    assert waiting.state == "pending" and waiting.approval_id == prompt.id
+
+    again = WalletService(
+        config(),
+        env.world.store,
+        env.keys,
+        NearRpc(env.rpc.url),
+        env.world.approvals,
+        env.world.tg.send,
+        env.world.clock,  # type: ignore[arg-type]
+    )
+    await again.start()
+    [voided] = await env.world.store.wallet_requests()
+    assert voided.state == "rejected" and "restarted" in (voided.error or "")
+    approval = await env.world.store.approval(prompt.id)
+    assert approval is not None and (approval.state, approval.decided_by) == ("denied", "gateway")
+    assert [o.state for _, _, _, o in env.world.tg.outcomes] == ["denied"]  # the prompt says so
+    toast = await env.world.tg.press(prompt.id, "approve", user_id=ADMIN, chat_id=MAIN)
+    assert toast.startswith("already decided")
+    assert env.rpc.submitted == []
+    await again.aclose()
