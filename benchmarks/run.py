@@ -34,6 +34,7 @@ from benchmarks.harness import IMAGE, bench_gateway, ensure_image  # noqa: E402
 from benchmarks.load import run_load  # noqa: E402
 from benchmarks.mount_cases import run as mount_cases_run  # noqa: E402
 from benchmarks.vault import run as vault_run  # noqa: E402
+from benchmarks.wallet_approve import run_async as wallet_approve_run  # noqa: E402
 from benchmarks.wallet_sign import run as wallet_sign_run  # noqa: E402
 from gateway.faults import POINTS as CRASH_POINTS  # noqa: E402
 from gateway.models import Group, InboundMessage  # noqa: E402
@@ -155,6 +156,7 @@ async def main() -> None:
     load = await run_load("bwrap")
     vault = await vault_run()  # HTTPS via the vault vs bare mitmdump vs direct (benchmarks/vault.py)
     near_sign = await asyncio.to_thread(wallet_sign_run)  # analyze + policy + sign vs bare ed25519
+    approve = await wallet_approve_run()  # Approve click -> signed tx at the NEAR RPC vs bare send_tx
     result = {
         "warm_p50_ms": ms(pct(warm, 0.5)),
         "warm_p99_ms": ms(pct(warm, 0.99)),
@@ -173,6 +175,7 @@ async def main() -> None:
         **load,
         **vault,
         **near_sign,
+        **approve,
         "crash_kill_points": len(CRASH_POINTS),
         "targets": {
             "warm_p50_ms": 10,

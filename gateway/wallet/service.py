@@ -415,6 +415,14 @@ class WalletService:
             )
             title = f"NEAR request #{request_id} from {caller.folder}: sign a message for {recipient[:60]}"
             await self._ask(request_id, title, details, caller)
+            recheck = decide(0)  # the policy may have changed while the prompt waited
+            if recheck.outcome == "deny":
+                await self._store.wallet_settle(
+                    request_id, "rejected", self.clock.now(), error="; ".join(recheck.reasons)
+                )
+                raise _denied(
+                    recheck.reasons, f"NEAR request #{request_id} was approved but refused on re-check"
+                )
         with self._keys.signer(key.name) as pair:
             signed = nep413.sign_message(pair, key.account_id, message, nonce, recipient, callback)
         await self._store.wallet_settle(request_id, "submitted", self.clock.now())

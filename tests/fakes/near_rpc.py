@@ -290,6 +290,9 @@ class FakeNearRpc:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; with Nagle on, the second waits ~40 ms
+            # for the client's delayed ACK, which would dominate every timing through the fake.
+            disable_nagle_algorithm = True
             timeout = 30
 
             def log_message(self, *args: object) -> None:

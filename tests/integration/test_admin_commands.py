@@ -411,6 +411,8 @@ async def test_admin_commands_are_ignored_outside_main_and_from_non_admins(h: Ha
             await h.gw.store.dead_letters(),
             task_row.status if task_row else None,
             (await h.gw.store.approval(approval_id)).state,  # type: ignore[union-attr]
+            await h.gw.store.wallet_settings(),
+            h.gw.wallet.engine.policy,
         )
 
     every = {
@@ -429,6 +431,8 @@ async def test_admin_commands_are_ignored_outside_main_and_from_non_admins(h: Ha
         "drop": f"/drop {letter}",
         "approve": f"/approve {approval_id}",
         "deny": f"/deny {approval_id}",
+        "wallet": "/wallet",
+        "policy": "/policy set daily_limit 1000",
     }
     assert sorted(every) == sorted(ADMIN_ONLY)  # a new admin command must be added here
     before_mem, before_db = snapshot(), await durable()

@@ -390,3 +390,15 @@ async def test_a_restart_voids_requests_left_waiting_and_their_prompts(env: Env)
     assert toast.startswith("already decided")
     assert env.rpc.submitted == []
     await again.aclose()
+
+
+async def test_an_approved_message_signature_is_rechecked_against_the_policy(env: Env) -> None:
+    task = env.start("near_sign_message", message="login", recipient="app.testnet")
+    prompt = await env.prompt()
+    assert "app.testnet" in prompt.title and "login" in prompt.details
+    await env.service.set_policy("sign_messages", "deny")  # changed while the prompt waits
+    await env.world.tg.press(prompt.id, "approve", user_id=ADMIN, chat_id=MAIN)
+    with pytest.raises(IpcError, match="refused on re-check"):
+        await asyncio.wait_for(task, 10)
+    [record] = await env.world.store.wallet_requests()
+    assert record.state == "rejected"
