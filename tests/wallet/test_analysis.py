@@ -19,7 +19,6 @@ from gateway.wallet.analysis import (
     render_args,
     safe_text,
 )
-from gateway.wallet.keys import KeyPair
 from gateway.wallet.transactions import (
     AccessKey,
     Action,
@@ -36,11 +35,7 @@ from gateway.wallet.transactions import (
     Transaction,
     Transfer,
 )
-
-KEY = KeyPair.from_seed(bytes(range(32)))
-OTHER = KeyPair.from_seed(bytes(range(1, 33)))
-NEAR = 10**24
-TGAS = 10**12
+from tests.wallet.known_keys import KEY, NEAR, OTHER, TGAS
 
 
 def tx(*actions: Action, receiver: str = "bob.near", signer: str = "alice.near") -> Transaction:

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from gateway.wallet.amounts import parse_near
 from gateway.wallet.analysis import analyze
 from gateway.wallet.decision import AUTO, Decision, combine
-from gateway.wallet.keys import KeyPair
 from gateway.wallet.policy import PolicyEngine, utc_day
 from gateway.wallet.settings import FunctionCallRule, WalletPolicy
 from gateway.wallet.transactions import (
@@ -32,11 +31,8 @@ from gateway.wallet.transactions import (
     Transaction,
     Transfer,
 )
+from tests.wallet.known_keys import KEY, NEAR, OTHER, TGAS
 
-KEY = KeyPair.from_seed(bytes(range(32)))
-OTHER = KeyPair.from_seed(bytes(range(1, 33)))
-NEAR = 10**24
-TGAS = 10**12
 AUTO_MAX = parse_near("0.1")  # WalletPolicy defaults
 WL_MAX = parse_near("1")
 DAILY = parse_near("10")

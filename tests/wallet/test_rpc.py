@@ -17,12 +17,10 @@ from gateway.wallet.rpc import (
 )
 from gateway.wallet.transactions import FunctionCall, SignedTransaction, Transaction, Transfer
 from tests.fakes.near_rpc import FakeNearRpc
+from tests.wallet.known_keys import KEY, NEAR, OTHER
 
-NEAR = 10**24
 ALICE = "alice.test.near"
 BOB = "bob.test.near"
-KEY = KeyPair.from_seed(bytes(range(32)))
-OTHER = KeyPair.from_seed(bytes(range(1, 33)))
 
 
 @pytest.fixture

@@ -19,12 +19,11 @@ from gateway.store import Store
 from gateway.wallet.amounts import parse_near
 from gateway.wallet.analysis import TxAnalysis, analyze
 from gateway.wallet.decision import Decision
-from gateway.wallet.keys import KeyPair
 from gateway.wallet.policy import PolicyEngine, utc_day
 from gateway.wallet.settings import WalletPolicy
 from gateway.wallet.transactions import Transaction, Transfer
+from tests.wallet.known_keys import KEY
 
-KEY = KeyPair.from_seed(bytes(range(32)))
 MIDNIGHT = datetime(2025, 6, 2, tzinfo=UTC).timestamp()
 LAST_MS = MIDNIGHT - 0.001  # 2025-06-01 23:59:59.999 UTC
 DAY_D, DAY_NEXT = utc_day(LAST_MS), utc_day(MIDNIGHT)

@@ -5,7 +5,6 @@ import pytest
 
 from gateway.wallet import nep413
 from gateway.wallet.base58 import b58encode
-from gateway.wallet.keys import KeyPair
 from gateway.wallet.transactions import (
     AccessKey,
     AddKey,
@@ -22,9 +21,7 @@ from gateway.wallet.transactions import (
     Transaction,
     Transfer,
 )
-
-KEY = KeyPair.from_seed(bytes(range(32)))
-OTHER = KeyPair.from_seed(bytes(range(1, 33)))
+from tests.wallet.known_keys import KEY, OTHER
 
 
 def all_actions(key=KEY, other=OTHER):
