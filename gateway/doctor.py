@@ -83,6 +83,7 @@ async def run_checks() -> bool:
     results.append(_image_current(cfg.sandbox.image))
     results.append(_vault_ca())
     results.append(_allowlist())
+    results.append(_wallet(cfg))
     results.append(await _database())
     _report(True, "channels: console (the terminal; no credentials needed)")
     results.append(_disk())
@@ -148,6 +149,30 @@ async def _database() -> bool:
             False, f"database {path}", f"{exc.__class__.__name__}: {exc}; check permissions and disk"
         )
     return _report(version == len(MIGRATIONS), f"database {path} (schema v{version})", "upgrade clawgate")
+
+
+def _wallet(cfg: config_mod.Config) -> bool:
+    """Wallet keys are optional; when present their file must be private and the policy must name them."""
+    from gateway.wallet.keystore import KEYS_FILE, KeyStore, WalletError
+
+    path = paths.config_dir() / KEYS_FILE
+    if not path.exists():
+        return _report(True, "wallet: no NEAR keys (optional; `clawgate wallet generate`)")
+    mode = path.stat().st_mode & 0o777
+    if mode != 0o600:
+        return _report(False, f"wallet key file mode {oct(mode)}", f"chmod 600 {path}")
+    try:
+        names = {key.name for key in KeyStore(paths.config_dir()).list()}
+    except WalletError as exc:
+        return _report(False, "wallet key store", exc.message)
+    unknown = sorted(set(cfg.wallet.policy.key_groups) - names)
+    if unknown:
+        return _report(
+            False,
+            f"[wallet.policy] key_groups names keys that do not exist: {', '.join(unknown)}",
+            "fix the names or `clawgate wallet list`",
+        )
+    return _report(True, f"wallet: {len(names)} NEAR key(s), RPC {cfg.wallet.effective_rpc_url}")
 
 
 def _disk(minimum_gib: float = 1.0) -> bool:
