@@ -240,6 +240,17 @@ class Config(_Section):
     retry: RetryConfig = RetryConfig()
     wallet: WalletConfig = WalletConfig()
 
+    @model_validator(mode="after")
+    def _approval_fits_in_a_turn(self) -> Config:
+        # A wallet request blocks the agent's tool call until the owner decides; a turn that
+        # times out first would kill the agent while the prompt is still open.
+        if self.wallet.approval_timeout_s >= self.sandbox.turn_timeout_s:
+            raise ValueError(
+                f"wallet.approval_timeout_s ({self.wallet.approval_timeout_s:g}) must be shorter than "
+                f"sandbox.turn_timeout_s ({self.sandbox.turn_timeout_s:g})"
+            )
+        return self
+
     @property
     def default_trigger(self) -> str:
         return f"@{self.assistant_name}"

@@ -1,4 +1,4 @@
-"""`clawgate doctor`'s wallet line: optional, but a present key file must be private and named right."""
+"""Wallet configuration checks: `clawgate doctor`'s wallet line and cross-section config rules."""
 
 from __future__ import annotations
 
@@ -34,3 +34,11 @@ def test_keys_are_checked_for_mode_and_names(config_dir: Path, capsys: pytest.Ca
     os.chmod(config_dir / KEYS_FILE, 0o644)
     assert not doctor._wallet(Config())
     assert f"chmod 600 {config_dir / KEYS_FILE}" in capsys.readouterr().out
+
+
+def test_an_approval_that_outlasts_the_agent_turn_is_a_config_error() -> None:
+    from gateway.config import ConfigError, parse
+
+    with pytest.raises(ConfigError, match="must be shorter than sandbox.turn_timeout_s"):
+        parse("[wallet]\napproval_timeout_s = 1000\n", Path("config.toml"))
+    assert parse("[wallet]\napproval_timeout_s = 899\n", Path("config.toml")).wallet.approval_timeout_s == 899
