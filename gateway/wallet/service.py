@@ -203,6 +203,12 @@ class WalletService:
         key = next((k for k in usable if k.name == name), None)
         if key is None:  # existence of keys this group may not use is not revealed
             raise IpcError("denied", f"this group may not use a wallet key named {name!r}")
+        if key.network != self.config.network:  # never sign for one chain through another's RPC
+            raise IpcError(
+                "denied",
+                f"wallet key {key.name!r} is for {key.network}, but this gateway's [wallet] network is "
+                f"{self.config.network}",
+            )
         return key
 
     # -- transactions -------------------------------------------------------------------------

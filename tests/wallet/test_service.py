@@ -402,3 +402,16 @@ async def test_an_approved_message_signature_is_rechecked_against_the_policy(env
         await asyncio.wait_for(task, 10)
     [record] = await env.world.store.wallet_requests()
     assert record.state == "rejected"
+
+
+async def test_a_key_for_another_network_is_never_used(env: Env) -> None:
+    env.keys.generate("mainkey", network="mainnet", account_id="rich.near")
+    await env.service.set_policy("sign_messages", "auto")
+    env.service.engine = type(env.service.engine)(
+        env.service.engine.policy.model_copy(update={"key_groups": {"mainkey": ["team"]}})
+    )
+    with pytest.raises(
+        IpcError, match="'mainkey' is for mainnet, but this gateway's \\[wallet\\] network is testnet"
+    ):
+        await env.request("near_sign_message", key="mainkey", message="hi", recipient="app.near")
+    assert await env.world.store.wallet_requests() == []
