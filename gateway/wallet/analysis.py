@@ -48,6 +48,7 @@ MAX_METHOD_CHARS = 64
 """Longest method name shown; NEAR allows 256 bytes, which would drown a chat message."""
 MAX_ARGS_CHARS = 160
 """Longest rendering of call arguments shown in a summary."""
+MAX_ARGS_DEPTH = 64  # deeper JSON is shown as its size, like any unreadable argument blob
 MAX_ARGS_PARSE_BYTES = 64 * 1024
 """Arguments longer than this are not parsed as JSON just to be shown (the display is capped anyway)."""
 _JSON_WHITESPACE = str.maketrans("", "", "\n\r\t")
@@ -103,6 +104,8 @@ def render_args(args: bytes) -> str:
         return f"<{len(args)} bytes>"
     try:
         text = args.decode("utf-8")
+        if _nesting(text) > MAX_ARGS_DEPTH:  # the parser's own limit differs between Python versions
+            return f"<{len(args)} bytes>"
         json.loads(text)
     except (UnicodeDecodeError, ValueError, RecursionError):
         return f"<{len(args)} bytes>"
@@ -110,6 +113,30 @@ def render_args(args: bytes) -> str:
     shown = safe_text(text, MAX_ARGS_CHARS)
     # Valid JSON never ends with "…", so the ellipsis means safe_text cut it short.
     return f"{shown} ({len(args)} bytes)" if shown.endswith("…") else shown
+
+
+def _nesting(text: str) -> int:
+    """Deepest [ / { nesting outside JSON strings (a quick scan; strings may hide brackets)."""
+    if "[" not in text and "{" not in text:
+        return 0
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def format_tgas(gas: int) -> str:

@@ -305,7 +305,9 @@ def test_non_json_and_non_utf8_args_show_their_size() -> None:
     assert render_args(b"") == "<0 bytes>"
     assert render_args(b"[" * 100_000) == "<100000 bytes>"
     deep = b"[" * 5000 + b"]" * 5000
-    assert render_args(deep) == "<10000 bytes>"  # nesting deeper than the parser's recursion limit
+    assert render_args(deep) == "<10000 bytes>"  # nesting deeper than MAX_ARGS_DEPTH: opaque
+    assert render_args(b"[" * 64 + b"]" * 64).startswith("[[[[")  # at the limit: shown
+    assert render_args(b'["' + b"[" * 100 + b'"]') == '["' + "[" * 100 + '"]'  # brackets in a string
 
 
 def test_json_args_keep_their_exact_text() -> None:
