@@ -222,7 +222,10 @@ class WalletService:
             self._last_nonce[key.name] = nonce
         return Transaction(key.account_id, key.public_key, nonce, receiver, view.block_hash, actions)
 
-    def _check(self, caller: Caller, key: KeyInfo, analysis: TxAnalysis, owner_approved: bool = False):
+    def _check(
+        self, caller: Caller, key: KeyInfo, analysis: TxAnalysis, owner_approved: bool = False
+    ) -> Callable[[int], Decision]:
+        """The verdict as a function of today's spend: the store calls it inside its write transaction."""
         def decide(spent_today: int) -> Decision:
             return self.engine.decide(
                 analysis,

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -85,19 +86,25 @@ class Env:
         ]
 
 
+def telegram_main_chat_toml(config_dir: Path, api: FakeBotApi) -> str:
+    """Config for a gateway whose only channel is Telegram (admin tg:4242), and the vault egress
+    both groups need; the vault reads its policy from config.toml, so that part is written there."""
+    egress = '[vault.egress]\nmain = ["*"]\nteam = ["*"]\n'
+    (config_dir / "config.toml").write_text(egress)
+    return (
+        egress
+        + '[console]\nenabled = false\n[admin]\nusers = ["tg:4242"]\n'
+        + f'[telegram]\nenabled = true\ntoken = "{TOKEN}"\nbase_url = "{api.base_url}"\n'
+    )
+
+
 @pytest.fixture
 async def env(dirs, model_server, sandbox_image, docker_client) -> AsyncIterator[Env]:  # type: ignore[no-untyped-def]
     from gateway.models import Group
 
     config_dir, data_dir = dirs
     api = FakeBotApi().start()
-    egress = '[vault.egress]\nmain = ["*"]\nteam = ["*"]\n'  # the vault reads its policy from config.toml
-    (config_dir / "config.toml").write_text(egress)
-    extra = (
-        egress
-        + '[console]\nenabled = false\n[admin]\nusers = ["tg:4242"]\n'
-        + f'[telegram]\nenabled = true\ntoken = "{TOKEN}"\nbase_url = "{api.base_url}"\n'
-    )
+    extra = telegram_main_chat_toml(config_dir, api)
     config = config_for(model_server, sandbox_image, extra=extra, top=f'main_chat = "tg:{MAIN}"')
     gw = Gateway(config, config_dir, data_dir)
     await gw.start()  # default channels: the real TelegramChannel, built from config

@@ -33,8 +33,9 @@ from gateway.wallet.base58 import b58decode, b58encode
 from gateway.wallet.keystore import KeyInfo, KeyStore
 from tests.fakes.model_server import FakeModelServer, Recorded, anthropic_text, last_user_text
 from tests.fakes.near_rpc import FakeNearRpc
-from tests.fakes.telegram_api import TOKEN, FakeBotApi, check_html
+from tests.fakes.telegram_api import FakeBotApi, check_html
 from tests.integration.test_gateway_docker import config_for
+from tests.integration.test_telegram_approvals import telegram_main_chat_toml
 
 MAIN = -1009000000001  # the owner's main chat (a supergroup)
 TEAM = -1009000000002  # a registered, non-main group whose agent asks for money
@@ -274,13 +275,8 @@ async def wallet_gateway(
         near.add_account(RECEIVER, 0)
         script = WalletAgentScript()
         model.default = script
-        egress = '[vault.egress]\nmain = ["*"]\nteam = ["*"]\n'  # the vault reads its policy from config.toml
-        (config_dir / "config.toml").write_text(egress)
-        extra = (
-            egress
-            + '[console]\nenabled = false\n[admin]\nusers = ["tg:4242"]\n'
-            + f'[telegram]\nenabled = true\ntoken = "{TOKEN}"\nbase_url = "{api.base_url}"\n'
-            + wallet_toml(near.url, approval_timeout_s, sign_messages)
+        extra = telegram_main_chat_toml(config_dir, api) + wallet_toml(
+            near.url, approval_timeout_s, sign_messages
         )
         config = config_for(model, image, extra=extra, top=f'main_chat = "tg:{MAIN}"')
         gw = Gateway(config, config_dir, data_dir)
