@@ -6,6 +6,7 @@ Only the model is fake (a scripted server on loopback speaking the Anthropic API
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -59,7 +60,13 @@ def containers(client: docker.DockerClient, gateway: Gateway, folder: str | None
     labels = [f"{LABEL_INSTANCE}={gateway.instance}"]
     if folder:
         labels.append(f"{LABEL_GROUP}={folder}")
-    return client.containers.list(all=True, filters={"label": labels})
+    # list() inspects each container it found; one removed in between (e.g. by idle shutdown)
+    # would raise NotFound. List sparse, then inspect, leaving out the ones already gone.
+    found = []
+    for sparse in client.containers.list(all=True, sparse=True, filters={"label": labels}):
+        with contextlib.suppress(docker.errors.NotFound):
+            found.append(client.containers.get(sparse.id))
+    return found
 
 
 @pytest.fixture
