@@ -55,6 +55,10 @@ class ModelConfig(_Section):
 
 class SandboxConfig(_Section):
     backend: Literal["docker", "bwrap"] = "docker"
+    runtime: Literal["runc", "runsc"] = Field(
+        "runc",
+        description="docker backend only: runc (the engine's default runtime) or runsc (gVisor)",
+    )
     image: str = "clawgate-sandbox:latest"
     idle_timeout_s: float = Field(600, gt=0)
     max_containers: int = Field(4, ge=1, le=256)
@@ -66,6 +70,16 @@ class SandboxConfig(_Section):
         10_000, ge=1, description="uid/gid for containers when the gateway itself runs as root"
     )
     turn_timeout_s: float = Field(900, gt=0)
+
+    @model_validator(mode="after")
+    def _runtime_needs_docker(self) -> SandboxConfig:
+        # bwrap has no OCI runtime; silently ignoring runsc there would promise gVisor and not give it.
+        if self.runtime != "runc" and self.backend != "docker":
+            raise ValueError(
+                f'sandbox.runtime = "{self.runtime}" needs backend = "docker" '
+                f'(got backend = "{self.backend}")'
+            )
+        return self
 
 
 class VaultRateLimitConfig(_Section):
@@ -299,6 +313,7 @@ base_url = "https://api.anthropic.com"
 
 [sandbox]
 backend = "docker"                  # docker | bwrap (see README "bubblewrap backend")
+runtime = "runc"                    # docker only: runc | runsc (gVisor; see README "Choosing a sandbox")
 image = "clawgate-sandbox:latest"
 idle_timeout_s = 600
 max_containers = 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 
@@ -35,7 +36,7 @@ async def backend_report(cfg: config_mod.Config) -> dict[str, bool]:
     from groups.sandbox.bwrap import BwrapBackend
 
     checks = {
-        "docker": ("Docker engine and image", DockerBackend(1)),
+        "docker": ("Docker engine and image", DockerBackend(1, cfg.sandbox.runtime)),
         "bwrap": ("bubblewrap, namespaces and exported root filesystem", BwrapBackend(1, paths.data_dir())),
     }
     usable = {}
@@ -51,6 +52,36 @@ async def backend_report(cfg: config_mod.Config) -> dict[str, bool]:
     return usable
 
 
+def _runsc_problem(image: str) -> str | None:
+    import docker
+    from docker.errors import DockerException
+
+    from groups.sandbox.runsc import probe
+
+    try:
+        client = docker.from_env()
+    except DockerException as exc:
+        return f"cannot reach the Docker engine: {exc}"
+    try:
+        return probe(client, image)
+    finally:
+        client.close()
+
+
+async def runsc_report(cfg: config_mod.Config) -> bool:
+    """gVisor is checked by running it: registered in `docker info` is not enough (see groups.sandbox.runsc).
+
+    Fails the doctor only when `[sandbox] runtime = "runsc"`; otherwise says whether it would work.
+    """
+    problem = await asyncio.to_thread(_runsc_problem, cfg.sandbox.image)
+    label = f"sandbox runtime runsc (gVisor): {cfg.sandbox.image} runs and reaches a host socket"
+    if cfg.sandbox.backend == "docker" and cfg.sandbox.runtime == "runsc":
+        return _report(problem is None, label + " (configured)", problem or "")
+    state = click.style("usable", fg="green") if problem is None else "not usable"
+    click.echo(f"[info] {label}: {state}" + (f"\n       why: {problem}" if problem else ""))
+    return True
+
+
 async def run_checks() -> bool:
     results = [
         _report(sys.version_info >= (3, 12), f"Python {sys.version.split()[0]}", "install Python 3.12+")
@@ -63,6 +94,7 @@ async def run_checks() -> bool:
         return False
     usable = await backend_report(cfg)
     results.append(usable[cfg.sandbox.backend])
+    results.append(await runsc_report(cfg))
     key = paths.config_dir() / "master.key"
     if key.exists():
         mode = key.stat().st_mode & 0o777

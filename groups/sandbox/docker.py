@@ -5,6 +5,13 @@ Every container is locked down the same way regardless of group: no network at a
 dropped, `no-new-privileges`, a non-root uid, and memory/CPU/pids limits. Its only
 ways out are the two unix sockets in `/run/clawgate` (mounted read-only: connecting
 to a socket needs no write access to the mount).
+
+With `[sandbox] runtime = "runsc"` the same container runs under gVisor: the agent's
+system calls are served by a user-space kernel (the Sentry, itself seccomp-confined
+on the host) instead of the host kernel, so a kernel bug reachable from a hostile
+group no longer means the host. Every option above applies unchanged; runsc must
+be registered with the engine and allowed to connect to host unix sockets (see
+`groups.sandbox.runsc`).
 """
 
 from __future__ import annotations
@@ -21,18 +28,33 @@ from docker.errors import DockerException, ImageNotFound, NotFound
 from docker.types import Mount
 
 from groups.sandbox.base import SandboxSpec, SandboxUnavailable
+from groups.sandbox.runsc import runtime_problem
 
 log = logging.getLogger(__name__)
 
 LABEL_GROUP = "clawgate.group"
 LABEL_INSTANCE = "clawgate.instance"
 MAX_LOG_BYTES = 64 * 1024
+RUNTIMES = ("runc", "runsc")
 
 
-def container_kwargs(spec: SandboxSpec) -> dict[str, Any]:
-    """The full `containers.run` arguments; kept pure so tests can read the policy directly."""
+def _known(runtime: str) -> None:
+    # config validation rejects other names; never fall back to a weaker runtime
+    if runtime not in RUNTIMES:
+        raise SandboxUnavailable(f"unknown container runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
+
+
+def container_kwargs(spec: SandboxSpec, runtime: str = "runc") -> dict[str, Any]:
+    """The full `containers.run` arguments; kept pure so tests can read the policy directly.
+
+    "runc" leaves the engine's default runtime in place (today's behaviour, and whatever
+    an operator set as dockerd's default); any other name is asked for explicitly.
+    """
+    _known(runtime)
     limits = spec.limits
+    chosen = {} if runtime == "runc" else {"runtime": runtime}
     return {
+        **chosen,
         "image": spec.image,
         "detach": True,
         "name": f"clawgate-{spec.folder}-{secrets.token_hex(4)}",
@@ -94,8 +116,10 @@ class DockerSandbox:
 
 
 class DockerBackend:
-    def __init__(self, max_containers: int) -> None:
+    def __init__(self, max_containers: int, runtime: str = "runc") -> None:
+        _known(runtime)
         self._max = max_containers
+        self.runtime = runtime
         self._client: Any = None
         self._waiter = ThreadPoolExecutor(max_workers=max_containers + 4, thread_name_prefix="docker-wait")
 
@@ -116,6 +140,9 @@ class DockerBackend:
 
     async def check(self, image: str) -> None:
         client = await asyncio.to_thread(self._connect)
+        problem = await asyncio.to_thread(runtime_problem, client, self.runtime)
+        if problem is not None:
+            raise SandboxUnavailable(problem)
         try:
             await asyncio.to_thread(client.images.get, image)
         except ImageNotFound:
@@ -129,7 +156,7 @@ class DockerBackend:
     async def start(self, spec: SandboxSpec) -> DockerSandbox:
         client = await asyncio.to_thread(self._connect)
         try:
-            container = await asyncio.to_thread(client.containers.run, **container_kwargs(spec))
+            container = await asyncio.to_thread(client.containers.run, **container_kwargs(spec, self.runtime))
         except ImageNotFound:
             raise SandboxUnavailable(
                 f"sandbox image {spec.image!r} is missing: run `clawgate image build`"

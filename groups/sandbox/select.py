@@ -19,7 +19,7 @@ def make_backend(config: Config, data_dir: Path) -> SandboxBackend:
     if name == "docker":
         from groups.sandbox.docker import DockerBackend
 
-        return DockerBackend(config.sandbox.max_containers)
+        return DockerBackend(config.sandbox.max_containers, config.sandbox.runtime)
     if name == "bwrap":
         from groups.sandbox.bwrap import BwrapBackend
 

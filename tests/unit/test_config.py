@@ -3,6 +3,11 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Config, ConfigError, load, parse
+from gateway.models import Group
+from gateway.sandboxes import sandbox_spec
+from groups.folders import group_dirs
+from groups.sandbox.docker import DockerBackend, container_kwargs
+from groups.sandbox.select import make_backend
 
 SRC = Path("config.toml")
 
@@ -39,6 +44,8 @@ allow_private_upstreams = ["127.0.0.1:11434", "[::1]:8080"]
     ("text", "key"),
     [
         ('[sandbox]\nbackend = "podman"', "sandbox.backend"),
+        ('[sandbox]\nruntime = "kata"', "sandbox.runtime"),
+        ('[sandbox]\nbackend = "bwrap"\nruntime = "runsc"', "sandbox.runtime"),
         ("[sandbox]\nmax_containers = 0", "sandbox.max_containers"),
         ('[model]\nprovider = "gemini"', "model.provider"),
         ('[model]\nbase_url = "ftp://x"', "model.base_url"),
@@ -56,6 +63,17 @@ def test_bad_values_name_the_key(text: str, key: str) -> None:
 def test_unknown_backend_is_rejected_not_defaulted() -> None:
     with pytest.raises(ConfigError, match="podman"):
         parse('[sandbox]\nbackend = "podman"', SRC)
+
+
+def test_runtime_defaults_to_runc_and_runsc_is_passed_to_docker(tmp_path: Path) -> None:
+    assert load(tmp_path).sandbox.runtime == "runc"
+    cfg = parse('[sandbox]\nruntime = "runsc"', SRC)
+    backend = make_backend(cfg, tmp_path)
+    assert isinstance(backend, DockerBackend) and backend.runtime == "runsc"
+    group = Group("team", "console:team", "team", "@Andy")
+    spec = sandbox_spec(cfg, group, group_dirs(tmp_path, "team"), (1000, 1000), "test")
+    assert container_kwargs(spec, backend.runtime)["runtime"] == "runsc"
+    assert "runtime" not in container_kwargs(spec)  # runc: the engine's default, as before
 
 
 def test_invalid_toml_is_reported() -> None:
