@@ -24,6 +24,7 @@ from gateway.commands import AdminCommands, Command
 from gateway.config import Config
 from gateway.control import SOCKET_NAME as CONTROL_SOCKET
 from gateway.control import ControlServer
+from gateway.instance_lock import AlreadyRunning, DataDirLock
 from gateway.models import Group, InboundMessage
 from gateway.outbox import Outbox
 from gateway.queue import GroupQueue
@@ -67,10 +68,15 @@ class Gateway:
         self.started_at = time.time()
         self._started = False
         self._leaks_notified: set[tuple[str, str]] = set()  # (group, pattern) told to main once
+        self.lock = DataDirLock(data_dir)
 
     async def start(self, channels: list[Channel] | None = None) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
+        try:  # before anything that touches containers, sockets, the vault or the database
+            self.lock.acquire()
+        except AlreadyRunning as exc:
+            raise StartupError(str(exc)) from None
         self.store = await Store.open(self.data_dir / DATABASE)
         self.backend = make_backend(self.config, self.data_dir)
         upstream_ca = self.config.vault.upstream_ca
@@ -351,4 +357,11 @@ class Gateway:
             await self.vault.stop()
         with contextlib.suppress(Exception):
             await self.backend.close()
-        await self.store.close()
+        try:
+            await self.store.close()
+        finally:
+            self.release_lock()
+
+    def release_lock(self) -> None:
+        """Called by whoever ends this process's use of the data dir (stop or a failed start)."""
+        self.lock.release()

@@ -25,6 +25,7 @@ def _load_config() -> config_mod.Config:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="clawgate", prog_name="clawgate")
 def main() -> None:
     """clawgate: chat-bot gateway with per-group sandboxes and a credential vault."""
 

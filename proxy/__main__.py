@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from mitmproxy import options
@@ -60,6 +62,29 @@ class _Ready:
         self.event.set()
 
 
+def watch_parent(loop: asyncio.AbstractEventLoop, fd: int, stop: Callable[[], None]) -> None:
+    """Stop when the gateway's end of the lifeline pipe closes (it died, however it died).
+
+    A parent-death signal would fire when the *thread* that forked exits, and a PID
+    check races with PID reuse; a pipe's EOF is exactly "no process holds the write end".
+    """
+    os.set_blocking(fd, False)
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            print("clawgate vault: the gateway is gone; stopping", file=sys.stderr, flush=True)
+            stop()
+
+    loop.add_reader(fd, readable)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m proxy", description="clawgate credential vault")
     p.add_argument("--config-dir", type=Path, required=True, help="holds master.key and secrets.json")
@@ -72,6 +97,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="PEM CA bundle used INSTEAD of the system store to verify upstreams (private CAs, tests)",
+    )
+    p.add_argument(
+        "--parent-fd",
+        type=int,
+        default=None,
+        help="read end of a pipe the gateway holds open; EOF means the gateway died, so stop",
     )
     p.add_argument("--verbose", action="store_true", help="log connections and injections (never values)")
     p.add_argument(
@@ -147,6 +178,8 @@ async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, master.shutdown)
+    if args.parent_fd is not None:
+        watch_parent(loop, args.parent_fd, master.shutdown)
 
     master_task = asyncio.create_task(master.run())
     ready_task = asyncio.create_task(ready.event.wait())

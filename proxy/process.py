@@ -26,6 +26,7 @@ log = logging.getLogger("clawgate.vault.process")
 
 LOG_FILE = "vault.log"
 CONTROL_SOCKET = "vault-control.sock"
+PID_FILE = "vault.pid"  # lets the next start find a vault an earlier, killed gateway left behind
 STOP_GRACE = 5.0
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
@@ -51,6 +52,55 @@ def _tail(path: Path, lines: int = 30) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(data.splitlines()[-lines:])
+
+
+def _write_pid_file(path: Path, pid: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{pid}\n")
+    os.replace(tmp, path)
+
+
+def _is_our_vault(pid: int, state_dir: Path) -> bool:
+    """True when `pid` runs `-m proxy` for this very state dir (PIDs get reused)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    want = str(state_dir).encode()
+    return b"proxy" in argv and any(
+        a == b"--state-dir" and i + 1 < len(argv) and argv[i + 1] == want for i, a in enumerate(argv)
+    )
+
+
+def reap_stale_vault(state_dir: Path, wait_s: float = 5.0) -> int | None:
+    """Kill a vault an earlier gateway of this data dir left running; return its PID.
+
+    The lifeline pipe makes a vault stop when its gateway dies, but a vault that was
+    stopped (SIGSTOP), wedged or started by an older version may not; it would hold the
+    secrets in memory and the group socket paths. The caller holds the data-dir lock,
+    so whatever vault the PID file names cannot belong to a live gateway.
+    """
+    import time
+
+    path = Path(state_dir) / PID_FILE
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if not text.isdigit() or int(text) in (0, os.getpid()):
+        return None
+    pid = int(text)
+    if not _is_our_vault(pid, Path(state_dir)):
+        path.unlink(missing_ok=True)
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + wait_s
+    while _is_our_vault(pid, Path(state_dir)) and time.monotonic() < deadline:
+        time.sleep(0.02)  # a zombie's cmdline is empty, so this ends once it has died
+    path.unlink(missing_ok=True)
+    log.warning("vault: killed pid %d left running by an earlier gateway of this data dir", pid)
+    return pid
 
 
 # The project root must be importable by the child even when clawgate is not pip-installed.
@@ -91,6 +141,13 @@ class VaultProcess:
         self._stopping = False
         self._lock = asyncio.Lock()  # serializes control requests and (re)starts
         self.ready = asyncio.Event()  # set while the vault answers; cleared while it is down
+        self._lifeline: int | None = None  # write end of the vault's parent-death pipe
+
+    def _close_lifeline(self) -> None:
+        if self._lifeline is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lifeline)
+            self._lifeline = None
 
     @property
     def pid(self) -> int | None:
@@ -123,6 +180,10 @@ class VaultProcess:
             "--listen-port",
             str(self.listen_port),
         ]
+        # The vault watches the read end of this pipe and stops at EOF: the kernel closes our
+        # write end however the gateway dies (kill -9 included), so no vault outlives it.
+        lifeline_r, lifeline_w = os.pipe()
+        cmd += ["--parent-fd", str(lifeline_r)]
         for a in self.allow_private:
             cmd += ["--allow-private", a]
         if self.upstream_ca is not None:
@@ -132,6 +193,7 @@ class VaultProcess:
         root = _PROJECT_ROOT
         env = dict(os.environ)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        await asyncio.to_thread(reap_stale_vault, self.state_dir)
         with contextlib.suppress(FileNotFoundError):
             self.control_socket.unlink()  # so a stale socket can't fake readiness
         logf = _open_log(self.log_path)
@@ -143,13 +205,19 @@ class VaultProcess:
                 stderr=logf,
                 env=env,
                 cwd=root,
+                pass_fds=(lifeline_r,),
                 start_new_session=True,  # a ^C to the gateway must not kill the vault mid-stop
             )
         except OSError as e:
+            os.close(lifeline_w)
             raise VaultUnavailable(f"cannot start the vault ({self.python}): {e}") from None
         finally:
             logf.close()
+            os.close(lifeline_r)
+        self._close_lifeline()
+        self._lifeline = lifeline_w
         self._proc = proc
+        _write_pid_file(self.state_dir / PID_FILE, proc.pid)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + startup_s
         while True:
@@ -216,6 +284,9 @@ class VaultProcess:
         self.ready.clear()
         if self._proc is not None:
             await self._kill(self._proc)
+        self._close_lifeline()
+        with contextlib.suppress(OSError):
+            (self.state_dir / PID_FILE).unlink()
 
     @staticmethod
     async def _kill(proc: asyncio.subprocess.Process) -> None:
