@@ -180,6 +180,10 @@ class SlackChannel:
     ) -> None:
         if config.bot_token is None:
             raise ValueError("slack.bot_token is required")
+        secret = config.signing_secret
+        if config.mode == "http" and (secret is None or not secret.get_secret_value().strip()):
+            # Bolt would check signatures made with an empty key, which anyone can make.
+            raise ValueError("slack.signing_secret is required in http mode")
         self._config = config
         self._assistant = assistant_name
         self._ping_interval = ping_interval
@@ -253,6 +257,10 @@ class SlackChannel:
 
     async def _serve_http(self, app: AsyncApp) -> None:
         async def endpoint(request: web.Request) -> web.StreamResponse:
+            # Bolt checks the signature and the timestamp's age, but a timestamp that is not a
+            # number makes it raise (a 500 and a traceback per forged request): refuse it here.
+            if not re.fullmatch(r"\d{1,12}", request.headers.get("X-Slack-Request-Timestamp", "")):
+                return web.Response(status=401)
             response = await app.async_dispatch(await to_bolt_request(request))
             return await to_aiohttp_response(response)
 

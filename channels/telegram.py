@@ -1,5 +1,8 @@
 """Telegram through python-telegram-bot (>= 22): long polling by default, webhook optional.
 
+Webhook mode always checks Telegram's secret token (`channels.telegram_webhook`); without one
+in the config, one is generated and kept in the config dir.
+
 Chat ids are `tg:<chat id>` (negative for groups, `-100…` for supergroups), which is
 what `/chatid` answers and what a group is registered under. Forum topics: inbound
 messages keep the plain `tg:<chat id>` (so a registered supergroup hears all of its
@@ -51,6 +54,7 @@ except ImportError:  # pragma: no cover - the extra is a dependency; without it 
 
 from channels.base import ApprovalOutcome, ApprovalPrompt, ButtonPress, OnButton, OnMessage
 from channels.telegram_format import LIMIT, html_to_plain, render
+from channels.telegram_webhook import WebhookServer, check_secret, webhook_secret
 from gateway.models import InboundMessage
 
 if TYPE_CHECKING:
@@ -59,6 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 PREFIX = "tg:"
 CALLBACK_PREFIX = "ap:"
+WEBHOOK_PATH = "/clawgate-telegram"
 COMMANDS_STATE_FILE = "telegram-commands.sha256"
 MAX_RETRY_AFTER_S = 300.0
 SEND_ATTEMPTS = 5
@@ -118,6 +123,8 @@ class TelegramChannel:
     ) -> None:
         if mode not in ("polling", "webhook"):
             raise ValueError(f"telegram mode must be polling or webhook, not {mode!r}")
+        if mode == "webhook":  # without a secret, anyone who can reach the URL forges updates
+            check_secret(webhook_secret_token or "")
         self._token = token
         self._assistant = assistant_name
         self._base_url = base_url.rstrip("/")
@@ -130,6 +137,7 @@ class TelegramChannel:
         self._max_file_bytes = max_file_bytes
         self._poll_timeout = poll_timeout_s
         self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
+        self._server: WebhookServer | None = None
         self._on_message: OnMessage | None = None
         self._on_button: OnButton | None = None
         self._threads: dict[int, int] = {}  # chat → topic of the latest human message
@@ -147,12 +155,20 @@ class TelegramChannel:
         assistant_name: str,
         data_dir: Path,
         *,
+        config_dir: Path | None = None,
         group_folder: GroupFolder | None = None,
         on_migrate: OnMigrate | None = None,
     ) -> TelegramChannel:
+        """In webhook mode without `webhook_secret_token`, the secret is generated once and
+        kept in `config_dir` (never mounted into a container), so restarts reuse it."""
         if config.token is None:
             raise ValueError("telegram.token is not set (config.toml or env CLAWGATE_TELEGRAM_TOKEN)")
         secret = config.webhook_secret_token
+        generated: str | None = None
+        if config.mode == "webhook" and secret is None:
+            if config_dir is None:
+                raise ValueError("telegram webhook mode needs webhook_secret_token or a dir to keep one in")
+            generated = webhook_secret(config_dir)
         return cls(
             config.token.get_secret_value(),
             assistant_name,
@@ -161,7 +177,7 @@ class TelegramChannel:
             webhook_url=config.webhook_url,
             webhook_listen=config.webhook_listen,
             webhook_port=config.webhook_port,
-            webhook_secret_token=secret.get_secret_value() if secret is not None else None,
+            webhook_secret_token=secret.get_secret_value() if secret is not None else generated,
             data_dir=data_dir,
             group_folder=group_folder,
             on_migrate=on_migrate,
@@ -190,6 +206,8 @@ class TelegramChannel:
             .get_updates_read_timeout(self._poll_timeout + 10)
             .concurrent_updates(False)  # messages in order; button presses run as their own tasks
         )
+        if self._mode == "webhook":  # our own server (channels.telegram_webhook) feeds the queue
+            builder = builder.updater(None)
         if AIORateLimiter is not None:  # Telegram's flood limits; a 429 still comes back to `_call`
             builder = builder.rate_limiter(AIORateLimiter(max_retries=0))
         app = builder.build()
@@ -201,18 +219,15 @@ class TelegramChannel:
         await self._sync_commands()
         await app.start()
         allowed = ["message", "channel_post", "callback_query"]
-        assert app.updater is not None
         if self._mode == "webhook":
             url, listen, port, secret = self._webhook
-            await app.updater.start_webhook(
-                listen=listen,
-                port=port,
-                url_path="clawgate-telegram",
-                webhook_url=url,
-                secret_token=secret,
-                allowed_updates=allowed,
-            )
+            assert secret is not None  # checked in __init__
+            server = WebhookServer(listen, port, WEBHOOK_PATH, secret, self._deliver)
+            await server.start()
+            self._server = server
+            await app.bot.set_webhook(url=url or "", secret_token=secret, allowed_updates=allowed)
         else:
+            assert app.updater is not None
             await app.updater.start_polling(
                 timeout=int(self._poll_timeout), poll_interval=0, allowed_updates=allowed
             )
@@ -225,6 +240,10 @@ class TelegramChannel:
         for task in [*self._typing.values(), *self._tasks]:
             task.cancel()
         self._typing.clear()
+        server, self._server = self._server, None
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await server.stop()
         if app is None:
             return
         with contextlib.suppress(Exception):
@@ -235,6 +254,22 @@ class TelegramChannel:
                 await app.stop()
         with contextlib.suppress(Exception):
             await app.shutdown()
+
+    @property
+    def webhook_port(self) -> int | None:
+        """The port the webhook server listens on (webhook mode; useful with port 0)."""
+        return self._server.port if self._server is not None else None
+
+    async def _deliver(self, data: dict[str, Any]) -> None:
+        """An authenticated webhook update goes where PTB's own webhook server would put it."""
+        app = self._app
+        if app is None:
+            raise ConnectionError("telegram channel is not connected")
+        try:
+            update = Update.de_json(data, app.bot)
+        except Exception as exc:
+            raise ValueError(f"not a Telegram update ({type(exc).__name__})") from None
+        await app.update_queue.put(update)
 
     @property
     def _bot(self) -> Any:

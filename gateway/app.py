@@ -27,6 +27,7 @@ from gateway.control import ControlServer
 from gateway.instance_lock import AlreadyRunning, DataDirLock
 from gateway.models import Group, InboundMessage
 from gateway.outbox import Outbox
+from gateway.private_files import PrivateFileError
 from gateway.queue import GroupQueue
 from gateway.registry import GroupRegistry
 from gateway.router import Router
@@ -103,7 +104,11 @@ class Gateway:
 
         self.registry = GroupRegistry(self.store)
         await self.registry.load()
-        self.channels = channels if channels is not None else self._default_channels()
+        try:
+            self.channels = channels if channels is not None else self._default_channels()
+        except (ValueError, PrivateFileError) as exc:  # e.g. an unreadable webhook secret file
+            await self._close_partial()
+            raise StartupError(str(exc)) from None
         await self._ensure_main_group()
 
         self.outbox = Outbox(self.store, self.channels, self.config.retry, self.notify_main)
@@ -195,6 +200,7 @@ class Gateway:
                     self.config.telegram,
                     self.config.assistant_name,
                     self.data_dir,
+                    config_dir=self.config_dir,
                     group_folder=group_folder,
                     on_migrate=self._on_chat_migrated,
                 )

@@ -156,7 +156,8 @@ class SlackConfig(_Section):
             return self
         needed = ["bot_token", "app_token" if self.mode == "socket" else "signing_secret"]
         for key in needed:
-            if getattr(self, key) is None:
+            value = getattr(self, key)
+            if value is None or not value.get_secret_value().strip():  # "" would sign with an empty key
                 raise ValueError(
                     f"slack.{key} is required when slack is enabled in {self.mode} mode "
                     f"(set it in config.toml or env CLAWGATE_SLACK_{key.upper()})"

@@ -1,4 +1,4 @@
-"""Private files in the config dir: the master key, an exclusive writer lock, atomic replace.
+"""Private files in the config dir: the master key, tokens, an exclusive writer lock, atomic replace.
 
 The vault's secrets (`proxy.secrets`) and the wallet's keys (`gateway.wallet.keystore`) are
 both encrypted under one master key and both rewritten by several possible writers (CLI
@@ -14,14 +14,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import secrets
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 MASTER_KEY_FILE = "master.key"
 KEY_BYTES = 32
+MAX_TOKEN_BYTES = 4096
 
 
 class PrivateFileError(Exception):
@@ -125,3 +127,64 @@ def _create_master_key(key_path: Path, what: str) -> bytes:
             os.unlink(tmp)
     fsync_dir(key_path.parent)
     return key
+
+
+def read_or_create_token(path: Path, make: Callable[[], str], pattern: str, what: str) -> str:
+    """A private token kept across restarts: read `path` (0600, ours, no link) or create it.
+
+    `make` produces a new token when the file does not exist; one that exists must match
+    `pattern` whole, else the error says to delete it (a token is never silently replaced,
+    because whoever relies on it — e.g. Telegram's webhook — would start being refused).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        token = make()
+        if not re.fullmatch(pattern, token):
+            raise ValueError(f"a new {what} does not match {pattern}") from None
+        return _create_token(path, token, pattern, what)
+    except OSError as e:
+        raise PrivateFileError(f"cannot open {what} file {path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise PrivateFileError(f"{what} file {path} is not a regular file")
+        if st.st_mode & 0o077:
+            raise PrivateFileError(
+                f"{what} file {path} is accessible by group/others"
+                f" (mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {path}`"
+            )
+        if st.st_uid != os.getuid():
+            raise PrivateFileError(f"{what} file {path} is owned by another user")
+        raw = os.read(fd, MAX_TOKEN_BYTES + 1)
+    finally:
+        os.close(fd)
+    try:
+        token = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        token = ""
+    if len(raw) > MAX_TOKEN_BYTES or not re.fullmatch(pattern, token):
+        raise PrivateFileError(f"{what} file {path} is corrupt; delete it and a new one is made at start")
+    return token
+
+
+def _create_token(path: Path, token: str, pattern: str, what: str) -> str:
+    ensure_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, token.encode("ascii") + b"\n")
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        try:
+            os.link(tmp, path)  # whole or not at all, and never over a token another writer made
+        except FileExistsError:
+            return read_or_create_token(path, lambda: token, pattern, what)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    fsync_dir(path.parent)
+    return token

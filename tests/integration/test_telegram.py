@@ -271,7 +271,7 @@ async def test_webhook_mode_checks_the_secret_token(tmp_path: Path) -> None:
             right = await client.post(
                 url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret-token"}
             )
-        assert wrong.status_code == 403 and missing.status_code == 403 and right.status_code == 200
+        assert wrong.status_code == 403 and missing.status_code == 401 and right.status_code == 200
         deadline = time.monotonic() + 10
         while not inbound:
             assert time.monotonic() < deadline
