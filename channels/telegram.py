@@ -56,6 +56,8 @@ from channels.base import ApprovalOutcome, ApprovalPrompt, ButtonPress, OnButton
 from channels.telegram_format import LIMIT, html_to_plain, render
 from channels.telegram_webhook import WebhookServer, check_secret, webhook_secret
 from gateway.models import InboundMessage
+from groups import groupfs
+from groups.folders import INBOX_IN_SANDBOX
 
 if TYPE_CHECKING:
     from gateway.config import TelegramConfig
@@ -71,7 +73,9 @@ TYPING_REFRESH_S = 4.0
 TYPING_MAX_S = 300.0
 
 OnMigrate = Callable[[str, str], Awaitable[None] | None]
-GroupFolder = Callable[[str], Path | None]
+# chat id → the group's host-owned inbox dir (None: not a registered group). It may raise
+# OSError with a reason to refuse the attachment (e.g. the group is over its disk quota).
+GroupInbox = Callable[[str], Path | None]
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines contain the token-bearing URL
 
@@ -117,7 +121,7 @@ class TelegramChannel:
         data_dir: Path | None = None,
         commands: Sequence[tuple[str, str]] | None = None,
         on_migrate: OnMigrate | None = None,
-        group_folder: GroupFolder | None = None,
+        group_inbox: GroupInbox | None = None,
         max_file_bytes: int = 20 * 1024 * 1024,
         poll_timeout_s: float = 10.0,
     ) -> None:
@@ -133,7 +137,7 @@ class TelegramChannel:
         self._data_dir = data_dir
         self._commands = list(commands) if commands is not None else default_commands()
         self._on_migrate = on_migrate
-        self._group_folder = group_folder
+        self._group_inbox = group_inbox
         self._max_file_bytes = max_file_bytes
         self._poll_timeout = poll_timeout_s
         self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
@@ -156,7 +160,7 @@ class TelegramChannel:
         data_dir: Path,
         *,
         config_dir: Path | None = None,
-        group_folder: GroupFolder | None = None,
+        group_inbox: GroupInbox | None = None,
         on_migrate: OnMigrate | None = None,
     ) -> TelegramChannel:
         """In webhook mode without `webhook_secret_token`, the secret is generated once and
@@ -179,7 +183,7 @@ class TelegramChannel:
             webhook_port=config.webhook_port,
             webhook_secret_token=secret.get_secret_value() if secret is not None else generated,
             data_dir=data_dir,
-            group_folder=group_folder,
+            group_inbox=group_inbox,
             on_migrate=on_migrate,
             max_file_bytes=int(config.max_file_mb * 1024 * 1024),
         )
@@ -381,36 +385,45 @@ class TelegramChannel:
                 await result
 
     async def _save_attachment(self, message: Message, chat_id: str) -> str | None:
-        """Photos and documents in a registered group go to `<group folder>/inbox/` (size-capped)."""
-        if self._group_folder is None or not (message.photo or message.document):
-            return None
-        folder = self._group_folder(chat_id)
-        if folder is None:
+        """Photos and documents in a registered group go to its inbox (size-capped).
+
+        The inbox is a host-owned directory outside the group folder, mounted read-only into
+        the sandbox at `/workspace/inbox`: the agent cannot plant a link or a FIFO where we
+        write. The file is fetched into memory (bounded by `max_file_bytes`) and written
+        through `groups.groupfs` with O_EXCL|O_NOFOLLOW all the same.
+        """
+        if self._group_inbox is None or not (message.photo or message.document):
             return None
         if message.document is not None:
             item: Any = message.document
             original = message.document.file_name or "document"
         else:
             item, original = message.photo[-1], "photo.jpg"
+        try:
+            inbox = self._group_inbox(chat_id)
+        except OSError as exc:
+            return f"[attachment {original!r} not saved: {exc.strerror or exc}]"
+        if inbox is None:
+            return None
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", original).strip("._") or "file"
         name = f"{message.message_id}-{safe}"[:120]
+        too_big = f"[attachment {original!r} not saved: larger than {self._max_file_bytes} bytes]"
         if item.file_size is not None and item.file_size > self._max_file_bytes:
-            return f"[attachment {original!r} not saved: larger than {self._max_file_bytes} bytes]"
+            return too_big
         try:
             remote = await self._bot.get_file(item.file_id)
             if remote.file_size is not None and remote.file_size > self._max_file_bytes:
-                return f"[attachment {original!r} not saved: larger than {self._max_file_bytes} bytes]"
-            inbox = folder / "inbox"
-            inbox.mkdir(parents=True, exist_ok=True)
-            target = inbox / name
-            await remote.download_to_drive(target)
-            if target.stat().st_size > self._max_file_bytes:
-                target.unlink()
-                return f"[attachment {original!r} not saved: larger than {self._max_file_bytes} bytes]"
+                return too_big
+            data = bytes(await remote.download_as_bytearray())
+            if len(data) > self._max_file_bytes:
+                return too_big
+            # FileExistsError: the same update delivered again, and the file is ours already.
+            with contextlib.suppress(FileExistsError):
+                await groupfs.awrite_bytes(inbox, name, data, mode=0o644, exclusive=True, create_root=True)
         except Exception as exc:
             log.warning("telegram: could not save attachment: %s", type(exc).__name__)
             return f"[attachment {original!r} could not be saved]"
-        return f"[attachment saved: inbox/{name}]"
+        return f"[attachment saved: {INBOX_IN_SANDBOX}/{name}]"
 
     async def _on_callback(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         # Run as its own task: the press must never wait behind a message being processed.

@@ -191,9 +191,9 @@ class Gateway:
         if self.config.telegram.enabled:
             from channels.telegram import TelegramChannel
 
-            def group_folder(chat_id: str) -> Path | None:
+            def group_inbox(chat_id: str) -> Path | None:
                 group = self.registry.for_chat(chat_id)
-                return group_dirs(self.data_dir, group.folder).group if group is not None else None
+                return group_dirs(self.data_dir, group.folder).inbox if group is not None else None
 
             channels.append(
                 TelegramChannel.from_config(
@@ -201,7 +201,7 @@ class Gateway:
                     self.config.assistant_name,
                     self.data_dir,
                     config_dir=self.config_dir,
-                    group_folder=group_folder,
+                    group_inbox=group_inbox,
                     on_migrate=self._on_chat_migrated,
                 )
             )

@@ -9,7 +9,6 @@ they are ignored without a word, so a stranger cannot even learn they exist. `/c
 
 from __future__ import annotations
 
-import contextlib
 import shlex
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 from channels.base import ButtonPress
 from channels.console import OWNER_ID
 from gateway.models import Group, InboundMessage
+from groups import groupfs
 from groups.folders import group_dirs, validate_folder
 
 if TYPE_CHECKING:
@@ -256,9 +256,8 @@ class AdminCommands:
         self._arity(args, 1)
         group = self._group(args[0])
         await self.gw.pool.stop(group.folder)
-        history = group_dirs(self.gw.data_dir, group.folder).group / ".clawgate" / "history.json"
-        with contextlib.suppress(FileNotFoundError):
-            history.unlink()
+        # The agent's state dir is sandbox-writable: removed fd-relative, a planted link never followed.
+        await groupfs.aremove_tree(group_dirs(self.gw.data_dir, group.folder).group, ".clawgate")
         await self.gw.store.set_session(group.folder, f"reset-{int(time.time())}")
         return f"cleared the agent session of {group.folder}"
 

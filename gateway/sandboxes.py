@@ -117,6 +117,7 @@ def sandbox_spec(
         env=agent_environment(config, group, secrets),
         labels={LABEL_INSTANCE: instance},
         extra_mounts=extra_mounts,
+        inbox_dir=dirs.inbox,
     )
 
 

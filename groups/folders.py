@@ -6,13 +6,15 @@ strictly: lowercase letters, digits, `-` and `_`, 1–48 characters, not reserve
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from groups import groupfs
+
 _FOLDER = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 RESERVED = frozenset({"global", "run", "logs", "vault"})
+INBOX_IN_SANDBOX = "/workspace/inbox"  # where a group's inbox is mounted, read-only
 
 
 def validate_folder(name: str) -> str:
@@ -26,11 +28,14 @@ def validate_folder(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class GroupDirs:
-    """Host paths for one group: its workspace, the shared global memory, and its socket dir."""
+    """Host paths for one group: its workspace, the shared global memory, its socket dir, and
+    its inbox (attachments from the chat: host-owned, mounted read-only, so the agent cannot
+    plant links where the channel writes)."""
 
     group: Path
     global_: Path
     run: Path
+    inbox: Path
 
 
 def group_dirs(data_dir: Path, folder: str) -> GroupDirs:
@@ -39,15 +44,18 @@ def group_dirs(data_dir: Path, folder: str) -> GroupDirs:
         group=data_dir / "groups" / folder,
         global_=data_dir / "global",
         run=data_dir / "run" / folder,
+        inbox=data_dir / "inbox" / folder,
     )
 
 
 def prepare(dirs: GroupDirs, owner: tuple[int, int] | None) -> None:
-    """Create the directories; when the gateway runs as root, hand the workspace to the sandbox uid."""
-    for path in (dirs.group, dirs.global_):
-        path.mkdir(parents=True, exist_ok=True)
-        if owner is not None:
-            os.chown(path, *owner)
-        path.chmod(0o755 if path == dirs.global_ else 0o700)
-    dirs.run.mkdir(parents=True, exist_ok=True)
-    dirs.run.chmod(0o755)
+    """Create the directories; when the gateway runs as root, hand the workspace to the sandbox uid.
+
+    The workspace and global folder are sandbox-writable, so they are set up through
+    `groups.groupfs` (fd-relative, never following a planted link); the run and inbox dirs
+    are host-owned and read-only in the sandbox.
+    """
+    groupfs.ensure_root(dirs.group.parent, dirs.group.name, mode=0o700, owner=owner)
+    groupfs.ensure_root(dirs.global_.parent, dirs.global_.name, mode=0o755, owner=owner)
+    groupfs.ensure_root(dirs.inbox.parent, dirs.inbox.name, mode=0o755)
+    groupfs.ensure_root(dirs.run.parent, dirs.run.name, mode=0o755)

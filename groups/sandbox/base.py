@@ -45,6 +45,7 @@ class SandboxSpec:
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     extra_mounts: tuple[ExtraMount, ...] = ()
+    inbox_dir: Path | None = None  # host-owned attachments dir, mounted read-only at /workspace/inbox
 
 
 class RunningSandbox(Protocol):

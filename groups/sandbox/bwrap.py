@@ -44,6 +44,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from groups.folders import INBOX_IN_SANDBOX
 from groups.sandbox.base import SandboxSpec, SandboxUnavailable
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,8 @@ def bwrap_argv(
     argv += ["--perms", "0755", "--tmpfs", "/workspace"]
     argv += ["--bind", str(spec.group_dir), "/workspace/group"]
     argv += ["--bind" if spec.is_main else "--ro-bind", str(spec.global_dir), "/workspace/global"]
+    if spec.inbox_dir is not None:
+        argv += ["--ro-bind", str(spec.inbox_dir), INBOX_IN_SANDBOX]
     for mount in spec.extra_mounts:
         argv += ["--ro-bind" if mount.read_only else "--bind", str(mount.host_path), mount.container_path]
     argv += ["--remount-ro", "/workspace"]

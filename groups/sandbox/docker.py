@@ -27,6 +27,7 @@ import docker
 from docker.errors import DockerException, ImageNotFound, NotFound
 from docker.types import Mount
 
+from groups.folders import INBOX_IN_SANDBOX
 from groups.sandbox.base import SandboxSpec, SandboxUnavailable
 from groups.sandbox.runsc import runtime_problem
 
@@ -75,6 +76,11 @@ def container_kwargs(spec: SandboxSpec, runtime: str = "runc") -> dict[str, Any]
             Mount("/workspace/group", str(spec.group_dir), type="bind", read_only=False),
             Mount("/workspace/global", str(spec.global_dir), type="bind", read_only=not spec.is_main),
             Mount("/run/clawgate", str(spec.run_dir), type="bind", read_only=True),
+            *(
+                [Mount(INBOX_IN_SANDBOX, str(spec.inbox_dir), type="bind", read_only=True)]
+                if spec.inbox_dir is not None
+                else []
+            ),
             *(
                 Mount(m.container_path, str(m.host_path), type="bind", read_only=m.read_only)
                 for m in spec.extra_mounts

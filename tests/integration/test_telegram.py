@@ -53,7 +53,7 @@ class Harness:
 @pytest.fixture
 async def tg(tmp_path: Path) -> AsyncIterator[Harness]:
     api = FakeBotApi().start()
-    folders = {f"tg:{GROUP}": tmp_path / "groups" / "team"}
+    inboxes = {f"tg:{GROUP}": tmp_path / "inbox" / "team"}
     harness: Harness
 
     async def on_migrate(old: str, new: str) -> None:
@@ -65,7 +65,7 @@ async def tg(tmp_path: Path) -> AsyncIterator[Harness]:
         base_url=api.base_url,
         data_dir=tmp_path / "data",
         on_migrate=on_migrate,
-        group_folder=folders.get,
+        group_inbox=inboxes.get,
         max_file_bytes=1000,
         poll_timeout_s=1,
     )
@@ -197,7 +197,7 @@ async def test_migration_to_supergroup_is_reported(tg: Harness) -> None:
     assert tg.inbound == []
 
 
-async def test_documents_are_saved_into_the_group_inbox(tg: Harness, tmp_path: Path) -> None:
+async def test_documents_are_saved_into_the_host_owned_group_inbox(tg: Harness, tmp_path: Path) -> None:
     tg.api.files["doc1"] = b"quarterly numbers"
     tg.api.files["big"] = b"x" * 5000
     document = {"file_id": "doc1", "file_unique_id": "u1", "file_name": "report.txt", "file_size": 17}
@@ -206,8 +206,10 @@ async def test_documents_are_saved_into_the_group_inbox(tg: Harness, tmp_path: P
     tg.api.push_message(GROUP, None, extra={"document": big})
     messages = await tg.inbound_count(2)
     name = f"{first['message_id']}-report.txt"
-    assert messages[0].text == f"@Andy read\n[attachment saved: inbox/{name}]"
-    assert (tmp_path / "groups" / "team" / "inbox" / name).read_bytes() == b"quarterly numbers"
+    assert messages[0].text == f"@Andy read\n[attachment saved: /workspace/inbox/{name}]"
+    saved = tmp_path / "inbox" / "team" / name  # outside the group folder; mounted read-only
+    assert saved.read_bytes() == b"quarterly numbers"
+    assert saved.stat().st_mode & 0o777 == 0o644
     assert "not saved" in messages[1].text
 
 
