@@ -34,7 +34,7 @@ from gateway.router import Router
 from gateway.runs import RunExecutor
 from gateway.sandboxes import SandboxPool
 from gateway.scheduler import ChatLauncher, Scheduler
-from gateway.store import Store
+from gateway.store import Store, StoreUnusable
 from gateway.wallet.keystore import KeyStore
 from gateway.wallet.rpc import NearRpc
 from gateway.wallet.service import WalletService
@@ -78,7 +78,11 @@ class Gateway:
             self.lock.acquire()
         except AlreadyRunning as exc:
             raise StartupError(str(exc)) from None
-        self.store = await Store.open(self.data_dir / DATABASE)
+        try:
+            self.store = await Store.open(self.data_dir / DATABASE)
+        except StoreUnusable as exc:
+            self.release_lock()
+            raise StartupError(str(exc)) from None
         self.backend = make_backend(self.config, self.data_dir)
         upstream_ca = self.config.vault.upstream_ca
         self.vault = VaultProcess(

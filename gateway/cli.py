@@ -24,7 +24,19 @@ def _load_config() -> config_mod.Config:
         raise click.ClickException(str(exc)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Cli(click.Group):
+    """Turns an unusable database into the store's one-line explanation, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from gateway.store import StoreUnusable
+
+        try:
+            return super().invoke(ctx)
+        except StoreUnusable as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="clawgate", prog_name="clawgate")
 def main() -> None:
     """clawgate: chat-bot gateway with per-group sandboxes and a credential vault."""

@@ -166,21 +166,31 @@ def _allowlist() -> bool:
 
 async def _database() -> bool:
     from gateway.app import DATABASE
-    from gateway.store import MIGRATIONS, Store
+    from gateway.store import MIGRATIONS, Store, StoreUnusable
 
     path = paths.data_dir() / DATABASE
+    if not path.exists():  # doctor only looks: it never creates a database as a side effect
+        click.echo(f"[info] no database yet; the first `clawgate run` creates {path}")
+        return True
     try:
-        store = await Store.open(path)
+        store = await Store.open(path, create=False, migrate=False)  # the checks `run` makes
         try:
             version = await store.schema_version()
             await store.check_writable()
         finally:
             await store.close()
+    except StoreUnusable as exc:
+        return _report(False, f"database {path}", str(exc))
     except Exception as exc:  # any failure here is the finding
         return _report(
             False, f"database {path}", f"{exc.__class__.__name__}: {exc}; check permissions and disk"
         )
-    return _report(version == len(MIGRATIONS), f"database {path} (schema v{version})", "upgrade clawgate")
+    return _report(
+        version <= len(MIGRATIONS),
+        f"database {path} (schema v{version}"
+        + (", migrated at the next start)" if version < len(MIGRATIONS) else ")"),
+        "written by a newer clawgate: upgrade clawgate",
+    )
 
 
 def _wallet(cfg: config_mod.Config) -> bool:
