@@ -38,6 +38,7 @@ from proxy.addon import PeerRegistry, VaultAddon, parse_hostport
 from proxy.audit import AUDIT_FILE, AuditAddon, AuditLog
 from proxy.control import ControlServer
 from proxy.leaks import LeakAddon
+from proxy.pinning import PinAddon
 from proxy.policy import POLICY_FILE, load_policy
 from proxy.relay import Relay
 from proxy.secrets import SecretStore, VaultError
@@ -146,6 +147,7 @@ async def run(args: argparse.Namespace) -> int:
     opts.update(
         connection_strategy="lazy",
         termlog_verbosity="info" if args.verbose else "warn",
+        ssl_insecure=False,  # upstream certificates are verified against the pinned name (proxy/pinning.py)
     )
     if args.upstream_ca is not None:
         opts.update(ssl_verify_upstream_trusted_ca=str(args.upstream_ca))
@@ -161,9 +163,11 @@ async def run(args: argparse.Namespace) -> int:
     audit = AuditAddon(AuditLog(Path(args.state_dir) / AUDIT_FILE), addon.group_of)
     leaks = LeakAddon(addon.group_of, args.gateway_socket)
     leaks.set_secrets(secrets)
+    pin = PinAddon(addon.group_of)
     ready = _Ready()
-    # order matters: audit and leaks see the request as sent, before VaultAddon injects
-    master.addons.add(audit, leaks, addon, audit.tail, ready)
+    # Order matters: audit sees the request as sent; pinning refuses a request naming another
+    # host before the leak scan, the egress check and injection (VaultAddon) run.
+    master.addons.add(audit, pin, leaks, addon, audit.tail, ready)
 
     relay = Relay(registry, args.listen_port)
 

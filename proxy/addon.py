@@ -302,8 +302,7 @@ class VaultAddon:
             log.warning("vault: %s", server.error)
             return
         if verdict.pinned != host:
-            if server.sni is None:
-                server.sni = host  # TLS still verifies the certificate against the real name
+            # server.sni stays the name (set by proxy/pinning.py): TLS verifies against it.
             self._pinned[server.id] = server.address
             server.address = (verdict.pinned, port)
 

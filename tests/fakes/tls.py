@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -12,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def make_ca_and_server_cert(dir_: Path) -> tuple[Path, Path, Path]:
-    """(ca.pem, server.pem, server.key): a CA and a server certificate for 127.0.0.1/localhost."""
+def make_ca_and_server_cert(dir_: Path, names: Sequence[str] = ("localhost",)) -> tuple[Path, Path, Path]:
+    """(ca.pem, server.pem, server.key): a CA and a server certificate for 127.0.0.1 and `names`."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "clawgate test CA")])
@@ -43,7 +44,7 @@ def make_ca_and_server_cert(dir_: Path) -> tuple[Path, Path, Path]:
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), *(x509.DNSName(n) for n in names)]
             ),
             False,
         )

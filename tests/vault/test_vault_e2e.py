@@ -200,27 +200,32 @@ async def test_injects_real_key(vault: VaultProcess, upstreams, dirs) -> None:
     assert REAL_KEY not in log
 
 
+async def tunnel_get(path: str, port: int, host: str) -> bytes:
+    reader, writer = await asyncio.open_unix_connection(path)
+    try:
+        writer.write(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        status = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert status.startswith(b"HTTP/1.1 200"), status
+        writer.write(
+            f"GET /tunnel HTTP/1.1\r\nHost: {host}\r\nx-api-key: {PLACEHOLDER}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
 async def test_injects_inside_connect_tunnel(vault: VaultProcess, upstreams, dirs) -> None:
     allowed, _ = upstreams
     allowed.requests.clear()
-    reader, writer = await asyncio.open_unix_connection(sock_path(dirs))
-    try:
-        writer.write(
-            f"CONNECT 127.0.0.1:{allowed.port} HTTP/1.1\r\nHost: 127.0.0.1:{allowed.port}\r\n\r\n".encode()
-        )
-        status = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        assert status.startswith(b"HTTP/1.1 200"), status
-        # Host header lies about the destination: identity/injection follow the tunnel, not the header.
-        writer.write(
-            f"GET /tunnel HTTP/1.1\r\nHost: evil.example\r\nx-api-key: {PLACEHOLDER}\r\n"
-            "Connection: close\r\n\r\n".encode()
-        )
-        resp = await asyncio.wait_for(reader.read(), 10)
-    finally:
-        writer.close()
+    resp = await tunnel_get(sock_path(dirs), allowed.port, f"127.0.0.1:{allowed.port}")
     assert resp.startswith(b"HTTP/1.1 200"), resp
     assert allowed.requests[-1]["x-api-key"] == REAL_KEY
-    assert allowed.requests[-1]["host"] == "evil.example"
+    # A Host header naming another host than the tunnel's is refused (proxy/pinning.py).
+    allowed.requests.clear()
+    resp = await tunnel_get(sock_path(dirs), allowed.port, "evil.example")
+    assert resp.startswith(b"HTTP/1.1 421"), resp
+    assert allowed.requests == []
 
 
 async def test_https_interception_injects_over_tls(vault: VaultProcess, tls_upstream: Upstream, dirs) -> None:

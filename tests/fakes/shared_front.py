@@ -1,0 +1,105 @@
+"""A shared front on loopback: one address serving several hostnames, like a CDN edge.
+
+It routes each request to a "virtual host" the way real fronts do — by the absolute-form
+request target if there is one, else the `Host` header, else the TLS server name — and
+records the TLS server name (SNI), the headers and the virtual host of every request. A
+test asks "did the attacker's host ever see a request (and the credential)?" by filtering
+`requests` on `vhost` or `sni`.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+_SNI_ATTR = "clawgate_test_sni"
+
+
+@dataclass
+class FrontRequest:
+    method: str
+    target: str
+    sni: str | None
+    vhost: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body_len: int = 0
+
+
+def _vhost(target: str, headers: dict[str, str], sni: str | None) -> str:
+    if "://" in target:
+        return (urlsplit(target).hostname or "").lower()
+    host = headers.get("host", "").strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    if host:
+        return host.split(":", 1)[0].rstrip(".")
+    return (sni or "").lower()
+
+
+class SharedFront:
+    """HTTP(S) on 127.0.0.1; with `tls=(cert, key)` the certificate must cover every name served."""
+
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
+        self.requests: list[FrontRequest] = []
+        self._lock = threading.Lock()
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                remaining, body_len = length, 0
+                while remaining:  # drain without keeping the body: uploads may be large
+                    chunk = self.rfile.read(min(remaining, 1 << 16))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+                    body_len += len(chunk)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                sni = getattr(self.connection, _SNI_ATTR, None)
+                rec = FrontRequest(
+                    self.command, self.path, sni, _vhost(self.path, headers, sni), headers, body_len
+                )
+                with front._lock:
+                    front.requests.append(rec)
+                body = f"hello from {rec.vhost}\n".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = _handle  # noqa: N815 - http.server API
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        if tls is not None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+
+            def remember_sni(sock: ssl.SSLSocket, name: str | None, _ctx: ssl.SSLContext) -> None:
+                setattr(sock, _SNI_ATTR, name)
+
+            ctx.sni_callback = remember_sni
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def seen_by(self, host: str) -> list[FrontRequest]:
+        """Requests the front routed to `host` or that arrived with `host` as their TLS name."""
+        host = host.lower()
+        with self._lock:
+            return [r for r in self.requests if r.vhost == host or (r.sni or "").lower() == host]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
