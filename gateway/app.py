@@ -157,10 +157,13 @@ class Gateway:
         )
         self.control = ControlServer(self.data_dir / "run" / CONTROL_SOCKET, self._control)
         await self.control.start()
+        # The previous run's requests are settled BEFORE any channel delivers an update: a click
+        # Telegram held while we were down must find them expired, never approve what nobody runs.
+        await self.approvals.recover()
+        await self.wallet.start()
         for channel in self.channels:
             await channel.connect(self.ingest, self.approvals.on_button)
-        await self.approvals.start()
-        await self.wallet.start()
+        await self.approvals.start()  # now the settled prompts can be edited
         await self.scheduler.start()
         self._started = True
         self.started_at = time.time()

@@ -9,8 +9,15 @@ main chat decides; the record changes state exactly once in one transaction
 (`Store.decide_approval`), so double clicks, replays and late clicks cannot decide twice.
 After the decision or the expiry the prompt is edited to show the outcome.
 
-After a restart `start()` reloads pending approvals: expired ones are resolved as
-`expired` and their prompts edited, the others get their expiry timer back.
+A decision counts only while someone waits for it: the requester's future lives in this
+process, so a prompt whose requester is gone (a restart, a cancelled turn) can never again
+be approved. A click on it is answered "expired", the record becomes `expired` and the prompt
+is edited to say so — never "Approved" for something that was not done.
+
+After a restart nobody waits for any approval of the previous run. `recover()` settles them
+all as `expired` in the database and must run BEFORE any channel delivers updates (a click
+Telegram held while the gateway was down arrives in the first `getUpdates`); `start()`, once
+the channels are connected, edits their prompts.
 """
 
 from __future__ import annotations
@@ -74,19 +81,31 @@ class Approvals:
         self._timers: dict[str, asyncio.Task[None]] = {}
         self._refs: dict[str, str] = {}  # approval id -> the channel's message ref
         self._finished: set[str] = set()  # prompts already edited (or being edited)
+        self._recovered: list[str] | None = None  # settled by recover(), prompts edited by start()
 
     # -- life cycle ------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Reload pending approvals: resolve the expired ones, re-arm the others' timers."""
-        now = self.clock.now()
+    async def recover(self) -> None:
+        """Settle the previous run's pending approvals as `expired` (database only: the
+        channels are not connected yet). Call before any channel starts delivering updates."""
+        recovered: list[str] = []
         for approval in await self._store.pending_approvals():
+            if approval.id in self._waiters:
+                continue  # asked in this run (recover() after a request): it is not orphaned
             if approval.message_ref is not None:
                 self._refs[approval.id] = approval.message_ref
-            if approval.expires_at <= now:
-                await self._expire(approval.id)
-            else:
-                self._arm(approval.id, approval.expires_at)
+            if await self._store.decide_approval(approval.id, "expired", None, self.clock.now()):
+                log.info("approval %s expired: its requester did not survive the restart", approval.id)
+                recovered.append(approval.id)
+        self._recovered = recovered
+
+    async def start(self) -> None:
+        """Once the channels are connected: edit the prompts `recover()` settled."""
+        if self._recovered is None:
+            await self.recover()
+        recovered, self._recovered = self._recovered or [], []
+        for approval_id in recovered:
+            await self._finish(approval_id)
 
     async def stop(self) -> None:
         """Cancel timers and waiters; pending records stay pending for the next start."""
@@ -137,22 +156,22 @@ class Approvals:
         await self._store.create_approval(approval)
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._waiters[approval.id] = future
-        try:
-            channel = self._channel_for(approval.chat_id)
-            if channel is None:
-                raise LookupError(f"no channel owns the main chat {approval.chat_id}")
-            ref = await channel.send_approval(approval.chat_id, _prompt(approval))
-            self._refs[approval.id] = ref
-            await self._store.set_approval_ref(approval.id, ref)
-        except Exception:
-            log.exception("could not post approval %s; denying it", approval.id)
-            if await self._store.decide_approval(approval.id, "denied", "gateway", self.clock.now()):
-                self._resolve(approval.id, "denied")
-        else:
-            self._arm(approval.id, approval.expires_at)
-            if future.done():  # decided (or expired) before the channel returned the ref
-                await self._finish(approval.id)
-        try:
+        try:  # however this ends (even cancelled mid-post), nobody waits any more afterwards
+            try:
+                channel = self._channel_for(approval.chat_id)
+                if channel is None:
+                    raise LookupError(f"no channel owns the main chat {approval.chat_id}")
+                ref = await channel.send_approval(approval.chat_id, _prompt(approval))
+                self._refs[approval.id] = ref
+                await self._store.set_approval_ref(approval.id, ref)
+            except Exception:
+                log.exception("could not post approval %s; denying it", approval.id)
+                if await self._store.decide_approval(approval.id, "denied", "gateway", self.clock.now()):
+                    self._resolve(approval.id, "denied")
+            else:
+                self._arm(approval.id, approval.expires_at)
+                if future.done():  # decided (or expired) before the channel returned the ref
+                    await self._finish(approval.id)
             # shield: a cancelled requester must not cancel the decision itself
             return await asyncio.shield(future)
         finally:
@@ -189,6 +208,8 @@ class Approvals:
             return REFUSE_CHAT
         if approval.state == "pending" and self.clock.now() >= approval.expires_at:
             await self._expire(approval.id)  # a late click, before the timer fired: it cannot count
+        elif approval.state == "pending" and approval.id not in self._waiters:
+            await self._expire(approval.id)  # nobody waits for it: approving would do nothing
         elif approval.state == "pending":
             state: Decision = "approved" if press.decision == "approve" else "denied"
             now = self.clock.now()

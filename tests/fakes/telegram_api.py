@@ -62,6 +62,7 @@ class FakeBotApi:
         self.commands: list[dict[str, Any]] = []
         self.files: dict[str, bytes] = {}
         self.webhook: dict[str, Any] = {}
+        self.on_get_updates: Any = None  # called (no lock held) at every getUpdates, before it answers
         self._failures: list[tuple[str, int, dict[str, Any]]] = []
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1000)
@@ -215,7 +216,11 @@ class FakeBotApi:
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
         deadline = time.monotonic() + timeout
+        if self.on_get_updates is not None:
+            self.on_get_updates()
         with self.lock:
+            if offset > 0:  # like Telegram: an offset confirms (forgets) every earlier update
+                self.updates = [u for u in self.updates if u["update_id"] >= offset]
             while True:
                 pending = [u for u in self.updates if u["update_id"] >= offset]
                 remaining = deadline - time.monotonic()

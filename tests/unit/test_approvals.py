@@ -208,7 +208,8 @@ async def test_text_fallback_approve_and_deny_in_the_main_chat(w: World) -> None
     assert [o.state for _, _, _, o in w.tg.outcomes] == ["approved", "denied"]
 
 
-async def test_restart_reloads_pending_resolves_expired_and_rearms_timers(tmp_path: Path) -> None:
+async def test_restart_expires_every_pending_approval_and_edits_its_prompt(tmp_path: Path) -> None:
+    """After a restart nobody waits for the previous run's approvals: none of them can be approved."""
     path = tmp_path / "db.sqlite"
     clock = FakeClock(T0)
     w = await make_world(path, clock)
@@ -225,30 +226,32 @@ async def test_restart_reloads_pending_resolves_expired_and_rearms_timers(tmp_pa
     await w.store.close()
     assert len(w.tg.outcomes) == 1
 
-    clock = FakeClock(T0 + 120)  # the short one expired while the gateway was down
+    clock = FakeClock(T0 + 120)  # the short one's time ran out while the gateway was down, not the long one's
     w = await make_world(path, clock)
     try:
-        [(chat, ref, prompt, outcome)] = w.tg.outcomes
-        assert (chat, ref, prompt.id, prompt.title) == (MAIN, f"msg-{short_id}", short_id, "short")
-        assert (outcome.state, outcome.decided_by) == ("expired", None)
-        assert await w.state(short_id) == "expired"
+        edited = {prompt.id: (chat, ref, outcome) for chat, ref, prompt, outcome in w.tg.outcomes}
+        assert set(edited) == {short_id, long_id}
+        for approval_id in (short_id, long_id):  # the edit uses the ref stored before the restart
+            chat, ref, outcome = edited[approval_id]
+            assert (chat, ref, outcome.state, outcome.decided_by) == (
+                MAIN,
+                f"msg-{approval_id}",
+                "expired",
+                None,
+            )
+            assert await w.state(approval_id) == "expired"
         assert await w.state(decided_id) == "approved"
-        assert await w.state(long_id) == "pending"
-        assert set(w.approvals._timers) == {long_id}
-        # The reloaded prompt still works, and its edit uses the ref stored before the restart.
-        assert await w.tg.press(long_id, "deny", ADMIN, MAIN) == "Denied: long"
-        assert w.tg.outcomes[-1][1] == f"msg-{long_id}"
-        assert await w.state(long_id) == "denied"
-        clock.set(T0 + 4000)
-        await asyncio.sleep(0.01)
-        assert await w.state(long_id) == "denied"
-        assert len(w.tg.outcomes) == 2
+        assert w.approvals._timers == {}
+        toast = await w.tg.press(long_id, "approve", ADMIN, MAIN)
+        assert toast.startswith("already decided: expired")
+        assert await w.state(long_id) == "expired" and len(w.tg.outcomes) == 2
     finally:
         await w.approvals.stop()
         await w.store.close()
 
 
-async def test_restart_rearmed_timer_expires_the_prompt(tmp_path: Path) -> None:
+async def test_recover_settles_before_the_channels_deliver_and_start_edits_after(tmp_path: Path) -> None:
+    """The gateway's order: `recover()` with the channels still down, a click, then `start()`."""
     path = tmp_path / "db.sqlite"
     w = await make_world(path, FakeClock(T0))
     task, approval_id = await w.ask(expires_in=600)
@@ -256,17 +259,39 @@ async def test_restart_rearmed_timer_expires_the_prompt(tmp_path: Path) -> None:
     await asyncio.gather(task, return_exceptions=True)
     await w.approvals.stop()
     await w.store.close()
-    clock = FakeClock(T0 + 10)
-    w = await make_world(path, clock)
+
+    store = await Store.open(path)
+    registry = GroupRegistry(store)
+    await registry.load()
+    tg = CaptureChannel(prefix="tg:")
+    approvals = Approvals(store, registry, [tg], [ADMIN], FakeClock(T0 + 10))
     try:
-        assert w.tg.outcomes == []
-        clock.set(T0 + 600)
-        await w.tg.wait_until(lambda: len(w.tg.outcomes) == 1, 5)
-        assert w.tg.outcomes[0][3].state == "expired"
-        assert await w.state(approval_id) == "expired"
+        await approvals.recover()
+        record = await store.approval(approval_id)
+        assert record is not None and record.state == "expired"  # before any channel is connected
+        await tg.connect(lambda m: asyncio.sleep(0), approvals.on_button)
+        toast = await tg.press(approval_id, "approve", ADMIN, MAIN)  # the click Telegram held
+        assert toast.startswith("already decided: expired")
+        assert tg.outcomes == []
+        await approvals.start()
+        [(_, ref, _, outcome)] = tg.outcomes
+        assert (ref, outcome.state) == (f"msg-{approval_id}", "expired")
     finally:
-        await w.approvals.stop()
-        await w.store.close()
+        await approvals.stop()
+        await store.close()
+
+
+async def test_a_click_for_an_approval_nobody_waits_for_answers_expired(w: World) -> None:
+    """The requester went away (its turn was cancelled): approving would do nothing, so it cannot."""
+    task, approval_id = await w.ask(expires_in=600)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert await w.state(approval_id) == "pending"
+    toast = await w.tg.press(approval_id, "approve", ADMIN, MAIN)
+    assert toast.startswith("already decided: expired")
+    assert await w.state(approval_id) == "expired"
+    [(_, _, _, outcome)] = w.tg.outcomes
+    assert outcome.state == "expired"
 
 
 async def test_a_press_is_handled_while_the_agent_turn_awaits_the_approval(w: World) -> None:
