@@ -4,6 +4,8 @@
   >= 200 messages, next to a bare JSON-lines round trip on a unix socket.
 - cold: message ingested -> agent ready in a brand-new container, next to a bare
   `docker run --rm --entrypoint true <image>`.
+- runsc cold: the same bare `docker run` under gVisor (`--runtime runsc`), measured in
+  alternating rounds with the runc one so both see the same machine load.
 - bwrap cold: the same cold path with the bubblewrap backend.
 - ingest: messages persisted per second across 100 groups, next to a raw sqlite3
   single-transaction insert of the same rows.
@@ -79,17 +81,36 @@ async def socket_rtt(samples: int) -> list[float]:
     return times[20:]
 
 
-def bare_docker_run(samples: int) -> list[float]:
-    times = []
-    for _ in range(samples + 1):
-        start = time.perf_counter()
-        subprocess.run(
-            ["docker", "run", "--rm", "--network", "none", "--entrypoint", "true", IMAGE],
-            check=True,
-            capture_output=True,
-        )
-        times.append(time.perf_counter() - start)
-    return times[1:]
+def bare_docker_runs(samples: int) -> tuple[list[float], list[float] | None, str | None]:
+    """(runc times, runsc times or None, why runsc was not measured) of a bare `docker run`.
+
+    One round runs each subject once, in alternating order; the first round is a warm-up.
+    """
+    import docker
+
+    from groups.sandbox.runsc import probe
+
+    client = docker.from_env()
+    try:
+        problem = probe(client, IMAGE)
+    finally:
+        client.close()
+    times: dict[str, list[float]] = {"runc": []}
+    if problem is None:
+        times["runsc"] = []
+    for round_no in range(samples + 1):
+        order = list(times) if round_no % 2 == 0 else list(reversed(times))
+        for runtime in order:
+            start = time.perf_counter()
+            subprocess.run(
+                ["docker", "run", "--rm", "--runtime", runtime, "--network", "none"]
+                + ["--entrypoint", "true", IMAGE],
+                check=True,
+                capture_output=True,
+            )
+            if round_no:
+                times[runtime].append(time.perf_counter() - start)
+    return times["runc"], times.get("runsc"), problem
 
 
 async def gateway_latencies() -> tuple[list[float], list[float]]:
@@ -148,7 +169,7 @@ async def ingest_throughput() -> tuple[float, float]:
 async def main() -> None:
     ensure_image()
     rtt = await socket_rtt(WARM_MESSAGES)
-    docker_run = bare_docker_run(COLD_STARTS)
+    docker_run, runsc_run, runsc_problem = bare_docker_runs(COLD_STARTS)
     warm, cold = await gateway_latencies()
     bwrap_cold = await bwrap_cold_starts()
     ingest, raw_ingest = await ingest_throughput()
@@ -168,6 +189,11 @@ async def main() -> None:
         "cold_start_samples": len(cold),
         "docker_run_p50_ms": ms(pct(docker_run, 0.5)),
         "cold_vs_docker_run": round(statistics.median(cold) / statistics.median(docker_run), 3),
+        "runsc_cold_start_p50_ms": ms(pct(runsc_run, 0.5)) if runsc_run else None,
+        "runsc_vs_docker_run": (
+            round(statistics.median(runsc_run) / statistics.median(docker_run), 3) if runsc_run else None
+        ),
+        **({"runsc_unusable": runsc_problem} if runsc_problem else {}),
         "ingest_msgs_per_s": round(ingest),
         "ingest_groups": INGEST_GROUPS,
         "raw_sqlite_msgs_per_s": round(raw_ingest),
@@ -180,6 +206,7 @@ async def main() -> None:
         "targets": {
             "warm_p50_ms": 10,
             "cold_vs_docker_run": 1.5,
+            "runsc_vs_docker_run": 3,
             "ingest_msgs_per_s": 5000,
             "bwrap_cold_start_p50_ms": 100,
             "vault_vs_mitmdump_rps": 0.9,

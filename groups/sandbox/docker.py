@@ -25,7 +25,7 @@ from typing import Any
 
 import docker
 from docker.errors import DockerException, ImageNotFound, NotFound
-from docker.types import Mount
+from docker.types import Mount, Ulimit
 
 from groups.folders import INBOX_IN_SANDBOX
 from groups.sandbox.base import SandboxSpec, SandboxUnavailable
@@ -37,12 +37,35 @@ LABEL_GROUP = "clawgate.group"
 LABEL_INSTANCE = "clawgate.instance"
 MAX_LOG_BYTES = 64 * 1024
 RUNTIMES = ("runc", "runsc")
+# Under gVisor with the ptrace platform every guest task costs the host several tasks (Sentry
+# threads locked to ptrace'd stubs: ~8 per guest task measured); the host pids cgroup only
+# backstops the Sentry itself, the group's own processes are limited inside gVisor (see below).
+RUNSC_HOST_PIDS_PER_TASK = 16
+RUNSC_HOST_PIDS_BASE = 512
 
 
 def _known(runtime: str) -> None:
     # config validation rejects other names; never fall back to a weaker runtime
     if runtime not in RUNTIMES:
         raise SandboxUnavailable(f"unknown container runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
+
+
+def process_limits(runtime: str, pids: int) -> dict[str, Any]:
+    """How the `[sandbox] pids_limit` is enforced for `runtime`.
+
+    runc: the container's host pids cgroup, counted over every process in it.
+    runsc: the host cgroup would count the Sentry's threads and ptrace stubs too, and a
+    Sentry that cannot create a thread panics, killing the whole sandbox on the first
+    fork bomb. So the group's processes are limited by RLIMIT_NPROC, which gVisor counts
+    per sandbox (not per host uid, unlike runc, where every group shares the uid) and
+    answers with EAGAIN like the cgroup does; the host cgroup stays as a backstop.
+    """
+    if runtime == "runc":
+        return {"pids_limit": pids}
+    return {
+        "pids_limit": pids * RUNSC_HOST_PIDS_PER_TASK + RUNSC_HOST_PIDS_BASE,
+        "ulimits": [Ulimit(name="nproc", soft=pids, hard=pids)],
+    }
 
 
 def container_kwargs(spec: SandboxSpec, runtime: str = "runc") -> dict[str, Any]:
@@ -68,7 +91,7 @@ def container_kwargs(spec: SandboxSpec, runtime: str = "runc") -> dict[str, Any]
         "mem_limit": f"{limits.memory_mb}m",
         "memswap_limit": f"{limits.memory_mb}m",
         "nano_cpus": int(limits.cpus * 1_000_000_000),
-        "pids_limit": limits.pids,
+        **process_limits(runtime, limits.pids),
         "working_dir": "/workspace/group",
         "environment": dict(spec.env),
         "labels": {**spec.labels, LABEL_GROUP: spec.folder},

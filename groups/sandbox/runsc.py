@@ -32,6 +32,7 @@ that expose per-namespace `net.core` sysctls). host-uds=open: sandboxed code may
 connect to bind-mounted host sockets (ipc.sock, vault.sock) but never create one."""
 DAEMON_JSON = {"runtimes": {RUNSC: {"path": RUNSC_PATH, "runtimeArgs": list(RUNTIME_ARGS)}}}
 PROBE_TIMEOUT_S = 60
+_HOST_UDS_ARGS = {"--host-uds=open", "--host-uds=all", "--fsgofer-host-uds", "--fsgofer-host-uds=true"}
 _PROBE_REPLY = b"clawgate-runsc-probe\n"
 _PROBE_CODE = (
     "import socket\n"
@@ -55,16 +56,28 @@ def fix_hint() -> str:
 
 
 def runtime_problem(client: Any, runtime: str) -> str | None:
-    """None when the engine has `runtime` registered (runc always is), else what to do about it."""
+    """None when the engine has `runtime` registered as clawgate needs it (runc always is), else the fix.
+
+    Read from `docker info`, without starting anything: a runsc that may not open host sockets
+    would start containers whose agent can never connect (and runsc leaves such a failed
+    sandbox's processes behind).
+    """
     if runtime == "runc":
         return None
     try:
-        registered = sorted((client.info().get("Runtimes") or {}).keys())
+        runtimes = client.info().get("Runtimes") or {}
     except DockerException as exc:
         return f"cannot ask the Docker engine for its runtimes: {exc}"
-    if runtime in registered:
-        return None
-    return f"the Docker engine has no {runtime!r} runtime (it has: {', '.join(registered)}); {fix_hint()}"
+    if runtime not in runtimes:
+        known = ", ".join(sorted(runtimes))
+        return f"the Docker engine has no {runtime!r} runtime (it has: {known}); {fix_hint()}"
+    args = (runtimes[runtime] or {}).get("runtimeArgs") or []
+    if not any(arg in _HOST_UDS_ARGS for arg in args):
+        return (
+            f"runsc is registered with {args} but without --host-uds=open, so the agent cannot reach "
+            f"its ipc.sock/vault.sock; {fix_hint()}"
+        )
+    return None
 
 
 def _serve_once(server: socket.socket) -> None:

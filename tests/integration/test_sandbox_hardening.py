@@ -6,6 +6,11 @@ agent runtime does not start and the test can `exec` probes inside instead. The 
 built the way `gateway/sandboxes.py` builds it (folders prepared and chowned by
 `groups.folders.prepare`, `sandbox_identity`, `agent_environment`, instance label).
 
+Every proof runs twice: on Docker's default runtime (`[runc]`) and under gVisor (`[runsc]`,
+`[sandbox] runtime = "runsc"`). Where gVisor legitimately differs (its own /proc and mount
+table, limits enforced by the Sentry), the runsc case asserts gVisor's behaviour, which is
+at least as strict, and what the host sees of the Sentry.
+
 Network probes only ever touch loopback addresses.
 """
 
@@ -34,12 +39,20 @@ from gateway.sandboxes import sandbox_identity, sandbox_spec
 from groups import folders
 from groups.sandbox.base import Limits, SandboxSpec
 from groups.sandbox.docker import LABEL_GROUP, LABEL_INSTANCE, DockerBackend, DockerSandbox, container_kwargs
+from groups.sandbox.runsc import GVISOR_PROC_VERSION
 from tests.integration.probes import FORK_BOMB, connect_probe
+from tests.integration.runsc_support import (
+    RUNTIMES,
+    host_cgroup_file,
+    host_status,
+    require_runsc,
+    sentry_pids,
+)
 
 SLEEP = ["sleep", "300"]
 DEFAULT_LIMITS = Limits(memory_mb=256, cpus=1.0, pids=128, tmpfs_mb=16)
 SECRET_VAR = "CLAWGATE_TEST_FAKE_SECRET"
-SANDBOX_MOUNTS = {"/workspace/group", "/workspace/global", "/run/clawgate"}
+SANDBOX_MOUNTS = {"/workspace/group", "/workspace/global", "/workspace/inbox", "/run/clawgate"}
 
 
 # ---------------------------------------------------------------- helpers
@@ -48,7 +61,8 @@ SANDBOX_MOUNTS = {"/workspace/group", "/workspace/global", "/run/clawgate"}
 class World:
     """A data dir and a config dir as the gateway would lay them out, plus the group specs."""
 
-    def __init__(self, root: Path, image: str) -> None:
+    def __init__(self, root: Path, image: str, runtime: str = "runc") -> None:
+        self.runtime = runtime
         self.config_dir = root / "config"
         self.data_dir = root / "data"
         self.config_dir.mkdir(parents=True)
@@ -70,9 +84,9 @@ class World:
         return sandbox_spec(self.config, group, dirs, (self.uid, self.gid), self.instance, limits=limits)
 
 
-def start(client: Any, spec: SandboxSpec, created: list[Any]) -> Any:
+def start(client: Any, spec: SandboxSpec, created: list[Any], runtime: str = "runc") -> Any:
     """Run the container exactly as the gateway would, except that it sleeps instead of running the agent."""
-    kwargs = container_kwargs(spec)
+    kwargs = container_kwargs(spec, runtime)
     assert "entrypoint" not in kwargs and "command" not in kwargs
     container = client.containers.run(**{**kwargs, "entrypoint": SLEEP})
     created.append(container)
@@ -122,16 +136,62 @@ def status_fields(container: Any, path: str = "/proc/self/status") -> dict[str, 
     return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
 
 
+def write_refused(out: str, runtime: str) -> bool:
+    """Whether a write failed because the mount is read-only.
+
+    The host kernel checks the mount first (EROFS). gVisor checks the directory's permissions
+    first, so where the sandbox uid could not write anyway it says EACCES; the read-only flag
+    of that mount is asserted separately from /proc/self/mountinfo.
+    """
+    if runtime == "runsc" and "Permission denied" in out:
+        return True
+    return "Read-only file system" in out
+
+
+def super_options(container: Any, point: str) -> set[str]:
+    """The filesystem's own options (after the ` - fstype source` part) of the mount at `point`."""
+    code, text = sh(container, "cat /proc/self/mountinfo")
+    assert code == 0, text
+    for line in text.splitlines():
+        fields = line.split()
+        if fields[4] == point:
+            return set(fields[fields.index("-") + 3].split(","))
+    raise AssertionError(f"{point} is not mounted: {text}")
+
+
+def ls(container: Any, path: str) -> list[str]:
+    """Directory entries, via Python: coreutils 9 `ls` fails under Debian's runsc 20221219 (statx flag)."""
+    code, out = py(container, f"import os; print(' '.join(sorted(os.listdir({path!r}))))")
+    assert code == 0, out
+    return out.split()
+
+
+def sentry_of(container: Any) -> dict[str, str]:
+    """Host /proc status of the gVisor Sentry running `container` (exactly one)."""
+    [pid] = sentry_pids(container.id)
+    return host_status(pid)
+
+
 # ---------------------------------------------------------------- fixtures
 
 
+@pytest.fixture(scope="module", params=RUNTIMES)
+def runtime(request, docker_client, sandbox_image) -> str:  # type: ignore[no-untyped-def]
+    """Each proof once per container runtime; runsc fails (not skips) in CI when unusable."""
+    if request.param == "runsc":
+        require_runsc(docker_client, sandbox_image)
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def hostile(docker_client, sandbox_image, tmp_path_factory) -> Iterator[tuple[Any, SandboxSpec, World]]:  # type: ignore[no-untyped-def]
+def hostile(  # type: ignore[no-untyped-def]
+    docker_client, sandbox_image, runtime, tmp_path_factory
+) -> Iterator[tuple[Any, SandboxSpec, World]]:
     """One non-main group's container, started while a fake secret sits in the host environment.
 
     A sibling group with a marker file exists next to it on the host.
     """
-    world = World(tmp_path_factory.mktemp("hardening"), sandbox_image)
+    world = World(tmp_path_factory.mktemp("hardening"), sandbox_image, runtime)
     sibling = world.spec("sibling")
     (sibling.group_dir / f"sibling-marker-{world.token}").write_text("another group's data")
     spec = world.spec("alpha")
@@ -143,7 +203,7 @@ def hostile(docker_client, sandbox_image, tmp_path_factory) -> Iterator[tuple[An
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(SECRET_VAR, world.secret)
         try:
-            container = start(docker_client, spec, created)
+            container = start(docker_client, spec, created, runtime)
             yield container, spec, world
         finally:
             remove_all(created)
@@ -151,13 +211,13 @@ def hostile(docker_client, sandbox_image, tmp_path_factory) -> Iterator[tuple[An
 
 @pytest.fixture
 def run_sandbox(  # type: ignore[no-untyped-def]
-    docker_client, sandbox_image, tmp_path
+    docker_client, sandbox_image, runtime, tmp_path
 ) -> Iterator[tuple[World, Callable[[SandboxSpec], Any]]]:
     """A fresh world plus a starter whose containers are force-removed after the test."""
-    world = World(tmp_path, sandbox_image)
+    world = World(tmp_path, sandbox_image, runtime)
     created: list[Any] = []
     try:
-        yield world, lambda spec: start(docker_client, spec, created)
+        yield world, lambda spec: start(docker_client, spec, created, runtime)
     finally:
         remove_all(created)
 
@@ -181,34 +241,65 @@ def test_runs_as_the_spec_uid_which_is_not_root(hostile) -> None:  # type: ignor
 
 
 def test_has_no_capabilities_and_no_new_privileges(hostile) -> None:  # type: ignore[no-untyped-def]
-    container, _, _ = hostile
+    container, _, world = hostile
     for path in ("/proc/self/status", "/proc/1/status"):
         status = status_fields(container, path)
         for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            if world.runtime == "runsc" and cap == "CapAmb":
+                # gVisor's /proc shows no ambient set; it is a subset of CapPrm & CapInh (both 0).
+                assert cap not in status or int(status[cap], 16) == 0
+                continue
             assert int(status[cap], 16) == 0, (path, cap, status[cap])
-        assert status["NoNewPrivs"] == "1", path
-        assert status["Seccomp"] == "2", path  # docker's default seccomp filter stays on
+        if world.runtime == "runc":
+            assert status["NoNewPrivs"] == "1", path
+            assert status["Seccomp"] == "2", path  # docker's default seccomp filter stays on
+    if world.runtime == "runsc":
+        # The sandbox's system calls never reach the host kernel: the Sentry serves them, and the
+        # Sentry itself runs on the host under its own seccomp filter with no_new_privs.
+        sentry = sentry_of(container)
+        assert sentry["Seccomp"] == "2" and sentry["NoNewPrivs"] == "1", sentry
     code, out = py(container, "import os\ntry:\n os.setuid(0)\nexcept PermissionError: print('denied')")
     assert code == 0 and "denied" in out, out
     code, out = py(container, "import os\ntry:\n os.setgroups([0])\nexcept PermissionError: print('denied')")
     assert code == 0 and "denied" in out, out
 
 
+def test_system_calls_reach_only_the_kernel_of_the_tier(hostile) -> None:  # type: ignore[no-untyped-def]
+    """runc: the host kernel (behind Docker's seccomp filter). runsc: gVisor's kernel, never the host's."""
+    container, _, world = hostile
+    code, out = sh(container, "uname -r; cat /proc/version")
+    assert code == 0, out
+    if world.runtime == "runc":
+        assert os.uname().release in out, out
+        return
+    assert GVISOR_PROC_VERSION in out and os.uname().release not in out, out
+    code, out = sh(container, "dmesg")  # the Sentry's own boot log, not the host's ring buffer
+    assert code == 0 and "Starting gVisor" in out, out
+    assert len(sentry_pids(container.id)) == 1  # one user-space kernel per sandbox, on the host
+
+
 # ---------------------------------------------------------------- filesystem
 
 
 def test_root_is_read_only_but_tmp_and_group_folder_are_writable(hostile) -> None:  # type: ignore[no-untyped-def]
-    container, spec, _ = hostile
+    container, spec, world = hostile
     mounts = mountinfo(container)
     assert "ro" in mounts["/"][1].split(",")
     for path in ("/usr/probe", "/etc/probe", "/probe", "/opt/clawgate/agent/probe"):
         code, out = sh(container, f"touch {path}")
-        assert code != 0 and "Read-only file system" in out, (path, out)
+        assert code != 0 and write_refused(out, world.runtime), (path, out)
+    # /var/tmp is world-writable in the image: only the read-only root can refuse this, on every runtime
+    code, out = sh(container, "touch /var/tmp/probe")
+    assert code != 0 and "Read-only file system" in out, out
     code, out = sh(container, "echo pwned >> /etc/passwd")
     assert code != 0, out
 
     _, options, fstype = mounts["/tmp"]
-    assert fstype == "tmpfs" and {"rw", "nosuid", "nodev"} <= set(options.split(","))
+    if world.runtime == "runc":
+        assert fstype == "tmpfs" and {"rw", "nosuid", "nodev"} <= set(options.split(","))
+    else:  # gVisor's own tmpfs, in the Sentry's memory; its mount table shows only rw and the size
+        assert fstype == "tmpfs" and "rw" in options.split(",")
+        assert f"size={spec.limits.tmpfs_mb}m" in super_options(container, "/tmp")
     code, out = sh(container, "echo scratch > /tmp/scratch && cat /tmp/scratch")
     assert (code, out.strip()) == (0, "scratch")
     # the tmpfs is capped: 16 MB limit, writing 32 MB fails with ENOSPC
@@ -223,7 +314,7 @@ def test_root_is_read_only_but_tmp_and_group_folder_are_writable(hostile) -> Non
 
 
 def test_non_main_group_cannot_write_global_memory(hostile) -> None:  # type: ignore[no-untyped-def]
-    container, spec, _ = hostile
+    container, spec, world = hostile
     code, out = sh(container, "cat /workspace/global/shared.md")
     assert (code, out) == (0, "global memory")
     assert "ro" in mountinfo(container)["/workspace/global"][1].split(",")
@@ -234,7 +325,7 @@ def test_non_main_group_cannot_write_global_memory(hostile) -> None:  # type: ig
         "mkdir /workspace/global/d",
     ):
         code, out = sh(container, script)
-        assert code != 0 and "Read-only file system" in out, (script, out)
+        assert code != 0 and write_refused(out, world.runtime), (script, out)
     assert sorted(p.name for p in spec.global_dir.iterdir()) == ["shared.md"]
     assert (spec.global_dir / "shared.md").read_text() == "global memory"
 
@@ -249,11 +340,11 @@ def test_main_group_can_write_global_memory(run_sandbox) -> None:  # type: ignor
     assert (spec.global_dir / "memory.md").read_text() == "remember\n"
     # the main group's socket dir is read-only all the same
     code, out = sh(container, "touch /run/clawgate/evil")
-    assert code != 0 and "Read-only file system" in out, out
+    assert code != 0 and write_refused(out, world.runtime), out
 
 
 def test_run_dir_is_mounted_read_only(hostile) -> None:  # type: ignore[no-untyped-def]
-    container, spec, _ = hostile
+    container, spec, world = hostile
     root, options, _ = mountinfo(container)["/run/clawgate"]
     assert "ro" in options.split(",")
     code, out = sh(container, "cat /run/clawgate/ca.pem")
@@ -265,7 +356,7 @@ def test_run_dir_is_mounted_read_only(hostile) -> None:  # type: ignore[no-untyp
         "mv /run/clawgate/ca.pem /run/clawgate/x",
     ):
         code, out = sh(container, script)
-        assert code != 0 and "Read-only file system" in out, (script, out)
+        assert code != 0 and write_refused(out, world.runtime), (script, out)
     assert sorted(p.name for p in spec.run_dir.iterdir()) == ["ca.pem"]
 
 
@@ -279,14 +370,18 @@ def test_only_its_own_mounts_are_visible(hostile) -> None:  # type: ignore[no-un
         "/workspace/group": spec.group_dir,
         "/workspace/global": spec.global_dir,
         "/run/clawgate": spec.run_dir,
+        "/workspace/inbox": spec.inbox_dir,
     }
+    assert "ro" in mounts["/workspace/inbox"][1].split(",")  # attachments: host-owned, read-only
     for point, host_dir in expected.items():
         root = mounts[point][0]
-        assert root.endswith("/".join(host_dir.parts[-2:])), (point, root)
+        if world.runtime == "runsc":
+            assert root == "/", (point, root)  # gVisor's mount table names no host path at all
+        else:
+            assert root.endswith("/".join(host_dir.parts[-2:])), (point, root)
     for root, _, _ in mounts.values():  # nothing anywhere comes from the config dir or a sibling group
         assert "config" not in Path(root).parts and "sibling" not in Path(root).parts, root
-    code, out = sh(container, "ls -A /workspace")
-    assert sorted(out.split()) == ["global", "group"]
+    assert ls(container, "/workspace") == ["global", "group", "inbox"]
     code, out = sh(container, "test -e /var/run/docker.sock || test -e /run/docker.sock; echo $?")
     assert out.strip() == "1"
     for name in (f"sibling-marker-{world.token}", f"host-config-marker-{world.token}"):
@@ -296,7 +391,11 @@ def test_only_its_own_mounts_are_visible(hostile) -> None:  # type: ignore[no-un
             "2>/dev/null; echo done",
         )
         assert out.strip() == "done", out
-    code, out = sh(container, "ls /workspace/group/../../; cat ../sibling/* 2>&1; ls /workspace/group/..")
+    code, out = sh(
+        container,
+        "find /workspace/group/../../ -maxdepth 1; cat ../sibling/* 2>&1; "
+        "find /workspace/group/.. -maxdepth 1",
+    )
     assert world.token not in out
 
 
@@ -305,8 +404,7 @@ def test_only_its_own_mounts_are_visible(hostile) -> None:  # type: ignore[no-un
 
 def test_only_loopback_and_no_route(hostile) -> None:  # type: ignore[no-untyped-def]
     container, _, _ = hostile
-    code, out = sh(container, "ls /sys/class/net")
-    assert (code, out.split()) == (0, ["lo"])
+    assert ls(container, "/sys/class/net") == ["lo"]
     code, out = sh(container, "tail -n +3 /proc/net/dev | cut -d: -f1")
     assert out.split() == ["lo"]
     code, out = sh(container, "cat /proc/net/route")
@@ -380,9 +478,20 @@ def test_host_environment_does_not_leak_into_the_container(hostile, docker_clien
 
 def test_fork_bomb_is_contained_by_the_pids_limit(run_sandbox, docker_client) -> None:  # type: ignore[no-untyped-def]
     world, start_sandbox = run_sandbox
-    container = start_sandbox(replace(world.spec("bomb"), limits=replace(DEFAULT_LIMITS, pids=64)))
-    assert docker_client.api.inspect_container(container.id)["HostConfig"]["PidsLimit"] == 64
-    assert cgroup_value(container, "pids.max", "pids/pids.max") == "64"
+    # memory is generous here: 64 forked Pythons must not hit the memory limit before the pids one
+    limits = replace(DEFAULT_LIMITS, pids=64, memory_mb=512)
+    container = start_sandbox(replace(world.spec("bomb"), limits=limits))
+    host_config = docker_client.api.inspect_container(container.id)["HostConfig"]
+    if world.runtime == "runc":
+        assert host_config["PidsLimit"] == 64
+        assert cgroup_value(container, "pids.max", "pids/pids.max") == "64"
+    else:
+        # gVisor counts the sandbox's tasks itself (RLIMIT_NPROC, per sandbox); the host cgroup
+        # only backstops the Sentry's own threads (see groups.sandbox.docker.process_limits).
+        assert {"Name": "nproc", "Soft": 64, "Hard": 64} in host_config["Ulimits"]
+        assert host_config["PidsLimit"] > 64
+        code, out = sh(container, "ulimit -u; ulimit -Hu")
+        assert (code, out.split()) == (0, ["64", "64"]), out
     # The shell version. bash retries a failed fork with back-off, so a python parent kills it after
     # a few seconds; it is a child subreaper so the orphaned `sleep`s are reaped (PID 1 here is
     # `sleep`, which reaps nothing) and the pids come back.
@@ -428,6 +537,9 @@ def test_memory_above_the_limit_is_oom_killed(run_sandbox, docker_client) -> Non
     container = start_sandbox(replace(world.spec("hog"), limits=replace(DEFAULT_LIMITS, memory_mb=64)))
     host_config = docker_client.api.inspect_container(container.id)["HostConfig"]
     assert host_config["Memory"] == host_config["MemorySwap"] == 64 * 1024 * 1024  # and no swap on top
+    if world.runtime == "runsc":
+        check_gvisor_memory_cap(container)
+        return
     assert cgroup_value(container, "memory.max", "memory/memory.limit_in_bytes") == str(64 * 1024 * 1024)
     code, out = py(container, "data = b'x' * (200 * 1024 * 1024)\nprint('ALLOCATED', len(data))")
     assert "ALLOCATED" not in out
@@ -440,6 +552,25 @@ def test_memory_above_the_limit_is_oom_killed(run_sandbox, docker_client) -> Non
     assert container.status == "running"  # only the hog died
     code, out = sh(container, "echo alive")
     assert (code, out.strip()) == (0, "alive")
+
+
+def check_gvisor_memory_cap(container: Any) -> None:
+    """Under gVisor the host cgroup holds the Sentry and all guest memory: the guest is told the
+    limit is all the RAM there is, and a hog gets MemoryError or takes only its own sandbox down."""
+    limit = 64 * 1024 * 1024
+    path = host_cgroup_file(container.id, "memory", "memory.limit_in_bytes", "memory.max")
+    assert path.read_text().strip() == str(limit)
+    code, out = sh(container, "grep MemTotal /proc/meminfo")
+    assert code == 0 and out.split()[1:] == [str(limit // 1024), "kB"], out
+    code, out = py(container, "data = b'x' * (200 * 1024 * 1024)\nprint('ALLOCATED', len(data))")
+    assert "ALLOCATED" not in out, out
+    container.reload()
+    if container.status == "running":
+        assert code == 1 and "MemoryError" in out, (code, out)
+    else:  # the host's OOM killer took the whole sandbox (its Sentry), nothing outside it
+        state = container.attrs["State"]
+        assert state["Status"] == "exited" and (state["OOMKilled"] or state["ExitCode"] != 0), state
+        assert sentry_pids(container.id) == []
 
 
 # ---------------------------------------------------------------- removal

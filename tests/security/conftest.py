@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,20 +45,14 @@ from proxy.secrets import SecretStore
 from tests.fakes.channel import CaptureChannel
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.bwrap_support import bwrap_rootfs, link_rootfs
+from tests.integration.runsc_support import require_runsc
 
 __all__ = ["bwrap_rootfs"]  # a session fixture the bwrap tier pulls in by name
 
 TIERS = ("docker", "runsc", "bwrap")
-REQUIRE = os.environ.get("CLAWGATE_REQUIRE_DOCKER") == "1"
 MODEL_KEY = "sk-ant-api03-REALSECRET-" + "s" * 20  # the vault's copy; never inside a sandbox
 HOSTILE = Group("hostile", "console:hostile", "hostile", "@Andy", requires_trigger=False)
 MAIN_CHAT = "console:main"
-
-
-def unusable(message: str) -> None:
-    if REQUIRE:
-        pytest.fail(message + " (CLAWGATE_REQUIRE_DOCKER=1)")
-    pytest.skip(message)
 
 
 @dataclass(frozen=True)
@@ -114,27 +107,13 @@ base_delay_s = 0.05
         return DockerBackend(max_containers, self.runtime)
 
 
-_runsc_verdict: dict[str, str | None] = {}
-
-
-def runsc_problem(docker_client: Any, image: str) -> str | None:
-    """Why gVisor is not usable here (None when it is); probed once per image per session."""
-    if image not in _runsc_verdict:
-        from groups.sandbox.runsc import probe
-
-        _runsc_verdict[image] = probe(docker_client, image)
-    return _runsc_verdict[image]
-
-
 @pytest.fixture(params=TIERS)
 def tier(request: pytest.FixtureRequest, docker_client: Any, sandbox_image: str) -> Tier:
     name = request.param
     if name == "bwrap":
         return Tier("bwrap", "bwrap", "runc", sandbox_image, request.getfixturevalue("bwrap_rootfs"))
     if name == "runsc":
-        problem = runsc_problem(docker_client, sandbox_image)
-        if problem is not None:
-            unusable(f"gVisor (runsc) is not usable: {problem}")
+        require_runsc(docker_client, sandbox_image)
         return Tier("runsc", "docker", "runsc", sandbox_image)
     assert name == "docker", name
     return Tier("docker", "docker", "runc", sandbox_image)
