@@ -22,6 +22,10 @@ Fixtures
   returns the tool's output, exactly as the agent reported it back to the model.
   `await attacker.shell("cmd", chat=MAIN_CHAT)` attacks from the main group instead.
 
+Under runsc (Debian's runsc 20221219), coreutils `ls` and `stat` fail with "Invalid argument"
+(gVisor rejects their statx flag AT_NO_AUTOMOUNT): write attack scripts with `find`, `test`,
+`cat` or Python instead. A failing `ls` would make a "cannot see it" check pass for nothing.
+
 Writing your own gateway: `tier.prepare(data_dir)` then `Gateway(tier.config(model_server), …)`;
 `add_model_key(config_dir, model_server)` stores the fake model key like `hostile_gateway` does.
 """
