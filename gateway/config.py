@@ -67,7 +67,10 @@ class SandboxConfig(_Section):
     pids_limit: int = Field(256, ge=16)
     tmpfs_mb: int = Field(256, ge=8)
     run_as_uid: int = Field(
-        10_000, ge=1, description="uid/gid for containers when the gateway itself runs as root"
+        10_000,
+        ge=1,
+        le=2**31,
+        description="as root, group n's sandbox runs as uid:gid run_as_uid + n (see groups.uids)",
     )
     turn_timeout_s: float = Field(900, gt=0)
 

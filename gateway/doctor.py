@@ -111,7 +111,12 @@ async def run_checks() -> bool:
         )
     )
     if os.geteuid() == 0:
-        results.append(_report(True, f"running as root: containers run as uid {cfg.sandbox.run_as_uid}"))
+        results.append(
+            _report(
+                True,
+                f"running as root: each group's sandbox runs as its own uid above {cfg.sandbox.run_as_uid}",
+            )
+        )
     results.append(_image_current(cfg.sandbox.image))
     results.append(_vault_ca())
     results.append(_allowlist())

@@ -31,6 +31,7 @@ from groups.sandbox.base import (
     SandboxUnavailable,
 )
 from groups.sandbox.docker import LABEL_INSTANCE
+from groups.uids import UidError, group_identity
 from proxy.process import VaultProcess
 from proxy.rules import model_key_usable
 from proxy.secrets import SecretInfo, SecretStore, VaultError
@@ -40,14 +41,6 @@ log = logging.getLogger(__name__)
 PROXY_PORT = 3128
 CA_IN_CONTAINER = "/run/clawgate/ca.pem"
 AGENT_CONNECT_TIMEOUT_S = 60
-
-
-def sandbox_identity(root_uid: int) -> tuple[int, int]:
-    """The uid:gid containers run as: the host user's, or a dedicated one when we are root."""
-    uid, gid = os.getuid(), os.getgid()
-    if uid == 0:
-        return root_uid, root_uid
-    return uid, gid
 
 
 def agent_environment(
@@ -154,7 +147,6 @@ class SandboxPool:
         self._on_idle = on_idle
         self._live: dict[str, LiveSandbox] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._uid, self._gid = sandbox_identity(config.sandbox.run_as_uid)
 
     @property
     def live(self) -> dict[str, LiveSandbox]:
@@ -186,8 +178,14 @@ class SandboxPool:
         if not await self._vault.healthy():
             raise SandboxUnavailable("the credential vault is not running; refusing to start a sandbox")
         dirs = folders.group_dirs(self._data_dir, group.folder)
-        owner = (self._uid, self._gid) if os.getuid() == 0 else None
-        await asyncio.to_thread(folders.prepare, dirs, owner)
+        try:  # each group its own uid (groups.uids): nothing keyed by uid is shared between groups
+            identity = await asyncio.to_thread(
+                group_identity, self._data_dir, group.folder, self._config.sandbox.run_as_uid
+            )
+        except UidError as exc:
+            raise SandboxUnavailable(str(exc)) from None
+        owner = identity if os.getuid() == 0 else None
+        await asyncio.to_thread(folders.prepare, dirs, owner, is_main=group.is_main)
         ipc = GroupIpc(
             Caller(group.folder, group.is_main, group.chat_id), dirs.run / "ipc.sock", self._services
         )
@@ -209,7 +207,7 @@ class SandboxPool:
                 self._config,
                 group,
                 dirs,
-                (self._uid, self._gid),
+                identity,
                 self._instance,
                 tuple(plan.granted),
                 secrets=self._secret_metadata(),

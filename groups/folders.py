@@ -48,14 +48,21 @@ def group_dirs(data_dir: Path, folder: str) -> GroupDirs:
     )
 
 
-def prepare(dirs: GroupDirs, owner: tuple[int, int] | None) -> None:
-    """Create the directories; when the gateway runs as root, hand the workspace to the sandbox uid.
+def prepare(dirs: GroupDirs, owner: tuple[int, int] | None, *, is_main: bool = False) -> None:
+    """Create the directories; when the gateway runs as root, hand the workspace to the group's uid.
 
     The workspace and global folder are sandbox-writable, so they are set up through
     `groups.groupfs` (fd-relative, never following a planted link); the run and inbox dirs
-    are host-owned and read-only in the sandbox.
+    are host-owned and read-only in the sandbox. The global folder belongs to the main
+    group's uid (main writes it; every other group gets it read-only). When a tree changes
+    owner (each group has its own uid, see `groups.uids`), what its previous sandbox owner
+    left inside follows it (`groupfs.hand_over`).
     """
-    groupfs.ensure_root(dirs.group.parent, dirs.group.name, mode=0o700, owner=owner)
-    groupfs.ensure_root(dirs.global_.parent, dirs.global_.name, mode=0o755, owner=owner)
+    groupfs.ensure_root(dirs.group.parent, dirs.group.name, mode=0o700)
+    groupfs.ensure_root(dirs.global_.parent, dirs.global_.name, mode=0o755)
+    if owner is not None:
+        groupfs.hand_over(dirs.group, owner)
+        if is_main:
+            groupfs.hand_over(dirs.global_, owner)
     groupfs.ensure_root(dirs.inbox.parent, dirs.inbox.name, mode=0o755)
     groupfs.ensure_root(dirs.run.parent, dirs.run.name, mode=0o755)

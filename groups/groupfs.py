@@ -371,6 +371,49 @@ def ensure_root(parent: Path, name: str, *, mode: int, owner: tuple[int, int] | 
     return parent / name
 
 
+def _hand_over_at(dir_fd: int, root_dev: int, previous: int, owner: tuple[int, int], depth: int) -> None:
+    with os.scandir(dir_fd) as it:
+        names = [e.name for e in it]
+    for name in names:
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if st.st_dev != root_dev or st.st_uid != previous:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            if st.st_nlink == 1:  # a second link may be a foreign inode: leave it alone
+                os.chown(name, *owner, dir_fd=dir_fd, follow_symlinks=False)
+            continue
+        if depth + 1 >= MAX_DEPTH:
+            continue  # deeper than any walk here goes: stays with the old uid, never blocks a start
+        try:
+            child = _open_dir_at(dir_fd, name, root_dev, name)
+        except (UnsafeEntry, FileNotFoundError):
+            continue
+        try:
+            os.fchown(child, *owner)
+            _hand_over_at(child, root_dev, previous, owner, depth + 1)
+        finally:
+            os.close(child)
+
+
+def hand_over(root: Path, owner: tuple[int, int]) -> None:
+    """Give the tree at `root` to `owner`: the root, and every entry below it that the root's
+    previous (non-root) owner owned. Used when a group's sandbox uid changes (`groups.uids`),
+    while no sandbox of that tree runs. fd-relative and never following a link (a symlink is
+    chowned itself, `follow_symlinks=False`); an entry with a second hard link, on another
+    filesystem or owned by anyone else stays as it is. The root changes owner last, so an
+    interrupted hand-over is redone next time."""
+    with open_root(root) as root_fd:
+        st = os.fstat(root_fd)
+        if (st.st_uid, st.st_gid) == owner:
+            return
+        if st.st_uid != 0:  # a root-owned tree was never a sandbox's: nothing inside to move
+            _hand_over_at(root_fd, st.st_dev, st.st_uid, owner, 0)
+        os.fchown(root_fd, *owner)
+
+
 # -- async wrappers: every disk touch from the event loop goes through a worker thread ---------
 
 

@@ -14,17 +14,28 @@ the dedicated uid cannot reach the data dir (mode 0700), so instead bwrap runs a
 *without* a user namespace, keeps only CAP_SETUID/SETGID/SETPCAP, and `setpriv` from the
 read-only image switches to the dedicated uid, clears groups and empties the bounding
 set before the agent starts: the agent never runs as root or with a capability, the
-same model as Docker.
+same model as Docker. Each group has its own uid (`groups.uids`), so nothing keyed by uid
+(the user keyring, RLIMIT_NPROC) is shared between groups.
+
+System calls. Every sandbox gets the seccomp filter of `groups.sandbox.seccomp`
+(`--seccomp FD`): keyring, namespace, mount, ptrace, bpf, perf and io_uring calls, and the
+rest of what Docker's default profile denies, fail with EPERM; other ABIs are killed.
+
+Mounts by descriptor. Every bind source is opened before bwrap starts, component by component
+without following a symlink (`groups.sandbox.bind_fds`), and mounted by fd (`--bind-fd`):
+a grant swapped for a symlink after `groups.mounts` validated it is never mounted.
+
+Environment. bwrap itself is started with `BWRAP_ENV` only, never the gateway's environment
+(which may hold tokens); the sandbox gets exactly the spec's (`--clearenv`, `--setenv`).
 
 Limits. Applied to bwrap itself before exec, inherited by everything inside:
-- rlimits: RLIMIT_NOFILE, RLIMIT_FSIZE, RLIMIT_CORE=0; RLIMIT_NPROC (per uid, so only
-  when the sandbox has the dedicated uid: pids limit x max_containers, since all groups
-  share it); RLIMIT_AS = memory_mb per process when no memory cgroup applies.
+- rlimits: RLIMIT_NOFILE, RLIMIT_FSIZE, RLIMIT_CORE=0; RLIMIT_NPROC = pids limit (per uid,
+  so only when the sandbox has its group's own uid); RLIMIT_AS = memory_mb per process when
+  no memory cgroup applies.
 - cgroups (v1 or v2, when writable, i.e. as root): memory (+ swap) = memory_mb, pids =
   pids limit, cpu quota = cpus, in `clawgate/<instance>/<sandbox id>`. The cgroup is
   also used to kill every process of a sandbox on stop. `BwrapBackend.last_limits` and
   the INFO log line say which applied.
-No seccomp filter is loaded (Docker's default profile is stricter here).
 """
 
 from __future__ import annotations
@@ -41,11 +52,14 @@ import signal
 import subprocess
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from groups.folders import INBOX_IN_SANDBOX
+from groups.sandbox import seccomp
 from groups.sandbox.base import SandboxSpec, SandboxUnavailable
+from groups.sandbox.bind_fds import BindSourceChanged, open_bind_source
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +73,9 @@ NOFILE = 1024
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "clawgate"
 FIX = "run `clawgate image build --backend bwrap`"
+# bwrap itself gets no gateway environment (the sandbox's is set with --clearenv/--setenv):
+# /proc/<pid>/environ of bwrap, and of its pid 1 inside the sandbox, shows only this.
+BWRAP_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
 
 
 # ---------------------------------------------------------------- the exported root filesystem
@@ -108,6 +125,28 @@ def privileged_launch() -> bool:
     return os.geteuid() == 0
 
 
+@dataclass(frozen=True, slots=True)
+class Bind:
+    """One bind mount into the sandbox. `validated`: a grant checked by `groups.mounts`, whose
+    real path must not be resolved again (see `bind_fds`); otherwise a gateway-made dir."""
+
+    source: Path
+    dest: str
+    read_only: bool
+    validated: bool = False
+
+
+def sandbox_binds(spec: SandboxSpec) -> list[Bind]:
+    """Every bind mount of `spec` besides the root filesystem, in mount order."""
+    return [
+        Bind(spec.group_dir, "/workspace/group", read_only=False),
+        Bind(spec.global_dir, "/workspace/global", read_only=not spec.is_main),
+        *([Bind(spec.inbox_dir, INBOX_IN_SANDBOX, read_only=True)] if spec.inbox_dir is not None else []),
+        *(Bind(m.host_path, m.container_path, m.read_only, validated=True) for m in spec.extra_mounts),
+        Bind(spec.run_dir, "/run/clawgate", read_only=True),
+    ]
+
+
 def bwrap_argv(
     spec: SandboxSpec,
     rootfs: Path,
@@ -115,8 +154,15 @@ def bwrap_argv(
     *,
     env_path: str = DEFAULT_PATH,
     privileged: bool | None = None,
+    seccomp_fd: int | None = None,
+    bind_fds: list[int] | None = None,
 ) -> list[str]:
-    """The complete bwrap command line for `spec`; pure, so tests read the policy directly."""
+    """The complete bwrap command line for `spec`; pure, so tests read the policy directly.
+
+    `bind_fds` (one per `sandbox_binds(spec)`, opened by `bind_fds.open_bind_source`) mounts
+    every source by descriptor instead of by path; `seccomp_fd` is the filter of
+    `groups.sandbox.seccomp`. `BwrapBackend.start` always passes both.
+    """
     if spec.uid == 0 or spec.gid == 0:
         raise SandboxUnavailable("refusing to run a sandbox as root (uid/gid 0); set sandbox.run_as_uid")
     privileged = privileged_launch() if privileged is None else privileged
@@ -131,15 +177,19 @@ def bwrap_argv(
     argv += ["--perms", "1777", "--size", str(spec.limits.tmpfs_mb * 1024 * 1024), "--tmpfs", "/tmp"]
     # /workspace is a fresh tmpfs holding only the mount points, made read-only afterwards.
     argv += ["--perms", "0755", "--tmpfs", "/workspace"]
-    argv += ["--bind", str(spec.group_dir), "/workspace/group"]
-    argv += ["--bind" if spec.is_main else "--ro-bind", str(spec.global_dir), "/workspace/global"]
-    if spec.inbox_dir is not None:
-        argv += ["--ro-bind", str(spec.inbox_dir), INBOX_IN_SANDBOX]
-    for mount in spec.extra_mounts:
-        argv += ["--ro-bind" if mount.read_only else "--bind", str(mount.host_path), mount.container_path]
+    binds = sandbox_binds(spec)
+    if bind_fds is not None and len(bind_fds) != len(binds):
+        raise ValueError(f"{len(binds)} bind mounts but {len(bind_fds)} descriptors")
+    argv += _mount_point_parents([bind.dest for bind in binds])
+    for index, bind in enumerate(binds):
+        if bind_fds is None:
+            argv += ["--ro-bind" if bind.read_only else "--bind", str(bind.source), bind.dest]
+        else:
+            argv += ["--ro-bind-fd" if bind.read_only else "--bind-fd", str(bind_fds[index]), bind.dest]
     argv += ["--remount-ro", "/workspace"]
-    argv += ["--ro-bind", str(spec.run_dir), "/run/clawgate"]
     argv += ["--cap-drop", "ALL"]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     if privileged:
         argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
     env = {
@@ -164,6 +214,27 @@ def bwrap_argv(
         argv += ["--chdir", "/workspace/group", "--"]
     argv += list(command or AGENT_COMMAND)
     return argv
+
+
+def _mount_point_parents(dests: list[str]) -> list[str]:
+    """`--dir`s (mode 0755) for the directories above the mount points in /workspace.
+
+    bwrap would create them itself with mode 0700 and owned by root, which the sandbox uid
+    could not enter (e.g. /workspace/extra). Directories inside another mount are left alone:
+    they would be created in a host directory.
+    """
+    made: list[str] = []
+    for dest in dests:
+        parent = PurePosixPath(dest).parent
+        chain = []
+        while parent != PurePosixPath("/workspace") and PurePosixPath("/workspace") in parent.parents:
+            chain.append(str(parent))
+            parent = parent.parent
+        for path in reversed(chain):
+            inside = any(path == d or path.startswith(d + "/") for d in dests)
+            if not inside and path not in made:
+                made.append(path)
+    return [arg for path in made for arg in ("--perms", "0755", "--dir", path)]
 
 
 # ---------------------------------------------------------------- cgroups (best effort)
@@ -375,6 +446,52 @@ class BwrapSandbox:
         return raw[-min(max_bytes, MAX_LOG_BYTES) :].decode("utf-8", "replace")
 
 
+# ---------------------------------------------------------------- launching bwrap
+
+
+def _open_sources(spec: SandboxSpec) -> list[int]:
+    """One `O_PATH` fd per bind of `spec`; SandboxUnavailable (nothing left open) if a source moved."""
+    fds: list[int] = []
+    try:
+        for bind in sandbox_binds(spec):
+            # a validated grant is already a real path: resolving it again would follow a swapped link
+            source = bind.source if bind.validated else Path(os.path.realpath(bind.source))
+            fds.append(open_bind_source(source))
+    except (BindSourceChanged, OSError) as exc:
+        for fd in fds:
+            os.close(fd)
+        raise SandboxUnavailable(
+            f"a mount source of group {spec.folder!r} changed after it was checked ({exc}); "
+            "the sandbox was not started"
+        ) from None
+    return fds
+
+
+@contextlib.contextmanager
+def launch(
+    spec: SandboxSpec, rootfs: Rootfs, command: list[str] | None
+) -> Iterator[tuple[list[str], list[int]]]:
+    """(argv, fds to pass) for one bwrap run: the seccomp filter and every mount source as fds.
+
+    The fds are closed when the block ends (after the spawn: bwrap holds its own copies).
+    """
+    executable = shutil.which("bwrap")
+    if executable is None:
+        raise SandboxUnavailable("bubblewrap is not installed: `apt-get install bubblewrap`")
+    filter_fd = seccomp.filter_fd()
+    fds = [filter_fd]
+    try:
+        fds += _open_sources(spec)
+        argv = bwrap_argv(
+            spec, rootfs.path, command, env_path=rootfs.env_path, seccomp_fd=filter_fd, bind_fds=fds[1:]
+        )
+        argv[0] = executable
+        yield argv, fds
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 # ---------------------------------------------------------------- the backend
 
 
@@ -414,14 +531,18 @@ class BwrapBackend:
             raise SandboxUnavailable(
                 f"the exported root filesystem is stale (image {image!r} was rebuilt since): {FIX}"
             )
-        probe = bwrap_argv(_probe_spec(self._data_dir), rootfs.path, ["true"], env_path=rootfs.env_path)
-        # the probe mounts need not exist: replace the workspace binds by the rootfs itself
-        probe = [
-            str(rootfs.path) if a.startswith(str(self._data_dir / "bwrap" / "probe")) else a for a in probe
-        ]
-        done = await asyncio.to_thread(
-            subprocess.run, probe, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
-        )
+        # the same launch as `start` (seccomp filter, mounts by fd), the rootfs standing in for the dirs
+        with launch(_probe_spec(rootfs.path), rootfs, ["true"]) as (argv, fds):
+            done = await asyncio.to_thread(
+                subprocess.run,
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                stdin=subprocess.DEVNULL,
+                env=BWRAP_ENV,
+                pass_fds=fds,
+            )
         if done.returncode != 0:
             raise SandboxUnavailable(
                 "bwrap cannot create a sandbox on this host "
@@ -441,8 +562,8 @@ class BwrapBackend:
         ]
         if "memory" not in cgroup.applied:
             wanted.append((resource.RLIMIT_AS, spec.limits.memory_mb * mib))
-        if privileged_launch() and spec.uid != os.getuid():
-            wanted.append((resource.RLIMIT_NPROC, spec.limits.pids * self._max))
+        if privileged_launch() and spec.uid != os.getuid():  # per uid, and each group has its own
+            wanted.append((resource.RLIMIT_NPROC, spec.limits.pids))
         limits = []
         for which, value in wanted:  # never above the current hard limit (that would fail as non-root)
             hard = resource.getrlimit(which)[1]
@@ -456,20 +577,26 @@ class BwrapBackend:
             rootfs = self._rootfs = self._rootfs_for(spec.image)
         instance = self._instance or spec.labels.get("clawgate.instance", "default")
         sandbox_id = f"bwrap-{spec.folder}-{secrets.token_hex(4)}"
-        argv = bwrap_argv(spec, rootfs.path, command, env_path=rootfs.env_path)
         cgroup = await asyncio.to_thread(create_cgroup, instance, sandbox_id, spec)
         rlimits = self._rlimits(spec, cgroup)
         self.last_limits = cgroup.applied + [f"rlimit:{resource_name(w)}" for w, _ in rlimits]
         procs = cgroup.procs_files
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=lambda: _preexec(procs, rlimits),
-            )
+            # opened now, mounted by fd: the sources are exactly what was validated (`bind_fds`)
+            with launch(spec, rootfs, command) as (argv, fds):
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                    env=BWRAP_ENV,
+                    pass_fds=fds,
+                    preexec_fn=lambda: _preexec(procs, rlimits),
+                )
+        except SandboxUnavailable:
+            await asyncio.to_thread(cgroup.remove)
+            raise
         except (OSError, subprocess.SubprocessError) as exc:
             await asyncio.to_thread(cgroup.remove)
             raise SandboxUnavailable(f"bwrap could not start the sandbox: {exc}") from None
@@ -523,20 +650,19 @@ def resource_name(which: int) -> str:
     return str(which)
 
 
-def _probe_spec(data_dir: Path) -> SandboxSpec:
-    """A throwaway spec for `check`'s trivial `true` run (its mount sources are replaced by the rootfs)."""
+def _probe_spec(rootfs: Path) -> SandboxSpec:
+    """A throwaway spec for `check`'s trivial `true` run; the rootfs stands in for every mounted dir."""
     from groups.sandbox.base import Limits
 
-    probe = data_dir / "bwrap" / "probe"
     uid = 10_000 if os.getuid() == 0 else os.getuid()
     gid = 10_000 if os.getuid() == 0 else os.getgid()
     return SandboxSpec(
         folder="probe",
         is_main=False,
         image="",
-        group_dir=probe,
-        global_dir=probe,
-        run_dir=probe,
+        group_dir=rootfs,
+        global_dir=rootfs,
+        run_dir=rootfs,
         uid=uid,
         gid=gid,
         limits=Limits(memory_mb=64, cpus=1, pids=16, tmpfs_mb=1),

@@ -14,11 +14,12 @@ from typing import Any
 
 from gateway.config import parse
 from gateway.models import Group, MountRequest
-from gateway.sandboxes import agent_environment, sandbox_identity
+from gateway.sandboxes import agent_environment
 from groups import folders
 from groups.mounts import plan_mounts
 from groups.sandbox.base import Limits, SandboxSpec
 from groups.sandbox.docker import LABEL_INSTANCE, container_kwargs
+from groups.uids import group_identity
 
 
 def sh(container: Any, script: str) -> tuple[int, str]:
@@ -31,7 +32,7 @@ def test_granted_refused_and_project_mounts_in_a_real_container(docker_client, s
     token = secrets.token_hex(6)
     root = data_dir.parent / "hostfs"
     projects, project = root / "projects", root / "project"
-    uid, gid = sandbox_identity(parse("", config_dir / "config.toml").sandbox.run_as_uid)
+    uid, gid = group_identity(data_dir, "main", parse("", config_dir / "config.toml").sandbox.run_as_uid)
     for d in (projects / "docs", projects / "scratch", projects / ".ssh", root / "outside", project):
         d.mkdir(parents=True)
         os.chmod(d, 0o777)  # so only the mount flags decide what the sandbox uid may write
@@ -67,7 +68,7 @@ def test_granted_refused_and_project_mounts_in_a_real_container(docker_client, s
     assert len(plan.refused) == 2
 
     dirs_ = folders.group_dirs(data_dir, "main")
-    folders.prepare(dirs_, (uid, gid) if os.getuid() == 0 else None)
+    folders.prepare(dirs_, (uid, gid) if os.getuid() == 0 else None, is_main=True)
     config = parse(f'[sandbox]\nimage = "{sandbox_image}"\n', config_dir / "config.toml")
     spec = SandboxSpec(
         folder="main",

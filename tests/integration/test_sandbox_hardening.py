@@ -4,7 +4,7 @@ Every container here is started from exactly `container_kwargs(spec)` — the ar
 gateway passes to `containers.run` — with one change: the entrypoint is `sleep`, so the
 agent runtime does not start and the test can `exec` probes inside instead. The spec is
 built the way `gateway/sandboxes.py` builds it (folders prepared and chowned by
-`groups.folders.prepare`, `sandbox_identity`, `agent_environment`, instance label).
+`groups.folders.prepare`, `groups.uids.group_identity`, `agent_environment`, instance label).
 
 Every proof runs twice: on Docker's default runtime (`[runc]`) and under gVisor (`[runsc]`,
 `[sandbox] runtime = "runsc"`). Where gVisor legitimately differs (its own /proc and mount
@@ -35,11 +35,12 @@ from docker.errors import NotFound
 
 from gateway.config import parse
 from gateway.models import Group
-from gateway.sandboxes import sandbox_identity, sandbox_spec
+from gateway.sandboxes import sandbox_spec
 from groups import folders
 from groups.sandbox.base import Limits, SandboxSpec
 from groups.sandbox.docker import LABEL_GROUP, LABEL_INSTANCE, DockerBackend, DockerSandbox, container_kwargs
 from groups.sandbox.runsc import GVISOR_PROC_VERSION
+from groups.uids import group_identity
 from tests.integration.probes import FORK_BOMB, connect_probe
 from tests.integration.runsc_support import (
     RUNTIMES,
@@ -67,7 +68,6 @@ class World:
         self.data_dir = root / "data"
         self.config_dir.mkdir(parents=True)
         self.config = parse(f'[sandbox]\nimage = "{image}"\n', self.config_dir / "config.toml")
-        self.uid, self.gid = sandbox_identity(self.config.sandbox.run_as_uid)
         self.instance = "test-" + secrets.token_hex(6)
         self.token = secrets.token_hex(8)  # makes marker file names unique to this run
         self.secret = "fake-secret-" + secrets.token_hex(16)
@@ -76,12 +76,12 @@ class World:
 
     def spec(self, folder: str, *, is_main: bool = False, limits: Limits = DEFAULT_LIMITS) -> SandboxSpec:
         dirs = folders.group_dirs(self.data_dir, folder)
-        owner = (self.uid, self.gid) if os.getuid() == 0 else None
-        folders.prepare(dirs, owner)
+        identity = group_identity(self.data_dir, folder, self.config.sandbox.run_as_uid)
+        folders.prepare(dirs, identity if os.getuid() == 0 else None, is_main=is_main)
         (dirs.run / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nnot a real cert\n")
         (dirs.run / "ca.pem").chmod(0o644)
         group = Group(folder=folder, chat_id=f"test:{folder}", name=folder, trigger="@bot", is_main=is_main)
-        return sandbox_spec(self.config, group, dirs, (self.uid, self.gid), self.instance, limits=limits)
+        return sandbox_spec(self.config, group, dirs, identity, self.instance, limits=limits)
 
 
 def start(client: Any, spec: SandboxSpec, created: list[Any], runtime: str = "runc") -> Any:
@@ -228,8 +228,8 @@ def run_sandbox(  # type: ignore[no-untyped-def]
 def test_runs_as_the_spec_uid_which_is_not_root(hostile) -> None:  # type: ignore[no-untyped-def]
     container, spec, world = hostile
     assert spec.uid != 0 and spec.gid != 0
-    if os.getuid() == 0:
-        assert (spec.uid, spec.gid) == (world.config.sandbox.run_as_uid,) * 2
+    if os.getuid() == 0:  # its own uid, never the shared run_as_uid of old
+        assert spec.uid == spec.gid and spec.uid > world.config.sandbox.run_as_uid
     code, out = sh(container, "id -u; id -g; id -G")
     assert code == 0, out
     assert out.split() == [str(spec.uid), str(spec.gid), str(spec.gid)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -26,13 +27,23 @@ from typing import Any
 import pytest
 
 from gateway.config import parse
-from gateway.models import Group
-from gateway.sandboxes import sandbox_identity, sandbox_spec
+from gateway.models import Group, MountRequest
+from gateway.sandboxes import sandbox_spec
 from groups import folders
-from groups.sandbox.base import Limits, SandboxSpec, SandboxUnavailable
-from groups.sandbox.bwrap import BwrapBackend, bwrap_argv, read_rootfs
+from groups.mounts import plan_mounts
+from groups.sandbox.base import ExtraMount, Limits, SandboxSpec, SandboxUnavailable
+from groups.sandbox.bwrap import BWRAP_ENV, BwrapBackend, bwrap_argv, launch, read_rootfs
+from groups.uids import group_identity
 from tests.integration.bwrap_support import alive, bwrap_rootfs, descendants, link_rootfs, probe
-from tests.integration.probes import FORK_BOMB, connect_probe
+from tests.integration.probes import (
+    FORK_BOMB,
+    KEY_PLANT,
+    KEY_STEAL,
+    SECCOMP_DENIED,
+    SYSCALL_PROBE,
+    connect_probe,
+    parse_probe,
+)
 
 __all__ = ["bwrap_rootfs"]  # the session fixture, imported for pytest
 
@@ -53,21 +64,27 @@ class World:
         toml = f'[sandbox]\nbackend = "bwrap"\nimage = "{image}"\n'
         self.config = parse(toml, self.config_dir / "config.toml")
         (self.config_dir / "config.toml").write_text(toml)
-        self.uid, self.gid = sandbox_identity(self.config.sandbox.run_as_uid)
         self.instance = "test-" + secrets.token_hex(6)
         self.token = secrets.token_hex(8)
         self.secret = "fake-secret-" + secrets.token_hex(16)
         (self.config_dir / f"host-config-marker-{self.token}").write_text("host config")
         self.backend = BwrapBackend(max_containers=2, data_dir=self.data_dir)
 
-    def spec(self, folder: str, *, is_main: bool = False, limits: Limits = DEFAULT_LIMITS) -> SandboxSpec:
+    def spec(
+        self,
+        folder: str,
+        *,
+        is_main: bool = False,
+        limits: Limits = DEFAULT_LIMITS,
+        extra_mounts: tuple[ExtraMount, ...] = (),
+    ) -> SandboxSpec:
         dirs = folders.group_dirs(self.data_dir, folder)
-        owner = (self.uid, self.gid) if os.getuid() == 0 else None
-        folders.prepare(dirs, owner)
+        identity = group_identity(self.data_dir, folder, self.config.sandbox.run_as_uid)
+        folders.prepare(dirs, identity if os.getuid() == 0 else None, is_main=is_main)
         (dirs.run / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nnot a real cert\n")
         (dirs.run / "ca.pem").chmod(0o644)
         group = Group(folder=folder, chat_id=f"test:{folder}", name=folder, trigger="@bot", is_main=is_main)
-        return sandbox_spec(self.config, group, dirs, (self.uid, self.gid), self.instance, limits=limits)
+        return sandbox_spec(self.config, group, dirs, identity, self.instance, extra_mounts, limits=limits)
 
     async def sh(self, spec: SandboxSpec, script: str) -> tuple[int, str]:
         return await probe(self.backend, spec, script)
@@ -138,8 +155,8 @@ async def test_check_says_how_to_fix_a_missing_or_stale_export(world, tmp_path) 
 async def test_runs_as_the_spec_uid_which_is_not_root(world) -> None:  # type: ignore[no-untyped-def]
     spec = world.spec("alpha")
     assert spec.uid != 0 and spec.gid != 0
-    if os.getuid() == 0:
-        assert (spec.uid, spec.gid) == (world.config.sandbox.run_as_uid,) * 2
+    if os.getuid() == 0:  # its own uid, never the shared run_as_uid of old
+        assert spec.uid == spec.gid and spec.uid > world.config.sandbox.run_as_uid
     code, out = await world.sh(spec, "id -u; id -g; id -G; echo ---; cat /proc/self/status")
     assert code == 0, out
     ids, _, text = out.partition("---\n")
@@ -464,3 +481,149 @@ async def test_remove_orphans_only_touches_this_instance(world) -> None:  # type
         assert not foreign.exited.done() and alive(foreign.pid)
     finally:
         await foreign.stop()
+
+
+# ---------------------------------------------------------------- seccomp, uid, env (issue 11, break 6)
+
+
+async def test_dangerous_syscalls_are_denied_by_the_seccomp_filter(world) -> None:  # type: ignore[no-untyped-def]
+    """Keyring, namespaces, mounts, ptrace, bpf, perf, io_uring…: what Docker's default profile denies."""
+    spec = world.spec("alpha")
+    code, out = await world.sh(spec, "grep -E '^Seccomp' /proc/self/status")
+    assert status(out)["Seccomp"] == "2" and int(status(out)["Seccomp_filters"]) >= 1, out
+    code, out = await world.py(spec, SYSCALL_PROBE)
+    assert code == 0, out
+    assert parse_probe(out) == SECCOMP_DENIED, out
+    # threads still start: libc falls back from clone3 (ENOSYS) to clone without namespace flags
+    code, out = await world.py(
+        spec,
+        "import threading\nt = threading.Thread(target=print, args=('thread ran',)); t.start(); t.join()",
+    )
+    assert (code, out.strip()) == (0, "thread ran"), out
+
+
+async def test_unshare_cannot_make_a_user_namespace_with_root_inside(world) -> None:  # type: ignore[no-untyped-def]
+    spec = world.spec("alpha")
+    code, out = await world.sh(
+        spec,
+        "unshare -r id -u; echo rc=$?; "
+        "unshare -rm sh -c 'mount -t tmpfs none /tmp && echo MOUNTED'; echo rc=$?; "
+        "unshare -rn ip link 2>&1; echo done",
+    )
+    assert "MOUNTED" not in out and "rc=0" not in out, out
+    assert out.count("Operation not permitted") >= 2 and out.strip().endswith("done"), out
+
+
+async def test_a_key_one_group_plants_cannot_be_read_by_another(world) -> None:  # type: ignore[no-untyped-def]
+    planter, thief = world.spec("alpha"), world.spec("beta")
+    if os.getuid() == 0:  # each group its own uid: nothing keyed by uid is shared
+        assert planter.uid != thief.uid and planter.gid != thief.gid
+    secret = "planted-" + secrets.token_hex(8)
+    sandbox = await world.backend.start(planter, ["python3", "-c", KEY_PLANT, secret])
+    try:
+        deadline = time.monotonic() + 30
+        while "planted" not in await sandbox.logs_tail() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        planted = await sandbox.logs_tail()
+        code, stolen = await world.py(thief, KEY_STEAL)
+    finally:
+        await sandbox.stop()
+    assert planted.split() == ["planted", "EPERM"], planted
+    assert "STOLEN" not in stolen and secret not in stolen, stolen
+    assert stolen.split() == ["search", "EPERM"], stolen
+
+
+async def test_bwrap_itself_gets_none_of_the_gateway_environment(world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """/proc/<pid>/environ of bwrap and of every process in the sandbox, as the host sees it."""
+    monkeypatch.setenv(SECRET_VAR, world.secret)
+    monkeypatch.setenv("CLAWGATE_TELEGRAM_TOKEN", world.secret)
+    spec = world.spec("alpha")
+    sandbox = await world.backend.start(spec, ["sh", "-c", "cat /proc/1/environ; echo; echo up; sleep 60"])
+    try:
+        deadline = time.monotonic() + 30
+        while "up" not in await sandbox.logs_tail() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        bwrap_environ = await asyncio.to_thread(Path(f"/proc/{sandbox.pid}/environ").read_bytes)
+        seen = b""
+        for pid in descendants(sandbox.pid):
+            with contextlib.suppress(OSError):
+                seen += await asyncio.to_thread(Path(f"/proc/{pid}/environ").read_bytes)
+        inside = await sandbox.logs_tail()
+    finally:
+        await sandbox.stop()
+    keys = {item.split(b"=", 1)[0].decode() for item in bwrap_environ.split(b"\0") if item}
+    assert keys <= set(BWRAP_ENV), keys
+    assert world.secret.encode() not in bwrap_environ + seen
+    assert SECRET_VAR not in inside and world.secret not in inside, inside
+
+
+# ---------------------------------------------------------------- mount check/use race (issue 11, break 9b)
+
+
+class Tree:
+    """An allowed root with a nested read-write grant, and a secret tree the grant must never reach."""
+
+    def __init__(self, world: World, root: Path) -> None:
+        self.projects, self.secret = root / "projects", root / "secret"
+        self.grant = self.projects / "team" / "shared"
+        self.grant.mkdir(parents=True)
+        self.grant.chmod(0o777)  # so only the mount decides what the sandbox uid may write
+        (self.grant / "original.txt").write_text("the validated tree")
+        self.secret.mkdir()
+        (self.secret / "secret.txt").write_text("host secret " + world.token)
+        (self.secret / "shared").mkdir()  # what a swapped parent would lead to
+        (self.secret / "shared" / "secret.txt").write_text("host secret " + world.token)
+        allowlist = {
+            "allowed_roots": [{"path": str(self.projects), "allow_read_write": True}],
+            "non_main_read_only": False,
+        }
+        (world.config_dir / "mount-allowlist.json").write_text(json.dumps(allowlist))
+        group = Group(
+            "alpha",
+            "test:alpha",
+            "alpha",
+            "@bot",
+            extra_mounts=(MountRequest(str(self.grant), "shared", read_write=True),),
+        )
+        plan = plan_mounts(
+            group, world.config_dir / "mount-allowlist.json", world.config_dir, world.data_dir, None
+        )
+        assert [(m.container_path, m.read_only) for m in plan.granted] == [("/workspace/extra/shared", False)]
+        self.spec = world.spec("alpha", extra_mounts=tuple(plan.granted))
+
+    def swap_grant_for_symlink(self) -> None:
+        self.grant.rename(self.grant.with_name("shared-original"))
+        self.grant.symlink_to(self.secret, target_is_directory=True)
+
+    def swap_parent_for_symlink(self) -> None:
+        team = self.projects / "team"
+        team.rename(self.projects / "team-original")
+        team.symlink_to(self.secret, target_is_directory=True)
+
+
+@pytest.mark.parametrize("swap", ["grant", "parent"])
+async def test_grant_swapped_for_a_symlink_after_validation_is_never_mounted(world, tmp_path, swap) -> None:  # type: ignore[no-untyped-def]
+    tree = Tree(world, tmp_path / "hostfs")
+    tree.swap_grant_for_symlink() if swap == "grant" else tree.swap_parent_for_symlink()
+    with pytest.raises(SandboxUnavailable, match="changed after it was checked"):
+        sandbox = await world.backend.start(tree.spec, ["sh", "-c", "cat /workspace/extra/shared/*"])
+        await sandbox.stop()  # pragma: no cover - only reached when the race is open
+    assert list(world.backend.pid_dir.glob("*.pid")) == []
+
+
+def test_swap_after_the_sources_are_opened_still_mounts_the_original_inode(world, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The sources are held as descriptors from the check on: a later swap changes nothing."""
+    tree = Tree(world, tmp_path / "hostfs")
+    rootfs = read_rootfs(world.data_dir)
+    assert rootfs is not None
+    script = "cd /workspace/extra/shared && ls && cat ./* && echo written > new"
+    with launch(tree.spec, rootfs, ["sh", "-c", script]) as (argv, fds):
+        tree.swap_grant_for_symlink()
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, env=BWRAP_ENV, pass_fds=fds, check=False
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["original.txt", "the validated tree"], done.stdout
+    assert world.token not in done.stdout
+    assert (tree.projects / "team" / "shared-original" / "new").read_text() == "written\n"
+    assert sorted(p.name for p in tree.secret.iterdir()) == ["secret.txt", "shared"]
