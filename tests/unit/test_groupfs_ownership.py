@@ -47,6 +47,7 @@ PURE_METHODS = {
 ALLOWED_CALLEES = {
     # not file operations: they only carry the path to the sandbox backend or into text
     "Mount",
+    "Bind",  # bwrap's mount list; the backend opens each source O_PATH|O_NOFOLLOW (sandbox/bind_fds.py)
     "SandboxSpec",
     "GroupDirs",
     "ExtraMount",
