@@ -264,7 +264,14 @@ async def test_only_its_own_mounts_are_visible(world) -> None:  # type: ignore[n
     code, out = await world.sh(spec, "cat /proc/self/mountinfo")
     mounts = parse_mountinfo(out)
     exposed = {p for p in mounts if p.startswith(("/workspace", "/run/clawgate"))}
-    assert exposed == {"/workspace", "/workspace/group", "/workspace/global", "/run/clawgate"}
+    assert exposed == {
+        "/workspace",
+        "/workspace/group",
+        "/workspace/global",
+        "/workspace/inbox",
+        "/run/clawgate",
+    }
+    assert "ro" in mounts["/workspace/inbox"][1].split(",")  # host-owned attachments: read-only
     assert mounts["/workspace"][2] == "tmpfs" and "ro" in mounts["/workspace"][1].split(",")
     for point, host_dir in {
         "/workspace/group": spec.group_dir,
@@ -275,7 +282,7 @@ async def test_only_its_own_mounts_are_visible(world) -> None:  # type: ignore[n
     for root, _, _ in mounts.values():
         assert "config" not in Path(root).parts and "sibling" not in Path(root).parts, root
     code, out = await world.sh(spec, "ls -A /workspace")
-    assert sorted(out.split()) == ["global", "group"]
+    assert sorted(out.split()) == ["global", "group", "inbox"]
     code, out = await world.sh(spec, "test -e /var/run/docker.sock || test -e /run/docker.sock; echo $?")
     assert out.strip() == "1"
     for name in (f"sibling-marker-{world.token}", f"host-config-marker-{world.token}", "clawgate.db"):
