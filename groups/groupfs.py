@@ -100,11 +100,23 @@ def _open_dir_at(dir_fd: int, name: str, root_dev: int, where: str) -> int:
     return fd
 
 
+def open_root_fd(root: Path, *, path_only: bool = False) -> int:
+    """An fd for a tree's root that the caller closes (e.g. to hand a sandbox backend a mount
+    source by fd). `path_only` opens it O_PATH, enough for `/proc/self/fd/N` bind sources."""
+    flags = _DIR_FLAGS | (os.O_PATH if path_only else 0)
+    try:
+        return os.open(root, flags)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafeEntry(exc.errno, f"{root} is not a directory (a link?)") from None
+        raise
+
+
 @contextlib.contextmanager
 def open_root(root: Path) -> Iterator[int]:
     """A directory fd for a tree's root. The root's parents are host-owned (the data dir), so
     only the last component could be swapped, and it is opened with O_NOFOLLOW."""
-    fd = os.open(root, _DIR_FLAGS)
+    fd = open_root_fd(root)
     try:
         yield fd
     finally:

@@ -94,6 +94,8 @@ def test_symlinked_root_is_refused(tmp_path: Path, outside: Path) -> None:
         groupfs.write_bytes(tmp_path / "groups" / "team", "x", b"x")
     with pytest.raises(UnsafeEntry):
         groupfs.ensure_root(tmp_path / "groups", "team", mode=0o700)
+    with pytest.raises(UnsafeEntry):
+        groupfs.open_root_fd(tmp_path / "groups" / "team", path_only=True)
     assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
 
 
