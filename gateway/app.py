@@ -24,6 +24,7 @@ from gateway.commands import AdminCommands, Command
 from gateway.config import Config
 from gateway.control import SOCKET_NAME as CONTROL_SOCKET
 from gateway.control import ControlServer
+from gateway.disk import DiskGuard
 from gateway.instance_lock import AlreadyRunning, DataDirLock
 from gateway.models import Group, InboundMessage
 from gateway.outbox import Outbox
@@ -120,6 +121,7 @@ class Gateway:
         if unsettled:
             log.warning("%d reply(ies) were mid-send at the crash; see /dlq (never resent twice)", unsettled)
         self.queue = GroupQueue(self.config.sandbox.max_containers, self._process, self._evict)
+        self.disk = DiskGuard(self.config.sandbox, self.data_dir, self.notify_main)
         self.services = AgentServices(self.config, self.store, self.registry)
         self.pool = SandboxPool(
             self.config,
@@ -131,6 +133,7 @@ class Gateway:
             services=self.services,
             on_gone=self._on_sandbox_gone,
             on_idle=self._on_idle,
+            disk=self.disk,
         )
         self.executor = RunExecutor(
             self.config,
@@ -140,6 +143,7 @@ class Gateway:
             self.registry.by_folder,
             wake=self.queue.wake,
             notify_main=self.notify_main,
+            disk=self.disk,
         )
         self.services.bind_executor(self.executor)
         self.scheduler = Scheduler(
@@ -200,7 +204,12 @@ class Gateway:
 
             def group_inbox(chat_id: str) -> Path | None:
                 group = self.registry.for_chat(chat_id)
-                return group_dirs(self.data_dir, group.folder).inbox if group is not None else None
+                if group is None:
+                    return None
+                refusal = self.disk.refusal(group.folder)  # over quota or disk nearly full
+                if refusal is not None:
+                    raise refusal
+                return group_dirs(self.data_dir, group.folder).inbox
 
             channels.append(
                 TelegramChannel.from_config(

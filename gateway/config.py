@@ -73,6 +73,16 @@ class SandboxConfig(_Section):
         description="as root, group n's sandbox runs as uid:gid run_as_uid + n (see groups.uids)",
     )
     turn_timeout_s: float = Field(900, gt=0)
+    group_quota_mb: int = Field(
+        1024, ge=1, description="disk a group's folder (+ its inbox) may use; over it, turns are refused"
+    )
+    group_max_files: int = Field(
+        200_000, ge=100, description="entries a group's folder may hold (bounds the usage walk)"
+    )
+    min_free_mb: int = Field(
+        1024, ge=0, description="free space kept in the data dir; below it no sandbox runs or writes"
+    )
+    disk_check_s: float = Field(1.0, gt=0, le=60, description="how often a live sandbox's usage is measured")
 
     @model_validator(mode="after")
     def _runtime_needs_docker(self) -> SandboxConfig:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from gateway.config import Config
+from gateway.disk import DiskGuard
 from gateway.failures import backoff_delay, is_transient
 from gateway.faults import crash_point
 from gateway.ipc import Turn, TurnResult
@@ -45,8 +46,10 @@ class RunExecutor:
         group_by_folder: Callable[[str], Group | None],
         wake: Callable[[str], None],
         notify_main: Callable[[str], Awaitable[None]],
+        disk: DiskGuard | None = None,
     ) -> None:
         self._config = config
+        self._disk = disk
         self._store = store
         self._pool = pool
         self._outbox = outbox
@@ -74,6 +77,11 @@ class RunExecutor:
         """Run one batch; False means it failed transiently and the lane should stop (a retry is armed)."""
         group = claimed.group
         crash_point("after_claim")
+        if self._disk is not None:
+            self._disk.tripped.pop(group.folder, None)  # a trip between turns is not this turn's
+        if self._disk is not None and (refusal := await self._disk.check(group)) is not None:
+            await self._refuse(claimed, refusal)
+            return True
         try:
             live = await self._pool.ensure(group)
         except SandboxUnavailable as exc:
@@ -87,7 +95,10 @@ class RunExecutor:
         outcome = await self._await_result(result)
         crash_point("after_result")
         self._seq.pop(claimed.run_id, None)
-        if outcome.error and not outcome.text and is_transient(outcome.error):
+        tripped = self._disk.tripped.pop(group.folder, None) if self._disk is not None else None
+        if tripped is not None and outcome.error:  # stopped for disk use: final, not a retry
+            outcome = TurnResult(outcome.text, tripped)
+        if outcome.error and not outcome.text and tripped is None and is_transient(outcome.error):
             await self._defer(claimed, outcome.error)
             return False
         reply = outcome.text if outcome.text else None
@@ -100,6 +111,13 @@ class RunExecutor:
         crash_point("after_finish")
         await self._notify_finished(claimed, outcome.text, outcome.error)
         return True
+
+    async def _refuse(self, claimed: ClaimedRun, reason: str) -> None:
+        """A limit says no (disk quota, free-space floor): tell the chat, close the run, no retry."""
+        await self._pool.stop(claimed.group.folder)  # a warm sandbox must not keep writing
+        await self._outbox.post(claimed.run_id, FINAL_REPLY_SEQ, claimed.group.chat_id, f"⚠️ {reason}")
+        await self._store.finish_run(claimed.run_id, reason)
+        await self._notify_finished(claimed, None, reason)
 
     async def _defer(self, claimed: ClaimedRun, reason: str) -> None:
         """A transient failure: give the messages back and retry later, or dead-letter them."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.config import Config
+from gateway.disk import DiskGuard
 from gateway.ipc import Caller, GroupIpc, IpcServices
 from gateway.models import Group
 from groups import folders
@@ -121,6 +122,7 @@ class LiveSandbox:
     ipc: GroupIpc
     idle_timer: asyncio.TimerHandle | None = None
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+    disk_watch: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
 class SandboxPool:
@@ -135,8 +137,10 @@ class SandboxPool:
         services: IpcServices,
         on_gone: Callable[[str], None],
         on_idle: Callable[[str], None],
+        disk: DiskGuard | None = None,
     ) -> None:
         self._config = config
+        self._disk = disk
         self._backend = backend
         self._vault = vault
         self._config_dir = config_dir
@@ -219,6 +223,11 @@ class SandboxPool:
         live = LiveSandbox(group, sandbox, ipc)
         self._live[group.folder] = live
         live.watcher = asyncio.create_task(self._watch(live), name=f"watch:{group.folder}")
+        if self._disk is not None:  # quota and free-space floor, measured while it lives
+            live.disk_watch = asyncio.create_task(
+                self._disk.watch(group, lambda reason: self._stop_over_limit(live, reason)),
+                name=f"disk:{group.folder}",
+            )
         connected = asyncio.ensure_future(ipc.connected.wait())
         done, _ = await asyncio.wait(
             {connected, sandbox.exited}, timeout=AGENT_CONNECT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
@@ -236,6 +245,12 @@ class SandboxPool:
         if self._live.get(live.group.folder) is live:
             log.warning("sandbox of %s exited with code %s", live.group.folder, code)
             live.ipc.abort_all(f"the sandbox exited (code {code})")
+            await self.stop(live.group.folder)
+
+    async def _stop_over_limit(self, live: LiveSandbox, reason: str) -> None:
+        """The disk watch tripped: its turn fails with the reason, then the sandbox goes."""
+        if self._live.get(live.group.folder) is live:
+            live.ipc.abort_all(reason)
             await self.stop(live.group.folder)
 
     def lane_finished(self, folder: str) -> None:
@@ -262,8 +277,9 @@ class SandboxPool:
         await live.ipc.close()
         with contextlib.suppress(Exception):
             await self._vault.close_group(folder)
-        if live.watcher is not None and live.watcher is not asyncio.current_task():
-            live.watcher.cancel()
+        for task in (live.watcher, live.disk_watch):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
         log.info("stopped the sandbox of %s", folder)
         self._on_gone(folder)
 

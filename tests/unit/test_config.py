@@ -52,6 +52,10 @@ allow_private_upstreams = ["127.0.0.1:11434", "[::1]:8080"]
         ('[vault]\nallow_private_upstreams = ["localhost"]', "vault.allow_private_upstreams"),
         ('[sandbox]\nimagee = "x"', "sandbox.imagee"),
         ('assistant_name = "two words"', "assistant_name"),
+        ("[sandbox]\ngroup_quota_mb = 0", "sandbox.group_quota_mb"),
+        ("[sandbox]\nmin_free_mb = -1", "sandbox.min_free_mb"),
+        ("[sandbox]\ndisk_check_s = 0", "sandbox.disk_check_s"),
+        ("[sandbox]\ngroup_max_files = 10", "sandbox.group_max_files"),
     ],
 )
 def test_bad_values_name_the_key(text: str, key: str) -> None:
@@ -85,3 +89,22 @@ def test_config_is_immutable() -> None:
     cfg = Config()
     with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen error type is an implementation detail
         cfg.sandbox.image = "x"  # type: ignore[misc]
+
+
+def test_disk_limits_default_to_a_quota_and_a_floor(tmp_path: Path) -> None:
+    sandbox = load(tmp_path).sandbox
+    assert (sandbox.group_quota_mb, sandbox.min_free_mb, sandbox.group_max_files) == (1024, 1024, 200_000)
+    assert sandbox.disk_check_s == 1.0
+
+
+def test_the_inbox_is_mounted_read_only_by_both_backends(tmp_path: Path) -> None:
+    from groups.sandbox.bwrap import bwrap_argv
+
+    dirs = group_dirs(tmp_path, "team")
+    spec = sandbox_spec(load(tmp_path), Group("team", "tg:1", "team", "@Andy"), dirs, (1000, 1000), "i")
+    assert spec.inbox_dir == tmp_path / "inbox" / "team"
+    [mount] = [m for m in container_kwargs(spec)["mounts"] if m["Target"] == "/workspace/inbox"]
+    assert mount["Source"] == str(dirs.inbox) and mount["ReadOnly"] is True
+    argv = bwrap_argv(spec, tmp_path / "rootfs", privileged=False)
+    at = argv.index("/workspace/inbox")
+    assert argv[at - 2 : at] == ["--ro-bind", str(dirs.inbox)]
