@@ -139,6 +139,13 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     return chunks or [""]
 
 
+def _plain_section(text: str) -> dict[str, Any]:
+    """Text shown exactly as given (within a section's 3000-character cap)."""
+    if len(text) > SECTION_LIMIT:
+        text = text[:SECTION_LIMIT].rsplit("\n", 1)[0] + "\n…"
+    return {"type": "section", "text": {"type": "plain_text", "text": text or "-", "emoji": False}}
+
+
 def _when(at: float) -> str:
     fallback = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"<!date^{int(at)}^{{date_short_pretty}} {{time}}|{fallback}>"
@@ -385,11 +392,17 @@ class SlackChannel:
     # -- approvals
 
     def _prompt_blocks(self, prompt: ApprovalPrompt) -> list[dict[str, Any]]:
-        details = to_mrkdwn(prompt.details)
-        if len(details) > SECTION_LIMIT:
-            details = details[:SECTION_LIMIT].rsplit("\n", 1)[0] + "\n…"
+        """The title and details come (in part) from the requesting agent, so they are shown as
+        `plain_text`: no links, mentions, `<!channel>`, bold or `:emoji:` of its choosing can
+        dress up a request or fake an outcome line; only our own lines are mrkdwn."""
+        blocks: list[dict[str, Any]] = [
+            {"type": "section", "text": {"type": "mrkdwn", "text": "*Approval needed*"}},
+            _plain_section(prompt.title),
+        ]
+        if prompt.details.strip():
+            blocks.append(_plain_section(prompt.details))
         return [
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"*{escape(prompt.title)}*\n{details}"}},
+            *blocks,
             {
                 "type": "context",
                 "elements": [
@@ -430,7 +443,7 @@ class SlackChannel:
         response = await self._client.chat_postMessage(
             channel=channel,
             thread_ts=thread,
-            text=f"Approval needed: {prompt.title} (/approve {prompt.id} or /deny {prompt.id})",
+            text=escape(f"Approval needed: {prompt.title} (/approve {prompt.id} or /deny {prompt.id})"),
             blocks=blocks,
         )
         return f"{response.get('channel') or channel}:{response['ts']}"
@@ -450,7 +463,7 @@ class SlackChannel:
         blocks = self._prompt_blocks(prompt)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": line}})
         await self._client.chat_update(
-            channel=channel, ts=ts, text=f"{prompt.title}: {outcome.state}", blocks=blocks
+            channel=channel, ts=ts, text=escape(f"{prompt.title}: {outcome.state}"), blocks=blocks
         )
 
     async def _handle_action(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:

@@ -71,6 +71,7 @@ MAX_RETRY_AFTER_S = 300.0
 SEND_ATTEMPTS = 5
 TYPING_REFRESH_S = 4.0
 TYPING_MAX_S = 300.0
+NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 
 OnMigrate = Callable[[str, str], Awaitable[None] | None]
 # chat id → the group's host-owned inbox dir (None: not a registered group). It may raise
@@ -546,7 +547,12 @@ class TelegramChannel:
         body = _approval_text(prompt, hint)
         message = await self._call(
             lambda c: self._bot.send_message(
-                c, body, parse_mode=ParseMode.HTML, reply_markup=keyboard, message_thread_id=thread
+                c,
+                body,
+                parse_mode=ParseMode.HTML,
+                reply_markup=keyboard,
+                message_thread_id=thread,
+                link_preview_options=NO_PREVIEW,
             ),
             chat,
         )
@@ -569,7 +575,11 @@ class TelegramChannel:
             # editMessageText without reply_markup removes the inline keyboard
             await self._call(
                 lambda c: self._bot.edit_message_text(
-                    body, chat_id=c, message_id=message_id, parse_mode=ParseMode.HTML
+                    body,
+                    chat_id=c,
+                    message_id=message_id,
+                    parse_mode=ParseMode.HTML,
+                    link_preview_options=NO_PREVIEW,
                 ),
                 chat,
             )
@@ -586,9 +596,12 @@ def _callback(approval_id: str, action: str) -> str:
 
 
 def _approval_text(prompt: ApprovalPrompt, status: str) -> str:
+    """The title and details come (in part) from the requesting agent: escaped, and inside
+    <code>/<pre>, where Telegram makes no links, @mentions, hashtags or clickable /commands
+    of them, so the agent's text can neither link elsewhere nor pass for our status line."""
     head = (
         f"🔐 <b>Approval needed</b> ({html.escape(prompt.id)})\n"
-        f"<b>{html.escape(prompt.title)}</b>\n"
+        f"<code>{html.escape(prompt.title)}</code>\n"
         f"Requested by group <code>{html.escape(prompt.requester_group)}</code>\n\n"
     )
     tail = f"\n\n{html.escape(status)}"
@@ -596,4 +609,4 @@ def _approval_text(prompt: ApprovalPrompt, status: str) -> str:
     details = html.escape(prompt.details)
     while len(details) > room:  # cut the raw text, never an escaped entity
         details = html.escape(prompt.details[: len(html.unescape(details)) * 9 // 10]) + "…"
-    return head + details + tail
+    return head + (f"<pre>{details}</pre>" if details.strip() else "") + tail
