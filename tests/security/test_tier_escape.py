@@ -23,7 +23,7 @@ async def test_attacker_hunts_the_model_key_in_env_proc_and_files(
     """The vault holds the real model key; nothing the sandbox can read contains it."""
     out = await attacker.shell(
         "cat /proc/*/environ /proc/*/cmdline 2>/dev/null | tr '\\0' '\\n' | grep -c placeholder; "
-        "grep -rsl 'REAL[S]ECRET' / --exclude-dir=proc --exclude-dir=sys 2>/dev/null; "
+        "grep -rsl 'REAL[S]ECRET' /workspace /run /tmp /opt /etc /home /root /var 2>/dev/null; "
         "cat /proc/*/environ 2>/dev/null | grep -a -c REAL[S]ECRET; echo hunt-done"
     )
     assert "hunt-done" in out, out
