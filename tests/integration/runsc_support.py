@@ -36,6 +36,14 @@ def require_runsc(docker_client: Any, image: str) -> None:
     pytest.skip(message)
 
 
+@pytest.fixture(params=RUNTIMES)
+def container_runtime(request, docker_client, sandbox_image) -> str:  # type: ignore[no-untyped-def]
+    """Runs a test once per Docker runtime ("runc", "runsc"); import it into a test module to use it."""
+    if request.param == "runsc":
+        require_runsc(docker_client, sandbox_image)
+    return str(request.param)
+
+
 def sentry_pids(container_id: str) -> list[int]:
     """Host pids of the gVisor Sentry (`runsc-sandbox`) serving this container."""
     found = []

@@ -1,8 +1,8 @@
 """Mount allowlist grants in a real container: what `plan_mounts` grants is what the agent sees.
 
 The spec is built like `gateway/sandboxes.py` builds it (`plan_mounts` -> `SandboxSpec.extra_mounts`)
-and started from exactly `container_kwargs(spec)` with `sleep` as entrypoint, as in
-`test_sandbox_hardening.py`.
+and started from exactly `container_kwargs(spec, runtime)` with `sleep` as entrypoint, as in
+`test_sandbox_hardening.py`, once per Docker runtime (runc and gVisor's runsc).
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from groups.mounts import plan_mounts
 from groups.sandbox.base import Limits, SandboxSpec
 from groups.sandbox.docker import LABEL_INSTANCE, container_kwargs
 from groups.uids import group_identity
+from tests.integration.runsc_support import container_runtime
+
+__all__ = ["container_runtime"]  # a fixture, imported by name
 
 
 def sh(container: Any, script: str) -> tuple[int, str]:
@@ -27,7 +30,9 @@ def sh(container: Any, script: str) -> tuple[int, str]:
     return code, out.decode("utf-8", "replace")
 
 
-def test_granted_refused_and_project_mounts_in_a_real_container(docker_client, sandbox_image, dirs) -> None:  # type: ignore[no-untyped-def]
+def test_granted_refused_and_project_mounts_in_a_real_container(  # type: ignore[no-untyped-def]
+    docker_client, sandbox_image, dirs, container_runtime
+) -> None:
     config_dir, data_dir = dirs
     token = secrets.token_hex(6)
     root = data_dir.parent / "hostfs"
@@ -84,7 +89,8 @@ def test_granted_refused_and_project_mounts_in_a_real_container(docker_client, s
         labels={LABEL_INSTANCE: "test-" + token},
         extra_mounts=tuple(plan.granted),
     )
-    container = docker_client.containers.run(**{**container_kwargs(spec), "entrypoint": ["sleep", "300"]})
+    kwargs = container_kwargs(spec, container_runtime)
+    container = docker_client.containers.run(**{**kwargs, "entrypoint": ["sleep", "300"]})
     try:
         # read-only grant: visible, not writable (EROFS although the directory is 0777)
         assert sh(container, "cat /workspace/extra/docs/readme.txt") == (0, "docs")
@@ -100,7 +106,11 @@ def test_granted_refused_and_project_mounts_in_a_real_container(docker_client, s
         )
         assert (projects / "scratch" / "new").read_text() == "hi\n"
         # refused paths are nowhere in the container
-        code, out = sh(container, f"find / -xdev -name '*marker-{token}' 2>/dev/null; ls /workspace/extra")
+        code, out = sh(
+            container,
+            f"find / -xdev -name '*marker-{token}' 2>/dev/null; "
+            "find /workspace/extra -mindepth 1 -maxdepth 1 -printf '%f\\n'",  # coreutils ls fails on runsc
+        )
         assert token not in out and sorted(out.split()) == ["docs", "work"]
         code, out = sh(container, "cat /proc/self/mountinfo")
         assert ".ssh" not in out and "outside" not in out
