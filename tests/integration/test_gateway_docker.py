@@ -32,6 +32,7 @@ def config_for(  # type: ignore[no-untyped-def]
     idle: float = 30,
     backend: str = "docker",
     top: str = "",
+    runtime: str = "runc",
 ):
     return parse(
         f"""
@@ -41,6 +42,7 @@ base_url = "{model.url}"
 name = "fake-model"
 [sandbox]
 backend = "{backend}"
+runtime = "{runtime}"
 image = "{image}"
 idle_timeout_s = {idle}
 max_containers = 3

@@ -12,7 +12,10 @@ import json
 from gateway.app import Gateway
 from gateway.models import Group
 from tests.fakes.channel import CaptureChannel
+from tests.integration.runsc_support import container_runtime
 from tests.integration.test_gateway_docker import config_for, containers
+
+__all__ = ["container_runtime"]  # a fixture: the attack runs on runc and under gVisor
 
 ATTACK = r"""
 import json, socket
@@ -37,11 +40,11 @@ print(json.dumps({
 
 
 async def test_hostile_agent_in_non_main_container_is_confined(
-    dirs, model_server, sandbox_image, docker_client
+    dirs, model_server, sandbox_image, docker_client, container_runtime
 ) -> None:
     config_dir, data_dir = dirs
     channel = CaptureChannel()
-    gw = Gateway(config_for(model_server, sandbox_image), config_dir, data_dir)
+    gw = Gateway(config_for(model_server, sandbox_image, runtime=container_runtime), config_dir, data_dir)
     await gw.start([channel])
     try:
         await gw.registry.register(Group("team", "console:team", "team", "@Andy"))
