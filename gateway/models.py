@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -165,11 +166,14 @@ class WalletDraft:
     kind: str  # transaction | message
     summary: str
     value: int  # yoctoNEAR counted against the daily limit
+    fee: int = 0  # yoctoNEAR reserved for fees until the burnt fee is known
+    tokens: Mapping[str, int] = field(default_factory=dict)  # token contract -> base units moved
 
 
 @dataclass(frozen=True, slots=True)
 class WalletRequest:
-    """One recorded wallet request; `value` counts as spend on `spend_day` while signing/submitted."""
+    """One recorded wallet request; `value` + `fee` (and `tokens`) count as spend on `spend_day`
+    while signing, submitted or failed on chain."""
 
     id: int
     created_at: float
@@ -188,3 +192,5 @@ class WalletRequest:
     tx_hash: str | None
     error: str | None
     updated_at: float
+    fee: int = 0
+    tokens: Mapping[str, int] = field(default_factory=dict)

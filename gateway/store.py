@@ -13,7 +13,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from gateway.models import (
     WalletDraft,
     WalletRequest,
 )
-from gateway.wallet.decision import Decision
+from gateway.wallet.decision import DaySpend, Decision
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,17 @@ MIGRATIONS: list[str] = [
     CREATE INDEX wallet_requests_spend ON wallet_requests (spend_day, state);
     CREATE INDEX wallet_requests_state ON wallet_requests (state);
     CREATE TABLE wallet_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    # 5: the spend ledger sees fees and tokens (gateway.wallet.fees, gateway.wallet.tokens). `fee` is
+    # yoctoNEAR: a reservation until the outcome is known, then what was burnt; `tokens` maps a
+    # token contract to the base units moved. A transaction that failed on chain still counts
+    # (`failed` with a spend day); one the node rejected before running it never did (the node's
+    # rejection text starts "transaction rejected:") and gives its spend day up.
+    """
+    ALTER TABLE wallet_requests ADD COLUMN fee TEXT NOT NULL DEFAULT '0';
+    ALTER TABLE wallet_requests ADD COLUMN tokens TEXT NOT NULL DEFAULT '{}';
+    UPDATE wallet_requests SET spend_day = NULL
+        WHERE state = 'failed' AND error LIKE 'transaction rejected:%';
     """,
 ]
 
@@ -872,20 +883,33 @@ class Store:
 
     # -- wallet (gateway.wallet.service) -------------------------------------------------
 
-    async def _wallet_spent(self, day: str) -> int:
+    async def _wallet_spent(self, day: str) -> DaySpend:
+        near = 0
+        tokens: dict[str, int] = {}
         async with self._conn.execute(
-            f"SELECT value FROM wallet_requests WHERE spend_day = ? AND state IN {_SPENDING_SQL}", (day,)
+            "SELECT value, fee, tokens FROM wallet_requests "
+            f"WHERE spend_day = ? AND state IN {_SPENDING_SQL}",
+            (day,),
         ) as cur:
-            return sum(int(value) for (value,) in await cur.fetchall())
+            for value, fee, moved in await cur.fetchall():
+                near += int(value) + int(fee)
+                for contract, amount in json.loads(moved).items():
+                    tokens[contract] = tokens.get(contract, 0) + int(amount)
+        return DaySpend(near, tokens)
 
     async def wallet_spent(self, day: str) -> int:
-        """yoctoNEAR counted against the daily limit on UTC `day` (YYYY-MM-DD)."""
+        """yoctoNEAR (value and fees) counted against the daily limit on UTC `day` (YYYY-MM-DD)."""
+        async with self._lock:
+            return (await self._wallet_spent(day)).near
+
+    async def wallet_day(self, day: str) -> DaySpend:
+        """Everything counted against the daily limits on UTC `day`: NEAR and each token's base units."""
         async with self._lock:
             return await self._wallet_spent(day)
 
     async def wallet_decide(
-        self, draft: WalletDraft, decide: Callable[[int], Decision], day: str, now: float
-    ) -> tuple[int, Decision, int]:
+        self, draft: WalletDraft, decide: Callable[[DaySpend], Decision], day: str, now: float
+    ) -> tuple[int, Decision, DaySpend]:
         """Record `decide(spent_today)` and, if it signs, the spend — in one write transaction.
 
         The verdict is computed *inside* the transaction, so two concurrent requests see each
@@ -897,8 +921,8 @@ class Store:
             state = _STATE_OF_OUTCOME[verdict.outcome]
             cur = await conn.execute(
                 "INSERT INTO wallet_requests (created_at, group_folder, key_name, signer_id, receiver_id, "
-                "kind, summary, value, outcome, reasons, state, spend_day, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "kind, summary, value, outcome, reasons, state, spend_day, updated_at, fee, tokens) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     now,
                     draft.group_folder,
@@ -913,17 +937,28 @@ class Store:
                     state,
                     day if verdict.signs else None,
                     now,
+                    str(draft.fee),
+                    _tokens_json(draft.tokens),
                 ),
             )
             assert cur.lastrowid is not None
             return cur.lastrowid, verdict, spent
 
     async def wallet_clear_approved(
-        self, request_id: int, value: int, decide: Callable[[int], Decision], day: str, now: float
-    ) -> tuple[Decision, int] | None:
+        self,
+        request_id: int,
+        value: int,
+        decide: Callable[[DaySpend], Decision],
+        day: str,
+        now: float,
+        *,
+        fee: int = 0,
+        tokens: Mapping[str, int] | None = None,
+    ) -> tuple[Decision, DaySpend] | None:
         """The owner approved a pending request: re-check it against today's spend, atomically.
 
-        `value` is the re-analyzed value (the transaction is rebuilt with a fresh nonce).
+        `value`, `fee` and `tokens` are the re-analyzed charges (the transaction is rebuilt with a
+        fresh nonce and gas price).
         None if the request is no longer pending (decided, or cancelled by a restart).
         """
         async with self._transaction() as conn:
@@ -936,7 +971,7 @@ class Store:
             state = "signing" if verdict.signs else "denied"
             await conn.execute(
                 "UPDATE wallet_requests SET state = ?, value = ?, spend_day = ?, reasons = ?, "
-                "error = ?, updated_at = ? WHERE id = ?",
+                "error = ?, updated_at = ?, fee = ?, tokens = ? WHERE id = ?",
                 (
                     state,
                     str(value),
@@ -944,6 +979,8 @@ class Store:
                     json.dumps(list(verdict.reasons)),
                     None if verdict.signs else "; ".join(verdict.reasons),
                     now,
+                    str(fee),
+                    _tokens_json(tokens or {}),
                     request_id,
                 ),
             )
@@ -958,13 +995,21 @@ class Store:
         tx_hash: str | None = None,
         error: str | None = None,
         only_from: tuple[str, ...] | None = None,
+        fee: int | None = None,
+        release: bool = False,
     ) -> bool:
-        """Move a request to `state` (optionally only from one of `only_from`); False if it did not move."""
+        """Move a request to `state` (optionally only from one of `only_from`); False if it did not move.
+
+        `fee` replaces the reserved fee with the one burnt; `release` gives the spend up (the
+        transaction never ran: nothing left the account).
+        """
         sql = (
             "UPDATE wallet_requests SET state = ?, tx_hash = COALESCE(?, tx_hash), error = ?, "
-            "updated_at = ? WHERE id = ?"
+            "updated_at = ?, fee = COALESCE(?, fee)"
+            + (", spend_day = NULL" if release else "")
+            + " WHERE id = ?"
         )
-        args: list[object] = [state, tx_hash, error, now, request_id]
+        args: list[object] = [state, tx_hash, error, now, None if fee is None else str(fee), request_id]
         if only_from:
             sql += f" AND state IN ({', '.join('?' for _ in only_from)})"
             args.extend(only_from)
@@ -1007,15 +1052,16 @@ class Store:
             )
 
 
-# States whose value counts against the daily limit: cleared to sign, or signed and submitted.
-# A request that failed before reaching the network releases its value.
-SPENDING_STATES = ("signing", "submitted")
-_SPENDING_SQL = "('signing', 'submitted')"
+# States whose value counts against the daily limit on its spend day: cleared to sign, signed and
+# submitted, or failed on chain (a failed transaction still burnt gas, and the wallet does not
+# trust a refund it did not see). A request the node rejected unexecuted releases its spend day.
+SPENDING_STATES = ("signing", "submitted", "failed")
+_SPENDING_SQL = "('signing', 'submitted', 'failed')"
 _STATE_OF_OUTCOME = {"auto_approve": "signing", "needs_approval": "pending", "deny": "denied"}
 
 _WALLET_COLUMNS = (
     "id, created_at, group_folder, key_name, signer_id, receiver_id, kind, summary, value, outcome, "
-    "reasons, state, spend_day, approval_id, tx_hash, error, updated_at"
+    "reasons, state, spend_day, approval_id, tx_hash, error, updated_at, fee, tokens"
 )
 
 
@@ -1023,7 +1069,14 @@ def _wallet_request(row: Iterable[object]) -> WalletRequest:
     values = list(row)
     values[8] = int(str(values[8]))
     values[10] = tuple(json.loads(str(values[10])))
+    values[17] = int(str(values[17]))
+    values[18] = {str(k): int(v) for k, v in json.loads(str(values[18])).items()}
     return WalletRequest(*values)  # type: ignore[arg-type]
+
+
+def _tokens_json(tokens: Mapping[str, int]) -> str:
+    """Token contract -> base units, amounts as strings (they exceed int64 like yoctoNEAR does)."""
+    return json.dumps({contract: str(amount) for contract, amount in sorted(tokens.items())})
 
 
 _APPROVAL_COLUMNS = (

@@ -16,6 +16,11 @@ account (transfer deposit, call deposit, stake). A relayed delegate action (NEP-
 the *delegate sender's* funds, not ours — we only pay the outer transaction's gas — so its
 inner values are not part of `TxAnalysis.total_value`; the exception is a delegate whose
 sender is our own signer, where the inner actions do spend our money and are counted.
+
+Token accounting: a function call's deposit says nothing about the tokens it moves (an
+`ft_transfer` of a fortune attaches 1 yoctoNEAR), so each call also carries the `TokenMove`
+that `gateway.wallet.tokens` reads from its arguments, and `TxAnalysis.token_moves` lists the
+ones that move *our* tokens (top-level calls, and calls inside a delegate we send ourselves).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.wallet.amounts import U128_MAX, YOCTO_PER_NEAR
+from gateway.wallet.tokens import TokenMove, token_move, token_totals
 from gateway.wallet.transactions import (
     AddKey,
     CreateAccount,
@@ -170,6 +176,8 @@ class ActionAnalysis:
     summary: str = ""
     sender_id: str | None = None
     """Delegate only: the account whose meta-transaction we relay (and whose funds its actions spend)."""
+    token: TokenMove | None = None
+    """FunctionCall only: the tokens the call moves (amount None = cannot be bounded)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +190,8 @@ class TxAnalysis:
     """yoctoNEAR leaving or locked in *our* account; a relayed delegate's inner values are the sender's."""
     risk: Risk
     summary: str
+    token_moves: tuple[TokenMove, ...] = ()
+    """Tokens leaving *our* holdings (or put in another's control), per call."""
 
 
 def _max_risk(risks: list[str] | tuple[str, ...], floor: str = "low") -> Risk:
@@ -218,8 +228,19 @@ def _action(action: NonDelegateAction, receiver: str) -> ActionAnalysis:
             f"Call {receiver}.{safe_text(method, MAX_METHOD_CHARS)}({render_args(action.args)})"
             f" with {format_yocto(deposit)} NEAR deposit, {format_tgas(gas)} Tgas"
         )
+        token = token_move(receiver, method, action.args, deposit)
+        if token is not None:
+            summary += f" — {describe_move(token)}"
         return ActionAnalysis(
-            "FunctionCall", receiver, deposit, method=method, deposit=deposit, gas=gas, summary=summary
+            "FunctionCall",
+            receiver,
+            deposit,
+            method=method,
+            deposit=deposit,
+            gas=gas,
+            summary=summary,
+            risk="medium" if token is not None else "low",
+            token=token,
         )
     if type(action) is Stake:
         value = _amount(action.stake, "stake")
@@ -297,6 +318,15 @@ def _action(action: NonDelegateAction, receiver: str) -> ActionAnalysis:
     raise TypeError(f"not a NEAR action: {type(action).__name__}")
 
 
+def describe_move(move: TokenMove) -> str:
+    """The owner's view of a token movement: exact base units, the contract, the (escaped) recipient."""
+    to = f" to {safe_text(move.receiver, 64)}" if move.receiver is not None else ""
+    if move.amount is None:
+        return f"moves an UNKNOWN amount of {move.contract} tokens{to} ({move.why})"
+    unit = "NFT" if move.standard == "NEP-171" else "base units of"
+    return f"moves {move.amount} {unit} {move.contract} tokens{to} ({move.standard})"
+
+
 def _delegate(action: SignedDelegate, signer_id: str) -> ActionAnalysis:
     da = action.delegate_action
     inner = tuple(_action(a, da.receiver_id) for a in da.actions)
@@ -330,11 +360,18 @@ def analyze(tx: Transaction) -> TxAnalysis:
     total = 0
     risks: list[str] = []
     lines: list[str] = []
+    moves: list[TokenMove] = []
     for a in actions:
         total += a.value
         risks.append(a.risk)
         lines.append(a.summary)
+        if a.token is not None:
+            moves.append(a.token)
+        if a.kind == "Delegate" and a.sender_id == tx.signer_id:  # our own meta-transaction
+            moves.extend(inner.token for inner in a.inner if inner.token is not None)
     lines.append(f"Total: {format_yocto(total)} NEAR")
+    for contract, amount in token_totals(moves).items():
+        lines.append(f"Tokens of {contract}: {'UNKNOWN amount' if amount is None else amount}")
     return TxAnalysis(
         signer_id=tx.signer_id,
         receiver_id=receiver,
@@ -343,4 +380,5 @@ def analyze(tx: Transaction) -> TxAnalysis:
         total_value=total,
         risk=_max_risk(risks),
         summary="\n".join(lines),
+        token_moves=tuple(moves),
     )

@@ -1,13 +1,14 @@
-"""A policy verdict and the rule that combines verdicts: the most restrictive one wins.
+"""A policy verdict, the rule that combines verdicts (the most restrictive one wins), and the
+day's spend a verdict is judged against.
 
 Kept apart from `gateway.wallet.policy` so the store (which records a verdict atomically
-with the spend it allows) can depend on the verdict's shape without importing the engine.
+with the spend it allows) can depend on their shapes without importing the engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 Outcome = Literal["auto_approve", "needs_approval", "deny"]
@@ -38,3 +39,11 @@ def combine(decisions: Iterable[Decision]) -> Decision:
         if d.outcome == worst:
             reasons.extend(r for r in d.reasons if r not in reasons)
     return Decision(worst, tuple(reasons))
+
+
+@dataclass(frozen=True, slots=True)
+class DaySpend:
+    """What one UTC day has spent so far: NEAR (value and fees) and each token contract's base units."""
+
+    near: int = 0
+    tokens: Mapping[str, int] = field(default_factory=dict)

@@ -10,18 +10,27 @@ transaction with today's spend, so the verdict and the spend it allows are recor
 atomically (DESIGN.md invariant 5) and concurrent requests cannot both pass the daily limit.
 
 The owner pressing Approve (`owner_approved=True`) lifts every needs-approval outcome but no
-deny: key access, function-call key limits, forbidden operations and the daily limit (a hard
-cap on auto *and* approved spend) are re-checked and still refuse.
+deny: key access, function-call key limits, forbidden operations and the daily limits (hard
+caps on auto *and* approved spend) are re-checked and still refuse.
+
+Tokens are value too. A call that moves tokens (`gateway.wallet.tokens`) is signed without
+asking only if a function-call rule auto-approves it AND `token_limits` has an entry for its
+contract AND its amount is known and within that entry's `auto_approve_max`; the entry's
+`daily_limit` is a hard cap like the NEAR one. A transfer of a token without an entry, or of an
+amount that cannot be read, always asks the owner. The NEAR daily limit counts fees as well:
+`fee_reserve` is the most this transaction can burn (`gateway.wallet.fees`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Protocol
 
 from gateway.wallet.analysis import ActionAnalysis, TxAnalysis, format_yocto, safe_text
 from gateway.wallet.decision import AUTO, Decision, combine
 from gateway.wallet.settings import STAKING_METHODS, FunctionCallRule, WalletPolicy
+from gateway.wallet.tokens import UNBOUNDED_CHARGE, token_totals
 
 _EPOCH = date(1970, 1, 1)
 _SECONDS_PER_DAY = 86_400
@@ -66,6 +75,11 @@ def _ask(reason: str) -> Decision:
     return Decision("needs_approval", (reason,))
 
 
+def _units(amount: int) -> str:
+    """Base units spent today; an unbounded movement approved earlier shows as such."""
+    return "unbounded amount" if amount >= UNBOUNDED_CHARGE else str(amount)
+
+
 def _method(name: str | None) -> str:
     return safe_text(name or "", 64)
 
@@ -87,6 +101,7 @@ class PolicyEngine:
         self._whitelist = frozenset(policy.transfer_whitelist)
         self._validators = frozenset(policy.stake_validators)
         self._rules: tuple[FunctionCallRule, ...] = tuple(policy.function_calls)
+        self._token_limits = dict(policy.token_limits)
 
     # -- access --------------------------------------------------------------------------
 
@@ -111,8 +126,14 @@ class PolicyEngine:
         key_permission: KeyPermissionLike,
         spent_today: int,
         owner_approved: bool = False,
+        tokens_spent_today: Mapping[str, int] | None = None,
+        fee_reserve: int = 0,
     ) -> Decision:
-        """The verdict for signing `analysis` with `key_name` for `group`, given `spent_today` (yoctoNEAR)."""
+        """The verdict for signing `analysis` with `key_name` for `group`.
+
+        `spent_today` is the day's NEAR spend in yoctoNEAR (value and fees), `tokens_spent_today`
+        each token contract's base units moved today, `fee_reserve` the most this one can burn.
+        """
         policy = self._policy
         decisions: list[Decision] = [
             self._access(group, key_name),
@@ -142,12 +163,14 @@ class PolicyEngine:
             elif action.kind not in _KNOWN_KINDS:
                 decisions.append(_deny(f"unknown action kind {safe_text(action.kind, 32)!r}"))
         decisions.extend(self._value(analysis))
+        decisions.extend(self._tokens(analysis, tokens_spent_today or {}))
 
         total = analysis.total_value
-        if spent_today + total > policy.daily_limit:
+        if spent_today + total + fee_reserve > policy.daily_limit:
+            fees = f" + up to {_near(fee_reserve)} in fees" if fee_reserve else ""
             decisions.append(
                 _deny(
-                    f"today's spend {_near(spent_today)} + this {_near(total)} would exceed "
+                    f"today's spend {_near(spent_today)} + this {_near(total)}{fees} would exceed "
                     f"the daily limit {_near(policy.daily_limit)}"
                 )
             )
@@ -211,6 +234,9 @@ class PolicyEngine:
             out.append(
                 _deny(f"staking call {shown}: {receiver} is not an allowed validator (stake_validators)")
             )
+        token = action.token
+        if token is not None and token.amount is None:
+            out.append(_ask(f"{shown} moves an unknown amount of tokens ({token.why})"))
         rule = next((r for r in self._rules if r.matches(receiver, method)), None)
         if rule is None:
             out.append(_ask(f"no function-call rule for {shown}"))
@@ -265,6 +291,42 @@ class PolicyEngine:
             else:
                 what = f"total value {_near(total)}"
             out.append(_ask(f"{what} exceeds the auto-approve limit {_near(policy.auto_approve_max)}"))
+        return out
+
+    def _tokens(self, analysis: TxAnalysis, spent: Mapping[str, int]) -> list[Decision]:
+        """Per token contract: auto only within `token_limits`; its daily limit is a hard cap."""
+        out: list[Decision] = []
+        for contract, amount in token_totals(analysis.token_moves).items():
+            limit = self._token_limits.get(contract)
+            used = spent.get(contract, 0)
+            if limit is None:
+                out.append(
+                    _ask(
+                        f"no token limit for {contract} (token_limits): "
+                        "its token transfers always need approval"
+                    )
+                )
+                continue
+            if amount is None:  # already asked for; a day whose cap is used up takes nothing more
+                if used >= limit.daily_limit:
+                    out.append(
+                        _deny(
+                            f"{contract} tokens: today's {_units(used)} already reach "
+                            f"the daily token limit {limit.daily_limit}"
+                        )
+                    )
+                continue
+            if amount > limit.auto_max:
+                out.append(
+                    _ask(f"{amount} {contract} tokens exceed the token auto-approve limit {limit.auto_max}")
+                )
+            if used + amount > limit.daily_limit:
+                out.append(
+                    _deny(
+                        f"{contract} tokens: today's {_units(used)} + this {amount} would exceed "
+                        f"the daily token limit {limit.daily_limit}"
+                    )
+                )
         return out
 
     # -- messages ------------------------------------------------------------------------

@@ -218,6 +218,14 @@ class NearRpc:
         except (KeyError, TypeError, ValueError) as exc:
             raise RpcError(f"NEAR RPC block returned an unexpected result ({exc!r})") from None
 
+    async def gas_price(self) -> int:
+        """The current gas price in yoctoNEAR per gas (NEAR method ``gas_price`` at the latest block)."""
+        result = _expect_dict(await self._call("gas_price", [None]), "gas_price")
+        price = result.get("gas_price")
+        if not isinstance(price, str | int) or isinstance(price, bool) or not str(price).isdigit():
+            raise RpcError(f"NEAR RPC gas_price returned an unexpected result ({_snip(str(price))!r})")
+        return int(price)
+
     async def account(self, account_id: str) -> AccountView:
         params = {"request_type": "view_account", "finality": "final", "account_id": account_id}
         res = _expect_dict(await self._call("query", params), "query view_account")

@@ -13,6 +13,12 @@ so concurrent requests cannot pass the daily limit together. Then:
   the agent is told;
 * deny: the agent is told why; nothing is signed.
 
+What a signed transaction costs the day (invariant 5, `gateway.wallet.fees`/`tokens`): its
+attached value, the tokens it moves, and a fee reservation (the most it can burn at the node's
+gas price) are charged when the verdict is recorded; once the outcome is known the reservation
+is replaced by the fee actually burnt. Value stays charged even when the transaction fails on
+chain; only a transaction the node rejected unexecuted gives its charge back.
+
 Errors given to agents carry reasons, never key material (invariant 5).
 """
 
@@ -38,11 +44,13 @@ from gateway.wallet import nep413
 from gateway.wallet.accounts import InvalidAccountId, validate_account_id
 from gateway.wallet.amounts import format_near, parse_near
 from gateway.wallet.analysis import TxAnalysis, analyze
-from gateway.wallet.decision import Decision
+from gateway.wallet.decision import DaySpend, Decision
+from gateway.wallet.fees import max_fee, tokens_burnt
 from gateway.wallet.keystore import KeyInfo, KeyStore, WalletError
 from gateway.wallet.policy import PolicyEngine, utc_day
 from gateway.wallet.rpc import InvalidTransaction, NearRpc, RpcError, TransientRpcError
 from gateway.wallet.settings import WalletConfig, WalletPolicy
+from gateway.wallet.tokens import UNBOUNDED_CHARGE, ledger_charges
 from gateway.wallet.transactions import Action, FunctionCall, Transaction, Transfer
 
 log = logging.getLogger(__name__)
@@ -213,27 +221,36 @@ class WalletService:
 
     # -- transactions -------------------------------------------------------------------------
 
-    async def _build(self, key: KeyInfo, receiver: str, actions: tuple[Action, ...]) -> Transaction:
-        """A transaction with a fresh nonce (never reused by concurrent requests) and block hash."""
+    async def _build(
+        self, key: KeyInfo, receiver: str, actions: tuple[Action, ...]
+    ) -> tuple[Transaction, int]:
+        """A transaction with a fresh nonce (never reused by concurrent requests) and block hash,
+        and the most it can burn in fees at the node's current gas price."""
         lock = self._nonce_locks.setdefault(key.name, asyncio.Lock())
         async with lock:
-            view = await self._rpc.access_key(key.account_id, key.public_key)
+            view, gas_price = await asyncio.gather(
+                self._rpc.access_key(key.account_id, key.public_key), self._rpc.gas_price()
+            )
             nonce = max(view.nonce, self._last_nonce.get(key.name, 0)) + 1
             self._last_nonce[key.name] = nonce
-        return Transaction(key.account_id, key.public_key, nonce, receiver, view.block_hash, actions)
+        tx = Transaction(key.account_id, key.public_key, nonce, receiver, view.block_hash, actions)
+        return tx, max_fee(tx, gas_price)
 
     def _check(
-        self, caller: Caller, key: KeyInfo, analysis: TxAnalysis, owner_approved: bool = False
-    ) -> Callable[[int], Decision]:
+        self, caller: Caller, key: KeyInfo, analysis: TxAnalysis, fee: int, owner_approved: bool = False
+    ) -> Callable[[DaySpend], Decision]:
         """The verdict as a function of today's spend: the store calls it inside its write transaction."""
-        def decide(spent_today: int) -> Decision:
+
+        def decide(spent: DaySpend) -> Decision:
             return self.engine.decide(
                 analysis,
                 group=caller.folder,
                 key_name=key.name,
                 key_permission=key.permission,
-                spent_today=spent_today,
+                spent_today=spent.near,
                 owner_approved=owner_approved,
+                tokens_spent_today=spent.tokens,
+                fee_reserve=fee,
             )
 
         return decide
@@ -241,7 +258,7 @@ class WalletService:
     async def _transact(
         self, caller: Caller, key: KeyInfo, receiver: str, actions: tuple[Action, ...]
     ) -> dict[str, Any]:
-        tx = await self._build(key, receiver, actions)
+        tx, fee = await self._build(key, receiver, actions)
         analysis = analyze(tx)
         draft = WalletDraft(
             group_folder=caller.folder,
@@ -251,10 +268,12 @@ class WalletService:
             kind="transaction",
             summary=analysis.summary,
             value=analysis.total_value,
+            fee=fee,
+            tokens=ledger_charges(analysis.token_moves),
         )
         now = self.clock.now()
         request_id, verdict, spent = await self._store.wallet_decide(
-            draft, self._check(caller, key, analysis), utc_day(now), now
+            draft, self._check(caller, key, analysis, fee), utc_day(now), now
         )
         log.info(
             "wallet request %d from %s: %s (%s)",
@@ -267,7 +286,9 @@ class WalletService:
             raise _denied(verdict.reasons)
         if verdict.outcome == "auto_approve":
             return await self._sign_and_submit(request_id, key, tx, analysis, approved_by=None)
-        return await self._ask_owner(caller, key, request_id, receiver, actions, analysis, verdict, spent)
+        return await self._ask_owner(
+            caller, key, request_id, receiver, actions, analysis, fee, verdict, spent
+        )
 
     async def _ask_owner(
         self,
@@ -277,8 +298,9 @@ class WalletService:
         receiver: str,
         actions: tuple[Action, ...],
         analysis: TxAnalysis,
+        fee: int,
         verdict: Decision,
-        spent: int,
+        spent: DaySpend,
     ) -> dict[str, Any]:
         policy = self.engine.policy
         lines = [
@@ -287,8 +309,9 @@ class WalletService:
             f"Receiver: {receiver}",
             "Actions:",
             *(f"  {i}. {a.summary}" for i, a in enumerate(analysis.actions, 1)),
-            f"Total: {format_near(analysis.total_value)} NEAR",
-            f"Today's spend: {format_near(spent)} of {format_near(policy.daily_limit)} NEAR (UTC day)",
+            f"Total: {format_near(analysis.total_value)} NEAR (+ fees, at most {format_near(fee)} NEAR)",
+            *self._token_lines(analysis, spent),
+            f"Today's spend: {format_near(spent.near)} of {format_near(policy.daily_limit)} NEAR (UTC day)",
             "Needs your approval because:",
             *(f"  • {reason}" for reason in verdict.reasons),
         ]
@@ -297,14 +320,16 @@ class WalletService:
         await self._ask(request_id, title, "\n".join(lines), caller)
         now = self.clock.now()
         # Fresh nonce and block hash (minutes may have passed), then the same checks once more.
-        tx = await self._build(key, receiver, actions)
+        tx, fee = await self._build(key, receiver, actions)
         fresh = analyze(tx)
         cleared = await self._store.wallet_clear_approved(
             request_id,
             fresh.total_value,
-            self._check(caller, key, fresh, owner_approved=True),
+            self._check(caller, key, fresh, fee, owner_approved=True),
             utc_day(now),
             now,
+            fee=fee,
+            tokens=ledger_charges(fresh.token_moves),
         )
         if cleared is None:
             raise IpcError("denied", f"NEAR request #{request_id} is no longer pending")
@@ -315,6 +340,13 @@ class WalletService:
             )
             raise _denied(recheck.reasons, f"NEAR request #{request_id} was approved but refused on re-check")
         return await self._sign_and_submit(request_id, key, tx, fresh, approved_by="owner")
+
+    def _token_lines(self, analysis: TxAnalysis, spent: DaySpend) -> list[str]:
+        """Per token contract moved: today's base units against its limit, for the owner's prompt."""
+        return [
+            _token_line(contract, spent, self.engine.policy)
+            for contract in dict.fromkeys(move.contract for move in analysis.token_moves)
+        ]
 
     async def _ask(self, request_id: int, title: str, details: str, caller: Caller) -> None:
         """Wait for the owner's button; returns if approved, else tells the agent why not."""
@@ -341,8 +373,9 @@ class WalletService:
             outcome = await self._rpc.send_tx(signed, wait_until=WAIT_UNTIL)
         except InvalidTransaction as exc:
             self._last_nonce.pop(key.name, None)  # resync with the chain next time
+            # Rejected before it ran: nothing left the account, so its charge is given back.
             await self._store.wallet_settle(
-                request_id, "failed", self.clock.now(), tx_hash=tx_hash, error=str(exc)
+                request_id, "failed", self.clock.now(), tx_hash=tx_hash, error=str(exc), release=True
             )
             raise IpcError("near_rejected", f"NEAR request #{request_id}: {exc}") from None
         except TransientRpcError as exc:
@@ -356,12 +389,15 @@ class WalletService:
                 f"({exc}); check it later with its hash",
             ) from None
         failed = outcome.status == "failure"
+        # It ran (or is running): its value stays charged whatever the outcome; once the outcome
+        # is final the fee reservation becomes the fee burnt.
         await self._store.wallet_settle(
             request_id,
             "failed" if failed else "submitted",
             self.clock.now(),
             tx_hash=tx_hash,
             error=outcome.error if failed else None,
+            fee=None if outcome.status == "pending" else tokens_burnt(outcome.raw),
         )
         summary = analysis.summary.replace("\n", "; ")
         if approved_by is not None:
@@ -403,7 +439,7 @@ class WalletService:
         )
         now = self.clock.now()
 
-        def decide(_spent: int) -> Decision:
+        def decide(_spent: DaySpend) -> Decision:
             return self.engine.decide_message(
                 group=caller.folder, key_name=key.name, key_permission=key.permission
             )
@@ -424,7 +460,7 @@ class WalletService:
             )
             title = f"NEAR request #{request_id} from {caller.folder}: sign a message for {recipient[:60]}"
             await self._ask(request_id, title, details, caller)
-            recheck = decide(0)  # the policy may have changed while the prompt waited
+            recheck = decide(DaySpend())  # the policy may have changed while the prompt waited
             if recheck.outcome == "deny":
                 await self._store.wallet_settle(
                     request_id, "rejected", self.clock.now(), error="; ".join(recheck.reasons)
@@ -455,9 +491,14 @@ class WalletService:
                 f" groups: {groups}"
             )
         today = utc_day(self.clock.now())
-        spent = await self._store.wallet_spent(today)
+        spent = await self._store.wallet_day(today)
         limit = format_near(policy.daily_limit)
-        lines.append(f"Today's spend ({today} UTC): {format_near(spent)} of {limit} NEAR")
+        lines.append(
+            f"Today's spend ({today} UTC): {format_near(spent.near)} of {limit} NEAR (value and fees)"
+        )
+        lines.extend(
+            _token_line(c, spent, policy) for c in sorted(set(spent.tokens) | set(policy.token_limits))
+        )
         pending = await self._store.wallet_requests(state="pending", limit=1000)
         if pending:
             lines.append(f"Waiting for approval: {', '.join(f'#{r.id}' for r in pending)}")
@@ -467,7 +508,16 @@ class WalletService:
         dumped = self.engine.policy.model_dump(mode="json")
         lines = ["Wallet policy (amounts in NEAR):"]
         for name, value in dumped.items():
-            if name == "function_calls":
+            if name == "token_limits":
+                value = (
+                    "; ".join(
+                        f"{contract} daily {limit['daily_limit']}, auto up to "
+                        f"{limit['auto_approve_max'] or limit['daily_limit']}"
+                        for contract, limit in value.items()
+                    )
+                    or "none (token transfers always need approval)"
+                )
+            elif name == "function_calls":
                 rules = [
                     f"{r['receiver']} {','.join(r['methods'])} max deposit {r['max_deposit']}"
                     f"{' auto' if r['auto_approve'] else ''}"
@@ -506,6 +556,14 @@ class WalletService:
         except ValidationError as exc:  # show the readable part, naming the setting
             problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
             raise ValueError("; ".join(problems)) from None
+
+
+def _token_line(contract: str, spent: DaySpend, policy: WalletPolicy) -> str:
+    used = spent.tokens.get(contract, 0)
+    shown = "an unbounded amount" if used >= UNBOUNDED_CHARGE else str(used)
+    limit = policy.token_limits.get(contract)
+    cap = f" of {limit.daily_limit}" if limit is not None else " (no token limit: always asks)"
+    return f"Today's {contract} tokens: {shown}{cap} base units"
 
 
 # -- parameter parsing (agent input is hostile: clear errors, nothing half-done) --------------

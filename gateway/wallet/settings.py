@@ -2,8 +2,10 @@
 
 Amounts are written in NEAR as strings (`"1.5"`, `"0.000000000000000000000001"`) or whole
 integers and held as exact yoctoNEAR ints; a float (`1.5` without quotes) is refused,
-because TOML floats cannot represent every yoctoNEAR amount. Every section forbids unknown
-keys, so a misspelled limit is a startup error instead of a silently missing limit.
+because TOML floats cannot represent every yoctoNEAR amount. Token limits are written in the
+token's own base units (`"100000000"` is 100 USDC at 6 decimals), as whole numbers: the wallet
+never guesses a token's decimals. Every section forbids unknown keys, so a misspelled limit is
+a startup error instead of a silently missing limit.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
 
 from gateway.wallet.accounts import validate_account_id
-from gateway.wallet.amounts import format_near, parse_near
+from gateway.wallet.amounts import U128_MAX, format_near, parse_near
 
 Network = Literal["mainnet", "testnet"]
 
@@ -36,6 +38,25 @@ def _near(value: object) -> int:
 
 NearAmount = Annotated[int, BeforeValidator(_near), PlainSerializer(format_near, return_type=str)]
 """yoctoNEAR internally; NEAR (exact decimal string) in config files and on screen."""
+
+
+def _base_units(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError('write token amounts as whole base units in a string, e.g. "100000000"')
+    text = value.strip().replace("_", "") if isinstance(value, str) else str(value)
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(
+            f"invalid token amount {value!r}: a whole number of the token's base units "
+            '(no decimal point; 100 USDC at 6 decimals is "100000000")'
+        )
+    amount = int(text)
+    if amount > U128_MAX:
+        raise ValueError(f"token amount {value!r} exceeds u128")
+    return amount
+
+
+TokenAmount = Annotated[int, BeforeValidator(_base_units), PlainSerializer(str, return_type=str)]
+"""A token's base units (NEP-141 `amount`, NEP-245 `amount`, or a count of NFTs) as an exact int."""
 
 STAKING_METHODS = frozenset({"deposit_and_stake", "stake", "stake_all"})
 
@@ -71,6 +92,24 @@ class FunctionCallRule(_Section):
         return receiver == self.receiver and ("*" in self.methods or method in self.methods)
 
 
+class TokenLimit(_Section):
+    """Limits for one token contract, in its base units (an NFT contract: a number of NFTs).
+
+    Without an entry for a contract, no transfer of its tokens is ever signed automatically.
+    """
+
+    daily_limit: TokenAmount = Field(
+        description="hard cap on this token moved per UTC day (auto + owner-approved)"
+    )
+    auto_approve_max: TokenAmount | None = Field(
+        None, description="one transfer up to this signs without asking (default: daily_limit)"
+    )
+
+    @property
+    def auto_max(self) -> int:
+        return self.daily_limit if self.auto_approve_max is None else self.auto_approve_max
+
+
 class WalletPolicy(_Section):
     """What an agent may sign without asking, what needs the owner's button, and what never happens."""
 
@@ -94,6 +133,9 @@ class WalletPolicy(_Section):
     key_groups: dict[str, list[str]] = Field(
         default_factory=dict, description='key name -> groups that may use it ("*" = all); default main'
     )
+    token_limits: dict[str, TokenLimit] = Field(
+        default_factory=dict, description="token contract -> daily and auto-approve limits in base units"
+    )
 
     @field_validator("transfer_whitelist")
     @classmethod
@@ -104,6 +146,13 @@ class WalletPolicy(_Section):
     @classmethod
     def _validators(cls, values: list[str]) -> list[str]:
         return [v if v.startswith("ed25519:") else validate_account_id(v) for v in values]
+
+    @field_validator("token_limits")
+    @classmethod
+    def _token_contracts(cls, values: dict[str, TokenLimit]) -> dict[str, TokenLimit]:
+        for contract in values:
+            validate_account_id(contract)
+        return values
 
     def groups_for_key(self, key_name: str) -> list[str]:
         return self.key_groups.get(key_name, ["main"])

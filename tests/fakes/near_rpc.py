@@ -3,7 +3,12 @@
 It keeps just enough chain state to check what a real node checks before accepting a transaction
 — block hash age, signature (verified independently with ``SignedTransaction.verify``), signer
 and access key existence, nonce, function-call key permissions, balance — and applies Transfer,
-CreateAccount, AddKey and DeleteKey.  Every ``send_tx`` attempt is recorded with its
+CreateAccount, AddKey and DeleteKey. Function calls run against contracts registered with
+``add_contract`` (e.g. ``FungibleToken``, a NEP-141 token); a contract that panics fails its
+receipt the way nearcore does: the receipt's state changes are rolled back, its attached
+deposits come back to the signer in a refund receipt, and the gas is burnt all the same
+(``tx_fee`` at conversion, ``receipt_fee`` per executed receipt, both reported as
+``tokens_burnt`` in the outcome).  Every ``send_tx`` attempt is recorded with its
 ``time.perf_counter()`` timestamp so tests can assert retry timing and "submitted exactly once".
 
 Stdlib ``ThreadingHTTPServer`` in a daemon thread, so it works from sync and async tests alike.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import hashlib
 import json
 import os
@@ -115,7 +121,9 @@ class _Fault:
 class FakeNearRpc:
     """``with FakeNearRpc() as near:`` (or ``start()``/``stop()``); point clients at ``near.url``.
 
-    ``tx_fee`` (yoctoNEAR, default 0 so balances stay exact in tests) is burnt per transaction.
+    ``tx_fee`` (yoctoNEAR, default 0 so balances stay exact in tests) is burnt per transaction when
+    it is converted into its receipt, ``receipt_fee`` when that receipt executes (succeeded or not).
+    ``gas_price`` is what the ``gas_price`` method answers.
     ``validity_blocks`` is how many blocks a block hash stays usable (NEAR: ~86400).
     ``legacy_unknown_key_result`` makes view_access_key of a missing key answer the old way (a
     ``result`` with an ``error`` string) instead of an ``UNKNOWN_ACCESS_KEY`` error.
@@ -128,11 +136,15 @@ class FakeNearRpc:
         self,
         *,
         tx_fee: int = 0,
+        receipt_fee: int = 0,
         validity_blocks: int = 100,
         auto_advance: bool = True,
         chain_id: str = "sandbox",
     ) -> None:
         self.tx_fee = tx_fee
+        self.receipt_fee = receipt_fee
+        self.gas_price = 100_000_000
+        self.contracts: dict[str, FakeContract] = {}
         self.validity_blocks = validity_blocks
         self.auto_advance = auto_advance
         self.chain_id = chain_id
@@ -225,6 +237,14 @@ class FakeNearRpc:
         with self._lock:
             ak = self.access_keys.get((account_id, str(key)))
             return None if ak is None else ak["nonce"]
+
+    def add_contract(self, contract_id: str, contract: FakeContract) -> None:
+        """Deploy `contract` at `contract_id`: its methods run when a transaction calls them."""
+        with self._lock:
+            self.accounts.setdefault(contract_id, 0)
+            self.contracts[contract_id] = contract
+            for method, fn in contract.views().items():
+                self._views[(contract_id, method)] = fn
 
     def add_view(self, contract_id: str, method: str, fn: ViewFn) -> None:
         """Register a view method: ``fn(args)`` gets the JSON-decoded args (raw bytes if not JSON)
@@ -393,6 +413,8 @@ class FakeNearRpc:
                     return self._tx(params)
                 case "status":
                     return {"chain_id": self.chain_id, "sync_info": self._sync_info()}
+                case "gas_price":
+                    return {"gas_price": str(self.gas_price)}
         raise _RpcFailure(
             {
                 "name": "REQUEST_VALIDATION_ERROR",
@@ -594,7 +616,8 @@ class FakeNearRpc:
                 raise invalid_tx(
                     {"InvalidAccessKeyError": {"MethodNameMismatch": {"method_name": call.method_name}}}
                 )
-        cost = self.tx_fee + sum(a.deposit for a in tx.actions if isinstance(a, (Transfer, FunctionCall)))
+        deposits = sum(a.deposit for a in tx.actions if isinstance(a, (Transfer, FunctionCall)))
+        cost = self.tx_fee + self.receipt_fee + deposits
         balance = self.accounts[tx.signer_id]
         if cost > balance:
             raise invalid_tx(
@@ -605,9 +628,11 @@ class FakeNearRpc:
         """Charge the signer, bump the nonce, run the actions in one receipt (all or nothing)."""
         tx = signed.transaction
         self.access_keys[(tx.signer_id, str(tx.public_key))]["nonce"] = tx.nonce
-        self.accounts[tx.signer_id] -= self.tx_fee
+        # Gas is burnt whatever the receipt does; deposits come back only if it fails.
+        self.accounts[tx.signer_id] -= self.tx_fee + self.receipt_fee
         accounts = dict(self.accounts)
         keys = {k: dict(v) for k, v in self.access_keys.items()}
+        contract_states = {cid: copy.deepcopy(c.state) for cid, c in self.contracts.items()}
         failure: dict[str, Any] | None = None
         receiver = tx.receiver_id
         for index, action in enumerate(tx.actions):
@@ -626,6 +651,12 @@ class FakeNearRpc:
             elif isinstance(action, FunctionCall):
                 accounts[tx.signer_id] -= action.deposit
                 accounts[receiver] += action.deposit
+                contract = self.contracts.get(receiver)
+                if contract is not None:
+                    error = contract.call(action.method_name, action.args, action.deposit, tx.signer_id)
+                    if error is not None:
+                        failure = _action_error(index, {"FunctionCallError": error})
+                        break
             elif isinstance(action, AddKey):
                 perm: Permission = "FullAccess"
                 p = action.access_key.permission
@@ -658,6 +689,9 @@ class FakeNearRpc:
             self.accounts.update(accounts)
             self.access_keys.clear()
             self.access_keys.update(keys)
+        else:  # the receipt's changes are rolled back, contracts' state included
+            for cid, state in contract_states.items():
+                self.contracts[cid].state = state
         self.outcomes[signed.hash] = self._outcome(signed, failure)
 
     def _outcome(self, signed: SignedTransaction, failure: dict[str, Any] | None) -> dict[str, Any]:
@@ -666,6 +700,26 @@ class FakeNearRpc:
         receipt_id = b58encode(hashlib.sha256(b"receipt" + tx.digest()).digest())
         status: dict[str, Any] = {"Failure": failure} if failure is not None else {"SuccessValue": ""}
         meta = {"version": 3, "gas_profile": []}
+        refunds: list[dict[str, Any]] = []
+        deposits = sum(a.deposit for a in tx.actions if isinstance(a, (Transfer, FunctionCall)))
+        if failure is not None and deposits:  # nearcore refunds a failed receipt's deposits from "system"
+            refund_id = b58encode(hashlib.sha256(b"refund" + tx.digest()).digest())
+            refunds.append(
+                {
+                    "proof": [],
+                    "block_hash": block,
+                    "id": refund_id,
+                    "outcome": {
+                        "logs": [],
+                        "receipt_ids": [],
+                        "gas_burnt": 0,
+                        "tokens_burnt": "0",
+                        "executor_id": tx.signer_id,
+                        "status": {"SuccessValue": ""},
+                        "metadata": meta,
+                    },
+                }
+            )
         return {
             "status": status,
             "transaction": {
@@ -699,14 +753,15 @@ class FakeNearRpc:
                     "id": receipt_id,
                     "outcome": {
                         "logs": [],
-                        "receipt_ids": [],
+                        "receipt_ids": [r["id"] for r in refunds],
                         "gas_burnt": 223182562500,
-                        "tokens_burnt": "0",
+                        "tokens_burnt": str(self.receipt_fee),
                         "executor_id": tx.receiver_id,
                         "status": status,
                         "metadata": meta,
                     },
-                }
+                },
+                *refunds,
             ],
         }
 
@@ -735,6 +790,91 @@ class FakeNearRpc:
                 f"Transaction {tx_hash} doesn't exist",
             )
         return self._render(tx_hash, wait_until)
+
+
+class ContractPanic(Exception):
+    """Raised by a fake contract method: the receipt fails with "Smart contract panicked: <message>"."""
+
+
+CallFn = Callable[["CallContext"], object]
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What a contract method sees: its JSON arguments, the attached deposit, who called it."""
+
+    args: Any
+    deposit: int
+    predecessor_id: str
+
+
+class FakeContract:
+    """A contract the fake node runs: `state` is rolled back when a call in its receipt fails."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, Any] = {}
+        self.calls: list[tuple[str, CallContext]] = []
+
+    def methods(self) -> dict[str, CallFn]:
+        return {}
+
+    def views(self) -> dict[str, ViewFn]:
+        return {}
+
+    def call(self, method: str, raw_args: bytes, deposit: int, predecessor_id: str) -> dict[str, Any] | None:
+        """Run `method`; None on success, else NEAR's ``FunctionCallError`` value."""
+        fn = self.methods().get(method)
+        if fn is None:
+            return {"MethodResolveError": "MethodNotFound"}
+        try:
+            args = json.loads(raw_args) if raw_args else {}
+        except ValueError:
+            return {"ExecutionError": "Smart contract panicked: Failed to deserialize input from JSON."}
+        ctx = CallContext(args, deposit, predecessor_id)
+        self.calls.append((method, ctx))
+        try:
+            fn(ctx)
+        except ContractPanic as exc:
+            return {"ExecutionError": f"Smart contract panicked: {exc}"}
+        return None
+
+
+class FungibleToken(FakeContract):
+    """A NEP-141 token with near-contract-standards' checks: exactly 1 yoctoNEAR, a U128 string
+    amount, a registered receiver, enough balance (else a panic, and nothing moves)."""
+
+    def __init__(self, balances: dict[str, int]) -> None:
+        super().__init__()
+        self.state["balances"] = dict(balances)
+
+    def balance(self, account_id: str) -> int:
+        return int(self.state["balances"].get(account_id, 0))
+
+    def methods(self) -> dict[str, CallFn]:
+        return {"ft_transfer": self._ft_transfer}
+
+    def views(self) -> dict[str, ViewFn]:
+        return {"ft_balance_of": lambda args: str(self.balance(args.get("account_id", "")))}
+
+    def _ft_transfer(self, ctx: CallContext) -> None:
+        if ctx.deposit != 1:
+            raise ContractPanic("Requires attached deposit of exactly 1 yoctoNEAR")
+        args = ctx.args if isinstance(ctx.args, dict) else {}
+        amount, receiver = args.get("amount"), args.get("receiver_id")
+        if not isinstance(amount, str) or not amount.isdigit():
+            raise ContractPanic("Failed to deserialize input from JSON.")
+        balances = self.state["balances"]
+        if receiver not in balances:
+            raise ContractPanic(f"The account {receiver} is not registered")
+        if receiver == ctx.predecessor_id:
+            raise ContractPanic("Sender and receiver should be different")
+        have = balances.get(ctx.predecessor_id, 0)
+        if int(amount) == 0:
+            raise ContractPanic("The amount should be a positive number")
+        if have < int(amount):
+            raise ContractPanic("The account doesn't have enough balance")
+        balances[ctx.predecessor_id] = have - int(amount)
+        balances[receiver] += int(amount)
 
 
 def _signed_b64(params: Any) -> str:

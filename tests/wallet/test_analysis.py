@@ -19,6 +19,7 @@ from gateway.wallet.analysis import (
     render_args,
     safe_text,
 )
+from gateway.wallet.tokens import TokenMove
 from gateway.wallet.transactions import (
     AccessKey,
     Action,
@@ -74,10 +75,12 @@ def test_function_call() -> None:
         30 * TGAS,
         1,
     )
-    assert a.risk == "low"
+    assert a.risk == "medium"  # it moves tokens: the deposit is not its value
+    assert a.token == TokenMove("usdt.near", "ft_transfer", "NEP-141", 5, "c.near")
     assert a.summary == (
         'Call usdt.near.ft_transfer({"receiver_id": "c.near", "amount": "5"}) '
         "with 0.000000000000000000000001 NEAR deposit, 30 Tgas"
+        " — moves 5 base units of usdt.near tokens to c.near (NEP-141)"
     )
 
 

@@ -299,8 +299,20 @@ def test_zero_value_transaction_is_auto() -> None:
 
 
 def test_function_call_without_rule_needs_approval() -> None:
+    verdict = check(DEFAULT, call("claim"), receiver="app.near")
+    assert verdict == Decision("needs_approval", ("no function-call rule for app.near.claim",))
+    assert check(DEFAULT, call("claim"), receiver="app.near", approved=True).signs
+    # A token transfer without an amount the wallet can read: every reason it needs the owner.
     verdict = check(DEFAULT, call("ft_transfer"), receiver="usdt.near")
-    assert verdict == Decision("needs_approval", ("no function-call rule for usdt.near.ft_transfer",))
+    assert verdict == Decision(
+        "needs_approval",
+        (
+            "usdt.near.ft_transfer moves an unknown amount of tokens "
+            "(amount is missing or not a decimal string)",
+            "no function-call rule for usdt.near.ft_transfer",
+            "no token limit for usdt.near (token_limits): its token transfers always need approval",
+        ),
+    )
     assert check(DEFAULT, call("ft_transfer"), receiver="usdt.near", approved=True).signs
 
 

@@ -18,7 +18,7 @@ from gateway.models import WalletDraft
 from gateway.store import Store
 from gateway.wallet.amounts import parse_near
 from gateway.wallet.analysis import TxAnalysis, analyze
-from gateway.wallet.decision import Decision
+from gateway.wallet.decision import DaySpend, Decision
 from gateway.wallet.policy import PolicyEngine, utc_day
 from gateway.wallet.settings import WalletPolicy
 from gateway.wallet.transactions import Transaction, Transfer
@@ -66,14 +66,15 @@ def draft(analysis: TxAnalysis) -> WalletDraft:
     )
 
 
-def decider(analysis: TxAnalysis, *, owner_approved: bool = False) -> Callable[[int], Decision]:
+def decider(analysis: TxAnalysis, *, owner_approved: bool = False) -> Callable[[DaySpend], Decision]:
     return lambda spent: ENGINE.decide(
         analysis,
         group="main",
         key_name="k",
         key_permission=FullAccess(),
-        spent_today=spent,
+        spent_today=spent.near,
         owner_approved=owner_approved,
+        tokens_spent_today=spent.tokens,
     )
 
 
@@ -90,7 +91,7 @@ async def test_concurrent_requests_never_pass_the_daily_limit(store: Store) -> N
     assert outcomes.count("deny") == 50 - 33
     assert await store.wallet_spent(DAY_D) == 33 * value <= LIMIT
     # Each verdict saw the spend of every request decided before it, never a stale total.
-    assert sorted(spent for _, _, spent in results) == sorted(min(i, 33) * value for i in range(50))
+    assert sorted(spent.near for _, _, spent in results) == sorted(min(i, 33) * value for i in range(50))
     denied = [verdict for _, verdict, _ in results if not verdict.signs]
     assert all("would exceed the daily limit 1 NEAR" in d.reasons[0] for d in denied)
     rows = await store.wallet_requests(limit=100)
@@ -111,7 +112,7 @@ async def test_owner_approval_is_rechecked_against_grown_spend(store: Store) -> 
     )
     assert cleared is not None
     recheck, spent = cleared
-    assert spent == parse_near("0.5")
+    assert spent.near == parse_near("0.5")
     assert recheck == Decision(
         "deny", ("today's spend 0.5 NEAR + this 0.6 NEAR would exceed the daily limit 1 NEAR",)
     )
@@ -148,7 +149,7 @@ async def test_spend_resets_at_utc_midnight(store: Store) -> None:
     assert await store.wallet_spent(DAY_D) == LIMIT
 
     _, verdict, spent = await request(store, transfer(parse_near("0.1"), 100), utc_day(MIDNIGHT), MIDNIGHT)
-    assert verdict.signs and spent == 0
+    assert verdict.signs and spent == DaySpend()
     assert await store.wallet_spent(DAY_NEXT) == parse_near("0.1")
     assert await store.wallet_spent(DAY_D) == LIMIT
 
@@ -162,7 +163,7 @@ async def test_request_approved_after_midnight_counts_on_the_new_day(store: Stor
     cleared = await store.wallet_clear_approved(
         request_id, pending.total_value, decider(pending, owner_approved=True), utc_day(MIDNIGHT), MIDNIGHT
     )
-    assert cleared is not None and cleared[0].signs and cleared[1] == 0  # judged against the new day
+    assert cleared is not None and cleared[0].signs and cleared[1] == DaySpend()  # judged against the new day
     row = await store.wallet_request(request_id)
     assert row is not None and row.state == "signing" and row.spend_day == DAY_NEXT
     assert await store.wallet_spent(DAY_NEXT) == parse_near("0.6")
