@@ -201,3 +201,28 @@ else:
     print("STOLEN", out.raw[: max(size, 0)].decode(errors="replace"))
 """
 )
+
+
+# x86_64 only: a system call through another ABI than the native one (x32: number | 0x40000000;
+# i386: `int 0x80` from 64-bit code), where a filter written for x86_64 numbers would not apply.
+# Prints `<abi> returned <value> errno <n>` or `<abi> killed <signal>` per ABI.
+ABI_PROBE = r"""
+import ctypes, mmap, os, signal
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def x32():
+    return libc.syscall(ctypes.c_long(0x40000000 + 39))  # getpid through the x32 ABI
+code = bytes([0xB8, 20, 0, 0, 0, 0xCD, 0x80, 0xC3])  # mov eax, 20 (i386 getpid); int 0x80; ret
+page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+page.write(code)
+i386 = ctypes.CFUNCTYPE(ctypes.c_long)(ctypes.addressof(ctypes.c_char.from_buffer(page)))
+for name, call in (("x32", x32), ("i386", i386)):
+    pid = os.fork()
+    if pid == 0:
+        value = call()
+        os.write(1, f"{name} returned {value} errno {ctypes.get_errno()}\n".encode())
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        print(name, "killed", signal.Signals(os.WTERMSIG(status)).name, flush=True)
+"""

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import platform
 import secrets
 import signal
 import socket
@@ -36,6 +37,7 @@ from groups.sandbox.bwrap import BWRAP_ENV, BwrapBackend, bwrap_argv, launch, re
 from groups.uids import group_identity
 from tests.integration.bwrap_support import alive, bwrap_rootfs, descendants, link_rootfs, probe
 from tests.integration.probes import (
+    ABI_PROBE,
     FORK_BOMB,
     KEY_PLANT,
     KEY_STEAL,
@@ -507,6 +509,14 @@ async def test_dangerous_syscalls_are_denied_by_the_seccomp_filter(world) -> Non
         "import threading\nt = threading.Thread(target=print, args=('thread ran',)); t.start(); t.join()",
     )
     assert (code, out.strip()) == (0, "thread ran"), out
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the x32 and i386 ABIs exist on x86_64 only")
+async def test_system_calls_through_another_abi_kill_the_caller(world) -> None:  # type: ignore[no-untyped-def]
+    """i386 `int 0x80` (and x32) numbers differ from x86_64's: they must not slip past the filter."""
+    code, out = await world.py(world.spec("alpha"), ABI_PROBE)
+    assert code == 0, out
+    assert out.split("\n")[:2] == ["x32 killed SIGSYS", "i386 killed SIGSYS"], out
 
 
 async def test_unshare_cannot_make_a_user_namespace_with_root_inside(world) -> None:  # type: ignore[no-untyped-def]
