@@ -271,8 +271,12 @@ class Gateway:
     async def notify_main(self, text: str) -> None:
         """One short notice to the owner's main chat (dead letters, failures)."""
         main = self.registry.main
-        if main is not None:
-            await self.outbox.post(None, 0, main.chat_id, text)
+        if main is None:
+            return
+        if not self._started:  # channels not connected yet: queued durably, sent by start()'s flush
+            await self.store.enqueue_reply(None, 0, main.chat_id, text)
+            return
+        await self.outbox.post(None, 0, main.chat_id, text)
 
     async def retry_dead_letter(self, letter_id: int) -> bool:
         """An admin's /retry: put a dead letter's work back in the queue."""

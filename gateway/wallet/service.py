@@ -128,8 +128,16 @@ class WalletService:
                 error="the gateway restarted while it waited",
                 only_from=("pending",),
             )
-            if request.approval_id is not None:  # its prompt must not invite a click that signs nothing
-                await self._approvals.void(request.approval_id)
+            if request.approval_id is None:
+                continue
+            # its prompt must not invite a click that signs nothing
+            if not await self._approvals.void(request.approval_id):
+                approval = await self._store.approval(request.approval_id)
+                if approval is not None and approval.state == "approved":  # the prompt says "Approved"
+                    await self._notify_main(
+                        f"NEAR request #{request.id} was approved but NOT signed: the gateway restarted "
+                        "before it could sign. Ask again if it is still wanted."
+                    )
 
     async def aclose(self) -> None:
         await self._rpc.aclose()

@@ -86,3 +86,32 @@ async def test_approve_click_held_while_the_gateway_was_down_answers_expired_and
         assert "Approved" not in plain(env.api.messages[(MAIN, prompt["message_id"])])
     finally:
         await gw.stop(grace_s=5)
+
+
+async def test_an_approval_committed_just_before_the_crash_is_reported_unsigned_after_restart(
+    env: WalletEnv,
+) -> None:
+    """The owner's Approve was recorded (and the prompt says "Approved") but the gateway died
+    before signing: after the restart the owner must be told plainly that nothing was signed."""
+    env.say_in_team(f"@Andy send 25 NEAR to {RECEIVER}")
+    prompt, approval_id, _ = await env.prompt(0, AGENT_TIMEOUT)
+    config = env.gw.config
+    await env.stop()
+    db = sqlite3.connect(env.data_dir / DATABASE, timeout=10)  # the decision committed, then the crash
+    with db:
+        db.execute(
+            "UPDATE approvals SET state = 'approved', decided_by = 'tg:4242', decided_at = 1 WHERE id = ?",
+            (approval_id,),
+        )
+    db.close()
+
+    gw = Gateway(config, env.config_dir, env.data_dir)
+    await gw.start()
+    try:
+        told = await env.text_in(MAIN, "NOT signed", 30)
+        [request] = await gw.store.wallet_requests()
+        assert told.startswith(f"NEAR request #{request.id} was approved but NOT signed")
+        assert request.state == "rejected"
+        assert env.near.received == [] and env.near.submitted == []
+    finally:
+        await gw.stop(grace_s=5)
