@@ -112,11 +112,32 @@ class VaultConfig(_Section):
         description='group -> host patterns ("*" = all); "default" for groups without an entry',
     )
     rate_limit: VaultRateLimitConfig = VaultRateLimitConfig()
-    max_request_bytes: int = Field(0, ge=0, description="0 = unlimited; larger requests get 413")
+    max_request_bytes: int = Field(
+        32 * 1024 * 1024,
+        description="request bodies above this get 413 (declared) or are cut (streamed); no 'unlimited'",
+    )
+    max_connections_per_group: int = Field(
+        64, ge=1, description="open connections per group on vault.sock; more are answered 503 at once"
+    )
+    idle_timeout_s: float = Field(
+        300, gt=0, description="a vault.sock connection moving no bytes this long is closed"
+    )
     max_response_bytes: int = Field(0, ge=0, description="0 = unlimited; larger responses are aborted")
     upstream_ca: str | None = Field(
         None, description="PEM CA bundle that REPLACES the system store for upstream TLS (private CAs)"
     )
+
+    @field_validator("max_request_bytes")
+    @classmethod
+    def _bounded_requests(cls, value: int) -> int:
+        # 0 used to mean "unlimited"; a vault that forwards unbounded bodies can be made to
+        # hold them (issue 11), so a bound is required. Streamed bodies cost no memory.
+        if value < 1:
+            raise ValueError(
+                "must be at least 1 byte; 0 no longer means unlimited. Set the largest upload a "
+                "sandbox needs, e.g. 1073741824 for 1 GiB (bodies are streamed, not held in memory)"
+            )
+        return value
 
     @field_validator("allow_private_upstreams")
     @classmethod
@@ -276,6 +297,16 @@ class Config(_Section):
             raise ValueError(
                 f"wallet.approval_timeout_s ({self.wallet.approval_timeout_s:g}) must be shorter than "
                 f"sandbox.turn_timeout_s ({self.sandbox.turn_timeout_s:g})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _model_call_fits_vault_idle(self) -> Config:
+        # A model call that is silent while the model thinks must not be cut as idle.
+        if self.vault.idle_timeout_s <= self.model.timeout_s:
+            raise ValueError(
+                f"vault.idle_timeout_s ({self.vault.idle_timeout_s:g}) must be longer than "
+                f"model.timeout_s ({self.model.timeout_s:g})"
             )
         return self
 

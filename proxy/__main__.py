@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from gateway.config import ConfigError
 from gateway.paths import ensure_private_dir
 from proxy.addon import PeerRegistry, VaultAddon, parse_hostport
 from proxy.audit import AUDIT_FILE, AuditAddon, AuditLog
+from proxy.bodies import STREAM_ABOVE, BodyGate, EarlyResponder, cut_client
 from proxy.control import ControlServer
 from proxy.leaks import LeakAddon
 from proxy.pinning import PinAddon
@@ -118,7 +120,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _raise_nofile() -> None:
+    """Use the hard descriptor limit: every group may hold its connection cap at once."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            log.warning("vault: cannot raise the descriptor limit from %s: %s", soft, e)
+
+
 async def run(args: argparse.Namespace) -> int:
+    _raise_nofile()
     store = SecretStore(args.config_dir)
     try:
         secrets = await asyncio.to_thread(store.load_all)
@@ -148,6 +161,10 @@ async def run(args: argparse.Namespace) -> int:
         connection_strategy="lazy",
         termlog_verbosity="info" if args.verbose else "warn",
         ssl_insecure=False,  # upstream certificates are verified against the pinned name (proxy/pinning.py)
+        # Never buffer a body above this (proxy/bodies.py streams it). `body_size_limit` stays
+        # unset: mitmproxy applies it to responses too, before any hook, which would cap
+        # downloads; request sizes are enforced by the vault itself (413 or cut).
+        stream_large_bodies=str(STREAM_ABOVE),
     )
     if args.upstream_ca is not None:
         opts.update(ssl_verify_upstream_trusted_ca=str(args.upstream_ca))
@@ -155,21 +172,38 @@ async def run(args: argparse.Namespace) -> int:
     addon = VaultAddon(registry, args.allow_private)
     addon.set_secrets(secrets)
     try:  # [vault] egress / rate_limit / size limits / unscoped from config.toml
-        addon.set_policy(load_policy(args.config_dir, Path(args.state_dir) / POLICY_FILE))
+        policy = load_policy(args.config_dir, Path(args.state_dir) / POLICY_FILE)
     except ConfigError as e:
         print(f"clawgate vault: {e}", file=sys.stderr, flush=True)
         return 2
+    addon.set_policy(policy)
     addon.usage_store = store
     audit = AuditAddon(AuditLog(Path(args.state_dir) / AUDIT_FILE), addon.group_of)
     leaks = LeakAddon(addon.group_of, args.gateway_socket)
     leaks.set_secrets(secrets)
     pin = PinAddon(addon.group_of)
+    relay = Relay(
+        registry,
+        args.listen_port,
+        max_connections=policy.max_connections_per_group,
+        idle_timeout_s=policy.idle_timeout_s,
+    )
+    responder = EarlyResponder()
+    internal = await responder.start()
+    addon.internal.add(internal)
+    pin.internal.add(internal)
+    gate = BodyGate(
+        leaks.scanner,
+        responder,
+        cut_client(relay.abort_peer),
+        leaks.report,
+        lambda: addon.enforcer.policy.max_request_bytes,
+    )
     ready = _Ready()
     # Order matters: audit sees the request as sent; pinning refuses a request naming another
-    # host before the leak scan, the egress check and injection (VaultAddon) run.
-    master.addons.add(audit, pin, leaks, addon, audit.tail, ready)
-
-    relay = Relay(registry, args.listen_port)
+    # host before the leak scan, the egress check and injection (VaultAddon) run; the body
+    # gate acts on all of their decisions.
+    master.addons.add(audit, pin, leaks, addon, gate, audit.tail, ready)
 
     async def reload_secrets() -> int:
         loaded = await asyncio.to_thread(store.load_all)
@@ -203,6 +237,7 @@ async def run(args: argparse.Namespace) -> int:
     finally:
         await control.close()
         await relay.close_all()
+        await responder.close()
         if not master_task.done():
             master.shutdown()
             await master_task

@@ -144,6 +144,9 @@ class VaultAddon:
         self._pinned: dict[str, Address] = {}  # server connection id -> original address
         self.enforcer = Enforcer()  # rules, scoping and policies: proxy/policy.py, proxy/rules.py
         self.usage_store: SecretStore | None = None  # where last-used times are flushed
+        # The vault's own loopback services (proxy/bodies.py EarlyResponder): reachable only
+        # by connections the vault makes itself, never named by a client.
+        self.internal: set[Address] = set()
 
     # -- configuration --
 
@@ -218,6 +221,9 @@ class VaultAddon:
             self._refuse(flow, 403, "clawgate vault: unknown client\n")
             return False
         host, port = flow.request.host, flow.request.port
+        if (host, port) in self.internal:
+            self._refuse(flow, 403, "clawgate vault: this address is reserved for the vault itself\n")
+            return False
         verdict = await self.check_upstream(host, port)
         if not verdict.ok:
             log.warning("vault[%s]: refused %s: %s", group, format_hostport(host, port), verdict.reason)
@@ -296,6 +302,8 @@ class VaultAddon:
         if server.address is None:
             return
         host, port = str(server.address[0]), int(server.address[1])
+        if (host, port) in self.internal:
+            return  # a refusal the vault answers itself (proxy/bodies.py)
         verdict = await self.check_upstream(host, port)
         if not verdict.ok or verdict.pinned is None:
             server.error = f"clawgate vault: refused upstream {format_hostport(host, port)}: {verdict.reason}"

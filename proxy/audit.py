@@ -146,13 +146,15 @@ class AuditAddon:
         start = req.timestamp_start or time.time()
         end = (resp.timestamp_end if resp is not None else None) or time.time()
         meta = flow.metadata
+        # a refusal answered early by the vault itself keeps the host the client asked for
+        host, port = meta.get("clawgate.audit_target") or (req.host, req.port)
         self.audit.record(
             {
                 "ts": datetime.fromtimestamp(start, UTC).isoformat(timespec="milliseconds"),
                 "group": self._group_of(flow.client_conn),
                 "method": req.method,
-                "host": req.host,
-                "port": req.port,
+                "host": host,
+                "port": port,
                 "path": meta.get("clawgate.audit_path") or strip_query_values(req.path),
                 "status": status,
                 "req_bytes": len(req.raw_content or b""),

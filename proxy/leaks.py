@@ -109,6 +109,11 @@ class LeakScanner:
         self._values: list[tuple[str, bytes]] = []
         self.set_secrets(secrets)
 
+    @property
+    def longest_value(self) -> int:
+        """Length of the longest stored value (how much overlap a streaming scan needs)."""
+        return max((len(v) for _, v in self._values), default=0)
+
     def set_secrets(self, secrets: Iterable[tuple[str, str]]) -> None:
         """`(name, value)` pairs of stored secrets; very short values are ignored."""
         values: list[tuple[str, bytes]] = []
@@ -190,10 +195,14 @@ class LeakAddon:
     def _block(self, flow, pattern: str) -> None:  # type: ignore[no-untyped-def]
         from mitmproxy import http
 
-        group = self._group_of(flow.client_conn) or "?"
         flow.response = http.Response.make(
             403, _refusal(pattern), {"Content-Type": "text/plain; charset=utf-8"}
         )
+        self.report(flow, pattern)
+
+    def report(self, flow, pattern: str) -> None:  # type: ignore[no-untyped-def]
+        """Audit and tell the owner (once per group and pattern); the caller stops the request."""
+        group = self._group_of(flow.client_conn) or "?"
         flow.metadata["clawgate.refusal"] = f"leak: {pattern}"
         log.warning("vault[%s]: blocked request to %s: contained %s", group, flow.request.host, pattern)
         self.events.append(LeakEvent(group, pattern))

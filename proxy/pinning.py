@@ -117,6 +117,7 @@ class PinAddon:
     def __init__(self, group_of: GroupOf) -> None:
         self._group_of = group_of
         self._tunnels: dict[str, Address] = {}  # client connection id -> CONNECT target
+        self.internal: set[Address] = set()  # the vault's own responder (proxy/bodies.py)
 
     def http_connected(self, flow: http.HTTPFlow) -> None:
         self._tunnels[flow.client_conn.id] = (flow.request.host, flow.request.port)
@@ -157,6 +158,8 @@ class PinAddon:
         if server.address is None:
             return
         host = str(server.address[0])
+        if (host, int(server.address[1])) in self.internal:
+            return  # a refused request the vault answers itself: no TLS, nothing leaves
         sni = data.client.sni
         if sni and not same_host(sni, host):
             server.error = (

@@ -50,8 +50,10 @@ class Policy:
     model_host: tuple[str, int] | None = None
     per_group_per_minute: int = 0
     per_host_per_minute: int = 0
-    max_request_bytes: int = 0  # 0 = unlimited
-    max_response_bytes: int = 0
+    max_request_bytes: int = 32 * 1024 * 1024
+    max_response_bytes: int = 0  # 0 = unlimited (responses are streamed, so memory stays bounded)
+    max_connections_per_group: int = 64  # on vault.sock (proxy/relay.py)
+    idle_timeout_s: float = 300.0
     unscoped: str = "forward"  # or "refuse"
 
     def patterns_for(self, group: str) -> Sequence[str]:
@@ -198,6 +200,8 @@ def load_policy(config_dir: Path, policy_config: Path | None = None) -> Policy:
         per_host_per_minute=v.rate_limit.per_host_per_minute,
         max_request_bytes=v.max_request_bytes,
         max_response_bytes=v.max_response_bytes,
+        max_connections_per_group=v.max_connections_per_group,
+        idle_timeout_s=v.idle_timeout_s,
         unscoped=v.unscoped,
     )
 

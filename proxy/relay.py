@@ -5,6 +5,13 @@ that group's container, so "which socket did this connection arrive on" is the g
 identity. For every accepted connection we bind a fresh loopback TCP socket, record
 `(ip, port) -> group` in the shared `PeerRegistry` *before* connecting to mitmproxy, and
 then pump bytes; the addon reads the identity back from the peer address.
+
+One group must not be able to starve the others (issue 11: ~6,850 connections on one
+group's socket slowed every group's model calls). Each group may hold at most
+`max_connections` links at a time; a connection beyond that is answered 503 at once and
+closed — never queued — so only the flooding group waits. A link that moves no bytes in
+either direction for `idle_timeout_s` is closed by a sweeper (one timer per relay, not one
+per link), so abandoned or trickling connections give their slot back.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import os
 import re
 import socket
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +33,22 @@ log = logging.getLogger("clawgate.vault.relay")
 
 GROUP_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _CHUNK = 64 * 1024
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_IDLE_TIMEOUT_S = 300.0
+_WARN_EVERY_S = 30.0
+_BUSY_GRACE_S = 2.0  # a refused connection lingers this long at most (its 503 must arrive)
+
+
+def _busy_response(group: str, limit: int) -> bytes:
+    body = (
+        f"clawgate vault: group {group!r} already has {limit} open connections to the vault\n"
+        "([vault] max_connections_per_group); close some and retry.\n"
+    ).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 class RelayError(Exception):
@@ -36,15 +60,28 @@ class _Group:
     socket_path: Path
     server: asyncio.AbstractServer
     links: set[_Link] = field(default_factory=set)
+    refused: int = 0  # connections turned away since the last warning
+    warned_at: float = 0.0
 
 
 class Relay:
     """Owns the group sockets; all methods run on the vault's event loop."""
 
-    def __init__(self, registry: PeerRegistry, target_port: int, target_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        registry: PeerRegistry,
+        target_port: int,
+        target_host: str = "127.0.0.1",
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    ) -> None:
         self.registry = registry
         self.target = (target_host, target_port)
+        self.max_connections = max_connections
+        self.idle_timeout_s = idle_timeout_s
         self._groups: dict[str, _Group] = {}
+        self._by_local: dict[tuple[str, int], _Link] = {}  # relay source address -> link
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def groups(self) -> dict[str, Path]:
@@ -73,6 +110,8 @@ class Relay:
         except OSError as e:
             raise RelayError(f"cannot listen on {path}: {e.strerror or e}") from None
         self._groups[group] = _Group(path, server)
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle(), name="relay-idle")
         log.info("relay: opened group %s at %s", group, path)
         return path
 
@@ -92,18 +131,62 @@ class Relay:
     async def close_all(self) -> None:
         for group in list(self._groups):
             await self.close_group(group)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
 
-    def _attach(self, group: str, link: _Link) -> bool:
+    def connections(self, group: str) -> int:
+        g = self._groups.get(group)
+        return len(g.links) if g is not None else 0
+
+    def abort_peer(self, addr: object) -> bool:
+        """Cut the link whose mitmproxy-side source address is `addr` (a flow's client peername)."""
+        if not isinstance(addr, tuple) or len(addr) < 2:
+            return False
+        link = self._by_local.get((str(addr[0]), int(addr[1])))
+        if link is None:
+            return False
+        link.abort(hard=True)
+        return True
+
+    def _attach(self, group: str, link: _Link) -> str:
+        """ "ok", "busy" (the group is at its connection cap) or "closed" (no such group)."""
         g = self._groups.get(group)
         if g is None:
-            return False
+            return "closed"
+        if len(g.links) >= self.max_connections:
+            g.refused += 1
+            now = time.monotonic()
+            if now - g.warned_at >= _WARN_EVERY_S:
+                log.warning(
+                    "relay[%s]: %d connection(s) refused: at max_connections_per_group = %d",
+                    group,
+                    g.refused,
+                    self.max_connections,
+                )
+                g.warned_at, g.refused = now, 0
+            return "busy"
         g.links.add(link)
-        return True
+        return "ok"
 
     def _detach(self, group: str, link: _Link) -> None:
         g = self._groups.get(group)
         if g is not None:
             g.links.discard(link)
+        if link.local is not None and self._by_local.get(link.local) is link:
+            del self._by_local[link.local]
+
+    async def _sweep_idle(self) -> None:
+        every = max(0.2, min(self.idle_timeout_s / 4, 10.0))
+        while True:
+            await asyncio.sleep(every)
+            cutoff = time.monotonic() - self.idle_timeout_s
+            for g in list(self._groups.values()):
+                for link in [lk for lk in g.links if lk.last_active < cutoff]:
+                    log.info("relay: closing a connection idle for %.0fs", self.idle_timeout_s)
+                    link.abort()
 
 
 class _Upstream(asyncio.Protocol):
@@ -147,11 +230,22 @@ class _Link(asyncio.Protocol):
         self.pending_eof = False
         self.eofs = 0  # both directions finished -> close the link
         self.closed = False
+        self.refused = False  # over the group's cap: answered 503, input discarded until closed
+        self.last_active = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.down = transport  # type: ignore[assignment]
-        if not self.relay._attach(self.group, self):
-            transport.close()
+        state = self.relay._attach(self.group, self)
+        if state != "ok":
+            self.closed = self.refused = True
+            if state != "busy":
+                transport.close()
+                return
+            # Answer at once, then drop what the client already sent for a moment before
+            # closing: closing with unread input would reset the connection and lose the 503.
+            self.down.write(_busy_response(self.group, self.relay.max_connections))
+            self.down.write_eof()
+            asyncio.get_running_loop().call_later(_BUSY_GRACE_S, transport.close)
             return
         asyncio.get_running_loop().create_task(self._connect())
 
@@ -163,6 +257,7 @@ class _Link(asyncio.Protocol):
             sock.bind(("127.0.0.1", 0))
             self.local = sock.getsockname()
             self.relay.registry.register(self.local, self.group)  # before connect: mitmproxy must find it
+            self.relay._by_local[self.local] = self
             await loop.sock_connect(sock, self.relay.target)
             transport, _ = await loop.create_connection(lambda: _Upstream(self), sock=sock)
         except OSError as e:
@@ -182,12 +277,17 @@ class _Link(asyncio.Protocol):
 
     # container -> mitmproxy
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        self.last_active = time.monotonic()
         if self.up is None:
             self.pending.append(data)
         else:
             self.up.write(data)
 
     def eof_received(self) -> bool:
+        if self.refused:
+            return False  # the client is done: close now
         if self.up is None:
             self.pending_eof = True
         elif self.up.can_write_eof():
@@ -211,6 +311,7 @@ class _Link(asyncio.Protocol):
 
     # mitmproxy -> container
     def down_write(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
         if self.down is not None and not self.down.is_closing():
             self.down.write(data)
 
@@ -230,8 +331,11 @@ class _Link(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.abort()
 
-    def abort(self) -> None:
-        """Close both sides once; the identity mapping goes before the port can be reused."""
+    def abort(self, hard: bool = False) -> None:
+        """Close both sides once; the identity mapping goes before the port can be reused.
+
+        `hard` drops what is still buffered (a request the vault cuts must not be completed).
+        """
         if self.closed:
             return
         self.closed = True
@@ -239,7 +343,10 @@ class _Link(asyncio.Protocol):
             self.relay.registry.unregister(self.local)
         for transport in (self.down, self.up):
             if transport is not None:
-                transport.close()
+                if hard:
+                    transport.abort()
+                else:
+                    transport.close()
         self.relay._detach(self.group, self)
 
 

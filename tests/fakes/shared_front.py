@@ -28,6 +28,8 @@ class FrontRequest:
     vhost: str
     headers: dict[str, str] = field(default_factory=dict)
     body_len: int = 0
+    complete: bool = True  # False: the connection ended before the body did
+    body: bytes = b""  # kept only with SharedFront(keep_bodies=True)
 
 
 def _vhost(target: str, headers: dict[str, str], sni: str | None) -> str:
@@ -44,7 +46,7 @@ def _vhost(target: str, headers: dict[str, str], sni: str | None) -> str:
 class SharedFront:
     """HTTP(S) on 127.0.0.1; with `tls=(cert, key)` the certificate must cover every name served."""
 
-    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None, keep_bodies: bool = False) -> None:
         self.requests: list[FrontRequest] = []
         self._lock = threading.Lock()
         front = self
@@ -52,28 +54,56 @@ class SharedFront:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def _body(self) -> tuple[bytes, int, bool]:
+                """(kept bytes, length, complete); reads Content-Length and chunked bodies."""
+                kept, total = bytearray(), 0
+
+                def take(n: int) -> bool:
+                    nonlocal total
+                    while n:
+                        chunk = self.rfile.read(min(n, 1 << 16))
+                        if not chunk:
+                            return False
+                        n -= len(chunk)
+                        total += len(chunk)
+                        if keep_bodies:
+                            kept.extend(chunk)
+                    return True
+
+                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                    while True:
+                        line = self.rfile.readline(1024)
+                        if not line.strip():
+                            return bytes(kept), total, False
+                        size = int(line.split(b";")[0], 16)
+                        if size == 0:
+                            self.rfile.readline(1024)
+                            return bytes(kept), total, True
+                        if not take(size) or not self.rfile.readline(1024):
+                            return bytes(kept), total, False
+                complete = take(int(self.headers.get("Content-Length") or 0))
+                return bytes(kept), total, complete
+
             def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                remaining, body_len = length, 0
-                while remaining:  # drain without keeping the body: uploads may be large
-                    chunk = self.rfile.read(min(remaining, 1 << 16))
-                    if not chunk:
-                        break
-                    remaining -= len(chunk)
-                    body_len += len(chunk)
+                try:
+                    body, body_len, complete = self._body()
+                except (OSError, ValueError):  # reset or garbage mid-body: the request never completed
+                    body, body_len, complete = b"", 0, False
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 sni = getattr(self.connection, _SNI_ATTR, None)
-                rec = FrontRequest(
-                    self.command, self.path, sni, _vhost(self.path, headers, sni), headers, body_len
-                )
+                vhost = _vhost(self.path, headers, sni)
+                rec = FrontRequest(self.command, self.path, sni, vhost, headers, body_len, complete, body)
                 with front._lock:
                     front.requests.append(rec)
-                body = f"hello from {rec.vhost}\n".encode()
+                if not complete:
+                    self.close_connection = True
+                    return
+                reply = f"hello from {rec.vhost}\n".encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(reply)
 
             do_GET = do_POST = do_PUT = _handle  # noqa: N815 - http.server API
 

@@ -9,6 +9,7 @@ name (127.0.0.1) and the attacker's (attacker.example) on one address, the way a
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterator
@@ -372,3 +373,50 @@ async def test_refusals_are_in_the_audit_log(vault: VaultProcess, fronts, dirs) 
     for what in REASONS:
         assert what in reasons
     assert TOKEN not in (vault.state_dir / "audit.jsonl").read_text()
+
+
+def upload_in_tunnel(sock_path: Path, port: int, cafile: Path, host: str) -> tuple[bytes, int]:
+    """POST declaring 1 GiB through a TLS tunnel; send at most 64 MiB while watching for an answer."""
+    tls = open_tunnel(sock_path, port, cafile, "127.0.0.1")
+    tls.settimeout(30)
+    sent, reply, chunk = 0, b"", b"\0" * (1 << 20)
+    try:
+        tls.sendall(
+            f"POST /upload HTTP/1.1\r\nHost: {host}\r\nContent-Length: {1 << 30}\r\n"
+            "Authorization: Bearer placeholder\r\n\r\n".encode()
+        )
+        tls.setblocking(False)
+        while sent < 64 << 20 and b"\r\n\r\n" not in reply:
+            try:
+                data = tls.recv(65536)
+                if not data:
+                    break
+                reply += data
+                continue
+            except (ssl.SSLWantReadError, BlockingIOError):
+                pass
+            try:
+                sent += tls.send(chunk)
+            except (ssl.SSLWantWriteError, BlockingIOError):
+                select.select([tls], [tls], [], 1)
+        tls.settimeout(30)
+        while b"\r\n\r\n" not in reply and (data := tls.recv(65536)):
+            reply += data
+    except OSError:
+        pass
+    finally:
+        tls.close()
+    return reply, sent
+
+
+async def test_refused_upload_in_a_tunnel_is_answered_before_its_body(
+    vault: VaultProcess, fronts, dirs
+) -> None:
+    tls, _, _ = fronts
+    tls.requests.clear()
+    reply, sent = await asyncio.to_thread(
+        upload_in_tunnel, _sock(dirs, "main"), tls.port, vault.ca_cert_path, ATTACKER
+    )
+    assert reply.startswith(b"HTTP/1.1 421"), (reply[:300], sent)
+    assert sent < 64 << 20  # the answer came while the body was still being sent
+    assert tls.requests == []
