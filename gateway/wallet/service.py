@@ -616,7 +616,10 @@ def _args_bytes(value: object) -> bytes:
     if isinstance(value, dict):
         data = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
     elif isinstance(value, str):
-        data = value.encode()
+        try:
+            data = value.encode()
+        except UnicodeEncodeError:  # a lone surrogate ("\udcff" in the IPC JSON) is no UTF-8
+            raise IpcError("bad_params", "args must be valid Unicode text") from None
     else:
         raise IpcError("bad_params", "args must be a JSON object (or a JSON string)")
     if len(data) > MAX_ARGS_BYTES:
