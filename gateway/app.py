@@ -18,6 +18,7 @@ from pathlib import Path
 
 from channels.base import Channel
 from channels.console import ConsoleChannel
+from gateway import fdlimit
 from gateway.agent_services import AgentServices
 from gateway.approvals import Approvals
 from gateway.commands import AdminCommands, Command
@@ -73,6 +74,10 @@ class Gateway:
         self.lock = DataDirLock(data_dir)
 
     async def start(self, channels: list[Channel] | None = None) -> None:
+        # The per-group caps (gateway.ipc_limits), not a low default soft limit, decide who gets
+        # descriptors. Sandboxes get their own low limit (Docker ulimit, bwrap rlimit).
+        soft, hard = fdlimit.raise_soft_limit()
+        log.info("open-file limit %d (hard %d)", soft, hard)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         try:  # before anything that touches containers, sockets, the vault or the database

@@ -95,6 +95,21 @@ class SandboxConfig(_Section):
         return self
 
 
+class IpcConfig(_Section):
+    """What one group's `ipc.sock` may cost the host (see gateway.ipc_limits; README 'Configuration')."""
+
+    max_connections: int = Field(32, ge=2, le=4096, description="open connections per group")
+    max_line_bytes: int = Field(256 * 1024, ge=64 * 1024, le=16 * 1024 * 1024)
+    line_timeout_s: float = Field(10, gt=0, le=600, description="first byte of a line to its newline")
+    idle_timeout_s: float | None = Field(
+        None, gt=0, description="silence before a connection is closed; default sandbox.turn_timeout_s + 60"
+    )
+    requests_per_s: float = Field(20, gt=0, description="methods other than the turn protocol; refused")
+    requests_burst: float = Field(100, ge=1)
+    lines_per_s: float = Field(1000, gt=0, description="every line, 1 unit per KiB; delayed, not refused")
+    lines_burst: float = Field(1000, ge=1)
+
+
 class VaultRateLimitConfig(_Section):
     """Sliding one-minute windows; 0 disables. Over the limit the vault answers 429 + Retry-After."""
 
@@ -288,6 +303,25 @@ class Config(_Section):
     admin: AdminConfig = AdminConfig()
     retry: RetryConfig = RetryConfig()
     wallet: WalletConfig = WalletConfig()
+    ipc: IpcConfig = IpcConfig()
+
+    @model_validator(mode="after")
+    def _ipc_idle_outlasts_a_turn(self) -> Config:
+        # The agent says nothing on its connection while it works on a turn; closing it as idle
+        # would kill the agent and lose the answer.
+        idle = self.ipc.idle_timeout_s
+        if idle is not None and idle <= self.sandbox.turn_timeout_s:
+            raise ValueError(
+                f"ipc.idle_timeout_s ({idle:g}) must be longer than "
+                f"sandbox.turn_timeout_s ({self.sandbox.turn_timeout_s:g})"
+            )
+        return self
+
+    @property
+    def ipc_idle_timeout_s(self) -> float:
+        """`[ipc] idle_timeout_s`, or a minute longer than the longest turn when unset."""
+        idle = self.ipc.idle_timeout_s
+        return idle if idle is not None else self.sandbox.turn_timeout_s + 60
 
     @model_validator(mode="after")
     def _approval_fits_in_a_turn(self) -> Config:

@@ -4,8 +4,10 @@ Identity is the socket: a `GroupIpc` is created for exactly one group folder and
 everything arriving on its socket acts as that group. Payloads are validated
 strictly (unknown fields are rejected, not ignored), so a request that claims to be
 someone else (`{"group": "main"}`) is refused outright instead of being half-read.
-Lines are size-capped; a malformed line gets an error response and never reaches
-the gateway's logic.
+A malformed line gets an error response and never reaches the gateway's logic. What
+one socket may cost the host (connections, line size and time, nesting, request
+rates) is bounded by `gateway.ipc_limits` and enforced here and in `gateway.ipc_reader`,
+so a hostile group cannot starve the others.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.ipc_limits import IpcLimits, LogGate, Pacer, TokenBucket, line_cost
+from gateway.ipc_reader import ReadError, loads, read_line
+
 log = logging.getLogger(__name__)
 
-MAX_LINE_BYTES = 256 * 1024
+MAX_LINE_BYTES = IpcLimits().max_line_bytes  # the default; `[ipc] max_line_bytes` sets it per gateway
 MAX_TEXT_CHARS = 64 * 1024
 
 
@@ -124,13 +129,12 @@ _POLICY: dict[str, str] = {
     "near_sign_message": "self",
 }
 
-# The turn protocol paces itself (one turn at a time) and must never be throttled: a dropped
-# `turn_done` would lose the answer. Everything that acts on the gateway is rate-limited.
+# The turn protocol must never be refused: a dropped `turn_done` would lose the answer. It is
+# only paced, with every other line, by the generous `lines` budget; everything that acts on
+# the gateway also takes from the strict `requests` bucket (see gateway.ipc_limits).
 _TURN_PROTOCOL = frozenset({"next_messages", "received", "turn_done", "status"})
 
 MAX_DEPTH = 6
-RATE_PER_S = 20.0
-RATE_BURST = 100.0
 
 audit = logging.getLogger("clawgate.audit")
 
@@ -152,34 +156,6 @@ def authorize(caller: Caller, method: str, target_folder: str | None) -> None:
     if rule == "self" and (target_folder is None or target_folder == caller.folder):
         return
     raise IpcError("forbidden", f"{method} is not allowed for this group")
-
-
-def _depth(value: object, limit: int = MAX_DEPTH) -> int:
-    if limit < 0:
-        return 1
-    if isinstance(value, dict):
-        return 1 + max((_depth(v, limit - 1) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v, limit - 1) for v in value), default=0)
-    return 0
-
-
-class TokenBucket:
-    """Bounds how fast one group can issue requests, so a hostile agent can't flood the host."""
-
-    def __init__(self, rate: float = RATE_PER_S, burst: float = RATE_BURST) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens = burst
-        self.stamp = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
 
 
 class IpcServices(Protocol):
@@ -235,12 +211,17 @@ def validate(method: object, params: object) -> dict[str, Any]:
 class GroupIpc:
     """The IPC endpoint of one group: hands turns to its agent and collects results."""
 
-    def __init__(self, caller: Caller, socket_path: Path, services: IpcServices) -> None:
+    def __init__(
+        self, caller: Caller, socket_path: Path, services: IpcServices, limits: IpcLimits | None = None
+    ) -> None:
         self.caller = caller
         self.folder = caller.folder
         self.socket_path = socket_path
         self._services = services
-        self._bucket = TokenBucket()
+        self.limits = limits = limits or IpcLimits()
+        self._requests = TokenBucket(limits.requests_per_s, limits.requests_burst)
+        self._lines = Pacer(limits.lines_per_s, limits.lines_burst)
+        self._audit_gate = LogGate()
         self._turns: deque[Turn] = deque()
         self._turn_ready = asyncio.Event()
         self._results: dict[int, asyncio.Future[TurnResult]] = {}
@@ -254,8 +235,9 @@ class GroupIpc:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
+        # `limit` bounds each connection's buffer while a line is still arriving (ipc_reader).
         self._server = await asyncio.start_unix_server(
-            self._serve, path=str(self.socket_path), limit=MAX_LINE_BYTES
+            self._serve, path=str(self.socket_path), limit=self.limits.max_line_bytes
         )
         os.chmod(self.socket_path, 0o666)  # the container's uid must connect; the dir is per group
 
@@ -296,24 +278,51 @@ class GroupIpc:
 
     # -- the socket ------------------------------------------------------------------
 
+    @property
+    def connections(self) -> int:
+        """Open connections on this group's socket (each one is served by one handler task)."""
+        return len(self._handlers)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._handlers) >= self.limits.max_connections:
+            # Refused at once, never queued: the descriptor is released now. The one-line
+            # answer fits any socket buffer, so writing it cannot block.
+            self._refused(None, "too_many_connections", None)
+            error = IpcError(
+                "too_many_connections",
+                f"this group already has {self.limits.max_connections} IPC connections open",
+            )
+            with contextlib.suppress(OSError, RuntimeError):
+                writer.write(self._encode(None, error=error))
+            writer.close()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)  # type: ignore[arg-type]
             task.add_done_callback(self._handlers.discard)
         self.connected.set()
+        limits = self.limits
         try:
             while True:
                 try:
-                    line = await reader.readuntil(b"\n")
-                except asyncio.IncompleteReadError:
+                    line = await read_line(
+                        reader,
+                        max_line_bytes=limits.max_line_bytes,
+                        line_timeout_s=limits.line_timeout_s,
+                        idle_timeout_s=limits.idle_timeout_s,
+                    )
+                except ReadError as exc:
+                    # The stream is out of step (or idle): answer once, then close.
+                    self._refused(None, exc.code, str(exc))
+                    await self._reply(writer, None, error=IpcError(exc.code, str(exc)))
                     return
-                except asyncio.LimitOverrunError:
-                    await self._reply(writer, None, error=IpcError("too_large", "request line too long"))
-                    log.warning("ipc[%s]: oversized request, connection closed", self.folder)
+                if line is None:
                     return
+                # Every line is paced (never refused) before it is even parsed, and yields to
+                # the event loop, so one group's flood cannot monopolize the gateway.
+                await asyncio.sleep(self._lines.reserve(line_cost(len(line))))
                 await self._handle_line(line, writer)
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, TimeoutError):
             return
         except asyncio.CancelledError:
             return  # the server is closing; the agent sees its socket close and exits
@@ -321,35 +330,62 @@ class GroupIpc:
             writer.close()
 
     async def _handle_line(self, line: bytes, writer: asyncio.StreamWriter) -> None:
-        request_id: object = None
-        request: object = None
+        request_id: int | str | None = None
+        method: object = None
         try:
+            unreadable: ReadError | None = None
             try:
-                request = json.loads(line)
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                raise IpcError("bad_json", "request is not valid JSON") from None
+                request = loads(line, MAX_DEPTH)
+            except ReadError as exc:
+                request, unreadable = None, exc
+            # Charged before anything else is looked at; a malformed line counts as a request.
+            if not self._turn_protocol(request) and not self._requests.take():
+                raise IpcError("rate_limited", "too many requests from this group; slow down and retry")
+            if unreadable is not None:
+                raise IpcError(unreadable.code, str(unreadable))
             if not isinstance(request, dict):
                 raise IpcError("bad_request", "request must be a JSON object")
-            request_id = request.get("id")
-            if not isinstance(request_id, int | str) or isinstance(request_id, bool):
+            method = request.get("method")
+            candidate = request.get("id")
+            if not isinstance(candidate, int | str) or isinstance(candidate, bool):
                 raise IpcError("bad_request", "request needs an integer or string id")
+            request_id = candidate
             extra = set(request) - {"id", "method", "params"}
             if extra:
                 raise IpcError("bad_request", f"unexpected top-level field(s): {sorted(extra)}")
-            if _depth(request) > MAX_DEPTH:
-                raise IpcError("too_deep", f"request nesting exceeds {MAX_DEPTH} levels")
-            params = validate(request.get("method"), request.get("params"))
-            if request["method"] not in _TURN_PROTOCOL and not self._bucket.take():
-                raise IpcError("rate_limited", "too many requests; slow down")
+            params = validate(method, request.get("params"))
             result = await self._dispatch(request["method"], params)
         except IpcError as exc:
-            method = request.get("method") if isinstance(request, dict) else None
-            audit.warning(
-                "refused group=%s method=%.40r code=%s reason=%s", self.folder, method, exc.code, exc
-            )
+            self._refused(method, exc.code, str(exc))
             await self._reply(writer, request_id, error=exc)
             return
         await self._reply(writer, request_id, result=result)
+
+    @staticmethod
+    def _turn_protocol(request: object) -> bool:
+        if not isinstance(request, dict):
+            return False
+        method = request.get("method")
+        return isinstance(method, str) and method in _TURN_PROTOCOL
+
+    def _refused(self, method: object, code: str, reason: str | None) -> None:
+        """Audit a refusal; a flood of them is summarized instead of written line by line."""
+        skipped = self._audit_gate.allow()
+        if skipped is None:
+            return
+        more = f" (+{skipped} more refusals not logged)" if skipped else ""
+        audit.warning(
+            "refused group=%s method=%.40r code=%s reason=%s%s", self.folder, method, code, reason, more
+        )
+
+    @staticmethod
+    def _encode(request_id: object, *, result: object = None, error: IpcError | None = None) -> bytes:
+        body: dict[str, object] = {"id": request_id}
+        if error is not None:
+            body["error"] = {"code": error.code, "message": str(error)}
+        else:
+            body["result"] = result if result is not None else {}
+        return json.dumps(body).encode() + b"\n"
 
     async def _reply(
         self,
@@ -359,13 +395,10 @@ class GroupIpc:
         result: object = None,
         error: IpcError | None = None,
     ) -> None:
-        body: dict[str, object] = {"id": request_id}
-        if error is not None:
-            body["error"] = {"code": error.code, "message": str(error)}
-        else:
-            body["result"] = result if result is not None else {}
-        writer.write(json.dumps(body).encode() + b"\n")
-        await writer.drain()
+        writer.write(self._encode(request_id, result=result, error=error))
+        # A peer that never reads would park this handler in drain() forever: same bound as a line.
+        async with asyncio.timeout(self.limits.line_timeout_s):
+            await writer.drain()
 
     async def _dispatch(self, method: str, params: dict[str, Any]) -> object:
         if method == "next_messages":

@@ -17,9 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway import fdlimit
 from gateway.config import Config
 from gateway.disk import DiskGuard
 from gateway.ipc import Caller, GroupIpc, IpcServices
+from gateway.ipc_limits import IpcLimits
 from gateway.models import Group
 from groups import folders
 from groups.mounts import ALLOWLIST_FILE, log_plan, plan_mounts
@@ -178,8 +180,19 @@ class SandboxPool:
                 return live
             return await self._start(group)
 
+    def _out_of_descriptors(self) -> SandboxUnavailable:
+        holders = ", ".join(f"{f}={live.ipc.connections}" for f, live in sorted(self._live.items()))
+        message = fdlimit.exhausted_message(f"IPC connections per group: {holders}" if holders else "")
+        log.error("%s", message)
+        return SandboxUnavailable(message)
+
     async def _start(self, group: Group) -> LiveSandbox:
+        # Out of descriptors, the vault's control socket cannot be reached either: say which it is.
+        if fdlimit.exhausted():
+            raise self._out_of_descriptors()
         if not await self._vault.healthy():
+            if fdlimit.exhausted():
+                raise self._out_of_descriptors()
             raise SandboxUnavailable("the credential vault is not running; refusing to start a sandbox")
         dirs = folders.group_dirs(self._data_dir, group.folder)
         try:  # each group its own uid (groups.uids): nothing keyed by uid is shared between groups
@@ -191,9 +204,17 @@ class SandboxPool:
         owner = identity if os.getuid() == 0 else None
         await asyncio.to_thread(folders.prepare, dirs, owner, is_main=group.is_main)
         ipc = GroupIpc(
-            Caller(group.folder, group.is_main, group.chat_id), dirs.run / "ipc.sock", self._services
+            Caller(group.folder, group.is_main, group.chat_id),
+            dirs.run / "ipc.sock",
+            self._services,
+            IpcLimits.from_config(self._config),
         )
-        await ipc.start()
+        try:
+            await ipc.start()
+        except OSError as exc:
+            if fdlimit.exhausted():
+                raise self._out_of_descriptors() from None
+            raise SandboxUnavailable(f"cannot open the group's IPC socket: {exc}") from None
         try:
             await self._vault.open_group(group.folder, str(dirs.run / "vault.sock"))
             await asyncio.to_thread(shutil.copyfile, self._vault.ca_cert_path, dirs.run / "ca.pem")

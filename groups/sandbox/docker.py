@@ -2,9 +2,11 @@
 
 Every container is locked down the same way regardless of group: no network at all
 (`network_mode="none"`), read-only root with a small tmpfs `/tmp`, every capability
-dropped, `no-new-privileges`, a non-root uid, and memory/CPU/pids limits. Its only
-ways out are the two unix sockets in `/run/clawgate` (mounted read-only: connecting
-to a socket needs no write access to the mount).
+dropped, `no-new-privileges`, a non-root uid, memory/CPU/pids limits, a low `nofile`
+limit and an init process (`--init`) as pid 1, which reaps the zombies a hostile agent
+leaves behind and forwards signals. Its only ways out are the two unix sockets in
+`/run/clawgate` (mounted read-only: connecting to a socket needs no write access to the
+mount).
 
 With `[sandbox] runtime = "runsc"` the same container runs under gVisor: the agent's
 system calls are served by a user-space kernel (the Sentry, itself seccomp-confined
@@ -42,6 +44,8 @@ RUNTIMES = ("runc", "runsc")
 # backstops the Sentry itself, the group's own processes are limited inside gVisor (see below).
 RUNSC_HOST_PIDS_PER_TASK = 16
 RUNSC_HOST_PIDS_BASE = 512
+# Open files per process in the sandbox (soft, hard); the engine's default is often 1048576.
+NOFILE = (1024, 4096)
 
 
 def _known(runtime: str) -> None:
@@ -76,6 +80,8 @@ def container_kwargs(spec: SandboxSpec, runtime: str = "runc") -> dict[str, Any]
     """
     _known(runtime)
     limits = spec.limits
+    processes = process_limits(runtime, limits.pids)
+    process_ulimits = processes.pop("ulimits", [])
     chosen = {} if runtime == "runc" else {"runtime": runtime}
     return {
         **chosen,
@@ -91,7 +97,9 @@ def container_kwargs(spec: SandboxSpec, runtime: str = "runc") -> dict[str, Any]
         "mem_limit": f"{limits.memory_mb}m",
         "memswap_limit": f"{limits.memory_mb}m",
         "nano_cpus": int(limits.cpus * 1_000_000_000),
-        **process_limits(runtime, limits.pids),
+        **processes,
+        "init": True,
+        "ulimits": [Ulimit(name="nofile", soft=NOFILE[0], hard=NOFILE[1]), *process_ulimits],
         "working_dir": "/workspace/group",
         "environment": dict(spec.env),
         "labels": {**spec.labels, LABEL_GROUP: spec.folder},

@@ -1,0 +1,114 @@
+"""Reading one request from a hostile peer: bounded in bytes, in time and in JSON nesting.
+
+The bytes are bounded while they arrive, not after: the server's `StreamReader` is created
+with `limit=max_line_bytes`, so `readuntil` gives up as soon as that many bytes are buffered
+without a newline (the reader pauses the socket at twice the limit, so a connection never
+holds much more than that). A line must also *finish* within `line_timeout_s` of its first
+byte, so a half-sent line is dropped after a while instead of pinning its memory, and a
+connection that sends nothing for `idle_timeout_s` is closed.
+
+The nesting is bounded before `json.loads` ever sees the line: a line of 100,000 `[` would
+otherwise end in a `RecursionError` from the decoder instead of a clear refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_SQUARE = bytes.maketrans(b"{}", b"[]")  # depth does not care which kind of bracket
+
+
+class ReadError(Exception):
+    """The line (or the connection) is refused; `code` goes into the error response."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+async def read_line(
+    reader: asyncio.StreamReader, *, max_line_bytes: int, line_timeout_s: float, idle_timeout_s: float
+) -> bytes | None:
+    """The next newline-terminated line, or None when the peer closed the connection.
+
+    Raises `ReadError` (`idle_timeout`, `line_timeout`, `too_large`); the caller then
+    answers once and closes the connection, since the stream is no longer in sync.
+    """
+    try:
+        async with asyncio.timeout(idle_timeout_s):
+            first = await reader.read(1)
+    except TimeoutError:
+        raise ReadError("idle_timeout", f"no request for {idle_timeout_s:g}s; connection closed") from None
+    if not first:
+        return None
+    if first == b"\n":
+        return first
+    try:
+        async with asyncio.timeout(line_timeout_s):
+            rest = await reader.readuntil(b"\n")
+    except TimeoutError:
+        raise ReadError(
+            "line_timeout", f"a request line must arrive within {line_timeout_s:g}s of its first byte"
+        ) from None
+    except asyncio.LimitOverrunError:
+        raise ReadError("too_large", f"request line longer than {max_line_bytes} bytes") from None
+    except asyncio.IncompleteReadError:
+        return None  # the peer went away in the middle of a line
+    if len(first) + len(rest) > max_line_bytes:
+        raise ReadError("too_large", f"request line longer than {max_line_bytes} bytes")
+    return first + rest
+
+
+def _skeleton(line: bytes) -> bytes:
+    """The brackets of `line` outside JSON strings, all as `[`/`]`; only C-speed bytes methods.
+
+    Escapes go first (escaped backslashes paired left to right, as a JSON lexer pairs them,
+    then escaped quotes), so every quote left delimits a string: the even pieces between
+    quotes are outside strings.
+    """
+    text = line.replace(b"\\\\", b"").replace(b'\\"', b"")
+    return b"".join(text.split(b'"')[::2]).translate(_SQUARE, _NOT_BRACKETS)
+
+
+def nesting_exceeds(line: bytes, limit: int) -> bool:
+    """True if the JSON text in `line` nests arrays/objects more than `limit` deep.
+
+    Explicit and cheap even for a hostile 256 KiB line: on the bracket skeleton, each pass
+    removes the innermost `[]` pairs, so a pair still standing after `limit` passes holds
+    something more than `limit` deep. What is left then holds no matched pair, only
+    unmatched brackets, whose depth the removals did not change; a short walk measures it
+    (it stops at the first one too deep or at a stray `]`, which `json.loads` reports).
+    """
+    if line.count(b"[") + line.count(b"{") <= limit:
+        return False
+    skeleton = _skeleton(line)
+    for _ in range(limit):
+        reduced = skeleton.replace(b"[]", b"")
+        if len(reduced) == len(skeleton):
+            break
+        skeleton = reduced
+    else:
+        if b"[]" in skeleton:
+            return True
+    depth = 0
+    for byte in skeleton:
+        depth += 1 if byte == 0x5B else -1  # ord("[")
+        if depth > limit:
+            return True
+        if depth < 0:
+            return False
+    return False
+
+
+def loads(line: bytes, max_depth: int) -> object:
+    """Parse one request line; `ReadError` (`too_deep`, `bad_json`) instead of any decoder failure."""
+    if nesting_exceeds(line, max_depth):
+        raise ReadError("too_deep", f"request nesting exceeds {max_depth} levels")
+    try:
+        return json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ReadError("bad_json", "request is not valid JSON") from None
+    except RecursionError:  # unreachable after the check above; kept so no traceback ever escapes
+        raise ReadError("too_deep", f"request nesting exceeds {max_depth} levels") from None
