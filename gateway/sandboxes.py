@@ -109,7 +109,10 @@ def sandbox_spec(
         run_dir=dirs.run,
         uid=identity[0],
         gid=identity[1],
-        limits=limits or Limits(sandbox.memory_mb, sandbox.cpus, sandbox.pids_limit, sandbox.tmpfs_mb),
+        limits=limits
+        or Limits(
+            sandbox.memory_mb, sandbox.cpus, sandbox.pids_limit, sandbox.tmpfs_mb, sandbox.group_quota_mb
+        ),
         env=agent_environment(config, group, secrets),
         labels={LABEL_INSTANCE: instance},
         extra_mounts=extra_mounts,
@@ -269,10 +272,14 @@ class SandboxPool:
             await self.stop(live.group.folder)
 
     async def _stop_over_limit(self, live: LiveSandbox, reason: str) -> None:
-        """The disk watch tripped: its turn fails with the reason, then the sandbox goes."""
-        if self._live.get(live.group.folder) is live:
-            live.ipc.abort_all(reason)
-            await self.stop(live.group.folder)
+        """The disk watch tripped: its turn fails with the reason, then the sandbox goes.
+
+        Under the group's lock, so a new start waits until this one is fully gone (its IPC
+        socket removed) instead of racing it for the socket path."""
+        async with self._lock(live.group.folder):
+            if self._live.get(live.group.folder) is live:
+                live.ipc.abort_all(reason)
+                await self.stop(live.group.folder)
 
     def lane_finished(self, folder: str) -> None:
         """Keep a live sandbox warm until the idle timeout; free the slot of one that never started."""

@@ -18,6 +18,7 @@ class Limits:
     cpus: float
     pids: int
     tmpfs_mb: int
+    file_mb: int | None = None  # RLIMIT_FSIZE: no single file grows past the group's disk quota
 
 
 @dataclass(frozen=True, slots=True)

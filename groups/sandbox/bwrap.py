@@ -557,7 +557,7 @@ class BwrapBackend:
         mib = 1024 * 1024
         wanted = [
             (resource.RLIMIT_NOFILE, NOFILE),
-            (resource.RLIMIT_FSIZE, FSIZE_MB * mib),
+            (resource.RLIMIT_FSIZE, (spec.limits.file_mb or FSIZE_MB) * mib),
             (resource.RLIMIT_CORE, 0),
         ]
         if "memory" not in cgroup.applied:

@@ -83,7 +83,7 @@ def container_kwargs(spec: SandboxSpec, runtime: str = "runc") -> dict[str, Any]
     processes = process_limits(runtime, limits.pids)
     process_ulimits = processes.pop("ulimits", [])
     chosen = {} if runtime == "runc" else {"runtime": runtime}
-    return {
+    kwargs: dict[str, Any] = {
         **chosen,
         "image": spec.image,
         "detach": True,
@@ -118,6 +118,10 @@ def container_kwargs(spec: SandboxSpec, runtime: str = "runc") -> dict[str, Any]
             ),
         ],
     }
+    if limits.file_mb is not None:  # the kernel stops one runaway file at the quota at once
+        size = limits.file_mb * 1024 * 1024
+        kwargs["ulimits"] = [*kwargs.get("ulimits", []), Ulimit(name="fsize", soft=size, hard=size)]
+    return kwargs
 
 
 class DockerSandbox:

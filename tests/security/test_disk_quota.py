@@ -143,6 +143,17 @@ async def test_agent_writing_past_its_quota_is_stopped_refused_and_reported_once
     assert len([t for t in d.texts(MAIN_CHAT) if "over its disk quota" in t]) == 2
 
 
+async def test_one_runaway_file_is_cut_by_the_kernel_at_the_quota(tier: Tier, quota_driver: Driver) -> None:
+    """RLIMIT_FSIZE = group_quota_mb: a single writer cannot overshoot even within one check."""
+    d = quota_driver
+    reply, output = await d.say(
+        "dd if=/dev/zero of=/workspace/group/one bs=1M count=200 2>&1; sleep 30; echo finished-writing"
+    )
+    assert "over its disk quota" in reply, (reply, output)
+    size = (d.gw.data_dir / "groups" / HOSTILE.folder / "one").stat().st_size
+    assert 0 < size <= QUOTA_MB * MB, size
+
+
 async def test_agent_cannot_push_the_data_dir_below_its_free_space_floor(
     tier: Tier, dirs: tuple[Path, Path], model_server: FakeModelServer
 ) -> None:

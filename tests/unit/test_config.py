@@ -108,3 +108,15 @@ def test_the_inbox_is_mounted_read_only_by_both_backends(tmp_path: Path) -> None
     argv = bwrap_argv(spec, tmp_path / "rootfs", privileged=False)
     at = argv.index("/workspace/inbox")
     assert argv[at - 2 : at] == ["--ro-bind", str(dirs.inbox)]
+
+
+def test_no_single_file_may_outgrow_the_group_quota(tmp_path: Path) -> None:
+    from groups.sandbox.bwrap import FSIZE_MB
+
+    cfg = parse("[sandbox]\ngroup_quota_mb = 64", SRC)
+    spec = sandbox_spec(
+        cfg, Group("team", "tg:1", "team", "@Andy"), group_dirs(tmp_path, "team"), (1, 1), "i"
+    )
+    assert spec.limits.file_mb == 64 != FSIZE_MB
+    [fsize] = [u for u in container_kwargs(spec)["ulimits"] if u["Name"] == "fsize"]
+    assert fsize["Soft"] == fsize["Hard"] == 64 * 1024 * 1024
