@@ -91,6 +91,9 @@ async def test_many_small_ft_transfers_stop_at_the_token_daily_limit(
     assert env.world.tg.prompts == []  # within the limits nothing needed the owner
     day = await env.world.store.wallet_day(utc_day(T0))
     assert day.tokens == {USDC: 100_000_000}
+    # The owner's `/wallet` and `/policy` show it.
+    assert f"Today's {USDC} tokens: 100000000 of 100000000 base units" in await env.service.status_text()
+    assert f"token_limits: {USDC} daily 100000000, auto up to 10000000" in env.service.policy_text()
 
 
 async def test_a_huge_ft_transfer_is_never_auto_approved(limited: tuple[Env, FungibleToken]) -> None:
