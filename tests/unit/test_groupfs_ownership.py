@@ -10,6 +10,9 @@ A *group path* is a value that flows (within one function, through assignments, 
   conventional names;
 * the result of calling something named `group_folder` or `group_inbox` (channel callbacks).
 
+And group paths are built only by `groups.folders.group_dirs`: `<…data_dir…> / "groups"`
+(or `"global"`, `"inbox"`) anywhere else is a violation too.
+
 A group path may be given to `groups.groupfs`, turned into a string, logged, or handed to
 the small allowlist below (sandbox specs and mount descriptions, which only carry it to the
 backend). Any other call that takes it as an argument, and any method called on it other
@@ -34,6 +37,7 @@ EXEMPT = ("groups/agent/", "groups/groupfs.py")  # the agent runs INSIDE the san
 SOURCE_NAME = re.compile(r"^_?(group_dir|global_dir|inbox_dir|group_root|inbox_root)$")
 SOURCE_CALL = re.compile(r"^_?(group_folder|group_inbox)$")
 DIRS_FIELDS = {"group", "global_", "inbox"}
+TREE_NAMES = {"groups", "global", "inbox"}  # the data dir's sandbox-visible trees
 PROPAGATORS = {"str", "Path", "PurePath", "fspath", "join", "PurePosixPath"}  # value stays a group path
 PURE_METHODS = {
     "joinpath",
@@ -254,6 +258,22 @@ class Checker(ast.NodeVisitor):
                 self.report(node, f"a group path passed to `{ast.unparse(func)}()`")
         self.generic_visit(node)
 
+    def visit_BinOp(self, node: ast.BinOp) -> None:
+        # Group paths are built in one place (groups/folders.py); building one by hand from the
+        # data dir would slip past the sources above.
+        right = node.right
+        if (
+            isinstance(node.op, ast.Div)
+            and isinstance(right, ast.Constant)
+            and right.value in TREE_NAMES
+            and "data_dir" in ast.unparse(node.left)
+            and self.filename != "groups/folders.py"
+        ):
+            self.report(
+                node, f"a group tree built by hand ({ast.unparse(node)}); use groups.folders.group_dirs"
+            )
+        self.generic_visit(node)
+
     def report(self, node: ast.AST, what: str) -> None:
         self.violations.append(Violation(self.filename, getattr(node, "lineno", 0), what))
 
@@ -366,6 +386,10 @@ def g(data_dir, folder):
         """
 def h(inbox_dir):
     return list(inbox_dir.iterdir())
+""",
+        """
+def by_hand(self, folder):
+    return self.data_dir / "groups" / folder
 """,
     ],
 )
