@@ -9,15 +9,18 @@ descriptors and memory grew by a bounded amount (resource assertions, never timi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import resource
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from gateway.app import Gateway
+from groups.sandbox.base import SandboxUnavailable
 from tests.fakes.channel import CaptureChannel
 from tests.fakes.model_server import FakeModelServer
 from tests.security.conftest import HOSTILE, MAIN_CHAT, Attacker, Tier, add_model_key
@@ -206,3 +209,26 @@ async def test_nested_json_and_a_request_flood_from_a_sandbox(
 
     await channel.wait_until(lambda: spam() >= report["ok"], timeout=60)
     assert spam() == report["ok"], (spam(), report)  # each accepted request acted exactly once
+
+
+@pytest.mark.parametrize("tier", ["docker"], indirect=True)
+async def test_descriptor_exhaustion_is_named_not_blamed_on_the_vault(tier: Tier, gateway: Gateway) -> None:
+    """Out of descriptors, a sandbox start says so (the vault is fine), and works once they are back."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held: list[int] = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (gateway_fds() + 64, hard))
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        with pytest.raises(SandboxUnavailable) as err:
+            await gateway.pool.ensure(HOSTILE)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert "out of file descriptors" in str(err.value), err.value
+    assert "vault" not in str(err.value), err.value
+    assert await gateway.vault.healthy()
+    live = await gateway.pool.ensure(HOSTILE)
+    assert not live.sandbox.exited.done()
