@@ -13,6 +13,8 @@
 - load: 100 groups, 10,000 messages, a model with a small delay (see benchmarks/load.py).
 - vault: HTTPS requests/s and added latency through the vault, next to a bare mitmdump and
   direct to the upstream (see benchmarks/vault.py).
+- IPC flood: the main group's message latency while another group holds its maximum IPC
+  connections and churns more, next to rounds without the flood (see benchmarks/ipc_flood.py).
 Needs Docker and the sandbox image (built if missing). Talks only to loopback.
 """
 
@@ -33,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import IMAGE, bench_gateway, ensure_image  # noqa: E402
+from benchmarks.ipc_flood import run as ipc_flood_run  # noqa: E402
 from benchmarks.load import run_load  # noqa: E402
 from benchmarks.mount_cases import run as mount_cases_run  # noqa: E402
 from benchmarks.vault import run as vault_run  # noqa: E402
@@ -171,6 +174,7 @@ async def main() -> None:
     rtt = await socket_rtt(WARM_MESSAGES)
     docker_run, runsc_run, runsc_problem = bare_docker_runs(COLD_STARTS)
     warm, cold = await gateway_latencies()
+    ipc_flood = await ipc_flood_run()  # another group's latency under an IPC connection flood
     bwrap_cold = await bwrap_cold_starts()
     ingest, raw_ingest = await ingest_throughput()
     mount_cases = await asyncio.to_thread(mount_cases_run)
@@ -198,6 +202,7 @@ async def main() -> None:
         "ingest_groups": INGEST_GROUPS,
         "raw_sqlite_msgs_per_s": round(raw_ingest),
         "mount_cases_checked": mount_cases,
+        **ipc_flood,
         **load,
         **vault,
         **near_sign,
@@ -211,6 +216,7 @@ async def main() -> None:
             "bwrap_cold_start_p50_ms": 100,
             "vault_vs_mitmdump_rps": 0.9,
             "near_sign_per_s": 5000,
+            "ipc_conn_flood_other_group_p99_ms": 200,
         },
     }
     print(json.dumps(result))
