@@ -123,7 +123,7 @@ async def run_checks() -> bool:
     results.append(_wallet(cfg))
     results.append(await _database())
     _report(True, "channels: console (the terminal; no credentials needed)")
-    results.append(_disk())
+    results.append(_disk(cfg.sandbox.min_free_mb))
     return all(results)
 
 
@@ -222,10 +222,15 @@ def _wallet(cfg: config_mod.Config) -> bool:
     return _report(True, f"wallet: {len(names)} NEAR key(s), RPC {cfg.wallet.effective_rpc_url}")
 
 
-def _disk(minimum_gib: float = 1.0) -> bool:
+def _disk(min_free_mb: int) -> bool:
+    """The data dir's disk against `[sandbox] min_free_mb`: below it, the gateway refuses turns."""
     import shutil
 
     target = paths.data_dir()
     target.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(target).free / 2**30
-    return _report(free >= minimum_gib, f"free disk in {target}: {free:.1f} GiB", "free some disk space")
+    free_mb = shutil.disk_usage(target).free // 2**20
+    return _report(
+        free_mb >= min_free_mb,
+        f"free disk in {target}: {free_mb / 1024:.1f} GiB (floor [sandbox] min_free_mb = {min_free_mb})",
+        "free some disk space: below the floor no sandbox runs",
+    )
