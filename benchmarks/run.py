@@ -10,6 +10,8 @@
 - ingest: messages persisted per second across 100 groups, next to a raw sqlite3
   single-transaction insert of the same rows.
 - mount cases: generated mount requests checked against the allowlist invariants.
+- disk walk: one disk-quota measurement of a 20,000-entry group folder (`groups.groupfs.usage`),
+  next to a plain `os.walk` + `lstat` of the same tree (see benchmarks/disk_walk.py).
 - load: 100 groups, 10,000 messages, a model with a small delay (see benchmarks/load.py).
 - vault: HTTPS requests/s and added latency through the vault, next to a bare mitmdump and
   direct to the upstream (see benchmarks/vault.py).
@@ -34,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.disk_walk import run as disk_walk_run  # noqa: E402
 from benchmarks.harness import IMAGE, bench_gateway, ensure_image  # noqa: E402
 from benchmarks.ipc_flood import run as ipc_flood_run  # noqa: E402
 from benchmarks.load import run_load  # noqa: E402
@@ -178,6 +181,7 @@ async def main() -> None:
     bwrap_cold = await bwrap_cold_starts()
     ingest, raw_ingest = await ingest_throughput()
     mount_cases = await asyncio.to_thread(mount_cases_run)
+    disk_walk = await asyncio.to_thread(disk_walk_run)  # the disk-quota measurement vs os.walk
     load = await run_load("bwrap")
     vault = await vault_run()  # HTTPS via the vault vs bare mitmdump vs direct (benchmarks/vault.py)
     near_sign = await asyncio.to_thread(wallet_sign_run)  # analyze + policy + sign vs bare ed25519
@@ -202,6 +206,7 @@ async def main() -> None:
         "ingest_groups": INGEST_GROUPS,
         "raw_sqlite_msgs_per_s": round(raw_ingest),
         "mount_cases_checked": mount_cases,
+        **disk_walk,
         **ipc_flood,
         **load,
         **vault,
