@@ -45,7 +45,7 @@ from telegram import (
 )
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, ChatMigrated, RetryAfter
-from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
+from telegram.ext import Application
 
 try:
     from telegram.ext import AIORateLimiter
@@ -54,6 +54,7 @@ except ImportError:  # pragma: no cover - the extra is a dependency; without it 
 
 from channels.base import ApprovalOutcome, ApprovalPrompt, ButtonPress, OnButton, OnMessage
 from channels.telegram_format import LIMIT, html_to_plain, render
+from channels.telegram_poll import UpdatePoller
 from channels.telegram_webhook import WebhookServer, check_secret, webhook_secret
 from gateway.models import InboundMessage
 from groups import groupfs
@@ -63,6 +64,12 @@ if TYPE_CHECKING:
     from gateway.config import TelegramConfig
 
 log = logging.getLogger(__name__)
+
+
+class StoreUnavailable(RuntimeError):
+    """An update could not be stored; it must not be acknowledged."""
+
+
 PREFIX = "tg:"
 CALLBACK_PREFIX = "ap:"
 WEBHOOK_PATH = "/clawgate-telegram"
@@ -143,6 +150,8 @@ class TelegramChannel:
         self._poll_timeout = poll_timeout_s
         self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self._server: WebhookServer | None = None
+        self._poller: UpdatePoller | None = None
+        self._unavailable_told: set[str] = set()
         self._on_message: OnMessage | None = None
         self._on_button: OnButton | None = None
         self._threads: dict[int, int] = {}  # chat → topic of the latest human message
@@ -211,18 +220,14 @@ class TelegramChannel:
             .get_updates_read_timeout(self._poll_timeout + 10)
             .concurrent_updates(False)  # messages in order; button presses run as their own tasks
         )
-        if self._mode == "webhook":  # our own server (channels.telegram_webhook) feeds the queue
-            builder = builder.updater(None)
+        builder = builder.updater(None)  # inbound is ours: stored before acknowledged (telegram_poll)
         if AIORateLimiter is not None:  # Telegram's flood limits; a 429 still comes back to `_call`
             builder = builder.rate_limiter(AIORateLimiter(max_retries=0))
         app = builder.build()
-        app.add_handler(CallbackQueryHandler(self._on_callback, pattern=rf"^{CALLBACK_PREFIX}"))
-        app.add_handler(MessageHandler(filters.ALL & ~filters.UpdateType.EDITED, self._on_update))
         await app.initialize()
         self._app = app
         self.bot_id, self.bot_username = app.bot.id, app.bot.username
         await self._sync_commands()
-        await app.start()
         allowed = ["message", "channel_post", "callback_query"]
         if self._mode == "webhook":
             url, listen, port, secret = self._webhook
@@ -232,10 +237,10 @@ class TelegramChannel:
             self._server = server
             await app.bot.set_webhook(url=url or "", secret_token=secret, allowed_updates=allowed)
         else:
-            assert app.updater is not None
-            await app.updater.start_polling(
-                timeout=int(self._poll_timeout), poll_interval=0, allowed_updates=allowed
+            self._poller = UpdatePoller(
+                app.bot, self._handle_batch, timeout_s=int(self._poll_timeout), allowed_updates=allowed
             )
+            await self._poller.start()
         self.connected = True
         log.info("telegram connected as @%s (%s)", self.bot_username, self._mode)
 
@@ -251,9 +256,9 @@ class TelegramChannel:
                 await server.stop()
         if app is None:
             return
-        with contextlib.suppress(Exception):
-            if app.updater is not None and app.updater.running:
-                await app.updater.stop()
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            await poller.stop()
         with contextlib.suppress(Exception):
             if app.running:
                 await app.stop()
@@ -266,7 +271,12 @@ class TelegramChannel:
         return self._server.port if self._server is not None else None
 
     async def _deliver(self, data: dict[str, Any]) -> None:
-        """An authenticated webhook update goes where PTB's own webhook server would put it."""
+        """An authenticated webhook update, handled before the HTTP answer goes back.
+
+        Telegram retries an update until it gets a 2xx, so the answer is the acknowledgement:
+        raising here (the store could not write) makes the webhook answer 500 and Telegram
+        delivers the update again later.
+        """
         app = self._app
         if app is None:
             raise ConnectionError("telegram channel is not connected")
@@ -274,7 +284,8 @@ class TelegramChannel:
             update = Update.de_json(data, app.bot)
         except Exception as exc:
             raise ValueError(f"not a Telegram update ({type(exc).__name__})") from None
-        await app.update_queue.put(update)
+        if await self._handle_batch([update]) < 1:
+            raise StoreUnavailable("the update could not be stored")
 
     @property
     def _bot(self) -> Any:
@@ -301,25 +312,71 @@ class TelegramChannel:
 
     # -- inbound -----------------------------------------------------------------------------
 
-    async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.message or update.channel_post
-        if message is None or self._on_message is None:
-            return
-        try:
-            await self._handle_message(message)
-        except Exception:
-            log.exception("telegram: could not handle message %s", message.message_id)
-            raise
+    async def _handle_batch(self, updates: Sequence[Update]) -> int:
+        """Store a batch of updates in order; return how many leading ones are stored.
 
-    async def _handle_message(self, message: Message) -> None:
+        The messages are handed to the gateway together, so the store's group commit writes
+        them in one transaction (one fsync) and keeps their order. Button presses run as
+        tasks of their own once the messages before them are stored: a press must never
+        wait behind a turn. An update that cannot be read is logged and counted as handled,
+        so one hostile update cannot stop the bot; one that cannot be *stored* is not.
+        """
         assert self._on_message is not None
+        inbound: list[InboundMessage | None] = []
+        for update in updates:
+            message = update.message or update.channel_post
+            item = None
+            if message is not None:
+                try:
+                    item = await self._inbound(message)
+                except Exception:
+                    log.exception("telegram: skipped update %s that could not be read", update.update_id)
+            inbound.append(item)
+        results = await asyncio.gather(
+            *(self._on_message(item) for item in inbound if item is not None), return_exceptions=True
+        )
+        outcome = iter(results)
+        for index, (update, item) in enumerate(zip(updates, inbound, strict=True)):
+            if item is not None:
+                result = next(outcome)
+                if isinstance(result, BaseException):
+                    log.error(
+                        "telegram: could not store update %s (%s); Telegram keeps it",
+                        update.update_id,
+                        type(result).__name__,
+                    )
+                    await self._tell_unavailable(item.chat_id)
+                    return index
+                self._unavailable_told.discard(item.chat_id)
+            if update.callback_query is not None:
+                task = asyncio.create_task(self._handle_callback(update), name="telegram-button")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        return len(updates)
+
+    async def _tell_unavailable(self, chat_id: str) -> None:
+        """Once per chat until a message from it is stored again: the sender is not left guessing."""
+        if chat_id in self._unavailable_told:
+            return
+        self._unavailable_told.add(chat_id)
+        with contextlib.suppress(Exception):
+            chat, thread = self._target(chat_id)
+            await self._bot.send_message(
+                chat_id=chat,
+                message_thread_id=thread,
+                text="⚠️ The assistant cannot take messages right now (its storage is failing). "
+                "Telegram keeps yours; it will be read once storage is back.",
+            )
+
+    async def _inbound(self, message: Message) -> InboundMessage | None:
+        """The message as the gateway stores it, or None (service messages, migrations)."""
         chat = message.chat
         if message.migrate_to_chat_id:
             await self._migrate(chat.id, message.migrate_to_chat_id)
-            return
+            return None
         if message.migrate_from_chat_id:
             await self._migrate(message.migrate_from_chat_id, chat.id)
-            return
+            return None
         text = message.text or message.caption or ""
         sender = message.from_user
         is_bot = bool(sender and sender.is_bot) or (sender is not None and sender.id == self.bot_id)
@@ -332,7 +389,7 @@ class TelegramChannel:
         if saved:
             text = f"{text}\n{saved}".strip()
         if not text.strip():
-            return  # joins, pins and other service messages
+            return None  # joins, pins and other service messages
         if not is_bot:
             text = self._apply_trigger(message, text)
         if sender is not None:
@@ -340,18 +397,16 @@ class TelegramChannel:
         else:  # channel posts and anonymous admins speak as the chat
             origin = message.sender_chat or chat
             sender_id, sender_name = f"{PREFIX}{origin.id}", origin.title or ""
-        await self._on_message(
-            InboundMessage(
-                chat_id=f"{PREFIX}{chat.id}",
-                external_id=f"{chat.id}:{message.message_id}",
-                sender_id=sender_id,
-                sender_name=sender_name,
-                text=text,
-                timestamp=message.date.timestamp() if message.date else time.time(),
-                channel=self.name,
-                chat_name=chat.title or chat.full_name or "",
-                is_from_bot=is_bot,
-            )
+        return InboundMessage(
+            chat_id=f"{PREFIX}{chat.id}",
+            external_id=f"{chat.id}:{message.message_id}",
+            sender_id=sender_id,
+            sender_name=sender_name,
+            text=text,
+            timestamp=message.date.timestamp() if message.date else time.time(),
+            channel=self.name,
+            chat_name=chat.title or chat.full_name or "",
+            is_from_bot=is_bot,
         )
 
     def _apply_trigger(self, message: Message, text: str) -> str:
@@ -425,12 +480,6 @@ class TelegramChannel:
             log.warning("telegram: could not save attachment: %s", type(exc).__name__)
             return f"[attachment {original!r} could not be saved]"
         return f"[attachment saved: {INBOX_IN_SANDBOX}/{name}]"
-
-    async def _on_callback(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        # Run as its own task: the press must never wait behind a message being processed.
-        task = asyncio.create_task(self._handle_callback(update), name="telegram-button")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _handle_callback(self, update: Update) -> None:
         query = update.callback_query

@@ -8,8 +8,9 @@ server compares it in constant time (`hmac.compare_digest`) before the body is e
 A request without the header gets 401, a wrong one 403; neither is parsed, stored or acted on.
 
 We serve it ourselves (aiohttp, as the Slack channel does) rather than through
-python-telegram-bot's webhook server, whose comparison is a plain `!=`. Accepted updates go
-into the Application's `update_queue`, exactly where PTB's own server puts them.
+python-telegram-bot's webhook server, whose comparison is a plain `!=`. An accepted update is
+stored before the 200 goes back (Telegram redelivers until it gets a 2xx), so a failure to
+store it answers 500.
 """
 
 from __future__ import annotations

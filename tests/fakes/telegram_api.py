@@ -64,6 +64,9 @@ class FakeBotApi:
         self.webhook: dict[str, Any] = {}
         self.on_get_updates: Any = None  # called (no lock held) at every getUpdates, before it answers
         self._failures: list[tuple[str, int, dict[str, Any]]] = []
+        self.confirmed_below = 0  # getUpdates offsets: every update below this is acknowledged
+        self.confirmed_ids: set[int] = set()
+        self.on_confirm: Any = None  # called with the new offset before it takes effect
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1000)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -213,16 +216,29 @@ class FakeBotApi:
         return True
 
     def api_getupdates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Telegram's rule: an offset above an update's id confirms it, and it is gone for good.
+
+        Without an offset, the oldest unconfirmed updates come back (that is what a restarted
+        bot sees). `on_confirm(offset)` runs before anything is forgotten, so a test can kill
+        the bot at the exact moment it acknowledges a batch.
+        """
         offset = int(params.get("offset") or 0)
+        limit = max(1, min(int(params.get("limit") or 100), 100))
         timeout = float(params.get("timeout") or 0)
+        if offset > self.confirmed_below:
+            if self.on_confirm is not None:
+                self.on_confirm(offset)
+            with self.lock:
+                self.confirmed_below = max(self.confirmed_below, offset)
+                self.confirmed_ids.update(u["update_id"] for u in self.updates if u["update_id"] < offset)
+                self.lock.notify_all()
         deadline = time.monotonic() + timeout
         if self.on_get_updates is not None:
             self.on_get_updates()
-        with self.lock:
-            if offset > 0:  # like Telegram: an offset confirms (forgets) every earlier update
-                self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        with self.lock:  # confirmed updates stay in `updates` (tests read them) but never come back
             while True:
-                pending = [u for u in self.updates if u["update_id"] >= offset]
+                start = max(offset, self.confirmed_below)
+                pending = [u for u in self.updates if u["update_id"] >= start][:limit]
                 remaining = deadline - time.monotonic()
                 if pending or remaining <= 0:
                     return pending
