@@ -37,7 +37,10 @@ async def backend_report(cfg: config_mod.Config) -> dict[str, bool]:
 
     checks = {
         "docker": ("Docker engine and image", DockerBackend(1, cfg.sandbox.runtime)),
-        "bwrap": ("bubblewrap, namespaces and exported root filesystem", BwrapBackend(1, paths.data_dir())),
+        "bwrap": (
+            "bubblewrap, seccomp filter, namespaces and exported root filesystem",
+            BwrapBackend(1, paths.data_dir()),
+        ),
     }
     usable = {}
     for name, (what, backend) in checks.items():
