@@ -29,9 +29,9 @@ Environment. bwrap itself is started with `BWRAP_ENV` only, never the gateway's 
 (which may hold tokens); the sandbox gets exactly the spec's (`--clearenv`, `--setenv`).
 
 Limits. Applied to bwrap itself before exec, inherited by everything inside:
-- rlimits: RLIMIT_NOFILE, RLIMIT_FSIZE, RLIMIT_CORE=0; RLIMIT_NPROC = pids limit (per uid,
-  so only when the sandbox has its group's own uid); RLIMIT_AS = memory_mb per process when
-  no memory cgroup applies.
+- rlimits: RLIMIT_NOFILE, RLIMIT_FSIZE, RLIMIT_CORE=0; RLIMIT_NPROC = pids limit x
+  max_containers (per uid over the whole host, so only when the sandbox has its group's own
+  uid, with headroom); RLIMIT_AS = memory_mb per process when no memory cgroup applies.
 - cgroups (v1 or v2, when writable, i.e. as root): memory (+ swap) = memory_mb, pids =
   pids limit, cpu quota = cpus, in `clawgate/<instance>/<sandbox id>`. The cgroup is
   also used to kill every process of a sandbox on stop. `BwrapBackend.last_limits` and
@@ -562,8 +562,10 @@ class BwrapBackend:
         ]
         if "memory" not in cgroup.applied:
             wanted.append((resource.RLIMIT_AS, spec.limits.memory_mb * mib))
-        if privileged_launch() and spec.uid != os.getuid():  # per uid, and each group has its own
-            wanted.append((resource.RLIMIT_NPROC, spec.limits.pids))
+        if privileged_launch() and spec.uid != os.getuid():
+            # counted per uid over the whole host: leave room for a restart overlapping the old
+            # sandbox's last processes (the pids cgroup, where it applies, is the exact limit)
+            wanted.append((resource.RLIMIT_NPROC, spec.limits.pids * self._max))
         limits = []
         for which, value in wanted:  # never above the current hard limit (that would fail as non-root)
             hard = resource.getrlimit(which)[1]

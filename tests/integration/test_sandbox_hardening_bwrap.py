@@ -63,7 +63,10 @@ class World:
         self.config_dir.mkdir(parents=True)
         link_rootfs(self.data_dir, store)
         self.data_dir.chmod(0o700)  # as the gateway leaves it
-        toml = f'[sandbox]\nbackend = "bwrap"\nimage = "{image}"\n'
+        # a uid range of its own: RLIMIT_NPROC counts per uid over the whole host, and other test
+        # sessions on this machine run sandboxes as the default range
+        base = 100_000 + secrets.randbelow(1_000) * 1_000
+        toml = f'[sandbox]\nbackend = "bwrap"\nimage = "{image}"\nrun_as_uid = {base}\n'
         self.config = parse(toml, self.config_dir / "config.toml")
         (self.config_dir / "config.toml").write_text(toml)
         self.instance = "test-" + secrets.token_hex(6)
@@ -644,3 +647,23 @@ def test_swap_after_the_sources_are_opened_still_mounts_the_original_inode(world
     assert world.token not in done.stdout
     assert (tree.projects / "team" / "shared-original" / "new").read_text() == "written\n"
     assert sorted(p.name for p in tree.secret.iterdir()) == ["secret.txt", "shared"]
+
+
+async def test_project_mount_by_fd_still_shadows_its_env_file(world, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Files and devices are mounted by fd too: main's project `.env` stays covered by /dev/null."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README").write_text("project")
+    (project / ".env").write_text("TOKEN=env-secret-" + world.token)
+    (world.config_dir / "mount-allowlist.json").write_text(json.dumps({"allowed_roots": []}))
+    main = Group("main", "test:main", "main", "@bot", is_main=True)
+    plan = plan_mounts(
+        main, world.config_dir / "mount-allowlist.json", world.config_dir, world.data_dir, str(project)
+    )
+    assert [m.container_path for m in plan.granted] == ["/workspace/project", "/workspace/project/.env"]
+    spec = world.spec("main", is_main=True, extra_mounts=tuple(plan.granted))
+    code, out = await world.sh(
+        spec, "cat /workspace/project/README; cat /workspace/project/.env; echo; touch /workspace/project/x"
+    )
+    assert out.startswith("project") and world.token not in out, out
+    assert code != 0 and "Read-only file system" in out, out
