@@ -18,7 +18,7 @@ if command -v pyenv >/dev/null 2>&1; then \
 fi; exit 1
 endef
 
-.PHONY: run test bench load lint image venv clean
+.PHONY: run test bench load fuzz lint image venv clean
 
 $(BIN)/.installed: pyproject.toml
 	@py=$$( $(FIND_PYTHON) ) || { \
@@ -46,6 +46,11 @@ bench: venv
 
 load: venv
 	@$(BIN)/python -m benchmarks.load
+
+# The hostile-input fuzzers (tests/fuzz). Bounded as in CI by default;
+# `CLAWGATE_FUZZ_SECONDS=600 make fuzz` shares 600 s of random examples among the targets.
+fuzz: venv
+	$(BIN)/pytest -q -p no:cacheprovider tests/fuzz
 
 lint: venv
 	$(BIN)/ruff check .

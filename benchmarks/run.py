@@ -17,6 +17,8 @@
   direct to the upstream (see benchmarks/vault.py).
 - IPC flood: the main group's message latency while another group holds its maximum IPC
   connections and churns more, next to rounds without the flood (see benchmarks/ipc_flood.py).
+- fuzz: executions (and crashes, which must be 0) of the CI-bounded fuzz run of the
+  hostile-input parsers (see benchmarks/fuzz.py, tests/fuzz).
 Needs Docker and the sandbox image (built if missing). Talks only to loopback.
 """
 
@@ -37,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.disk_walk import run as disk_walk_run  # noqa: E402
+from benchmarks.fuzz import run as fuzz_run  # noqa: E402
 from benchmarks.harness import IMAGE, bench_gateway, ensure_image  # noqa: E402
 from benchmarks.ipc_flood import run as ipc_flood_run  # noqa: E402
 from benchmarks.load import run_load  # noqa: E402
@@ -186,6 +189,7 @@ async def main() -> None:
     vault = await vault_run()  # HTTPS via the vault vs bare mitmdump vs direct (benchmarks/vault.py)
     near_sign = await asyncio.to_thread(wallet_sign_run)  # analyze + policy + sign vs bare ed25519
     approve = await wallet_approve_run()  # Approve click -> signed tx at the NEAR RPC vs bare send_tx
+    fuzz = await asyncio.to_thread(fuzz_run)  # the CI-bounded fuzz run: executions, crashes (tests/fuzz)
     result = {
         "warm_p50_ms": ms(pct(warm, 0.5)),
         "warm_p99_ms": ms(pct(warm, 0.99)),
@@ -212,6 +216,7 @@ async def main() -> None:
         **vault,
         **near_sign,
         **approve,
+        **fuzz,
         "crash_kill_points": len(CRASH_POINTS),
         "targets": {
             "warm_p50_ms": 10,
@@ -222,6 +227,7 @@ async def main() -> None:
             "vault_vs_mitmdump_rps": 0.9,
             "near_sign_per_s": 5000,
             "ipc_conn_flood_other_group_p99_ms": 200,
+            "fuzz_crashes": 0,
         },
     }
     print(json.dumps(result))

@@ -45,6 +45,7 @@ SECTION_LIMIT = 2900  # a Block Kit section's text is capped at 3000
 APPROVE, DENY = "clawgate_approve", "clawgate_deny"
 _HUMAN_SUBTYPES = {None, "file_share", "thread_broadcast", "me_message"}
 _FENCE = "```"
+_SLACK_TS = re.compile(r"[0-9]{1,12}\.[0-9]{1,9}")
 
 
 # ---------------------------------------------------------------- formatting
@@ -313,7 +314,10 @@ class SlackChannel:
         user, channel, ts = event.get("user"), event.get("channel"), event.get("ts")
         if event.get("bot_id") or event.get("bot_profile") or not user or user == self.bot_user_id:
             return  # bots (this one and others) are never an input
-        if not isinstance(channel, str) or not isinstance(ts, str) or self._on_message is None:
+        if not all(isinstance(v, str) for v in (user, channel, ts)) or self._on_message is None:
+            return
+        if not _SLACK_TS.fullmatch(ts):  # Slack's "<seconds>.<micros>"; it is also the message's time
+            log.warning("slack: dropped an event with a malformed ts %.40r", ts)
             return
         key = f"msg:{channel}:{ts}"  # `message` and `app_mention` describe the same message
         if not self._seen.add(key):

@@ -9,8 +9,10 @@ sustaining thousands of messages per second on one connection.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -227,6 +229,36 @@ _REOPEN = (
 )
 
 
+_LATEST_TIMESTAMP = 253402300799.0  # 9999-12-31T23:59:59Z, the last second a prompt can show
+
+
+def _valid_text(value: str) -> str:
+    """`value` with lone UTF-16 surrogates (which a JSON `\\udXXX` escape can produce) as U+FFFD."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value
+
+
+def storable(message: InboundMessage) -> InboundMessage:
+    """The message as it can be stored and later shown in a prompt, whatever a channel handed over.
+
+    The batch is committed as one transaction, so a single unencodable string would fail the
+    messages of every other group in it; and a time the prompt cannot render would fail every
+    later run of the group. Both are repaired here, at the one door every message goes through.
+    """
+    fixes: dict[str, object] = {}
+    for name in ("chat_id", "external_id", "sender_id", "sender_name", "text", "channel", "chat_name"):
+        value = getattr(message, name)
+        valid = _valid_text(value)
+        if valid is not value:
+            fixes[name] = valid
+    if not (math.isfinite(message.timestamp) and 0 <= message.timestamp <= _LATEST_TIMESTAMP):
+        fixes["timestamp"] = time.time()
+    return dataclasses.replace(message, **fixes) if fixes else message  # type: ignore[arg-type]
+
+
 class Store:
     """All reads and writes of the gateway's database."""
 
@@ -317,7 +349,7 @@ class Store:
     async def ingest(self, message: InboundMessage, status: str) -> None:
         """Persist one inbound message; returns only once it is committed (group commit)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._batch.append((message, status, future))
+        self._batch.append((storable(message), status, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         await future

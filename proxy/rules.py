@@ -141,7 +141,9 @@ def normalize_host_pattern(pattern: str) -> str:
                 f"invalid host pattern {pattern!r}: use a hostname, optionally starting with `*.`"
             )
     if port is not None:
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
+        # ASCII digits only: str.isdigit() also accepts "²" (int() then raises ValueError) and
+        # "４４３" (which int() reads as 443, so one port would have two spellings).
+        if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
             raise RuleError(f"invalid host pattern {pattern!r}: port must be 1-65535")
         return f"{name}:{int(port)}"
     return name

@@ -5,6 +5,7 @@ from pathlib import Path
 import aiosqlite
 
 from gateway.models import Group, InboundMessage
+from gateway.prompt import build_prompt
 from gateway.store import MIGRATIONS, Store
 
 GROUP = Group("team", "tg:-1", "team", "@Andy")
@@ -82,4 +83,31 @@ async def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
     store = await Store.open(path)  # re-opening must not re-run migrations
     async with aiosqlite.connect(path) as conn, conn.execute("PRAGMA user_version") as cur:
         assert (await cur.fetchone())[0] == len(MIGRATIONS)
+    await store.close()
+
+
+async def test_a_lone_surrogate_in_one_groups_message_does_not_fail_the_other_groups_in_its_batch(
+    tmp_path: Path,
+) -> None:
+    """Found by tests/fuzz: a JSON `\\ud800` escape decodes to a string SQLite cannot encode."""
+    store = await Store.open(tmp_path / "db.sqlite")
+    hostile = InboundMessage(
+        "tg:-1", "m1", "u\ud800", "eve\udfff", "hi \ud800 there", time.time(), "telegram"
+    )
+    await asyncio.gather(store.ingest(hostile, "pending"), store.ingest(message(2, chat="tg:-2"), "pending"))
+    assert [m.text for m in await store.messages_for_chat("tg:-2")] == ["hi"]
+    [stored] = await store.messages_for_chat("tg:-1")
+    assert (stored.sender_name, stored.text) == ("eve\ufffd", "hi \ufffd there")
+    await store.close()
+
+
+async def test_a_timestamp_no_prompt_can_show_is_not_stored(tmp_path: Path) -> None:
+    """A NaN/inf/far-future time would make every later prompt of the group fail to render."""
+    store = await Store.open(tmp_path / "db.sqlite")
+    for n, when in enumerate([float("nan"), float("inf"), -1.0, 1e300]):
+        await store.ingest(InboundMessage("tg:-1", f"m{n}", "u", "eve", "x", when, "slack"), "pending")
+    stored = await store.messages_for_chat("tg:-1")
+    assert len(stored) == 4
+    build_prompt(stored)  # raised ValueError/OverflowError before
+    assert all(abs(m.timestamp - time.time()) < 3600 for m in stored)
     await store.close()

@@ -100,6 +100,8 @@ def test_method_matching() -> None:
         {"host": "a.*.com"},
         {"host": "ex ample.com"},
         {"host": "example.com:0"},
+        {"host": "example.com:²"},  # found by tests/fuzz: isdigit() but not int(); ValueError escaped
+        {"host": "example.com:４４３"},  # fullwidth digits: a second spelling of port 443
         {"host": "example.com", "path": "a/b"},
         {"host": "example.com", "path": "/a*/b"},
         {"host": "example.com", "path": "/a//b"},
