@@ -170,7 +170,7 @@ async def _exchange(batch: list[bytes]) -> tuple[list[dict[str, Any]], Recording
 
 @harness.fuzz_target(
     "ipc_request_lines",
-    ci_examples=500,
+    ci_examples=250,
     setup=harness.quiet("clawgate.audit", "gateway.ipc"),
     batch=st.lists(lines(), min_size=1, max_size=LINES_PER_EXAMPLE),
 )
@@ -197,7 +197,7 @@ def ipc_request_lines(env: None, batch: list[bytes]) -> None:
 
 @harness.fuzz_target(
     "ipc_validate_authorize",
-    ci_examples=3000,
+    ci_examples=1000,
     request=requests(),
     is_main=st.booleans(),
     target=st.one_of(st.none(), _targets, nasty_text()),

@@ -258,7 +258,7 @@ def _check_callback(env: Env, data: dict[str, Any]) -> None:
     assert press.chat_id == f"tg:{chat}"
 
 
-@harness.fuzz_target("telegram_updates", ci_examples=600, setup=telegram_env, data=_updates)
+@harness.fuzz_target("telegram_updates", ci_examples=300, setup=telegram_env, data=_updates)
 def telegram_updates(env: Env, data: dict[str, Any]) -> None:
     env.inbound.clear()
     env.presses.clear()

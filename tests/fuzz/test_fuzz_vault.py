@@ -80,7 +80,7 @@ def _case_variants(value: str) -> list[str]:
 
 @harness.fuzz_target(
     "vault_host_parsing",
-    ci_examples=2500,
+    ci_examples=1000,
     examples=({"authority": "a.example.com:443", "pattern": "api.example.com:²", "host": "x", "port": 1},),
     authority=_authorities,
     pattern=st.one_of(_authorities, _names.map(lambda n: "*." + n)),
@@ -253,7 +253,7 @@ def _outcome(flow: http.HTTPFlow) -> tuple[Any, ...]:
 
 @harness.fuzz_target(
     "vault_request_heads",
-    ci_examples=1500,
+    ci_examples=600,
     setup=harness.quiet("clawgate.vault"),
     head=request_heads(),
     group=st.sampled_from(sorted(GROUP_PORTS)),
