@@ -108,7 +108,7 @@ def loads(line: bytes, max_depth: int) -> object:
         raise ReadError("too_deep", f"request nesting exceeds {max_depth} levels")
     try:
         return json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, ValueError):  # ValueError: also a number past int's 4300 digits
         raise ReadError("bad_json", "request is not valid JSON") from None
     except RecursionError:  # unreachable after the check above; kept so no traceback ever escapes
         raise ReadError("too_deep", f"request nesting exceeds {max_depth} levels") from None

@@ -101,12 +101,14 @@ def parse_hostport(value: str) -> Address:
         host, sep, port = value.rpartition(":")
         if not sep or not host:
             raise ValueError(f"expected host:port, got {value!r}")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         raise ValueError(f"bad port in {value!r}")
     try:
         host = str(ipaddress.ip_address(host))  # canonical, to compare with resolved addresses
     except ValueError:
         host = host.rstrip(".")
+    if not host:  # "." or "..": nothing left once the root label's dot is gone
+        raise ValueError(f"expected host:port, got {value!r}")
     return host, int(port)
 
 

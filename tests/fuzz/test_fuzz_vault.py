@@ -30,6 +30,7 @@ from mitmproxy.net.http.http1 import read_request_head
 from mitmproxy.test import tflow
 
 from proxy.addon import PeerRegistry, VaultAddon, format_hostport, parse_hostport
+from proxy.pinning import PinAddon, canonical_host, parse_authority, same_host
 from proxy.policy import Policy
 from proxy.rules import RuleError, host_matches, make_rule, normalize_host_pattern
 from proxy.secrets import SecretInfo
@@ -191,12 +192,30 @@ _headers = st.lists(
 )
 
 
+# Upstreams the policy and the secrets know, so that many examples get as far as injection.
+_known = st.sampled_from(
+    [
+        "api.example.com:443",
+        "API.Example.COM:443",
+        "api.example.com.:443",
+        "sub.example.org:443",
+        "a.b.example.org:443",
+        "bot.example.com:443",
+        "127.0.0.1:8080",
+        "localhost:8080",
+        "[::1]:8080",
+        "evil.example.net:443",
+    ]
+)
+_upstreams = st.one_of(_known, _known, _authorities)
+
+
 @st.composite
-def request_heads(draw: st.DrawFn) -> tuple[bytes, str | None]:
-    """(raw head, CONNECT authority for an origin-form request inside a tunnel, else None)."""
-    method = draw(st.sampled_from(["GET", "POST", "CONNECT", "get", "DELETE"]))
-    authority = draw(_authorities)
-    form = draw(st.sampled_from(["origin", "absolute", "authority"]))
+def request_heads(draw: st.DrawFn) -> tuple[bytes, str | None, str | None]:
+    """(raw head, CONNECT authority of the tunnel it is sent in or None, client TLS SNI or None)."""
+    method = draw(st.sampled_from(["GET", "POST", "GET", "CONNECT", "get", "DELETE"]))
+    authority = draw(_upstreams)
+    form = draw(st.sampled_from(["origin", "absolute", "origin", "absolute", "authority"]))
     if method == "CONNECT" or form == "authority":
         target = authority
     elif form == "absolute":
@@ -204,74 +223,117 @@ def request_heads(draw: st.DrawFn) -> tuple[bytes, str | None]:
     else:
         target = draw(_paths)
     lines = [f"{method} {target} HTTP/1.1"]
-    host_header = draw(st.one_of(st.just(authority), _authorities))
+    host_header = draw(st.one_of(st.just(authority), _upstreams))
     if draw(st.booleans()):
         lines.append(f"Host: {host_header}")
     lines += [f"{name}: {value}" for name, value in draw(_headers)]
     raw = "\r\n".join(lines) + "\r\n\r\n"
-    tunnel = draw(st.one_of(st.none(), _authorities)) if form == "origin" else None
-    return raw.encode("utf-8", "surrogatepass"), tunnel
+    tunnel = None
+    if form == "origin" and method != "CONNECT":  # origin-form is only valid inside a tunnel
+        tunnel = draw(st.one_of(st.just(authority), _upstreams, st.none()))
+    sni = draw(st.one_of(st.none(), st.just(authority.rsplit(":", 1)[0]), _hosts)) if tunnel else None
+    return raw.encode("utf-8", "surrogatepass"), tunnel, sni
 
 
-def _parse(raw: bytes, tunnel: str | None) -> http.Request | None:
+def _parse(raw: bytes) -> http.Request | None:
     try:
-        request = read_request_head(raw.split(b"\r\n")[:-1])
+        head = raw.removesuffix(b"\r\n\r\n")
+        return read_request_head([line + b"\r\n" for line in head.split(b"\r\n")])
     except Exception:  # mitmproxy refuses the head (400) before any addon runs
         return None
-    if tunnel is not None:  # inside a CONNECT tunnel the upstream is the tunnel's target
-        try:
-            host, port = parse_hostport(tunnel)
-        except ValueError:
+
+
+class _Vault:
+    """The vault's request-deciding addons in their production order: pinning, then policy/injection."""
+
+    def __init__(self, sni: str | None, group: str) -> None:
+        self.addon = _addon()
+        self.pin = PinAddon(self.addon.group_of)
+        self.client = connection.Client(
+            peername=("127.0.0.1", GROUP_PORTS[group]), sockname=("127.0.0.1", 1), timestamp_start=0, sni=sni
+        )
+        self.addon.client_connected(self.client)
+
+    def flow(self, request: http.Request) -> http.HTTPFlow:
+        flow = tflow.tflow()
+        flow.client_conn = self.client
+        flow.request = request
+        return flow
+
+    async def connect(self, authority: str) -> http.HTTPFlow | None:
+        """The CONNECT that opens a tunnel; None when mitmproxy cannot even parse its target."""
+        request = _parse(f"CONNECT {authority} HTTP/1.1\r\n\r\n".encode("utf-8", "surrogatepass"))
+        if request is None:
             return None
-        request.scheme, request.host, request.port = "https", host, port
-    elif not request.host:  # origin-form outside a tunnel: mitmproxy's regular mode refuses it
-        return None
-    return request
+        flow = self.flow(request)
+        await self.addon.http_connect(flow)
+        if flow.response is None:
+            self.pin.http_connected(flow)
+        return flow
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.request.method.upper() == "CONNECT":
+            await self.addon.http_connect(flow)
+            return
+        self.pin.requestheaders(flow)
+        await self.addon.requestheaders(flow)
 
 
-def _flow(request: http.Request, group: str) -> http.HTTPFlow:
-    flow = tflow.tflow()
-    flow.client_conn = connection.Client(
-        peername=("127.0.0.1", GROUP_PORTS[group]), sockname=("127.0.0.1", 1), timestamp_start=0
-    )
-    flow.request = request
-    return flow
+async def _decide(raw: bytes, tunnel: str | None, sni: str | None, group: str) -> tuple[_Vault, Any]:
+    """Run one request head through the vault; (the vault, the request's flow or None if never sent)."""
+    vault = _Vault(sni, group)
+    if tunnel is not None:
+        connect = await vault.connect(tunnel)
+        if connect is None:
+            return vault, None  # mitmproxy refuses the CONNECT itself
+        if connect.response is not None:
+            return vault, connect  # the vault refused the tunnel: that is the decision
+    request = _parse(raw)
+    if request is None:
+        return vault, None
+    if tunnel is not None:  # inside the tunnel mitmproxy addresses the request to the CONNECT target
+        assert connect is not None
+        request.scheme, request.host, request.port = "https", connect.request.host, connect.request.port
+    elif not request.host:
+        return vault, None  # origin-form outside a tunnel: mitmproxy's regular mode refuses it
+    flow = vault.flow(request)
+    await vault.request(flow)
+    return vault, flow
 
 
-async def _decide(addon: VaultAddon, flow: http.HTTPFlow) -> None:
-    addon.client_connected(flow.client_conn)
-    if flow.request.method.upper() == "CONNECT":
-        await addon.http_connect(flow)
-    else:
-        await addon.requestheaders(flow)
-
-
-def _outcome(flow: http.HTTPFlow) -> tuple[Any, ...]:
+def _outcome(flow: http.HTTPFlow | None) -> tuple[Any, ...]:
+    if flow is None:
+        return ("not sent",)
     status = flow.response.status_code if flow.response is not None else None
     return status, flow.metadata.get("clawgate.secret"), flow.request.path
+
+
+def _respell(raw: bytes, tunnel: str | None, old: str, new: str) -> tuple[bytes, str | None]:
+    """The same request with the decided host spelled differently wherever it names it."""
+    if tunnel is not None:
+        return raw, tunnel.replace(old, new)
+    return raw.replace(old.encode(), new.encode()), None
 
 
 @harness.fuzz_target(
     "vault_request_heads",
     ci_examples=600,
-    setup=harness.quiet("clawgate.vault"),
+    setup=harness.quiet("clawgate.vault", "clawgate.vault.pinning"),
     head=request_heads(),
     group=st.sampled_from(sorted(GROUP_PORTS)),
 )
-def vault_request_heads(env: None, head: tuple[bytes, str | None], group: str) -> None:
-    raw, tunnel = head
-    request = _parse(raw, tunnel)
-    if request is None:
+def vault_request_heads(env: None, head: tuple[bytes, str | None, str | None], group: str) -> None:
+    raw, tunnel, sni = head
+    vault, flow = asyncio.run(_decide(raw, tunnel, sni, group))
+    if flow is None:
         return
-    addon = _addon()
-    flow = _flow(request, group)
-    asyncio.run(_decide(addon, flow))
-    host, port = flow.request.host.lower().rstrip("."), flow.request.port
+    addon, req = vault.addon, flow.request
+    host, port = req.host.lower().rstrip("."), req.port
     secret = flow.metadata.get("clawgate.secret")
-    carried = REAL in str(flow.request.headers) or REAL in flow.request.path
+    carried = REAL in str(req.headers) or REAL in req.path
     if flow.response is not None:
         assert secret is None and not carried, "a refused request carries the credential"
-        assert flow.response.status_code in (403, 413, 429, 502), flow.response.status_code
+        assert flow.response.status_code in (400, 403, 413, 421, 429, 502), flow.response.status_code
         assert REAL not in flow.response.get_text(strict=False)
         return
     assert addon.enforcer.policy.egress_allowed(group, host, port), (group, host, port)
@@ -282,16 +344,19 @@ def vault_request_heads(env: None, head: tuple[bytes, str | None], group: str) -
         info = next(i for i, _ in addon._secrets if i.name == secret)
         assert info.allows(group), (secret, group)
         assert any(host_matches(r.host, host, port) for r in info.effective_rules), (secret, host, port)
-        assert flow.request.scheme == "https", flow.request.scheme
+        assert req.scheme == "https", req.scheme
+        # Pinned: nothing in the request names another upstream than the one that got the key.
+        if sni:
+            assert same_host(sni, host), (sni, host)
+        for named in [*req.headers.get_all("host"), *([req.authority] if req.authority else [])]:
+            assert parse_authority(named, req.scheme) == (canonical_host(host), port), (named, host, port)
     # The decision does not depend on how the host is spelled (ASCII case, a trailing dot).
-    for variant in {flow.request.host.swapcase(), flow.request.host.upper(), flow.request.host + "."}:
-        if variant.lower().rstrip(".") != host or not variant.isascii():
-            continue
-        again = _parse(raw, tunnel)
-        assert again is not None
-        again.host = variant
-        other = _flow(again, group)
-        asyncio.run(_decide(_addon(), other))
+    spelled = tunnel.rsplit(":", 1)[0] if tunnel is not None else req.host
+    if not spelled or not spelled.isascii() or spelled.startswith("["):
+        return
+    for variant in {spelled.swapcase(), spelled.upper()} - {spelled}:
+        raw2, tunnel2 = _respell(raw, tunnel, spelled, variant)
+        _, other = asyncio.run(_decide(raw2, tunnel2, sni, group))
         assert _outcome(other) == _outcome(flow), (variant, _outcome(other), _outcome(flow))
 
 

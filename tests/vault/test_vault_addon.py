@@ -51,7 +51,8 @@ def test_public_addresses(ip: str) -> None:
 def test_parse_hostport() -> None:
     assert parse_hostport("LocalHost:8080") == ("localhost", 8080)
     assert parse_hostport("[::1]:443") == ("::1", 443)
-    for bad in ("nohost", ":80", "h:0", "h:x", "[::1]"):
+    # ".:1" parsed as an empty host and "h:４４３" as port 443 (found by tests/fuzz)
+    for bad in ("nohost", ":80", "h:0", "h:x", "[::1]", ".:1", "..:80", "h:４４３", "h:²"):
         with pytest.raises(ValueError):
             parse_hostport(bad)
 
