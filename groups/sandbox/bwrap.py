@@ -531,6 +531,7 @@ class BwrapBackend:
             raise SandboxUnavailable(
                 f"the exported root filesystem is stale (image {image!r} was rebuilt since): {FIX}"
             )
+        await asyncio.to_thread(seccomp.filter_bpf)  # compiled once (tens of ms), off the event loop
         # the same launch as `start` (seccomp filter, mounts by fd), the rootfs standing in for the dirs
         with launch(_probe_spec(rootfs.path), rootfs, ["true"]) as (argv, fds):
             done = await asyncio.to_thread(
