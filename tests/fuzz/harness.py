@@ -31,7 +31,7 @@ from hypothesis.strategies import SearchStrategy
 
 SECONDS_ENV = "CLAWGATE_FUZZ_SECONDS"
 SCALE_ENV = "CLAWGATE_FUZZ_SCALE"  # multiplies every CI example count (e.g. 0.1 for a smoke run)
-BATCH_EXAMPLES = 2000  # manual mode: examples per freshly seeded hypothesis run
+BATCH_EXAMPLES = 200  # manual mode: examples per freshly seeded hypothesis run (the time check between runs)
 
 Setup = Callable[[], AbstractContextManager[Any]]
 

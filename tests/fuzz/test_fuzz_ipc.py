@@ -172,7 +172,7 @@ async def _exchange(batch: list[bytes]) -> tuple[list[dict[str, Any]], Recording
 
 @harness.fuzz_target(
     "ipc_request_lines",
-    ci_examples=250,
+    ci_examples=400,
     # found by this target: a number past int()'s 4300 digits closed the connection unanswered
     examples=({"batch": [b'{"id":' + b"9" * 5000 + b',"method":"status","params":{"state":"x"}}\n']},),
     setup=harness.quiet("clawgate.audit", "gateway.ipc"),
@@ -203,7 +203,7 @@ def ipc_request_lines(env: None, batch: list[bytes]) -> None:
 
 @harness.fuzz_target(
     "ipc_validate_authorize",
-    ci_examples=1000,
+    ci_examples=2000,
     request=requests(),
     is_main=st.booleans(),
     target=st.one_of(st.none(), _targets, nasty_text()),

@@ -157,14 +157,25 @@ _ts = st.one_of(
 # Ids and times are Slack's own strings (Bolt itself assumes so); people control their content.
 _users = st.one_of(st.sampled_from(["U1", "U2", BOT_USER_ID, ""]), _text)
 _channels = st.one_of(st.sampled_from(["C1", "C2", "D1", "G1"]), _text)
-_event = st.fixed_dictionaries(
-    {
-        "type": st.sampled_from(["message", "app_mention"]),
-        "user": _users,
-        "channel": _channels,
-        "ts": _ts,
-        "text": _message_text,
+_valid_ts = st.builds(lambda s, us: f"{s}.{us:06d}", st.integers(0, 2**33), st.integers(0, 999_999))
+_event_base = {
+    "type": st.sampled_from(["message", "app_mention"]),
+    "user": _users,
+    "channel": _channels,
+    "ts": _ts,
+    "text": _message_text,
+}
+# A person's message (most examples, so most get delivered) or anything else Slack may send.
+_human_event = st.fixed_dictionaries(
+    _event_base | {"user": st.sampled_from(["U1", "U2"]), "ts": _valid_ts},
+    optional={
+        "subtype": st.sampled_from(sorted(HUMAN_SUBTYPES - {None})),
+        "thread_ts": _ts,
+        "channel_type": st.sampled_from(["channel", "im", "group"]),
     },
+)
+_other_event = st.fixed_dictionaries(
+    _event_base,
     optional={
         "subtype": st.one_of(
             st.sampled_from(sorted(HUMAN_SUBTYPES - {None}) + ["bot_message", "message_changed"]), _text
@@ -175,6 +186,7 @@ _event = st.fixed_dictionaries(
         "channel_type": st.sampled_from(["channel", "im", "group"]),
     },
 )
+_event = st.one_of(_human_event, _other_event)
 _callback = st.fixed_dictionaries(
     {
         "token": st.just("t"),
@@ -276,7 +288,7 @@ def _event_callback(**event: object) -> tuple[str, dict[str, Any]]:
 
 @harness.fuzz_target(
     "slack_events_and_actions",
-    ci_examples=400,
+    ci_examples=500,
     setup=slack_env,
     examples=(
         {"payload": _event_callback(ts=""), "deliveries": 1},  # float("") escaped the handler: 500
