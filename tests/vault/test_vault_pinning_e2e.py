@@ -130,9 +130,9 @@ def h1_in_tunnel(
 
 
 def h2_in_tunnel(
-    sock_path: Path, port: int, cafile: Path, authority: str, path: str = "/h2"
+    sock_path: Path, port: int, cafile: Path, authority: str, path: str = "/h2", data: bytes = b""
 ) -> tuple[int, bytes]:
-    """One HTTP/2 GET with the given :authority and :path; returns (status, body)."""
+    """One HTTP/2 request with the given :authority and :path (a POST of `data` if any)."""
     tls = open_tunnel(sock_path, port, cafile, "127.0.0.1", alpn=["h2"])
     try:
         assert tls.selected_alpn_protocol() == "h2"
@@ -143,14 +143,26 @@ def h2_in_tunnel(
         conn.send_headers(
             1,
             [
-                (":method", "GET"),
+                (":method", "POST" if data else "GET"),
                 (":scheme", "https"),
                 (":authority", authority),
                 (":path", path),
                 ("authorization", "Bearer placeholder"),
+                *([("content-length", str(len(data)))] if data else []),
             ],
-            end_stream=True,
+            end_stream=not data,
         )
+        offset = 0
+        while offset < len(data):
+            window = min(conn.local_flow_control_window(1), conn.max_outbound_frame_size)
+            if window <= 0:  # wait for the vault to open the window
+                conn.receive_data(tls.recv(65536))
+                tls.sendall(conn.data_to_send())
+                continue
+            piece = data[offset : offset + window]
+            offset += len(piece)
+            conn.send_data(1, piece, end_stream=offset >= len(data))
+            tls.sendall(conn.data_to_send())
         tls.sendall(conn.data_to_send())
         status, body, done = 0, b"", False
         while not done:
@@ -305,6 +317,19 @@ async def test_h2_authority_naming_another_host_is_refused(
     assert b":authority" in body
     assert tls.requests == []
     _assert_never_reached_attacker(tls)
+
+
+async def test_h2_upload_streams_through_intact(vault: VaultProcess, fronts, dirs) -> None:
+    tls, _, _ = fronts
+    tls.requests.clear()
+    data = bytes(range(256)) * 256 * 20  # 1.25 MiB: streamed, not buffered
+    status, body = await asyncio.to_thread(
+        h2_in_tunnel, _sock(dirs, "main"), tls.port, vault.ca_cert_path, f"127.0.0.1:{tls.port}", "/up", data
+    )
+    assert status == 200, body
+    [req] = tls.requests
+    assert req.body_len == len(data) and req.complete
+    assert req.headers["authorization"] == f"Bearer {TOKEN}"
 
 
 async def test_h2_path_holding_a_url_of_another_host_is_refused(vault: VaultProcess, fronts, dirs) -> None:
