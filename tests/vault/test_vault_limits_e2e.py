@@ -162,6 +162,18 @@ async def test_declared_oversized_body_is_refused_before_it_is_sent_and_rss_stay
     assert sent < 256 * MiB  # answered while the body was still coming
     assert front.requests == []  # nothing of it reached the upstream
     assert after - before < 200 * 1024, (before, after)
+    found: list[dict] = []
+    for _ in range(30):  # audited under the host the client asked for, not the vault's responder
+        found = [e for e in read_entries(vault.state_dir) if e.get("path") == "/upload"]
+        if found:
+            break
+        await asyncio.sleep(0.2)
+    assert found and (found[-1]["host"], found[-1]["port"], found[-1]["status"]) == (
+        "127.0.0.1",
+        front.port,
+        413,
+    )
+    assert "max_request_bytes" in found[-1]["refusal"]
 
 
 def stream_chunked_body(sock: Path, port: int, total: int) -> tuple[bytes, int]:
