@@ -13,12 +13,18 @@ Properties:
   trigger, a bot never passes as a human and a human never as a bot;
 - a button press is reported only for callback data of the exact approval format, with the
   presser's own id and chat.
+
+A second target, `telegram_webhook`, POSTs to the webhook endpoint of a channel in webhook mode,
+as anyone on the network may: hostile bodies (updates, any JSON, bytes) with the right, a wrong
+or no secret token. Without the right token the answer is 401/403 and nothing happens; with it,
+200 or 400 (never a traceback), and what is delivered has the properties above.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import tempfile
@@ -27,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from hypothesis import strategies as st
 from telegram import Update
 
@@ -38,7 +45,7 @@ from tests.fakes.telegram_api import BOT, TOKEN, FakeBotApi
 from tests.fuzz import harness
 from tests.fuzz.checks import assert_well_formed
 from tests.fuzz.loop import BackgroundLoop
-from tests.fuzz.strategies import nasty_text
+from tests.fuzz.strategies import json_values, nasty_text
 
 HUMAN = {"id": 4242, "is_bot": False, "first_name": "Alice"}
 OTHER_BOT = {"id": 5555, "is_bot": True, "first_name": "Spam", "username": "spam_bot"}
@@ -65,14 +72,18 @@ class Env:
     inbound: list[InboundMessage] = field(default_factory=list)
     presses: list[ButtonPress] = field(default_factory=list)
     migrations: list[tuple[str, str]] = field(default_factory=list)
+    http: aiohttp.ClientSession | None = None
+
+
+WEBHOOK_SECRET = "fuzz-webhook-secret_0123456789"
 
 
 @contextlib.contextmanager
-def telegram_env() -> Iterator[Env]:
+def _telegram_env(mode: str) -> Iterator[Env]:
     api = FakeBotApi().start()
     loop = BackgroundLoop()
     errors = ErrorLog()
-    loggers = [logging.getLogger(n) for n in ("telegram", "channels.telegram")]
+    loggers = [logging.getLogger(n) for n in ("telegram", "channels.telegram", "channels.telegram_webhook")]
     with tempfile.TemporaryDirectory(prefix="cgfz") as tmp:
         env: Env
 
@@ -86,11 +97,27 @@ def telegram_env() -> Iterator[Env]:
         def on_migrate(old: str, new: str) -> None:
             env.migrations.append((old, new))
 
+        webhook = {}
+        if mode == "webhook":
+            webhook = {
+                "webhook_url": "https://bot.example.invalid/clawgate-telegram",
+                "webhook_port": 0,
+                "webhook_secret_token": WEBHOOK_SECRET,
+            }
         channel = TelegramChannel(
-            TOKEN, "Andy", base_url=api.base_url, data_dir=Path(tmp), on_migrate=on_migrate, poll_timeout_s=1
+            TOKEN,
+            "Andy",
+            base_url=api.base_url,
+            mode=mode,
+            data_dir=Path(tmp),
+            on_migrate=on_migrate,
+            poll_timeout_s=1,
+            **webhook,  # type: ignore[arg-type]
         )
         env = Env(loop, channel, errors)
         loop.run(channel.connect(on_message, on_button))
+        if mode == "webhook":
+            env.http = loop.run(_session())
         saved = [(lg, lg.propagate) for lg in loggers]
         for lg in loggers:
             lg.addHandler(errors)
@@ -101,9 +128,23 @@ def telegram_env() -> Iterator[Env]:
             for lg, propagate in saved:
                 lg.removeHandler(errors)
                 lg.propagate = propagate
+            if env.http is not None:
+                loop.run(env.http.close())
             loop.run(channel.disconnect())
             loop.close()
             api.stop()
+
+
+async def _session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession()
+
+
+def telegram_env() -> contextlib.AbstractContextManager[Env]:
+    return _telegram_env("polling")
+
+
+def webhook_env() -> contextlib.AbstractContextManager[Env]:
+    return _telegram_env("webhook")
 
 
 _ints = st.one_of(
@@ -272,6 +313,70 @@ def telegram_updates(env: Env, data: dict[str, Any]) -> None:
         _check_callback(env, data)
     else:
         _check_message(env, data)
+
+
+_header_text = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=80
+)
+_secrets = st.one_of(
+    st.just(WEBHOOK_SECRET),
+    st.none(),
+    st.sampled_from(["", WEBHOOK_SECRET[:-1], WEBHOOK_SECRET + "x", WEBHOOK_SECRET.upper()]),
+    _header_text,
+)
+_bodies = st.one_of(
+    _updates.map(json.dumps),
+    json_values().map(json.dumps),
+    st.builds(
+        lambda u, extra: json.dumps(u | extra), _updates, st.dictionaries(_text, json_values(), max_size=2)
+    ),
+    st.binary(max_size=200).map(lambda b: b.decode("latin-1")),
+    st.sampled_from(["", "{", "[" * 5000, '{"update_id": true}', '{"update_id": 1e999}']),
+)
+
+
+async def _post(env: Env, body: str, secret: str | None) -> int:
+    assert env.http is not None
+    url = f"http://127.0.0.1:{env.channel.webhook_port}/clawgate-telegram"
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers["X-Telegram-Bot-Api-Secret-Token"] = secret
+    async with env.http.post(url, data=body.encode("utf-8", "surrogatepass"), headers=headers) as response:
+        await response.read()
+        status = response.status
+    while env.channel._tasks:
+        await asyncio.gather(*list(env.channel._tasks), return_exceptions=True)
+    return status
+
+
+@harness.fuzz_target("telegram_webhook", ci_examples=300, setup=webhook_env, body=_bodies, secret=_secrets)
+def telegram_webhook(env: Env, body: str, secret: str | None) -> None:
+    """The network end of webhook mode: anyone may POST; only Telegram knows the secret."""
+    env.inbound.clear()
+    env.presses.clear()
+    env.migrations.clear()
+    env.errors.records.clear()
+    status = env.loop.run(_post(env, body, secret))
+    assert not env.errors.records, [r.getMessage() + str(r.exc_info) for r in env.errors.records]
+    if secret != WEBHOOK_SECRET:
+        assert status in (401, 403), status  # refused before the body is read
+        assert not env.inbound and not env.presses and not env.migrations
+        return
+    assert status in (200, 400), status  # 500 only when the store fails, and ours never does
+    if status == 400:
+        assert not env.inbound and not env.presses, "a refused update changed something"
+        return
+    data = json.loads(body)
+    if "callback_query" in data:
+        _check_callback(env, data)
+    elif data.get("message") or data.get("channel_post"):
+        _check_message(env, data)
+    else:
+        assert not env.inbound and not env.presses
+
+
+def test_telegram_webhook() -> None:
+    harness.check("telegram_webhook")
 
 
 def test_telegram_updates() -> None:
