@@ -69,14 +69,27 @@ _PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "mounts": st.lists(json_values(), max_size=3),
 }
 _ANY_TEXT = st.one_of(nasty_text(), json_values())
-_FIELD_VALUES = {field: st.one_of(value, json_values()) for field, value in _PLAUSIBLE.items()}
+_FIELD_VALUES = {field: st.one_of(value, value, value, json_values()) for field, value in _PLAUSIBLE.items()}
 _METHODS = st.one_of(st.sampled_from(sorted(ipc._SCHEMAS)), nasty_text(), json_values())
 _IDS = st.one_of(st.integers(), st.text(max_size=8), json_values())
 _EXTRA_KEYS = st.sampled_from(["group", "caller", "as", "folder"])
-_FIELDS = {
-    method: st.lists(st.sampled_from([*schema, "group", "folder", "caller"]), unique=True, max_size=6)
-    for method, schema in [*ipc._SCHEMAS.items(), ("", {})]
-}
+
+
+def _fields(schema: dict[str, tuple[object, bool]]) -> st.SearchStrategy[list[str]]:
+    """Mostly the required fields plus some optional ones (requests that reach authorization),
+    sometimes any set, including fields the method does not have."""
+    required = [key for key, (_, needed) in schema.items() if needed]
+    optional = [key for key, (_, needed) in schema.items() if not needed]
+    well_formed = st.lists(st.sampled_from(optional), unique=True).map(lambda extra: required + extra)
+    anything = st.lists(st.sampled_from([*schema, "group", "folder", "caller"]), unique=True, max_size=6)
+    return (
+        st.one_of(well_formed, well_formed, well_formed, anything)
+        if optional
+        else st.one_of(st.just(required), st.just(required), anything)
+    )
+
+
+_FIELDS = {method: _fields(schema) for method, schema in [*ipc._SCHEMAS.items(), ("", {})]}
 # Parser edge cases: nesting, huge numbers, non-standard tokens, duplicate keys, lone surrogates.
 _EDGE_CASES = st.sampled_from(
     [
