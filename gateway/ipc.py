@@ -17,8 +17,10 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -135,6 +137,10 @@ _POLICY: dict[str, str] = {
 _TURN_PROTOCOL = frozenset({"next_messages", "received", "turn_done", "status"})
 
 MAX_DEPTH = 6
+# Connections refused per second and group before its listener pauses (its connects then
+# wait in the kernel backlog); the pause is short so the agent's own reconnect is not held up.
+REFUSALS_PER_S = 50.0
+REFUSAL_PAUSE_S = 0.2
 
 audit = logging.getLogger("clawgate.audit")
 
@@ -208,6 +214,20 @@ def validate(method: object, params: object) -> dict[str, Any]:
     return params
 
 
+class _Counted(asyncio.StreamReaderProtocol):
+    """The usual stream protocol, telling its server when the connection is gone for good."""
+
+    def __init__(self, reader: asyncio.StreamReader, serve: Any, closed: Callable[[], None]) -> None:
+        super().__init__(reader, serve)
+        self._on_closed: Callable[[], None] | None = closed
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._on_closed is not None:
+            self._on_closed, closed = None, self._on_closed
+            closed()
+
+
 class GroupIpc:
     """The IPC endpoint of one group: hands turns to its agent and collects results."""
 
@@ -227,29 +247,50 @@ class GroupIpc:
         self._results: dict[int, asyncio.Future[TurnResult]] = {}
         self._received: dict[int, asyncio.Future[float]] = {}
         self._current_run: int | None = None
-        self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[object]] = set()
+        self._open = 0  # connections from accept to close (the cap counts these)
+        self.refused_connections = 0
+        self._opening: set[asyncio.Task[None]] = set()
+        self._refusals = TokenBucket(REFUSALS_PER_S, REFUSALS_PER_S)
+        self._listener: socket.socket | None = None
+        self._resume: asyncio.TimerHandle | None = None
+        too_many = f"this group already has {limits.max_connections} IPC connections open"
+        self._refusal = self._encode(None, error=IpcError("too_many_connections", too_many))
         self.connected = asyncio.Event()
 
     async def start(self) -> None:
+        """Listen on the group's socket; accepting is ours (see `_accept`), not asyncio.Server's."""
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
-        # `limit` bounds each connection's buffer while a line is still arriving (ipc_reader).
-        self._server = await asyncio.start_unix_server(
-            self._serve, path=str(self.socket_path), limit=self.limits.max_line_bytes
-        )
-        os.chmod(self.socket_path, 0o666)  # the container's uid must connect; the dir is per group
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(self.socket_path))
+            os.chmod(self.socket_path, 0o666)  # the container's uid must connect; the dir is per group
+            listener.listen(self.limits.max_connections)  # the kernel queues no more than the cap
+            listener.setblocking(False)
+        except BaseException:
+            listener.close()
+            raise
+        self._listener = listener
+        asyncio.get_running_loop().add_reader(listener.fileno(), self._accept)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._listener is not None:
+            self._stop_accepting()
+            self._listener.close()
+            self._listener = None
+        if self._resume is not None:
+            self._resume.cancel()
+        for task in list(self._opening):
+            task.cancel()
         # A handler parked in `next_messages` never reads again, so it would not notice the
         # peer going away; cancel every handler explicitly.
         for task in list(self._handlers):
             task.cancel()
-        if self._handlers:
-            await asyncio.wait(list(self._handlers), timeout=2)
+        pending = [*self._handlers, *self._opening]
+        if pending:
+            await asyncio.wait(pending, timeout=2)
         self.abort_all("the gateway closed the group's IPC")
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
@@ -280,22 +321,72 @@ class GroupIpc:
 
     @property
     def connections(self) -> int:
-        """Open connections on this group's socket (each one is served by one handler task)."""
-        return len(self._handlers)
+        """Open connections on this group's socket, counted from accept to close."""
+        return self._open
+
+    def _accept(self) -> None:
+        """The listener is readable: take at most a cap's worth of connections, then yield.
+
+        Under the cap a connection gets the usual stream protocol. Over it, it is refused at
+        once with one error line written straight to the socket (it fits any socket buffer)
+        and closed: never queued, no transport, reader or task, so a refusal costs a few
+        system calls. A group that keeps hammering is not even accepted for a while: past
+        `REFUSALS_PER_S` the listener is paused and its connects wait in the kernel's
+        backlog (bounded by the cap), costing the gateway nothing.
+        """
+        assert self._listener is not None
+        for _ in range(self.limits.max_connections):
+            try:
+                conn, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. out of descriptors: back off instead of spinning
+                log.error("ipc[%s]: cannot accept a connection: %s", self.folder, exc)
+                self._pause(1.0)
+                return
+            if self._open >= self.limits.max_connections:
+                with contextlib.suppress(OSError):
+                    conn.send(self._refusal, socket.MSG_DONTWAIT)
+                conn.close()
+                self.refused_connections += 1
+                self._refused(None, "too_many_connections", None)
+                if not self._refusals.take():
+                    self._pause(REFUSAL_PAUSE_S)
+                    return
+                continue
+            self._open += 1
+            task = asyncio.get_running_loop().create_task(self._open_stream(conn))
+            self._opening.add(task)
+            task.add_done_callback(self._opening.discard)
+
+    async def _open_stream(self, conn: socket.socket) -> None:
+        # `limit` bounds the connection's buffer while a line is still arriving (ipc_reader).
+        reader = asyncio.StreamReader(limit=self.limits.max_line_bytes)
+        protocol = _Counted(reader, self._serve, self._closed)
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: protocol, conn)
+        except BaseException:
+            conn.close()
+            self._closed()
+            raise
+
+    def _pause(self, seconds: float) -> None:
+        self._stop_accepting()
+        self._resume = asyncio.get_running_loop().call_later(seconds, self._start_accepting)
+
+    def _stop_accepting(self) -> None:
+        if self._listener is not None:
+            asyncio.get_running_loop().remove_reader(self._listener.fileno())
+
+    def _start_accepting(self) -> None:
+        self._resume = None
+        if self._listener is not None:
+            asyncio.get_running_loop().add_reader(self._listener.fileno(), self._accept)
+
+    def _closed(self) -> None:
+        self._open -= 1
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._handlers) >= self.limits.max_connections:
-            # Refused at once, never queued: the descriptor is released now. The one-line
-            # answer fits any socket buffer, so writing it cannot block.
-            self._refused(None, "too_many_connections", None)
-            error = IpcError(
-                "too_many_connections",
-                f"this group already has {self.limits.max_connections} IPC connections open",
-            )
-            with contextlib.suppress(OSError, RuntimeError):
-                writer.write(self._encode(None, error=error))
-            writer.close()
-            return
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)  # type: ignore[arg-type]
@@ -327,7 +418,10 @@ class GroupIpc:
         except asyncio.CancelledError:
             return  # the server is closing; the agent sees its socket close and exits
         finally:
-            writer.close()
+            if writer.transport.get_write_buffer_size():
+                writer.transport.abort()  # a peer that does not read must not keep its descriptor
+            else:
+                writer.close()
 
     async def _handle_line(self, line: bytes, writer: asyncio.StreamWriter) -> None:
         request_id: int | str | None = None

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from gateway.ipc import Caller, GroupIpc, Turn
+from gateway.ipc import REFUSALS_PER_S, Caller, GroupIpc, Turn
 from gateway.ipc_limits import IpcLimits
 from tests.fakes.ipc_services import RecordingServices
 
@@ -175,3 +177,39 @@ async def test_a_peer_that_never_reads_its_answers_is_dropped(ipc: GroupIpc) -> 
                 break
     await wait_for(lambda: ipc.connections == 0, timeout=30)
     writer.close()
+
+
+async def test_a_connect_storm_gets_a_bounded_number_of_refusals(ipc: GroupIpc) -> None:
+    """Past the cap, refusals are throttled: the storm waits in the kernel backlog instead."""
+    held = [await connect(ipc) for _ in range(4)]
+
+    def storm(seconds: float) -> int:
+        attempts, deadline = 0, time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            s = socket.socket(socket.AF_UNIX)
+            s.setblocking(False)
+            with contextlib.suppress(OSError):
+                s.connect(str(ipc.socket_path))
+            s.close()
+            attempts += 1
+        return attempts
+
+    start = time.monotonic()
+    attempts = await asyncio.to_thread(storm, 1.5)
+    elapsed = time.monotonic() - start
+    assert attempts > 1000
+    assert 0 < ipc.refused_connections <= REFUSALS_PER_S * (1 + 1.2 * elapsed) + 10, ipc.refused_connections
+    assert ipc.connections == 4
+    held[0][1].close()  # a slot frees up: a client that retries is served again
+    status = {"id": 1, "method": "status", "params": {"state": "x"}}
+    for _ in range(50):  # the storm's abandoned connects may still sit in the backlog
+        reader, writer = await connect(ipc)
+        with contextlib.suppress(ConnectionError, ValueError):  # refused: reset, or EOF
+            if await asyncio.wait_for(call(reader, writer, status), 10) == {"id": 1, "result": {}}:
+                break
+        writer.close()
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("no connection was served after the storm")
+    for _, w in [*held[1:], (reader, writer)]:
+        w.close()
