@@ -490,7 +490,7 @@ def test_fork_bomb_is_contained_by_the_pids_limit(run_sandbox, docker_client) ->
         # only backstops the Sentry's own threads (see groups.sandbox.docker.process_limits).
         assert {"Name": "nproc", "Soft": 64, "Hard": 64} in host_config["Ulimits"]
         assert host_config["PidsLimit"] > 64
-        code, out = sh(container, "ulimit -u; ulimit -Hu")
+        code, out = sh(container, "bash -c 'ulimit -u; ulimit -Hu'")
         assert (code, out.split()) == (0, ["64", "64"]), out
     # The shell version. bash retries a failed fork with back-off, so a python parent kills it after
     # a few seconds; it is a child subreaper so the orphaned `sleep`s are reaped (PID 1 here is
@@ -534,11 +534,12 @@ def test_fork_bomb_is_contained_by_the_pids_limit(run_sandbox, docker_client) ->
 
 def test_memory_above_the_limit_is_oom_killed(run_sandbox, docker_client) -> None:  # type: ignore[no-untyped-def]
     world, start_sandbox = run_sandbox
-    container = start_sandbox(replace(world.spec("hog"), limits=replace(DEFAULT_LIMITS, memory_mb=64)))
+    spec = replace(world.spec("hog"), limits=replace(DEFAULT_LIMITS, memory_mb=64))
+    container = start_sandbox(spec)
     host_config = docker_client.api.inspect_container(container.id)["HostConfig"]
     assert host_config["Memory"] == host_config["MemorySwap"] == 64 * 1024 * 1024  # and no swap on top
     if world.runtime == "runsc":
-        check_gvisor_memory_cap(container)
+        check_gvisor_memory_cap(container, docker_client, spec.group_dir)
         return
     assert cgroup_value(container, "memory.max", "memory/memory.limit_in_bytes") == str(64 * 1024 * 1024)
     code, out = py(container, "data = b'x' * (200 * 1024 * 1024)\nprint('ALLOCATED', len(data))")
@@ -554,20 +555,38 @@ def test_memory_above_the_limit_is_oom_killed(run_sandbox, docker_client) -> Non
     assert (code, out.strip()) == (0, "alive")
 
 
-def check_gvisor_memory_cap(container: Any) -> None:
+def check_gvisor_memory_cap(container: Any, docker_client: Any, group_dir: Path) -> None:
     """Under gVisor the host cgroup holds the Sentry and all guest memory: the guest is told the
-    limit is all the RAM there is, and a hog gets MemoryError or takes only its own sandbox down."""
+    limit is all the RAM there is, and a hog gets MemoryError or takes only its own sandbox down.
+
+    The hog runs as a detached exec reporting into the group folder: an exec attached to a
+    sandbox whose Sentry was OOM-killed never returns.
+    """
     limit = 64 * 1024 * 1024
     path = host_cgroup_file(container.id, "memory", "memory.limit_in_bytes", "memory.max")
     assert path.read_text().strip() == str(limit)
     code, out = sh(container, "grep MemTotal /proc/meminfo")
     assert code == 0 and out.split()[1:] == [str(limit // 1024), "kB"], out
-    code, out = py(container, "data = b'x' * (200 * 1024 * 1024)\nprint('ALLOCATED', len(data))")
-    assert "ALLOCATED" not in out, out
+    hog = (
+        "import pathlib\nout = pathlib.Path('/workspace/group/hog.out')\n"
+        "try:\n    data = b'x' * (200 * 1024 * 1024)\n    out.write_text(f'ALLOCATED {len(data)}')\n"
+        "except MemoryError:\n    out.write_text('MemoryError')\n"
+    )
+    exec_id = docker_client.api.exec_create(container.id, ["python3", "-c", hog])["Id"]
+    docker_client.api.exec_start(exec_id, detach=True)
+    report = group_dir / "hog.out"
+    deadline = time.monotonic() + 60
+    while not report.exists() and time.monotonic() < deadline:
+        container.reload()
+        if container.status != "running":
+            break
+        time.sleep(0.2)
     container.reload()
     if container.status == "running":
-        assert code == 1 and "MemoryError" in out, (code, out)
+        assert report.read_text() == "MemoryError"
+        assert sh(container, "echo alive") == (0, "alive\n")
     else:  # the host's OOM killer took the whole sandbox (its Sentry), nothing outside it
+        assert not report.exists() or "ALLOCATED" not in report.read_text()
         state = container.attrs["State"]
         assert state["Status"] == "exited" and (state["OOMKilled"] or state["ExitCode"] != 0), state
         assert sentry_pids(container.id) == []
