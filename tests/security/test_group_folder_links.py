@@ -144,7 +144,7 @@ def push_document(env: TgEnv, file_id: str, content: bytes, name: str = "report.
 
 
 async def test_attachment_never_follows_an_inbox_symlink_planted_by_the_agent(
-    tg_env: TgEnv, tmp_path: Path
+    tg_env: TgEnv, tier: Tier, tmp_path: Path
 ) -> None:
     env = tg_env
     host_dir = tmp_path / "host-dir"  # stands for /etc/cron.d, the venv's site-packages, …
@@ -155,7 +155,8 @@ async def test_attachment_never_follows_an_inbox_symlink_planted_by_the_agent(
 
     # 1. `inbox` in the group folder is a symlink to a host directory.
     out = await env.shell(
-        f"ln -sfn {host_dir} /workspace/group/inbox && ls -l /workspace/group; echo planted"
+        f"ln -sfn {host_dir} /workspace/group/inbox && find /workspace/group -maxdepth 1 -printf '%p %l\\n'; "
+        "echo planted"
     )
     assert "planted" in out, out
     first = push_document(env, "doc1", b"payload one")
@@ -167,7 +168,7 @@ async def test_attachment_never_follows_an_inbox_symlink_planted_by_the_agent(
         "rm -f /workspace/group/inbox && mkdir -p /workspace/group/inbox && "
         f"for i in $(seq {FIRST_IDS.start} {FIRST_IDS.stop}); do "
         f"ln -sf {victim} /workspace/group/inbox/$i-report.txt; done; "
-        "echo planted-$(ls /workspace/group/inbox | wc -l)"
+        "echo planted-$(find /workspace/group/inbox/ -mindepth 1 -maxdepth 1 | wc -l)"
     )
     assert "planted-" in out and "planted-0" not in out, out
     second = push_document(env, "doc2", b"payload two")
@@ -189,7 +190,9 @@ async def test_attachment_never_follows_an_inbox_symlink_planted_by_the_agent(
         f"rm -f /workspace/inbox/{name1} 2>&1; echo done"
     )
     assert "payload two" in out and "done" in out, out
-    assert out.count("Read-only file system") >= 3, out
+    # the host kernel names the read-only mount first; gVisor checks the directory's mode first
+    refusals = out.count("Read-only file system") + out.count("Permission denied")
+    assert refusals >= 3 and (tier.name == "runsc" or out.count("Read-only file system") >= 3), out
     assert sorted(p.name for p in inbox.iterdir()) == sorted([name1, name2])
 
 
@@ -297,7 +300,7 @@ async def test_hard_links_cannot_reach_foreign_files_and_reset_only_unlinks_name
         "ln /run/clawgate/ca.pem ca-link 2>&1; ln /workspace/global/x global-link 2>&1; "
         "ln /etc/passwd passwd-link 2>&1; "
         "echo 'keep me' > MEMORY.md; mkdir -p .clawgate; ln MEMORY.md .clawgate/memory-hardlink; "
-        "stat -c %h MEMORY.md"
+        "python3 -c 'import os; print(os.stat(\"MEMORY.md\").st_nlink)'"
     )
     lines = out.splitlines()
     assert not any((gw.data_dir / "groups" / "hostile" / n).exists() for n in ("ca-link", "passwd-link")), out
