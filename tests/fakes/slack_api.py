@@ -41,6 +41,7 @@ class FakeSlack:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.users = {"U1": "alice", "U2": "bob"}
+        self.on_ack: Any = None  # called with each Socket Mode ack before it is recorded
 
     @property
     def base_url(self) -> str:
@@ -139,7 +140,10 @@ class FakeSlack:
         await self._notify()
         async for message in ws:
             if message.type == WSMsgType.TEXT:
-                self.acks.append(json.loads(message.data))
+                ack = json.loads(message.data)
+                if self.on_ack is not None:  # at the instant Slack would stop retrying
+                    self.on_ack(ack)
+                self.acks.append(ack)
                 await self._notify()
         if self._socket is ws:
             self._socket = None
