@@ -1,7 +1,7 @@
 """Wallet signing benchmark: analyze + policy-check + sign NEAR transactions, next to bare ed25519.
 
 Every transaction an agent asks for is analyzed and policy-checked before it is signed
-(DESIGN.md invariant 5); this measures what that costs on top of the signature itself.
+(invariant 5, docs/ARCHITECTURE.md); this measures what that costs on top of the signature itself.
 
 - near_sign_per_s: per transaction `analyze(tx)`, `PolicyEngine.decide(...)` and a signature
   the way the gateway makes it: `KeyStore.signer()` decrypts the key from the real encrypted

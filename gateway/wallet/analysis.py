@@ -1,7 +1,7 @@
 """What a NEAR transaction does, in terms the policy engine and the owner can judge.
 
 `analyze()` is pure and cheap: it runs for every transaction an agent asks for, before the
-policy decides and before anything is signed (DESIGN.md invariant 5). It keeps two kinds of
+policy decides and before anything is signed (invariant 5, docs/ARCHITECTURE.md). It keeps two kinds of
 data apart on purpose:
 
 * exact data for the policy engine — amounts in yoctoNEAR ints, the raw method name as it

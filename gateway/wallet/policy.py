@@ -7,7 +7,7 @@ and the owner's approval prompt lists *all* reasons it needs a human.
 
 The engine is pure and synchronous on purpose: the store calls `decide()` inside its write
 transaction with today's spend, so the verdict and the spend it allows are recorded
-atomically (DESIGN.md invariant 5) and concurrent requests cannot both pass the daily limit.
+atomically (invariant 5, docs/ARCHITECTURE.md) and concurrent requests cannot both pass the daily limit.
 
 The owner pressing Approve (`owner_approved=True`) lifts every needs-approval outcome but no
 deny: key access, function-call key limits, forbidden operations and the daily limits (hard

@@ -1,7 +1,7 @@
 """The spend ledger: policy verdicts recorded atomically with the spend they allow, on a real SQLite store.
 
 The decide callback runs inside the store's write transaction, so concurrent requests see each
-other's spend and together can never pass the daily limit (DESIGN.md invariant 5).
+other's spend and together can never pass the daily limit (invariant 5, docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
