@@ -18,7 +18,7 @@ from pathlib import Path
 
 from channels.base import Channel
 from channels.console import ConsoleChannel
-from gateway import fdlimit
+from gateway import fdlimit, health
 from gateway.agent_services import AgentServices
 from gateway.approvals import Approvals
 from gateway.commands import AdminCommands, Command
@@ -27,6 +27,8 @@ from gateway.control import SOCKET_NAME as CONTROL_SOCKET
 from gateway.control import ControlServer
 from gateway.disk import DiskGuard
 from gateway.instance_lock import AlreadyRunning, DataDirLock
+from gateway.metrics import GatewayMetrics
+from gateway.metrics_http import EndpointUnavailable, MetricsServer
 from gateway.models import Group, InboundMessage
 from gateway.outbox import Outbox
 from gateway.private_files import PrivateFileError
@@ -70,6 +72,9 @@ class Gateway:
         self.input_closed = asyncio.Event()
         self.started_at = time.time()
         self._started = False
+        self._stopping = False
+        self.metrics = GatewayMetrics()  # a registry per gateway: several in one process never collide
+        self.metrics_server: MetricsServer | None = None
         self._leaks_notified: set[tuple[str, str]] = set()  # (group, pattern) told to main once
         self.lock = DataDirLock(data_dir)
 
@@ -105,7 +110,8 @@ class Gateway:
             if removed:
                 log.warning("removed %d container(s) left over from a previous run", removed)
             await self.vault.start()
-        except (SandboxUnavailable, VaultUnavailable) as exc:
+            await self._start_metrics_server()
+        except (SandboxUnavailable, VaultUnavailable, EndpointUnavailable) as exc:
             await self._close_partial()
             raise StartupError(str(exc)) from None
         recovered = await self.store.recover_interrupted()
@@ -156,6 +162,7 @@ class Gateway:
         )
         self.services.tasks = self.scheduler
         self.executor.finish_observers.append(self.scheduler.run_finished)
+        self.executor.finish_observers.append(self.metrics.observe_finished_run(self))
         self.commands = AdminCommands(self)
         # Approval prompts in the main chat (gateway.approvals); the wallet asks through it.
         self.approvals = Approvals(self.store, self.registry, self.channels, self.config.admin.users)
@@ -181,6 +188,29 @@ class Gateway:
             group = self.registry.for_chat(chat_id)
             if group is not None:
                 self.queue.wake(group.folder)
+
+    @property
+    def running(self) -> bool:
+        """Started and not (yet) stopping: what /healthz calls up."""
+        return self._started
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    async def _start_metrics_server(self) -> None:
+        """Bound early, so a busy port fails the start-up; it answers 503 until start() is done."""
+        settings = self.config.metrics
+        if not settings.enabled:
+            return
+        server = MetricsServer(settings, lambda: health.check(self), self._render_metrics)
+        await server.start()
+        self.metrics_server = server
+
+    async def _render_metrics(self) -> bytes:
+        if self._started:
+            await self.metrics.refresh(self)
+        return self.metrics.render()
 
     def _wallet_service(self) -> WalletService:
         """Keys stay in this process (config dir); agents reach them only through `near_*` IPC."""
@@ -259,7 +289,10 @@ class Gateway:
             log.warning("group %s moved from %s to %s", group.folder, old_chat_id, new_chat_id)
 
     async def ingest(self, message: InboundMessage) -> str:
-        return await self.router.ingest(message)
+        status = await self.router.ingest(message)
+        if status != "bot":  # counted once stored; the label is the channel's name, never the chat
+            self.metrics.received(self._channel_name(message.chat_id) or "unknown")
+        return status
 
     async def _run_command(self, command: Command, message: InboundMessage, group: Group | None) -> None:
         try:
@@ -366,6 +399,7 @@ class Gateway:
         if not self._started:
             return
         self._started = False
+        self._stopping = True
         for channel in self.channels:
             with contextlib.suppress(Exception):
                 await channel.disconnect()
@@ -384,6 +418,10 @@ class Gateway:
         await self._close_partial()
 
     async def _close_partial(self) -> None:
+        if self.metrics_server is not None:
+            with contextlib.suppress(Exception):
+                await self.metrics_server.close()
+            self.metrics_server = None
         with contextlib.suppress(Exception):
             await self.vault.stop()
         with contextlib.suppress(Exception):

@@ -7,6 +7,7 @@ names the key, instead of silently falling back to a weaker default.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -285,6 +286,49 @@ class MountsConfig(_Section):
         return value
 
 
+def is_loopback(host: str) -> bool:
+    """`127.0.0.0/8`, `::1` or `localhost`: reachable only from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class MetricsConfig(_Section):
+    """The opt-in `/healthz` + Prometheus `/metrics` endpoint (gateway.metrics_http)."""
+
+    enabled: bool = False
+    listen: str = Field("127.0.0.1", min_length=1, description="an IP address; loopback unless allow_remote")
+    port: int = Field(9464, ge=0, le=65535, description="0 = any free port (logged at start)")
+    allow_remote: bool = Field(
+        False, description="required to listen on a non-loopback address; the endpoint has no authentication"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host = value.strip("[]")
+        if host.lower() == "localhost":
+            return "127.0.0.1"
+        try:
+            return str(ipaddress.ip_address(host))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address (e.g. 127.0.0.1 or ::1)") from None
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> MetricsConfig:
+        # The metrics say how busy each group is and whether the vault is down; nobody off this
+        # machine should learn that unless the owner decided so.
+        if not is_loopback(self.listen) and not self.allow_remote:
+            raise ValueError(
+                f"metrics.listen = {self.listen!r} is not a loopback address; the endpoint has no "
+                "authentication. Use 127.0.0.1, or set metrics.allow_remote = true to expose it"
+            )
+        return self
+
+
 class Config(_Section):
     assistant_name: str = Field("Andy", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
     main_chat: str | None = Field(
@@ -304,6 +348,7 @@ class Config(_Section):
     retry: RetryConfig = RetryConfig()
     wallet: WalletConfig = WalletConfig()
     ipc: IpcConfig = IpcConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @model_validator(mode="after")
     def _ipc_idle_outlasts_a_turn(self) -> Config:

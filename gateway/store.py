@@ -609,6 +609,29 @@ class Store:
             raise KeyError(run_id)
         return row[0], row[1]
 
+    async def run_started_at(self, run_id: int) -> float | None:
+        """When a run was claimed (its turn latency is measured from here, gateway.metrics)."""
+        async with self._conn.execute("SELECT started_at FROM runs WHERE id = ?", (run_id,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else float(row[0])
+
+    async def stats(self) -> dict[str, dict[str, int]]:
+        """Counts for /metrics: messages by status, open dead letters by kind, approvals by state.
+
+        Read-only and cheap (indexed or small tables); it doubles as the health probe of the store.
+        """
+        queries = {
+            "messages": "SELECT status, COUNT(*) FROM messages WHERE status IN "
+            "('pending', 'processing', 'dead') GROUP BY status",
+            "dead_letters": "SELECT kind, COUNT(*) FROM dead_letters GROUP BY kind",
+            "approvals": "SELECT state, COUNT(*) FROM approvals GROUP BY state",
+        }
+        result: dict[str, dict[str, int]] = {}
+        for name, sql in queries.items():
+            async with self._conn.execute(sql) as cur:
+                result[name] = {str(key): int(count) for key, count in await cur.fetchall()}
+        return result
+
     # -- sessions ----------------------------------------------------------------------
 
     async def set_session(self, folder: str, session_id: str) -> None:

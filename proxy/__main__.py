@@ -44,6 +44,7 @@ from proxy.pinning import PinAddon
 from proxy.policy import POLICY_FILE, load_policy
 from proxy.relay import Relay
 from proxy.secrets import SecretStore, VaultError
+from proxy.stats import VaultStats
 
 log = logging.getLogger("clawgate.vault")
 
@@ -178,7 +179,8 @@ async def run(args: argparse.Namespace) -> int:
         return 2
     addon.set_policy(policy)
     addon.usage_store = store
-    audit = AuditAddon(AuditLog(Path(args.state_dir) / AUDIT_FILE), addon.group_of)
+    stats = VaultStats()
+    audit = AuditAddon(AuditLog(Path(args.state_dir) / AUDIT_FILE), addon.group_of, stats)
     leaks = LeakAddon(addon.group_of, args.gateway_socket)
     leaks.set_secrets(secrets)
     pin = PinAddon(addon.group_of)
@@ -211,7 +213,7 @@ async def run(args: argparse.Namespace) -> int:
         leaks.set_secrets(loaded)
         return len(loaded)
 
-    control = ControlServer(args.control_socket, relay, reload_secrets, ca_cert_path(args.state_dir))
+    control = ControlServer(args.control_socket, relay, reload_secrets, ca_cert_path(args.state_dir), stats)
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

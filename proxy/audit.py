@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from proxy.stats import VaultStats
+
 log = logging.getLogger("clawgate.vault.audit")
 
 AUDIT_FILE = "audit.jsonl"
@@ -127,9 +129,10 @@ class AuditLog:
 class AuditAddon:
     """Register FIRST (before the leak scanner and injection) so `path` is what the container sent."""
 
-    def __init__(self, audit: AuditLog, group_of) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, audit: AuditLog, group_of, stats: VaultStats | None = None) -> None:  # type: ignore[no-untyped-def]
         self.audit = audit
         self._group_of = group_of
+        self.stats = stats  # the same events, counted for the gateway's /metrics (proxy/stats.py)
 
     def running(self) -> None:
         self.audit.start()
@@ -148,10 +151,13 @@ class AuditAddon:
         meta = flow.metadata
         # a refusal answered early by the vault itself keeps the host the client asked for
         host, port = meta.get("clawgate.audit_target") or (req.host, req.port)
+        group = self._group_of(flow.client_conn)
+        if self.stats is not None:
+            self.stats.record(group, refusal)
         self.audit.record(
             {
                 "ts": datetime.fromtimestamp(start, UTC).isoformat(timespec="milliseconds"),
-                "group": self._group_of(flow.client_conn),
+                "group": group,
                 "method": req.method,
                 "host": host,
                 "port": port,

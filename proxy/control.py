@@ -19,6 +19,7 @@ from typing import Any
 
 from proxy.relay import Relay, RelayError
 from proxy.secrets import VaultError
+from proxy.stats import VaultStats
 
 log = logging.getLogger("clawgate.vault.control")
 
@@ -26,7 +27,7 @@ MAX_LINE = 64 * 1024
 
 
 class ControlServer:
-    """Serves `ping`, `open_group`, `close_group`, `reload_secrets`."""
+    """Serves `ping`, `open_group`, `close_group`, `reload_secrets`, `stats`."""
 
     def __init__(
         self,
@@ -34,11 +35,13 @@ class ControlServer:
         relay: Relay,
         reload_secrets: Callable[[], Awaitable[int]],
         ca_cert: Path,
+        stats: VaultStats | None = None,
     ) -> None:
         self.socket_path = Path(socket_path)
         self.relay = relay
         self.reload_secrets = reload_secrets
         self.ca_cert = ca_cert
+        self.stats = stats
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -116,4 +119,7 @@ class ControlServer:
             return {"ok": True, "closed": await self.relay.close_group(group)}
         if op == "reload_secrets":
             return {"ok": True, "secrets": await self.reload_secrets()}
+        if op == "stats":  # counters for the gateway's /metrics; no hosts, paths or secrets
+            snapshot = self.stats.snapshot() if self.stats is not None else {}
+            return {"ok": True, "pid": os.getpid(), **snapshot}
         return {"ok": False, "error": f"unknown op {op!r}"}

@@ -359,3 +359,15 @@ class VaultProcess:
         except VaultUnavailable:
             return False
         return bool(reply.get("ok"))
+
+    async def stats(self) -> dict[str, Any]:
+        """The vault's request counters (proxy/stats.py); raises VaultUnavailable while it is down.
+
+        Not under `_lock`: a scrape must not wait behind a restart, it reports the vault down.
+        """
+        if not self.ready.is_set():
+            raise VaultUnavailable("the vault is not running")
+        reply = await self._request_raw({"op": "stats"}, wait_s=2)
+        if not reply.get("ok"):
+            raise VaultUnavailable(f"vault refused stats: {reply.get('error')}")
+        return reply
