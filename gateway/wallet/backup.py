@@ -19,14 +19,10 @@ unless asked)::
       "keys": 2
     }
 
-* Key derivation: Argon2id (RFC 9106) over the UTF-8 bytes of the NFC-normalized passphrase,
-  64 MiB of memory, 3 iterations, 4 lanes, 16-byte random salt, 32-byte output — RFC 9106's
-  second recommended option.  The parameters are read back from the file, so stronger ones can
-  be used later without a format change; a file asking for more than 1 GiB of memory or
-  20 iterations is refused (a crafted backup must not be a denial of service).
-* Encryption: AES-256-GCM with a random 12-byte nonce.  The associated data is the canonical
-  JSON (sorted keys, no whitespace) of every field except ``ciphertext``, so editing the KDF
-  parameters, the key count or anything else in the header makes decryption fail.
+* Key derivation and encryption: Argon2id + AES-256-GCM as described in
+  :mod:`gateway.passphrase_crypto` (shared with ``clawgate backup``).  The associated data is the
+  canonical JSON of every field except ``ciphertext``, so editing the KDF parameters, the key
+  count or anything else in the header makes decryption fail.
 * Plaintext: ``{"keys": [...]}``, each entry the metadata of a key plus its ``secret_key`` in
   NEAR's ``ed25519:<base58>`` form (see :meth:`KeyStore.export_records`).
 
@@ -38,91 +34,47 @@ all-or-nothing, and a key name already in the store is refused (listing the name
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import os
-import unicodedata
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
-
+from gateway.passphrase_crypto import (
+    CIPHER,
+    DEFAULT_KDF,
+    KDF_NAME,
+    MIN_PASSPHRASE_LEN,
+    WRONG_PASSPHRASE,
+    KdfParams,
+    SealError,
+    b64,
+    check_passphrase,
+    new_kdf_header,
+    seal,
+    unb64,
+    unseal,
+)
 from gateway.private_files import atomic_write
 from gateway.wallet.keystore import KeyInfo, KeyStore, WalletError
 
+__all__ = [
+    "DEFAULT_KDF",
+    "MIN_PASSPHRASE_LEN",
+    "WRONG_PASSPHRASE",
+    "BackupError",
+    "KdfParams",
+    "export_backup",
+    "read_backup_header",
+    "restore_backup",
+]
+
 FORMAT = "clawgate-wallet-backup"
 FORMAT_VERSION = 1
-KDF_NAME = "argon2id"
-CIPHER = "aes-256-gcm"
-
-ARGON2_MEMORY_KIB = 65536  # 64 MiB
-ARGON2_ITERATIONS = 3
-ARGON2_LANES = 4
-KEY_BYTES = 32
-SALT_BYTES = 16
-NONCE_BYTES = 12
-
-MAX_MEMORY_KIB = 1024 * 1024  # 1 GiB: the most a backup file may make us allocate
-MAX_ITERATIONS = 20
-MAX_LANES = 64
 MAX_BACKUP_BYTES = 16 * 1024 * 1024  # far beyond any real key set; bounds what we parse
-MIN_PASSPHRASE_LEN = 8
-
-WRONG_PASSPHRASE = "wrong passphrase or corrupted backup"
 
 
 class BackupError(WalletError):
     """A backup cannot be written or restored. The message never contains key material."""
-
-
-@dataclass(frozen=True, slots=True)
-class KdfParams:
-    """Argon2id cost parameters; the defaults are the documented ones. Tests pass cheaper ones."""
-
-    memory_kib: int = ARGON2_MEMORY_KIB
-    iterations: int = ARGON2_ITERATIONS
-    lanes: int = ARGON2_LANES
-
-    def check(self) -> KdfParams:
-        """Refuse parameters Argon2 cannot use or that would let a crafted file exhaust the host."""
-        for value in (self.memory_kib, self.iterations, self.lanes):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise BackupError("backup KDF parameters must be integers")
-        if not 1 <= self.lanes <= MAX_LANES:
-            raise BackupError(f"backup KDF lanes must be 1-{MAX_LANES}")
-        if not 1 <= self.iterations <= MAX_ITERATIONS:
-            raise BackupError(f"backup KDF iterations must be 1-{MAX_ITERATIONS}")
-        if not 8 * self.lanes <= self.memory_kib <= MAX_MEMORY_KIB:
-            raise BackupError(f"backup KDF memory must be {8 * self.lanes} KiB to 1 GiB")
-        return self
-
-
-DEFAULT_KDF = KdfParams()
-
-
-def _derive_key(passphrase: str, salt: bytes, params: KdfParams) -> bytes:
-    kdf = Argon2id(
-        salt=salt,
-        length=KEY_BYTES,
-        iterations=params.iterations,
-        lanes=params.lanes,
-        memory_cost=params.memory_kib,
-    )
-    # NFC: the same passphrase typed on another OS/keyboard may arrive decomposed.
-    return kdf.derive(unicodedata.normalize("NFC", passphrase).encode("utf-8"))
-
-
-def _associated_data(header: dict[str, Any]) -> bytes:
-    return json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def export_backup(
@@ -139,9 +91,11 @@ def export_backup(
     Refuses to overwrite an existing ``path`` unless ``force`` (a backup is often the only copy of
     a key; silently replacing an older one with a partial export would lose keys).
     """
-    if not isinstance(passphrase, str) or len(passphrase) < MIN_PASSPHRASE_LEN:
-        raise BackupError(f"the backup passphrase must be at least {MIN_PASSPHRASE_LEN} characters")
-    params.check()
+    try:
+        check_passphrase(passphrase)
+        params.check()
+    except SealError as e:
+        raise BackupError(e.message) from None
     path = Path(path)
     if (path.exists() or path.is_symlink()) and not force:
         raise BackupError(f"{path} already exists (use --force to overwrite it)")
@@ -150,28 +104,20 @@ def export_backup(
     records = store.export_records(names)
     if not records:
         raise BackupError("there are no wallet keys to back up")
-    salt, nonce = os.urandom(SALT_BYTES), os.urandom(NONCE_BYTES)
+    kdf, nonce = new_kdf_header(params)
     header: dict[str, Any] = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
-        "kdf": {
-            "name": KDF_NAME,
-            "salt": _b64(salt),
-            "memory_kib": params.memory_kib,
-            "iterations": params.iterations,
-            "lanes": params.lanes,
-        },
+        "kdf": kdf,
         "cipher": CIPHER,
-        "nonce": _b64(nonce),
+        "nonce": nonce,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "keys": len(records),
     }
     plaintext = json.dumps({"keys": records}).encode("utf-8")
     del records  # the secrets now exist only in `plaintext`, which is encrypted next
-    ciphertext = AESGCM(_derive_key(passphrase, salt, params)).encrypt(
-        nonce, plaintext, _associated_data(header)
-    )
-    document = dict(header, ciphertext=_b64(ciphertext))
+    ciphertext = seal(passphrase, plaintext, header)
+    document = dict(header, ciphertext=b64(ciphertext))
     try:
         atomic_write(path, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
     except OSError as e:
@@ -188,19 +134,10 @@ def read_backup_header(path: Path) -> dict[str, Any]:
 def restore_backup(store: KeyStore, path: Path, passphrase: str, replace: bool = False) -> list[KeyInfo]:
     """Decrypt the backup at ``path`` and add its keys to ``store`` (all or nothing)."""
     header, ciphertext = _load(Path(path))
-    kdf = header["kdf"]
-    params = KdfParams(kdf.get("memory_kib"), kdf.get("iterations"), kdf.get("lanes")).check()  # type: ignore[arg-type]
-    salt, nonce = _unb64(kdf["salt"], "salt"), _unb64(header["nonce"], "nonce")
-    if not 16 <= len(salt) <= 64 or len(nonce) != NONCE_BYTES:
-        raise BackupError(f"{path}: malformed salt or nonce")
-    if not isinstance(passphrase, str):
-        raise BackupError(WRONG_PASSPHRASE)
     try:
-        plaintext = AESGCM(_derive_key(passphrase, salt, params)).decrypt(
-            nonce, ciphertext, _associated_data(header)
-        )
-    except InvalidTag:
-        raise BackupError(WRONG_PASSPHRASE) from None
+        plaintext = unseal(passphrase, ciphertext, header)
+    except SealError as e:
+        raise BackupError(e.message if e.message == WRONG_PASSPHRASE else f"{path}: {e.message}") from None
     try:
         records = json.loads(plaintext)["keys"]
         if not isinstance(records, list):
@@ -215,15 +152,6 @@ def restore_backup(store: KeyStore, path: Path, passphrase: str, replace: bool =
         raise
     except WalletError as e:
         raise BackupError(e.message) from None
-
-
-def _unb64(value: object, what: str) -> bytes:
-    try:
-        if not isinstance(value, str):
-            raise TypeError
-        return base64.b64decode(value, validate=True)
-    except (TypeError, binascii.Error):
-        raise BackupError(f"the backup's {what} is not valid base64") from None
 
 
 def _load(path: Path) -> tuple[dict[str, Any], bytes]:
@@ -256,5 +184,8 @@ def _load(path: Path) -> tuple[dict[str, Any], bytes]:
     count = doc.get("keys")
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise BackupError(f"{path}: invalid key count")
-    ciphertext = _unb64(doc.pop("ciphertext", None), "ciphertext")
+    try:
+        ciphertext = unb64(doc.pop("ciphertext", None), "ciphertext")
+    except SealError as e:
+        raise BackupError(e.message) from None
     return doc, ciphertext

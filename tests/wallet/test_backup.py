@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.passphrase_crypto import ARGON2_ITERATIONS, ARGON2_LANES, ARGON2_MEMORY_KIB
 from gateway.wallet.backup import (
-    ARGON2_ITERATIONS,
-    ARGON2_LANES,
-    ARGON2_MEMORY_KIB,
     WRONG_PASSPHRASE,
     BackupError,
     KdfParams,
