@@ -12,6 +12,7 @@ import click
 from gateway import config as config_mod
 from gateway import paths
 from gateway.admin_cli import dlq_cli, groups_register, groups_unregister, status_cli
+from gateway.backup_cli import backup_cli
 from gateway.tasks_cli import tasks_cli
 from gateway.wallet.cli import wallet_cli
 from proxy.cli import vault_cli
@@ -202,6 +203,7 @@ main.add_command(wallet_cli)
 main.add_command(tasks_cli)
 main.add_command(dlq_cli)
 main.add_command(status_cli)
+main.add_command(backup_cli)
 groups.add_command(groups_register)
 groups.add_command(groups_unregister)
 
