@@ -34,7 +34,8 @@ def backup_cli() -> None:
 @click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
 def backup_create(file: Path, force: bool) -> None:
     """Write an archive of the database (consistent even while the gateway runs) and config to FILE."""
-    from gateway.instance_backup import MIN_PASSPHRASE_LEN, BackupError, create_backup
+    from gateway.instance_backup import BackupError, create_backup
+    from gateway.passphrase_crypto import MIN_PASSPHRASE_LEN
 
     if (file.exists() or file.is_symlink()) and not force:  # before the prompt: do not ask in vain
         raise click.ClickException(f"{file} already exists (use --force to overwrite it)")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from gateway.migration_backup import backup_before_migration
 from gateway.models import (
     Approval,
     ClaimedRun,
@@ -262,8 +263,9 @@ def storable(message: InboundMessage) -> InboundMessage:
 class Store:
     """All reads and writes of the gateway's database."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: Path | None = None) -> None:
         self._conn = conn
+        self._path = path
         self._batch: list[tuple[InboundMessage, str, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         # One connection is shared by every coroutine; the lock keeps one coroutine's
@@ -308,7 +310,7 @@ class Store:
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA synchronous=FULL")
             await conn.execute("PRAGMA foreign_keys=ON")
-            store = cls(conn)
+            store = cls(conn, path)
             version = await store.schema_version()
             if version > len(MIGRATIONS):
                 raise StoreUnusable(
@@ -339,8 +341,25 @@ class Store:
         await self._conn.close()
 
     async def _migrate(self) -> None:
+        """Apply the missing migrations, after copying a database that has data to backups/.
+
+        A database at v0 is new and empty; anything older than the latest version holds the
+        operator's data, which the copy lets them get back if the new version misbehaves.
+        """
         async with self._conn.execute("PRAGMA user_version") as cur:
             (version,) = await cur.fetchone()  # type: ignore[misc]
+        if 0 < version < len(MIGRATIONS) and self._path is not None:
+            try:
+                copy = await asyncio.to_thread(backup_before_migration, self._path, version)
+            except (OSError, sqlite3.Error) as exc:
+                raise StoreUnusable(
+                    f"database {self._path} needs migrating from v{version} to v{len(MIGRATIONS)}, but"
+                    f" the backup taken first failed ({exc}); free disk space in {self._path.parent}"
+                    " and start again"
+                ) from None
+            log.warning(
+                "database schema v%d -> v%d; the old database is kept at %s", version, len(MIGRATIONS), copy
+            )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             await self._conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
 
