@@ -34,6 +34,7 @@ from gateway.outbox import Outbox
 from gateway.private_files import PrivateFileError
 from gateway.queue import GroupQueue
 from gateway.registry import GroupRegistry
+from gateway.retention import Retention
 from gateway.router import Router
 from gateway.runs import RunExecutor
 from gateway.sandboxes import SandboxPool
@@ -181,6 +182,8 @@ class Gateway:
             await channel.connect(self.ingest, self.approvals.on_button)
         await self.approvals.start()  # now the settled prompts can be edited
         await self.scheduler.start()
+        self.retention = Retention(self.store, self.config)
+        self.retention.start()
         self._started = True
         self.started_at = time.time()
         await self.outbox.flush()
@@ -405,6 +408,7 @@ class Gateway:
                 await channel.disconnect()
         await self.approvals.stop()
         await self.scheduler.stop()
+        await self.retention.stop()
         await self.control.close()
         self.executor.cancel_retries()
         self.outbox.close()

@@ -329,6 +329,21 @@ class MetricsConfig(_Section):
         return self
 
 
+class RetentionConfig(_Section):
+    """How long message bodies stay in the database (gateway.retention); 0 days = forever.
+
+    The newest `context_messages` of every chat and every message still waiting for an answer
+    are always kept, so pruning never takes anything an agent's next turn would see.
+    """
+
+    message_days: int = Field(
+        365, ge=0, le=36500, description="empty the text of answered messages older than this"
+    )
+    unregistered_days: int = Field(
+        30, ge=0, le=36500, description="delete messages of chats no group is registered for after this"
+    )
+
+
 class Config(_Section):
     assistant_name: str = Field("Andy", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
     main_chat: str | None = Field(
@@ -349,6 +364,7 @@ class Config(_Section):
     wallet: WalletConfig = WalletConfig()
     ipc: IpcConfig = IpcConfig()
     metrics: MetricsConfig = MetricsConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     @model_validator(mode="after")
     def _ipc_idle_outlasts_a_turn(self) -> Config:
