@@ -175,7 +175,7 @@ def _read_master_key(config_dir: Path) -> bytes | None:
 def _snapshot(db: Path, dest: Path) -> int:
     """Copy ``db`` to ``dest`` with the online backup API; return the snapshot's schema version."""
     try:
-        src = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        src = sqlite3.connect(db.absolute().as_uri() + "?mode=ro", uri=True, timeout=30)
     except sqlite3.Error as e:
         raise BackupError(f"cannot open database {db}: {e}") from None
     try:
@@ -381,7 +381,7 @@ def _restore_locked(archive: Path, passphrase: str, config_dir: Path, data_dir: 
                 out.write(master_key)
                 out.flush()
                 os.fsync(out.fileno())
-        conn = sqlite3.connect(f"file:{staged_db}?mode=ro", uri=True)
+        conn = sqlite3.connect(staged_db.absolute().as_uri() + "?mode=ro", uri=True)
         try:
             _check_database(conn, staged_db, Path(f"{archive}:{DB_MEMBER}"))
             schema = int(conn.execute("PRAGMA user_version").fetchone()[0])

@@ -37,7 +37,7 @@ def backup_before_migration(db: Path, version: int) -> Path:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     os.close(fd)
     try:
-        src = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        src = sqlite3.connect(db.absolute().as_uri() + "?mode=ro", uri=True, timeout=30)
         try:
             dst = sqlite3.connect(tmp)
             try:
