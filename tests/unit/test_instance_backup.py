@@ -226,3 +226,9 @@ def test_restore_refuses_while_the_data_dir_is_locked_naming_the_pid(tmp_path: P
             ib.restore_backup(archive, PASS, config_dir, data_dir, force=True)
     finally:
         lock.release()
+
+
+def test_the_archive_holds_the_database_the_gateway_uses() -> None:
+    from gateway.app import DATABASE
+
+    assert ib.DATABASE == DATABASE
