@@ -35,7 +35,7 @@ from gateway.wallet.analysis import analyze  # noqa: E402
 from gateway.wallet.keys import KeyPair  # noqa: E402
 from gateway.wallet.keystore import KeyStore  # noqa: E402
 from gateway.wallet.policy import PolicyEngine  # noqa: E402
-from gateway.wallet.settings import FunctionCallRule, WalletPolicy  # noqa: E402
+from gateway.wallet.settings import FunctionCallRule, TokenLimit, WalletPolicy  # noqa: E402
 from gateway.wallet.transactions import FunctionCall, Transaction, Transfer  # noqa: E402
 
 ROUNDS = 4
@@ -93,6 +93,8 @@ def _run(seconds: float, store: KeyStore) -> dict[str, int]:
                     auto_approve=True,
                 )
             ],
+            # token transfers sign without asking only within limits for their contract
+            token_limits={"usdt.tether-token.near": TokenLimit(daily_limit=str(10**15))},
         )
     )
     permission = info.permission
