@@ -15,10 +15,11 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from channels.base import Channel
 from channels.console import ConsoleChannel
-from gateway import fdlimit, health
+from gateway import fdlimit
 from gateway.agent_services import AgentServices
 from gateway.approvals import Approvals
 from gateway.commands import AdminCommands, Command
@@ -27,8 +28,6 @@ from gateway.control import SOCKET_NAME as CONTROL_SOCKET
 from gateway.control import ControlServer
 from gateway.disk import DiskGuard
 from gateway.instance_lock import AlreadyRunning, DataDirLock
-from gateway.metrics import GatewayMetrics
-from gateway.metrics_http import EndpointUnavailable, MetricsServer
 from gateway.models import Group, InboundMessage
 from gateway.outbox import Outbox
 from gateway.private_files import PrivateFileError
@@ -48,6 +47,10 @@ from groups.sandbox.base import SandboxUnavailable
 from groups.sandbox.select import make_backend
 from proxy.policy import write_policy_config
 from proxy.process import VaultProcess, VaultUnavailable
+
+if TYPE_CHECKING:  # imported only when [metrics] is enabled: prometheus-client is not needed otherwise
+    from gateway.metrics import GatewayMetrics
+    from gateway.metrics_http import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,7 @@ class Gateway:
         self.started_at = time.time()
         self._started = False
         self._stopping = False
-        self.metrics = GatewayMetrics()  # a registry per gateway: several in one process never collide
+        self.metrics: GatewayMetrics | None = None  # set when [metrics] is enabled
         self.metrics_server: MetricsServer | None = None
         self._leaks_notified: set[tuple[str, str]] = set()  # (group, pattern) told to main once
         self.lock = DataDirLock(data_dir)
@@ -111,10 +114,14 @@ class Gateway:
             if removed:
                 log.warning("removed %d container(s) left over from a previous run", removed)
             await self.vault.start()
-            await self._start_metrics_server()
-        except (SandboxUnavailable, VaultUnavailable, EndpointUnavailable) as exc:
+        except (SandboxUnavailable, VaultUnavailable) as exc:
             await self._close_partial()
             raise StartupError(str(exc)) from None
+        try:
+            await self._start_metrics_server()
+        except StartupError:
+            await self._close_partial()
+            raise
         recovered = await self.store.recover_interrupted()
         if recovered:
             log.warning("%d message(s) of interrupted runs will be answered again", recovered)
@@ -163,7 +170,8 @@ class Gateway:
         )
         self.services.tasks = self.scheduler
         self.executor.finish_observers.append(self.scheduler.run_finished)
-        self.executor.finish_observers.append(self.metrics.observe_finished_run(self))
+        if self.metrics is not None:
+            self.executor.finish_observers.append(self.metrics.observe_finished_run(self))
         self.commands = AdminCommands(self)
         # Approval prompts in the main chat (gateway.approvals); the wallet asks through it.
         self.approvals = Approvals(self.store, self.registry, self.channels, self.config.admin.users)
@@ -206,11 +214,20 @@ class Gateway:
         settings = self.config.metrics
         if not settings.enabled:
             return
+        from gateway import health
+        from gateway.metrics import GatewayMetrics
+        from gateway.metrics_http import EndpointUnavailable, MetricsServer
+
+        self.metrics = GatewayMetrics()  # a registry per gateway: several in one process never collide
         server = MetricsServer(settings, lambda: health.check(self), self._render_metrics)
-        await server.start()
+        try:
+            await server.start()
+        except EndpointUnavailable as exc:
+            raise StartupError(str(exc)) from None
         self.metrics_server = server
 
     async def _render_metrics(self) -> bytes:
+        assert self.metrics is not None  # the server exists only with its metrics
         if self._started:
             await self.metrics.refresh(self)
         return self.metrics.render()
@@ -293,7 +310,9 @@ class Gateway:
 
     async def ingest(self, message: InboundMessage) -> str:
         status = await self.router.ingest(message)
-        if status != "bot":  # counted once stored; the label is the channel's name, never the chat
+        if (
+            self.metrics is not None and status != "bot"
+        ):  # counted once stored; the label is the channel's name, never the chat
             self.metrics.received(self._channel_name(message.chat_id) or "unknown")
         return status
 

@@ -21,6 +21,7 @@ async def check(gw: Gateway) -> tuple[bool, dict[str, Any]]:
             "status": "starting" if not gw.stopping else "stopping",
             "problems": ["gateway not running"],
         }
+    assert gw.metrics is not None  # /healthz is served only with [metrics] enabled
     snap = await gw.metrics.refresh(gw)
     problems: list[str] = []
     if not snap.store_ok:
