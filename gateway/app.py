@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from channels.base import Channel
 from channels.console import ConsoleChannel
-from gateway import fdlimit
+from gateway import fdlimit, preflight
 from gateway.agent_services import AgentServices
 from gateway.approvals import Approvals
 from gateway.commands import AdminCommands, Command
@@ -47,6 +47,7 @@ from groups.sandbox.base import SandboxUnavailable
 from groups.sandbox.select import make_backend
 from proxy.policy import write_policy_config
 from proxy.process import VaultProcess, VaultUnavailable
+from proxy.secrets import SecretStore, VaultError
 
 if TYPE_CHECKING:  # imported only when [metrics] is enabled: prometheus-client is not needed otherwise
     from gateway.metrics import GatewayMetrics
@@ -80,9 +81,14 @@ class Gateway:
         self.metrics: GatewayMetrics | None = None  # set when [metrics] is enabled
         self.metrics_server: MetricsServer | None = None
         self._leaks_notified: set[tuple[str, str]] = set()  # (group, pattern) told to main once
+        self._unscoped_notified: set[tuple[str, str]] = set()  # (group, host) told to main once
         self.lock = DataDirLock(data_dir)
+        self.warnings: list[str] = []  # preflight warnings, printed by `clawgate run` (gateway/cli.py)
 
     async def start(self, channels: list[Channel] | None = None) -> None:
+        served = None if channels is None else lambda chat: any(c.owns_chat(chat) for c in channels)
+        static = preflight.channel_findings(self.config, served)
+        self._preflight(static + preflight.private_upstream_findings(self.config))  # before any side effect
         # The per-group caps (gateway.ipc_limits), not a low default soft limit, decide who gets
         # descriptors. Sandboxes get their own low limit (Docker ulimit, bwrap rlimit).
         soft, hard = fdlimit.raise_soft_limit()
@@ -110,6 +116,7 @@ class Gateway:
         write_policy_config(self.config, self.data_dir / "vault")
         try:
             await self.backend.check(self.config.sandbox.image)
+            self._preflight(await asyncio.to_thread(preflight.image_findings, self.config))
             removed = await self.backend.remove_orphans(self.instance)
             if removed:
                 log.warning("removed %d container(s) left over from a previous run", removed)
@@ -134,6 +141,16 @@ class Gateway:
             await self._close_partial()
             raise StartupError(str(exc)) from None
         await self._ensure_main_group()
+        try:  # the groups that will call the model are known now
+            folders = [g.folder for g in self.registry.all()]
+            main = self.registry.main
+            secrets = SecretStore(self.config_dir).list()
+            self._preflight(
+                preflight.model_key_findings(self.config, secrets, folders, main.folder if main else None)
+            )
+        except (StartupError, VaultError) as exc:
+            await self._close_partial()
+            raise StartupError(getattr(exc, "message", str(exc))) from None
 
         self.outbox = Outbox(self.store, self.channels, self.config.retry, self.notify_main)
         unsettled = await self.outbox.recover()
@@ -231,6 +248,16 @@ class Gateway:
         if self._started:
             await self.metrics.refresh(self)
         return self.metrics.render()
+
+    def _preflight(self, findings: list[preflight.Finding]) -> None:
+        """Warnings are logged and kept for `run` to print; the first error stops the start."""
+        for finding in findings:
+            if finding.level == "warning":
+                log.warning("%s", finding.line())
+                self.warnings.append(finding.line())
+        errors = [f for f in findings if f.level == "error"]
+        if errors:
+            raise StartupError("; ".join(f.line() for f in errors))
 
     def _wallet_service(self) -> WalletService:
         """Keys stay in this process (config dir); agents reach them only through `near_*` IPC."""
@@ -390,7 +417,27 @@ class Gateway:
                 self._leaks_notified.add(key)
                 await self.notify_main(f"⚠️ blocked a request from group {key[0]}: it contained {key[1]}")
             return {"ok": True}
+        if op == "unscoped":  # a group's request matched a secret outside its scope (proxy/policy.py)
+            return await self._unscoped_notice(request)
         raise ValueError(f"unknown op {op!r}")
+
+    async def _unscoped_notice(self, request: dict[str, object]) -> dict[str, object]:
+        """One main-chat notice per group and host: the owner learns why that group's calls fail."""
+        group, secret, host = (str(request.get(k))[:100] for k in ("group", "secret", "host"))
+        if (group, host) in self._unscoped_notified:
+            return {"ok": True}
+        self._unscoped_notified.add((group, host))
+        info = None
+        with contextlib.suppress(VaultError):
+            info = SecretStore(self.config_dir).get(secret)
+        scope = ",".join((*info.groups, group)) if info is not None else f"main,{group}"
+        fate = "was refused" if request.get("refused") is True else "left without it"
+        await self.notify_main(
+            f"⚠️ group {group} sent a request to {host}, which needs the vault secret {secret}, "
+            f"but {group} is not in its scope, so the request {fate}. To allow it: "
+            f"clawgate vault scope {secret} --groups {scope}"
+        )
+        return {"ok": True}
 
     # -- callbacks between the parts ------------------------------------------------------
 

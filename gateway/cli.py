@@ -65,6 +65,8 @@ def run(verbose: bool, grace: float) -> None:
             await gateway.start()
         except StartupError as exc:
             raise click.ClickException(f"cannot start: {exc}") from None
+        for warning in gateway.warnings:
+            click.echo(f"clawgate: warning: {warning}", err=True)
         click.echo(f"clawgate: ready (logs: {log_path})", err=True)
 
         async def finish_when_input_ends() -> None:

@@ -9,7 +9,7 @@ import sys
 import click
 
 from gateway import config as config_mod
-from gateway import paths
+from gateway import paths, preflight
 from groups.sandbox.base import SandboxBackend, SandboxUnavailable
 from groups.sandbox.docker import DockerBackend
 
@@ -102,17 +102,7 @@ async def run_checks() -> bool:
     if key.exists():
         mode = key.stat().st_mode & 0o777
         results.append(_report(mode == 0o600, f"master key mode {oct(mode)}", f"chmod 600 {key}"))
-    from proxy.secrets import SecretStore
-
-    hosts = {s.host for s in SecretStore(paths.config_dir()).list()}
-    model_host = cfg.model.base_url.split("://", 1)[1].split("/", 1)[0].lower()
-    results.append(
-        _report(
-            model_host in hosts or model_host.split(":")[0] in hosts,
-            f"a vault secret for the model host {model_host}",
-            f"clawgate vault add model --host {model_host} --preset {cfg.model.provider}  (value from stdin)",
-        )
-    )
+    results.extend(_preflight(cfg, preflight.registered_folders(paths.data_dir()) or ["main"]))
     if os.geteuid() == 0:
         results.append(
             _report(
@@ -120,34 +110,42 @@ async def run_checks() -> bool:
                 f"running as root: each group's sandbox runs as its own uid above {cfg.sandbox.run_as_uid}",
             )
         )
-    results.append(_image_current(cfg.sandbox.image))
+    results.extend(_findings(preflight.image_findings(cfg), f"image {cfg.sandbox.image} is current"))
     results.append(_vault_ca())
     results.append(_allowlist())
     results.append(_wallet(cfg))
     results.append(await _database())
-    _report(True, "channels: console (the terminal; no credentials needed)")
+    _report(True, f"channels: {preflight.describe_channels(cfg)}")
     results.append(_disk(cfg.sandbox.min_free_mb))
     return all(results)
 
 
-def _image_current(image: str) -> bool:
-    import docker
-    from docker.errors import DockerException
+def _findings(findings: list[preflight.Finding], ok_label: str) -> list[bool]:
+    """Doctor is the strict reading of the preflight: a warning at `run` is a FAIL here."""
+    if not findings:
+        return [_report(True, ok_label)]
+    return [_report(False, f"{f.what} ({f.level} at `clawgate run`)", f.fix) for f in findings]
 
-    from groups.sandbox.image import image_is_current
 
+def _preflight(cfg: config_mod.Config, groups: list[str]) -> list[bool]:
+    """The same config checks `run` makes (gateway/preflight.py), so the two cannot disagree."""
+    from proxy.secrets import SecretStore, VaultError
+
+    host = cfg.model.base_url.split("://", 1)[1].split("/", 1)[0].lower()
+    results = _findings(
+        preflight.channel_findings(cfg), f"main chat {cfg.main_chat or 'console'} is on an enabled channel"
+    )
+    results += _findings(
+        preflight.private_upstream_findings(cfg), f"model address {cfg.model.base_url} allowed by the vault"
+    )
     try:
-        client = docker.from_env()
-    except DockerException:
-        return True  # the backend check above already reported Docker
-    try:
-        return _report(
-            image_is_current(client, image),
-            f"image {image} contains this checkout's agent runtime",
-            "rebuild it: clawgate image build",
-        )
-    finally:
-        client.close()
+        secrets = SecretStore(paths.config_dir()).list()
+    except VaultError as exc:
+        return [*results, _report(False, "vault secrets file", exc.message)]
+    return results + _findings(
+        preflight.model_key_findings(cfg, secrets, groups),
+        f"model key for {host}: usable by group(s) {', '.join(groups)} (or none needed)",
+    )
 
 
 def _vault_ca() -> bool:

@@ -182,6 +182,12 @@ async def run(args: argparse.Namespace) -> int:
     stats = VaultStats()
     audit = AuditAddon(AuditLog(Path(args.state_dir) / AUDIT_FILE), addon.group_of, stats)
     leaks = LeakAddon(addon.group_of, args.gateway_socket)
+
+    def unscoped(group: str, secret: str, host: str, refused: bool) -> None:
+        message = {"op": "unscoped", "group": group, "secret": secret, "host": host, "refused": refused}
+        leaks.notices.once(("unscoped", group, host), message)
+
+    addon.enforcer.on_unscoped = unscoped
     leaks.set_secrets(secrets)
     pin = PinAddon(addon.group_of)
     relay = Relay(

@@ -13,9 +13,9 @@ import sys
 import click
 
 from gateway.paths import config_dir, data_dir
-from proxy.rules import ACTIONS, RuleError, make_rule
+from proxy.rules import ACTIONS, Rule, RuleError, host_matches, make_rule
 from proxy.rules import PRESETS as RULE_PRESETS
-from proxy.secrets import SecretStore, VaultError
+from proxy.secrets import DEFAULT_GROUPS, SecretStore, VaultError
 
 PRESETS: dict[str, tuple[str, str]] = {
     "anthropic": ("x-api-key", "{value}"),
@@ -47,6 +47,30 @@ def _reload_running_vault() -> None:
         return
     if reply.get("ok"):
         click.echo("the running vault reloaded its secrets", err=True)
+
+
+def default_groups(rule: Rule) -> tuple[list[str], str]:
+    """Who may use a new secret when `--groups` is not given, and why (printed to the user).
+
+    The model key is needed by every group that runs turns: scoped to main alone, a second
+    group's model calls carry the placeholder and fail with 401 (issue 12). Other keys stay
+    with main unless widened, as before.
+    """
+    from urllib.parse import urlsplit
+
+    from gateway.config import ConfigError, load
+    from gateway.preflight import registered_folders
+
+    try:
+        base_url = load(config_dir()).model.base_url
+    except ConfigError:
+        return list(DEFAULT_GROUPS), "the default"
+    parts = urlsplit(base_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if not host_matches(rule.host, (parts.hostname or "").lower(), port):
+        return list(DEFAULT_GROUPS), "the default for keys other than the model's"
+    folders = list(dict.fromkeys(["main", *registered_folders(data_dir())]))
+    return folders, "the model host's key: every registered group"
 
 
 def _read_value(from_env: str | None) -> str:
@@ -89,7 +113,10 @@ def vault_cli() -> None:
 @click.option("--query-param", default=None, help="Query parameter for --action set_query.")
 @click.option("--preset", type=click.Choice(sorted(RULE_PRESETS)), default=None, help="Known API preset.")
 @click.option(
-    "--groups", default="main", show_default=True, help="Comma list of groups that may use it; '*' = all."
+    "--groups",
+    default=None,
+    help="Comma list of groups that may use it; '*' = all. Default: for the model host's key every "
+    "registered group (and main), otherwise main only.",
 )
 @click.option("--replace", is_flag=True, help="Overwrite an existing secret with the same name.")
 @click.option("--from-env", "from_env", metavar="VAR", default=None, help="Read the value from $VAR.")
@@ -103,7 +130,7 @@ def add_cmd(
     fmt: str | None,
     query_param: str | None,
     preset: str | None,
-    groups: str,
+    groups: str | None,
     replace: bool,
     from_env: str | None,
 ) -> None:
@@ -119,7 +146,11 @@ def add_cmd(
     except RuleError as e:
         raise click.ClickException(str(e)) from None
     value = _read_value(from_env)
-    group_list = [g.strip() for g in groups.split(",")]
+    if groups is None:
+        group_list, why = default_groups(rule)
+        click.echo(f"groups: {','.join(group_list)} ({why}; choose with --groups)", err=True)
+    else:
+        group_list = [g.strip() for g in groups.split(",")]
     legacy = rule.action == "set_header" and rule.path == "/*" and not rule.methods
     try:
         if legacy:  # the v1 record form: host + header + format
@@ -139,7 +170,8 @@ def add_cmd(
     if info.rules:
         click.echo(f"stored secret {info.name}: {rule.describe()} (groups {', '.join(info.groups)})")
     else:
-        click.echo(f"stored secret {info.name} for {info.host} (header {info.header})")
+        scope = ", ".join(info.groups)
+        click.echo(f"stored secret {info.name} for {info.host} (header {info.header}, groups {scope})")
     _reload_running_vault()
 
 

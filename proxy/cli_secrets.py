@@ -39,6 +39,20 @@ def show_cmd(name: str) -> None:
         click.echo(f"  - {rule.describe()}")
 
 
+@vault_cli.command("scope")
+@click.argument("name")
+@click.option("--groups", required=True, help="Comma list of groups that may use it; '*' = all.")
+def scope_cmd(name: str, groups: str) -> None:
+    """Set which groups may use NAME (its value and rules stay)."""
+    _get(name)
+    try:
+        info = _store().set_groups(name, [g.strip() for g in groups.split(",")])
+    except VaultError as e:
+        raise click.ClickException(e.message) from None
+    click.echo(f"secret {name}: groups {', '.join(info.groups)}")
+    _reload_running_vault()
+
+
 @vault_cli.command("rotate")
 @click.argument("name")
 @click.option("--from-env", "from_env", metavar="VAR", default=None, help="Read the new value from $VAR.")

@@ -20,15 +20,15 @@ Hits are reported by pattern NAME only; a value is never returned, logged or ech
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
+
+from proxy.notices import GatewayNotices
 
 log = logging.getLogger("clawgate.vault.leaks")
 
@@ -184,9 +184,7 @@ class LeakAddon:
     def __init__(self, group_of, gateway_socket: Path | None = None) -> None:  # type: ignore[no-untyped-def]
         self.scanner = LeakScanner()
         self._group_of = group_of  # VaultAddon.group_of(client) -> group | None
-        self.gateway_socket = gateway_socket
-        self._notified: set[tuple[str, str]] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.notices = GatewayNotices(gateway_socket)
         self.events: list[LeakEvent] = []
 
     def set_secrets(self, secrets: Iterable[tuple[object, str]]) -> None:
@@ -206,26 +204,7 @@ class LeakAddon:
         flow.metadata["clawgate.refusal"] = f"leak: {pattern}"
         log.warning("vault[%s]: blocked request to %s: contained %s", group, flow.request.host, pattern)
         self.events.append(LeakEvent(group, pattern))
-        if (group, pattern) not in self._notified:
-            self._notified.add((group, pattern))
-            task = asyncio.get_running_loop().create_task(self._notify(group, pattern))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _notify(self, group: str, pattern: str) -> None:
-        if self.gateway_socket is None:
-            return
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(self.gateway_socket)), 5)
-            try:
-                writer.write(json.dumps({"op": "leak", "group": group, "pattern": pattern}).encode() + b"\n")
-                await writer.drain()
-                await asyncio.wait_for(reader.readline(), 10)
-            finally:
-                writer.close()
-        except (OSError, TimeoutError) as exc:
-            self._notified.discard((group, pattern))  # try again on the next hit
-            log.warning("vault: could not tell the gateway about a leak (%s): %s", group, exc)
+        self.notices.once(("leak", group, pattern), {"op": "leak", "group": group, "pattern": pattern})
 
     def requestheaders(self, flow) -> None:  # type: ignore[no-untyped-def]
         if flow.response is not None:

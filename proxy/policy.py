@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -218,6 +218,9 @@ class Enforcer:
         self.limiter = RateLimiter(self.policy.per_group_per_minute, self.policy.per_host_per_minute)
         self._candidates: list[tuple[SecretInfo, str]] = []
         self.used: dict[str, str] = {}  # secret name -> last-used ISO time, flushed in batches
+        # Told (group, secret, host, refused) when a group's request matched a secret outside its
+        # scope; proxy/__main__.py passes it on to the gateway, which tells the main chat once.
+        self.on_unscoped: Callable[[str, str, str, bool], None] | None = None
 
     def set_policy(self, policy: Policy) -> None:
         self.policy = policy
@@ -307,7 +310,10 @@ class Enforcer:
             denied = select(every, req.method, host, port, req.path)
             if denied is None:
                 return None
-            if self.policy.unscoped == "refuse":
+            refused = self.policy.unscoped == "refuse"
+            if self.on_unscoped is not None and group is not None:
+                self.on_unscoped(group, denied[0], host, refused)
+            if refused:
                 log.warning("vault[%s]: refused: not allowed to use %s", group, denied[0])
                 return _text(403, unscoped_refusal_body(group or "?", denied[0]))
             log.info("vault[%s]: not allowed to use %s; forwarding without it", group, denied[0])

@@ -281,6 +281,21 @@ class SecretStore:
             self._write_records(records)
         return self._info(record)
 
+    def set_groups(self, name: str, groups: list[str] | tuple[str, ...]) -> SecretInfo:
+        """Change which groups may use NAME, keeping its value and rules (no re-entry of the value)."""
+        validate_name(name)
+        groups = validate_groups(groups)
+        with self._locked():
+            records = self._read_records()
+            record = next((r for r in records if r.get("name") == name), None)
+            if record is None:
+                raise VaultError(f"no secret named {name!r}")
+            record.pop("groups", None)
+            if groups != DEFAULT_GROUPS:
+                record["groups"] = list(groups)
+            self._write_records(records)
+        return self._info(record)
+
     def usage(self) -> dict[str, str]:
         """name -> ISO timestamp of the last request it was injected into (best effort)."""
         try:
