@@ -1,7 +1,7 @@
 """A group's request that leaves without the key it needed is reported to the gateway, once.
 
 Through the real vault process: a secret scoped to `main` only, and a second group `team`
-whose requests match it. Before issue 12 the vault logged this at info level and nobody
+whose model calls match it. Before issue 12 the vault logged this at info level and nobody
 heard of it — the team's model calls just failed with 401.
 """
 
@@ -39,6 +39,11 @@ async def setup(env: dict[str, Path]) -> AsyncIterator[tuple[Upstream, FakeGatew
     up = Upstream()
     gw = FakeGatewaySocket(env["gw"])
     await gw.start()
+    # The upstream is the model server: every group may reach it, only main has its key.
+    (env["cfg"] / "config.toml").write_text(
+        f'[model]\nbase_url = "http://127.0.0.1:{up.port}"\n'
+        f'[vault]\nallow_private_upstreams = ["127.0.0.1:{up.port}"]\n'
+    )
     SecretStore(env["cfg"]).add(
         "tok", SECRET, f"127.0.0.1:{up.port}", header="x-token", fmt="{value}", groups=["main"]
     )
