@@ -152,6 +152,7 @@ def test_doctor_reports_the_configured_channels_and_the_same_findings_as_run(dir
     out = result.output
     assert "channels: telegram (polling); main chat tg:-100123" in out
     assert "channels: console" not in out
-    assert "group 'main' is not in the scope of the model key anthropic (error at `clawgate run`)" in out
+    assert "group 'main' is not in the scope of the model key anthropic" in out, out
+    assert "(error at `clawgate run`)" in out
     assert result.exit_code == 1
     assert not (data_dir / DATABASE).exists()
