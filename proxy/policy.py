@@ -85,7 +85,7 @@ def unscoped_refusal_body(group: str, secret: str) -> str:
     return (
         f"clawgate vault: group {group!r} is not allowed to use the credential {secret!r} for this\n"
         'request, and [vault] unscoped = "refuse" is set. Allow the group with\n'
-        f'`clawgate vault add {secret} --replace --groups main,{group} …`, or set unscoped = "forward"\n'
+        f'`clawgate vault scope {secret} --groups main,{group}`, or set unscoped = "forward"\n'
         "to forward such requests without the credential.\n"
     )
 
