@@ -10,6 +10,7 @@ database knows.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -196,7 +197,10 @@ def dlq_drop(letter_id: str) -> None:
 
 @click.command("status")
 def status_cli() -> None:
-    """What the running gateway reports (/status); without one, what the database knows."""
+    """What the running gateway reports (/status); without one, what the database knows.
+
+    Exits 1 when no gateway answers, so monitoring and scripts can test `clawgate status`.
+    """
     from gateway.control_client import request
 
     answer = request({"op": "status"})
@@ -208,7 +212,7 @@ def status_cli() -> None:
     click.echo("the gateway is not running (no answer on its control socket)")
     if not (paths.data_dir() / DATABASE).exists():
         click.echo("no database yet: run `clawgate run` once")
-        return
+        sys.exit(1)
 
     async def offline(store: Any) -> list[str]:
         groups = await store.groups()
@@ -227,6 +231,7 @@ def status_cli() -> None:
 
     for line in _with_store(offline):
         click.echo(line)
+    sys.exit(1)
 
 
 def _age(seconds: int) -> str:

@@ -14,16 +14,19 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from channels.base import Channel
 from channels.console import ConsoleChannel
 from gateway import fdlimit, preflight
+from gateway import reload as reload_mod
 from gateway.agent_services import AgentServices
 from gateway.approvals import Approvals
 from gateway.commands import AdminCommands, Command
-from gateway.config import Config
+from gateway.config import Config, ConfigError
+from gateway.config import load as load_config
 from gateway.control import SOCKET_NAME as CONTROL_SOCKET
 from gateway.control import ControlServer
 from gateway.disk import DiskGuard
@@ -68,8 +71,15 @@ def instance_id(data_dir: Path) -> str:
 
 
 class Gateway:
-    def __init__(self, config: Config, config_dir: Path, data_dir: Path) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_dir: Path,
+        data_dir: Path,
+        adjust: Callable[[Config], Config] | None = None,
+    ) -> None:
         self.config = config
+        self._adjust = adjust or (lambda c: c)  # what `run` did to the file (console off as a daemon)
         self.config_dir = config_dir
         self.data_dir = data_dir
         self.instance = instance_id(data_dir)
@@ -439,6 +449,29 @@ class Gateway:
         )
         return {"ok": True}
 
+    def reload_config(self) -> bool:
+        """SIGHUP: re-read config.toml, apply what can change live, name what needs a restart.
+
+        An invalid file changes nothing: the gateway keeps the configuration it runs with.
+        """
+        try:
+            new = self._adjust(load_config(self.config_dir))
+        except ConfigError as exc:
+            log.error("reload refused, still running with the previous configuration: %s", exc)
+            return False
+        plan = reload_mod.plan(self.config, new)
+        for key in plan.needs_restart:
+            log.warning("%s changed: needs a restart", key)
+        self.config = plan.config
+        self.executor.config = plan.config
+        self.outbox.set_retry_policy(plan.config.retry)
+        self.approvals.set_admins(plan.config.admin.users)
+        log.warning(
+            "configuration reloaded: %s",
+            "applied " + ", ".join(plan.applied) if plan.applied else "nothing to apply live",
+        )
+        return True
+
     # -- callbacks between the parts ------------------------------------------------------
 
     def _channel_name(self, chat_id: str) -> str | None:
@@ -460,9 +493,31 @@ class Gateway:
     # -- shutdown -------------------------------------------------------------------------
 
     async def drain(self) -> None:
-        """Wait until every accepted message has been answered and every reply sent."""
-        await self.queue.wait_idle()
-        await self.outbox.flush()
+        """Wait until every accepted message has been answered and every reply sent.
+
+        A message whose turn failed transiently has a retry armed while its lane is idle; that
+        is not "answered", so drain waits for the retry (bounded: after `[retry] max_attempts`
+        the messages become a dead letter, see `unanswered`).
+        """
+        while True:
+            await self.queue.wait_idle()
+            await self.outbox.flush()
+            wait = self.executor.next_retry_in()
+            if wait is None:
+                return
+            await asyncio.sleep(wait + 0.01)
+
+    async def unanswered(self, since_letter: int) -> list[str]:
+        """Dead letters newer than `since_letter`, one line each, for a scripted run's exit."""
+        return [
+            f"dead letter #{letter_id} ({kind} {ref}): {reason}"
+            for letter_id, kind, ref, reason in await self.store.dead_letters()
+            if letter_id > since_letter
+        ]
+
+    async def last_dead_letter(self) -> int:
+        letters = await self.store.dead_letters()
+        return letters[-1][0] if letters else 0
 
     async def stop(self, grace_s: float = 30) -> None:
         if not self._started:

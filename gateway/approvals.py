@@ -83,6 +83,10 @@ class Approvals:
         self._finished: set[str] = set()  # prompts already edited (or being edited)
         self._recovered: list[str] | None = None  # settled by recover(), prompts edited by start()
 
+    def set_admins(self, admins: Sequence[str]) -> None:
+        """A SIGHUP reload of `[admin] users`: the next click is judged by the new list."""
+        self._admins = list(admins)
+
     # -- life cycle ------------------------------------------------------------------------
 
     async def recover(self) -> None:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import signal
 import sys
+import time
+from pathlib import Path
 
 import click
 
@@ -16,6 +20,8 @@ from gateway.backup_cli import backup_cli
 from gateway.tasks_cli import tasks_cli
 from gateway.wallet.cli import wallet_cli
 from proxy.cli import vault_cli
+
+log = logging.getLogger("gateway")
 
 
 def _load_config() -> config_mod.Config:
@@ -47,40 +53,80 @@ def main() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Also print info-level logs to stderr.")
 @click.option("--grace", default=30.0, show_default=True, help="Seconds running turns get to finish on stop.")
 def run(verbose: bool, grace: float) -> None:
-    """Start the gateway (the console channel is the main chat)."""
+    """Start the gateway: console on a terminal, scripted on a pipe, a daemon otherwise.
+
+    SIGHUP reloads config.toml (what can change live); SIGTERM/SIGINT stop gracefully.
+    """
+    from gateway import console_mode
     from gateway.app import Gateway, StartupError
     from gateway.logs import configure
 
-    cfg = _load_config()
+    kind = console_mode.stdin_kind()
+    mode = console_mode.decide(_load_config(), kind)
+
+    def adjust(c: config_mod.Config) -> config_mod.Config:
+        return console_mode.effective(c, console_mode.decide(c, kind))
+
+    cfg = adjust(_load_config())
     config_dir, data_dir = paths.config_dir(), paths.data_dir()
     log_path = configure(data_dir, verbose)
+    unanswered: list[str] = []
 
     async def serve() -> None:
-        gateway = Gateway(cfg, config_dir, data_dir)
+        gateway = Gateway(cfg, config_dir, data_dir, adjust=adjust)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # Until start() is done a SIGHUP is ignored, not fatal (its default action kills).
+        loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP ignored: still starting"))
         try:
             await gateway.start()
         except StartupError as exc:
             raise click.ClickException(f"cannot start: {exc}") from None
         for warning in gateway.warnings:
             click.echo(f"clawgate: warning: {warning}", err=True)
+        loop.add_signal_handler(signal.SIGHUP, gateway.reload_config)
+        log.warning(
+            "started clawgate %s: config %s, data %s, channels %s, backend %s, console %s",
+            _version(),
+            config_dir,
+            data_dir,
+            ", ".join(c.name for c in gateway.channels) or "none",
+            cfg.sandbox.backend + (f"/{cfg.sandbox.runtime}" if cfg.sandbox.backend == "docker" else ""),
+            mode,
+        )
         click.echo(f"clawgate: ready (logs: {log_path})", err=True)
+        letters_before = await gateway.last_dead_letter()
 
         async def finish_when_input_ends() -> None:
             await gateway.input_closed.wait()
-            await gateway.drain()
+            await gateway.drain()  # waits for armed retries too (bounded by [retry])
+            unanswered.extend(await gateway.unanswered(letters_before))
             stop.set()
 
         eof = asyncio.create_task(finish_when_input_ends())
         await stop.wait()
         eof.cancel()
         click.echo("clawgate: stopping …", err=True)
+        started = time.monotonic()
         await gateway.stop(grace)
+        log.warning("stopped clawgate after %.1fs of shutdown", time.monotonic() - started)
 
     asyncio.run(serve())
+    if unanswered:
+        for line in unanswered:
+            click.echo(f"clawgate: unanswered: {line}", err=True)
+        sys.exit(1)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("clawgate")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 @main.command()
@@ -198,6 +244,57 @@ def groups_mounts(group: str) -> None:
     click.echo(f"group {found.folder}{' (main)' if found.is_main else ''}; allowlist {allowlist}")
     for line in describe_plan(plan):
         click.echo(line)
+
+
+@main.group()
+def service() -> None:
+    """Run clawgate as a systemd service."""
+
+
+@service.command("install")
+@click.option("--user", "user_unit", is_flag=True, help="A user unit (~/.config/systemd/user): no root.")
+@click.option("--force", is_flag=True, help="Replace an existing unit that differs.")
+@click.option(
+    "--unit-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write the unit here instead of systemd's directory (for packaging or a look first).",
+)
+@click.option("--grace", default=30.0, show_default=True, help="Seconds running turns get to finish on stop.")
+def service_install(user_unit: bool, force: bool, unit_dir: Path | None, grace: float) -> None:
+    """Write clawgate.service (Restart=on-failure, hardened) and print how to enable it."""
+    from gateway import service_unit as su
+
+    cfg = _load_config()
+    try:
+        spec = su.UnitSpec(
+            executable=su.clawgate_executable(),
+            config_dir=paths.config_dir(),
+            data_dir=paths.data_dir(),
+            user_unit=user_unit,
+            user=su.current_user(),
+            backend=cfg.sandbox.backend,
+            grace_s=grace,
+        )
+        where = su.install(unit_dir or su.default_unit_dir(user_unit), su.render(spec), force)
+    except su.ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    except PermissionError as exc:
+        hint = "run it with sudo, or use --user" if not user_unit else "check the directory's owner"
+        raise click.ClickException(f"cannot write the unit: {exc} ({hint})") from None
+    click.echo(f"wrote {where}")
+    ctl = "systemctl --user" if user_unit else "sudo systemctl"
+    click.echo("enable and start it with:")
+    click.echo(f"  {ctl} daemon-reload && {ctl} enable --now clawgate")
+    if user_unit:
+        click.echo(f"  loginctl enable-linger {spec.user}   # keep it running while you are logged out")
+    click.echo(f"logs: journalctl {'--user ' if user_unit else ''}-u clawgate and {spec.data_dir}/logs/")
+    click.echo(f"reload config.toml: {ctl} reload clawgate (SIGHUP)")
+    if any(k.startswith(("CLAWGATE_TELEGRAM_", "CLAWGATE_SLACK_")) for k in os.environ):
+        click.echo(
+            f"note: tokens from your environment are not copied into the unit; put them in "
+            f"{spec.config_dir / su.ENV_FILE} (chmod 600) or config.toml"
+        )
 
 
 main.add_command(vault_cli)

@@ -37,6 +37,10 @@ class Outbox:
         self._timers: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[int]] = set()
 
+    def set_retry_policy(self, retry: RetryConfig) -> None:
+        """A SIGHUP reload (gateway.reload): failures from now on use the new policy."""
+        self._retry = retry
+
     def channel_for(self, chat_id: str) -> Channel | None:
         return next((c for c in self._channels if c.owns_chat(chat_id)), None)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from gateway.config import Config
@@ -58,8 +59,18 @@ class RunExecutor:
         self._notify_main = notify_main
         self._seq: dict[int, int] = {}
         self._retry_timers: dict[str, asyncio.TimerHandle] = {}
+        self._outcomes: dict[int, str] = {}  # run id -> how it ended, for the per-turn log line
         self.observers: list[ReceiptObserver] = []
         self.finish_observers: list[FinishObserver] = []
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:
+        """A SIGHUP reload (gateway.reload): the next claim and the next deferral read it."""
+        self._config = config
 
     async def process(self, folder: str) -> None:
         """The queue's lane body: answer every open batch of this group, then go idle."""
@@ -68,7 +79,19 @@ class RunExecutor:
             return
         try:
             while (claimed := await self._store.claim_run(group, self._config.context_messages)) is not None:
-                if not await self._execute(claimed):
+                started = time.monotonic()
+                finished = await self._execute(claimed)
+                outcome = self._outcomes.pop(claimed.run_id, "ok" if finished else "retry")
+                # One line per turn for the operator: who, how long, how it ended; never content.
+                log.info(
+                    "turn group=%s run=%d messages=%d duration=%.2fs outcome=%s",
+                    folder,
+                    claimed.run_id,
+                    len(claimed.messages),
+                    time.monotonic() - started,
+                    outcome,
+                )
+                if not finished:
                     break
         finally:
             self._pool.lane_finished(folder)
@@ -151,12 +174,26 @@ class RunExecutor:
                 f"{attempts} attempts: {reason[:200]}. /retry {letter} or /drop {letter}"
             )
         await self._notify_finished(claimed, None, reason)  # e.g. closes a scheduled task's run log
+        self._outcomes[claimed.run_id] = "dead_letter"
 
     def _arm_retry(self, folder: str, delay: float) -> None:
         previous = self._retry_timers.pop(folder, None)
         if previous is not None:
             previous.cancel()
-        self._retry_timers[folder] = asyncio.get_running_loop().call_later(delay, self._wake, folder)
+        self._retry_timers[folder] = asyncio.get_running_loop().call_later(delay, self._retry_due, folder)
+
+    def _retry_due(self, folder: str) -> None:
+        self._retry_timers.pop(folder, None)  # gone only once the lane is woken (next_retry_in)
+        self._wake(folder)
+
+    def next_retry_in(self) -> float | None:
+        """Seconds until the soonest armed retry fires; None when none is waiting.
+
+        A scripted console run must not end while a deferred message still has a retry coming.
+        """
+        now = asyncio.get_running_loop().time()
+        waiting = [max(0.0, t.when() - now) for t in self._retry_timers.values() if not t.cancelled()]
+        return min(waiting) if waiting else None
 
     def cancel_retries(self) -> None:
         for timer in self._retry_timers.values():
@@ -174,6 +211,7 @@ class RunExecutor:
             return TurnResult(None, f"the assistant stopped unexpectedly ({exc})")
 
     async def _notify_finished(self, claimed: ClaimedRun, text: str | None, error: str | None) -> None:
+        self._outcomes[claimed.run_id] = "error" if error else "ok"
         for observer in self.finish_observers:
             try:
                 await observer(claimed, text, error)

@@ -34,6 +34,7 @@ from mitmproxy.addons import (
 from mitmproxy.master import Master
 
 from gateway.config import ConfigError
+from gateway.logfile import RotatingStream
 from gateway.paths import ensure_private_dir
 from proxy.addon import PeerRegistry, VaultAddon, parse_hostport
 from proxy.audit import AUDIT_FILE, AuditAddon, AuditLog
@@ -111,6 +112,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--verbose", action="store_true", help="log connections and injections (never values)")
     p.add_argument(
         "--gateway-socket", type=Path, default=None, help="gateway control socket, told about blocked leaks"
+    )
+    p.add_argument(
+        "--log-file", type=Path, default=None, help="write output here, rotated by size like gateway.log"
     )
     args = p.parse_args(argv)
     for a in args.allow_private:
@@ -254,6 +258,11 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.log_file is not None:
+        # Python-level output (TermLog, prints, tracebacks) goes through the rotating stream;
+        # the inherited stdout/stderr descriptors stay on vault.log for anything below Python.
+        stream = RotatingStream(args.log_file)
+        sys.stdout = sys.stderr = stream  # type: ignore[assignment]
     try:
         code = asyncio.run(run(args))
     except SystemExit as e:  # mitmproxy's errorcheck exits on startup errors

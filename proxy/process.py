@@ -179,6 +179,8 @@ class VaultProcess:
             str(self.control_socket),
             "--listen-port",
             str(self.listen_port),
+            "--log-file",
+            str(self.log_path),
         ]
         # The vault watches the read end of this pipe and stops at EOF: the kernel closes our
         # write end however the gateway dies (kill -9 included), so no vault outlives it.

@@ -206,9 +206,9 @@ def test_dlq_retry_of_an_undelivered_reply(data_dir: Path) -> None:
 # -- status --------------------------------------------------------------------------------------------
 
 
-def test_status_without_a_gateway_reads_the_database(data_dir: Path) -> None:
+def test_status_without_a_gateway_reads_the_database_and_exits_1(data_dir: Path) -> None:
     result = invoke("status")
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # monitoring can test `clawgate status`
     assert "the gateway is not running" in result.output and "no database yet" in result.output
     assert not (data_dir / "clawgate.db").exists()  # asking did not create one
 
@@ -216,7 +216,7 @@ def test_status_without_a_gateway_reads_the_database(data_dir: Path) -> None:
     seed_dead_run(data_dir, "lost")
     db(data_dir, lambda s: Scheduler(s).schedule("main", "report", every_s=7200, created_by="main"))
     result = invoke("status")
-    assert result.exit_code == 0
+    assert result.exit_code == 1
     lines = result.output.splitlines()
     assert lines[0] == "the gateway is not running (no answer on its control socket)"
     assert "groups: 1 (main)" in lines
@@ -252,7 +252,9 @@ def test_changes_are_announced_to_the_running_gateway(data_dir: Path, running_ga
         if args[0] != "status":
             assert "the running gateway picked up the change" in result.output
     assert len(running_gateway) == len(steps)
-    status = invoke("status").output
+    result = invoke("status")
+    assert result.exit_code == 0
+    status = result.output
     assert status == "up 5m\nvault: healthy\ndead letters: 0\n"  # the gateway's own words, nothing else
     # Failed changes are not announced.
     assert invoke("groups", "unregister", "team").exit_code == 1
