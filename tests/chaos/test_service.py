@@ -24,7 +24,8 @@ from tests.e2e.test_console import write_config
 from tests.e2e.test_crash_recovery import CLAWGATE, ROOT, start
 from tests.fakes.model_server import FakeModelServer
 
-FAST_RETRY = "\n[retry]\nmax_attempts = {attempts}\nbase_delay_s = 1\nmax_delay_s = 2\n"
+# Long enough that a retry cannot fire by luck during the shutdown of a run that did not wait for it.
+FAST_RETRY = "\n[retry]\nmax_attempts = {attempts}\nbase_delay_s = 4\nmax_delay_s = 8\n"
 
 
 def setup(dirs, model_server: FakeModelServer, image: str, extra: str = "") -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
@@ -215,7 +216,9 @@ async def test_scripted_run_waits_for_the_retry_of_a_transient_failure(
     dirs, model_server, sandbox_image
 ) -> None:
     setup(dirs, model_server, sandbox_image, FAST_RETRY.format(attempts=3))
-    transient_failures(model_server, 3)  # the whole first turn fails; its retry is answered
+    # Two whole turns fail (a lane woken during a turn may re-run at once, so one is not enough to
+    # be sure a timed retry is pending); the retry the policy schedules after them is answered.
+    transient_failures(model_server, 6)
     code, out, err = await scripted(b"are you there?\n")
     assert code == 0, err
     assert "Andy: echo:" in out and "are you there?" in out, (out, err)
