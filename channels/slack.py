@@ -34,6 +34,8 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from channels.base import ApprovalOutcome, ApprovalPrompt, ButtonPress, OnButton, OnMessage
+from channels.delivery import handed_off
+from channels.slack_send import not_accepted, post_client
 from gateway.config import SlackConfig
 from gateway.models import InboundMessage
 
@@ -206,6 +208,9 @@ class SlackChannel:
                 AsyncConnectionErrorRetryHandler(),
                 AsyncRateLimitErrorRetryHandler(max_retry_count=max_rate_limit_retries),
             ],
+        )
+        self._poster = post_client(
+            config.bot_token.get_secret_value(), config.base_url, max_rate_limit_retries
         )
         self._app: AsyncApp | None = None
         self._socket: AsyncSocketModeHandler | None = None
@@ -388,10 +393,17 @@ class SlackChannel:
 
     async def send(self, chat_id: str, text: str) -> None:
         channel, thread = self._target(chat_id)
-        for chunk in split_message(to_mrkdwn(text)):
-            await self._client.chat_postMessage(
-                channel=channel, text=chunk, thread_ts=thread, mrkdwn=True, unfurl_links=False
-            )
+        for index, chunk in enumerate(split_message(to_mrkdwn(text))):
+            await handed_off()  # no local limiter in front of the client: this is the write
+            try:
+                await self._poster.chat_postMessage(
+                    channel=channel, text=chunk, thread_ts=thread, mrkdwn=True, unfurl_links=False
+                )
+            except Exception as exc:
+                refused = not_accepted(exc)
+                if refused is None or index > 0:  # unknown, or earlier chunks are already posted
+                    raise
+                raise refused from exc
 
     # -- approvals
 

@@ -29,9 +29,8 @@ import json
 import logging
 import re
 import time
-import warnings
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +43,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatAction, ParseMode
-from telegram.error import BadRequest, ChatMigrated, RetryAfter
+from telegram.error import BadRequest, ChatMigrated, RetryAfter, TelegramError
 from telegram.ext import Application
 
 try:
@@ -55,6 +54,7 @@ except ImportError:  # pragma: no cover - the extra is a dependency; without it 
 from channels.base import ApprovalOutcome, ApprovalPrompt, ButtonPress, OnButton, OnMessage
 from channels.telegram_format import LIMIT, html_to_plain, render
 from channels.telegram_poll import UpdatePoller
+from channels.telegram_send import HandoffRequest, not_accepted, retry_after_s
 from channels.telegram_webhook import WebhookServer, check_secret, webhook_secret
 from gateway.models import InboundMessage
 from groups import groupfs
@@ -105,13 +105,6 @@ def default_commands() -> list[tuple[str, str]]:
     return [(name, USAGE[name].split("— ", 1)[-1][:256]) for name in PUBLIC]
 
 
-def _retry_after_s(exc: RetryAfter) -> float:
-    with warnings.catch_warnings():  # PTB 22 warns that the type will become timedelta
-        warnings.simplefilter("ignore")
-        value = exc.retry_after
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
 class TelegramChannel:
     name = "telegram"
 
@@ -132,6 +125,7 @@ class TelegramChannel:
         group_inbox: GroupInbox | None = None,
         max_file_bytes: int = 20 * 1024 * 1024,
         poll_timeout_s: float = 10.0,
+        send_timeout_s: float = 5.0,
     ) -> None:
         if mode not in ("polling", "webhook"):
             raise ValueError(f"telegram mode must be polling or webhook, not {mode!r}")
@@ -148,6 +142,7 @@ class TelegramChannel:
         self._group_inbox = group_inbox
         self._max_file_bytes = max_file_bytes
         self._poll_timeout = poll_timeout_s
+        self._send_timeout = send_timeout_s
         self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self._server: WebhookServer | None = None
         self._poller: UpdatePoller | None = None
@@ -219,6 +214,8 @@ class TelegramChannel:
             .base_file_url(f"{self._base_url}/file/bot")
             .get_updates_read_timeout(self._poll_timeout + 10)
             .concurrent_updates(False)  # messages in order; button presses run as their own tasks
+            # Marks each send "handed to the network" after the rate limiter, before the write.
+            .request(HandoffRequest(connection_pool_size=256, read_timeout=self._send_timeout))
         )
         builder = builder.updater(None)  # inbound is ours: stored before acknowledged (telegram_poll)
         if AIORateLimiter is not None:  # Telegram's flood limits; a 429 still comes back to `_call`
@@ -514,8 +511,14 @@ class TelegramChannel:
     async def send(self, chat_id: str, text: str) -> None:
         chat, thread = self._target(chat_id)
         self._stop_typing(chat)
-        for chunk in render(text, LIMIT):
-            await self._send_chunk(chat, thread, chunk)
+        for index, chunk in enumerate(render(text, LIMIT)):
+            try:
+                await self._send_chunk(chat, thread, chunk)
+            except TelegramError as exc:
+                refused = not_accepted(exc)
+                if refused is None or index > 0:  # unknown, or earlier chunks are already out
+                    raise
+                raise refused from exc
 
     async def _send_chunk(self, chat: int, thread: int | None, chunk: str) -> Message:
         try:
@@ -544,7 +547,7 @@ class TelegramChannel:
             try:
                 return await request(chat)
             except RetryAfter as exc:
-                wait = _retry_after_s(exc)
+                wait = retry_after_s(exc)
                 if attempt == SEND_ATTEMPTS or wait > MAX_RETRY_AFTER_S:
                     raise
                 log.info("telegram: rate limited, retrying in %.0fs", wait)

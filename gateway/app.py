@@ -162,10 +162,12 @@ class Gateway:
             await self._close_partial()
             raise StartupError(getattr(exc, "message", str(exc))) from None
 
-        self.outbox = Outbox(self.store, self.channels, self.config.retry, self.notify_main)
-        unsettled = await self.outbox.recover()
-        if unsettled:
-            log.warning("%d reply(ies) were mid-send at the crash; see /dlq (never resent twice)", unsettled)
+        self.outbox = Outbox(self.store, self.channels, self.config.retry, self._main_chat_id)
+        requeued, unknown = await self.outbox.recover()
+        if requeued:
+            log.info("%d reply(ies) had not left the gateway at the stop; sending them now", requeued)
+        if unknown:
+            log.warning("%d reply(ies) may have been sent at the stop; dead-lettered, never resent", unknown)
         self.queue = GroupQueue(self.config.sandbox.max_containers, self._process, self._evict)
         self.disk = DiskGuard(self.config.sandbox, self.data_dir, self.notify_main)
         self.services = AgentServices(self.config, self.store, self.registry)
@@ -371,9 +373,13 @@ class Gateway:
         if main is None:
             return
         if not self._started:  # channels not connected yet: queued durably, sent by start()'s flush
-            await self.store.enqueue_reply(None, 0, main.chat_id, text)
+            await self.store.enqueue_notice(main.chat_id, text)
             return
-        await self.outbox.post(None, 0, main.chat_id, text)
+        await self.outbox.notice(main.chat_id, text)
+
+    def _main_chat_id(self) -> str | None:
+        main = self.registry.main
+        return None if main is None else main.chat_id
 
     async def retry_dead_letter(self, letter_id: int) -> bool:
         """An admin's /retry: put a dead letter's work back in the queue."""

@@ -1,7 +1,9 @@
 """Which failures are worth retrying, and when.
 
-Transient: the Docker engine or the vault hiccuped, the model answered 429/5xx or was
-unreachable, the turn timed out or the container died, a channel send failed. These
+Transient: the Docker engine or the vault hiccuped, the model answered 429/5xx, a
+malformed (unparseable) response, or was unreachable, the turn timed out or the container
+died, a channel send failed. A model's `Retry-After` travels in the error text ("retry
+after Ns", see groups/agent/transport.py) and the retry waits at least that long. These
 are retried with exponential backoff and jitter. Everything else (the model refused
 the request, a policy said no, a malformed request) is terminal: retrying would only
 repeat it.
@@ -23,7 +25,9 @@ _TRANSIENT_WORDS = (
     "stopped unexpectedly",
     "connection",
     "overloaded",
+    "bad response",  # a malformed 2xx body: the next call usually parses (like a 5xx)
 )
+_RETRY_AFTER = re.compile(r"\bretry after (\d+(?:\.\d+)?)s\b")
 
 
 def is_transient(error: str) -> bool:
@@ -33,6 +37,12 @@ def is_transient(error: str) -> bool:
         return status in _TRANSIENT_STATUS or status >= 500
     lowered = error.lower()
     return any(word in lowered for word in _TRANSIENT_WORDS)
+
+
+def retry_after_s(error: str) -> float | None:
+    """The wait a model asked for (its `Retry-After`), if the error carries one."""
+    match = _RETRY_AFTER.search(error)
+    return float(match.group(1)) if match else None
 
 
 def backoff_delay(policy: RetryConfig, attempt: int, rng: random.Random | None = None) -> float:

@@ -17,6 +17,8 @@ POINTS = (
     "agent_running",  # the agent has the turn and is working on it
     "after_result",  # the agent answered, the answer is not in the outbox yet
     "after_enqueue",  # the reply is in the outbox, not sent
+    "outbox_claimed",  # a deliverer took the reply; it may wait in a rate limiter, not on the wire
+    "after_handoff",  # the reply is marked handed to the network, the request is not written yet
     "after_send",  # the reply was sent, not yet marked sent
     "after_finish",  # the run is closed
 )

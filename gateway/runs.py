@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from gateway.config import Config
 from gateway.disk import DiskGuard
-from gateway.failures import backoff_delay, is_transient
+from gateway.failures import backoff_delay, is_transient, retry_after_s
 from gateway.faults import crash_point
 from gateway.ipc import Turn, TurnResult
 from gateway.models import ClaimedRun, Group
@@ -149,7 +149,7 @@ class RunExecutor:
         attempts = await self._store.consecutive_deferred(group.folder)
         policy = self._config.retry
         if attempts < policy.max_attempts:
-            delay = backoff_delay(policy, attempts)
+            delay = max(backoff_delay(policy, attempts), retry_after_s(reason) or 0.0)
             log.warning(
                 "group %s: %s; retry %d/%d in %.1fs",
                 group.folder,

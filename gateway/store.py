@@ -39,6 +39,10 @@ from gateway.wallet.decision import DaySpend, Decision
 
 log = logging.getLogger(__name__)
 
+# An outbox entry with this `seq` is a notice to the owner (a dead letter's `/retry` hint, a
+# failure report). A notice that fails is dead-lettered silently: never a notice about a notice.
+NOTICE_SEQ = -1
+
 
 class StoreUnusable(Exception):
     """The database cannot be used as it is; the message says why and what to do."""
@@ -710,6 +714,14 @@ class Store:
 
     # -- outbox ------------------------------------------------------------------------
 
+    async def enqueue_notice(self, chat_id: str, text: str) -> int:
+        """A notice to the owner: an outbox entry that is never itself the subject of a notice."""
+        cur = await self._write(
+            "INSERT INTO outbox (run_id, seq, chat_id, text, created_at) VALUES (NULL, ?, ?, ?, ?)",
+            (NOTICE_SEQ, chat_id, text, time.time()),
+        )
+        return int(cur.lastrowid or 0)
+
     async def enqueue_reply(self, run_id: int | None, seq: int, chat_id: str, text: str) -> int | None:
         """Record a reply before sending it; a second call for the same (run, seq) is a no-op."""
         cur = await self._write(
@@ -729,7 +741,12 @@ class Store:
             return [OutboxEntry(*row) for row in await cur.fetchall()]
 
     async def claim_outbox(self, entry_id: int) -> bool:
-        """Take an entry for sending exactly once: pending -> sending, atomically."""
+        """Take an entry for sending exactly once: pending -> sending, atomically.
+
+        `sending` still means "not handed to the network": a crash now leaves a reply that
+        never left the process (it may be waiting in a channel's local rate limiter), and
+        `requeue_unhanded_replies` sends it normally after the restart.
+        """
         cur = await self._write(
             "UPDATE outbox SET status = 'sending', attempts = attempts + 1 "
             "WHERE id = ? AND status = 'pending'",
@@ -737,7 +754,15 @@ class Store:
         )
         return cur.rowcount == 1
 
+    async def mark_outbox_handed(self, entry_id: int) -> None:
+        """Committed right before the request is written to the network: from here on the
+        platform may have the reply, so a crash or an ambiguous answer must not resend it."""
+        await self._write(
+            "UPDATE outbox SET status = 'handed' WHERE id = ? AND status = 'sending'", (entry_id,)
+        )
+
     async def settle_outbox(self, entry_id: int, sent: bool) -> None:
+        """`sent=False` is only for a send proven not accepted (it goes back to pending)."""
         if sent:
             await self._write(
                 "UPDATE outbox SET status = 'sent', sent_at = ? WHERE id = ?", (time.time(), entry_id)
@@ -746,6 +771,15 @@ class Store:
             await self._write("UPDATE outbox SET status = 'pending' WHERE id = ?", (entry_id,))
 
     async def dead_letter_reply(self, entry_id: int, reason: str) -> int:
+        letter, _ = await self.dead_letter_reply_with_notice(entry_id, reason, None)
+        return letter
+
+    async def dead_letter_reply_with_notice(
+        self, entry_id: int, reason: str, notice: Callable[[int], tuple[str, str]] | None
+    ) -> tuple[int, int | None]:
+        """Dead-letter an outbox entry; `notice(letter_id) -> (chat_id, text)` is enqueued in the
+        same transaction, so each dead letter gets exactly one notice, even across a crash.
+        Returns (dead letter id, notice's outbox id)."""
         async with self._transaction():
             await self._conn.execute("UPDATE outbox SET status = 'dead' WHERE id = ?", (entry_id,))
             cur = await self._conn.execute(
@@ -753,16 +787,32 @@ class Store:
                 "VALUES ('reply', ?, ?, ?, ?)",
                 (str(entry_id), reason, json.dumps({"outbox_id": entry_id}), time.time()),
             )
-            return int(cur.lastrowid or 0)
-
-    async def dead_letter_unsettled_replies(self) -> int:
-        async with self._conn.execute("SELECT id, chat_id FROM outbox WHERE status = 'sending'") as cur:
-            rows = [(row[0], row[1]) for row in await cur.fetchall()]
-        for entry_id, chat_id in rows:
-            await self.dead_letter_reply(
-                entry_id, f"delivery to {chat_id} is unknown: the gateway stopped while sending it"
+            letter = int(cur.lastrowid or 0)
+            if notice is None:
+                return letter, None
+            chat_id, text = notice(letter)
+            cur = await self._conn.execute(
+                "INSERT INTO outbox (run_id, seq, chat_id, text, created_at) VALUES (NULL, ?, ?, ?, ?)",
+                (NOTICE_SEQ, chat_id, text, time.time()),
             )
-        return len(rows)
+            return letter, int(cur.lastrowid or 0)
+
+    async def is_notice(self, entry_id: int) -> bool:
+        async with self._conn.execute("SELECT seq FROM outbox WHERE id = ?", (entry_id,)) as cur:
+            row = await cur.fetchone()
+        return row is not None and row[0] == NOTICE_SEQ
+
+    async def requeue_unhanded_replies(self) -> int:
+        """After a crash: entries claimed but never handed to the network go back to pending."""
+        cur = await self._write("UPDATE outbox SET status = 'pending' WHERE status = 'sending'")
+        return cur.rowcount
+
+    async def handed_replies(self) -> list[tuple[int, str, bool]]:
+        """Entries whose send may have reached the platform when the gateway stopped."""
+        async with self._conn.execute(
+            "SELECT id, chat_id, seq FROM outbox WHERE status = 'handed' ORDER BY id"
+        ) as cur:
+            return [(row[0], row[1], row[2] == NOTICE_SEQ) for row in await cur.fetchall()]
 
     async def revive_reply(self, entry_id: int) -> bool:
         cur = await self._write(

@@ -26,15 +26,18 @@ class ModelError(Exception):
 class ModelHTTPError(ModelError):
     """The upstream (or the vault in front of it) answered with a non-2xx status."""
 
-    def __init__(self, status: int, detail: str, body: str = "") -> None:
+    def __init__(self, status: int, detail: str, body: str = "", retry_after: Optional[float] = None) -> None:
         super().__init__(f"HTTP {status}: {detail}")
         self.status = status
         self.detail = detail
         self.body = body
+        self.retry_after = retry_after
 
     def summary(self) -> str:
+        # "retry after Ns" is read by the gateway (gateway/failures.py): its retry waits that long.
         suffix = f" ({self.detail})" if self.detail else ""
-        return f"model error: HTTP {self.status} from upstream{suffix}"
+        wait = f"; retry after {self.retry_after:g}s" if self.retry_after else ""
+        return f"model error: HTTP {self.status} from upstream{suffix}{wait}"
 
 
 class ModelUnreachable(ModelError):
@@ -128,12 +131,23 @@ def _opener() -> Any:
     return opener
 
 
-def _retry_delay(attempt: int, backoff: float, retry_after: Optional[str], cap: float) -> float:
-    delay = backoff * (2**attempt)
-    if retry_after:
-        with contextlib.suppress(ValueError):
-            delay = float(retry_after)
-    return max(0.0, min(delay, cap))
+def parse_retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    from email.utils import parsedate_to_datetime
+
+    with contextlib.suppress(TypeError, ValueError, IndexError):
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    return None
+
+
+def _retry_delay(attempt: int, backoff: float, retry_after: Optional[float], cap: float) -> float:
+    """Exponential backoff capped at ``cap``, but never sooner than the server's Retry-After."""
+    delay = min(backoff * (2**attempt), cap)
+    return max(delay, retry_after or 0.0)
 
 
 def post_json(
@@ -148,7 +162,8 @@ def post_json(
     """POST ``body`` as JSON and return the decoded JSON object.
 
     Transient failures (429/5xx/529, connection reset) are retried ``retries`` times with
-    exponential backoff, honouring ``retry-after`` up to ``max_retry_after`` seconds. A
+    exponential backoff, never sooner than ``retry-after``; a longer ``retry-after`` than
+    ``max_retry_after`` seconds is raised instead (the gateway's retry honours it). A
     timeout is not retried: it already cost ``timeout`` seconds of the user's wait.
     """
     import http.client
@@ -171,11 +186,14 @@ def post_json(
                 err_body = ""
             finally:
                 exc.close()
-            if exc.code in RETRY_STATUSES and attempt < retries:
-                time.sleep(_retry_delay(attempt, backoff, exc.headers.get("retry-after"), max_retry_after))
+            retry_after = parse_retry_after(exc.headers.get("retry-after"))
+            # A wait longer than ``max_retry_after`` is not slept here (the turn would hold the
+            # sandbox): the error goes to the gateway, whose retry waits at least that long.
+            if exc.code in RETRY_STATUSES and attempt < retries and (retry_after or 0) <= max_retry_after:
+                time.sleep(_retry_delay(attempt, backoff, retry_after, max_retry_after))
                 attempt += 1
                 continue
-            raise ModelHTTPError(exc.code, _error_detail(err_body), err_body) from None
+            raise ModelHTTPError(exc.code, _error_detail(err_body), err_body, retry_after) from None
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, TimeoutError) or "timed out" in str(reason):

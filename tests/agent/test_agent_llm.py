@@ -268,3 +268,48 @@ def test_send_message_tool_and_unknown_tool(group_dirs: tuple[Path, Path]) -> No
     assert text == "finished" and sent == ["working on it"]
     unknown = server.requests[2]["body"]["messages"][-1]["content"][0]
     assert unknown["is_error"] is True and "unknown tool" in unknown["content"]
+
+
+def test_long_retry_after_is_left_to_the_gateway_never_shortened(group_dirs: tuple[Path, Path]) -> None:
+    """A 529 asking for 30 s is not retried after the 5 s in-sandbox cap: the gateway waits 30 s."""
+    from gateway.failures import is_transient, retry_after_s
+
+    group, glob = group_dirs
+    overloaded = (529, {"type": "error", "error": {"type": "overloaded_error"}}, {"retry-after": "30"})
+    server = FakeModelServer([overloaded, anthropic_text("too soon")])
+    try:
+        provider = llm.make_provider(_cfg("anthropic", server.url, group, glob))
+        with pytest.raises(transport.ModelHTTPError) as info:
+            llm.run_tool_loop(provider, "sys", [], "hi", _toolbox(group).execute, tools.TOOL_SPECS)
+    finally:
+        server.close()
+    assert len(server.requests) == 1
+    summary = info.value.summary()
+    assert is_transient(summary) and retry_after_s(summary) == 30
+
+
+def test_short_retry_after_is_waited_out_in_full(group_dirs: tuple[Path, Path]) -> None:
+    group, glob = group_dirs
+    server = FakeModelServer([(429, "slow down", {"retry-after": "1"}), anthropic_text("after the wait")])
+    try:
+        provider = llm.make_provider(_cfg("anthropic", server.url, group, glob))
+        started = time.monotonic()
+        text, _ = llm.run_tool_loop(provider, "sys", [], "hi", _toolbox(group).execute, tools.TOOL_SPECS)
+        waited = time.monotonic() - started
+    finally:
+        server.close()
+    assert text == "after the wait" and waited >= 1.0  # no sooner than the model asked
+
+
+def test_malformed_response_is_transient_for_the_gateway(group_dirs: tuple[Path, Path]) -> None:
+    from gateway.failures import is_transient
+
+    group, glob = group_dirs
+    server = FakeModelServer([(200, "{not json", {})])
+    try:
+        provider = llm.make_provider(_cfg("anthropic", server.url, group, glob))
+        with pytest.raises(transport.ModelResponseError) as info:
+            llm.run_tool_loop(provider, "sys", [], "hi", _toolbox(group).execute, tools.TOOL_SPECS)
+    finally:
+        server.close()
+    assert is_transient(info.value.summary())  # retried like a 5xx, so /retry-able when dead

@@ -35,6 +35,7 @@ class FakeSlack:
         self.connections = 0
         self.rate_limited: list[str] = []
         self._rate_limit: dict[str, int] = {}
+        self._drop_after_accept: set[str] = set()
         self._ts = itertools.count(1)
         self._socket: web.WebSocketResponse | None = None
         self._changed = asyncio.Condition()
@@ -65,6 +66,10 @@ class FakeSlack:
 
     def rate_limit_once(self, method: str, retry_after: int = 1) -> None:
         self._rate_limit[method] = retry_after
+
+    def drop_after_accept_once(self, method: str) -> None:
+        """The next `method` call is carried out, then the connection is cut before the answer."""
+        self._drop_after_accept.add(method)
 
     def called(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
@@ -98,7 +103,12 @@ class FakeSlack:
             )
         self.calls.append(Call(method, args))
         await self._notify()
-        return web.json_response(self._answer(method, args))
+        answer = self._answer(method, args)
+        if method in self._drop_after_accept:
+            self._drop_after_accept.discard(method)
+            assert request.transport is not None
+            request.transport.close()  # the client sees a disconnect: outcome unknown
+        return web.json_response(answer)
 
     def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":

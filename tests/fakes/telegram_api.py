@@ -5,7 +5,9 @@ uses — getMe, getUpdates (long polling), deleteWebhook, sendMessage, editMessa
 answerCallbackQuery, setMyCommands/getMyCommands, sendChatAction, getFile and file
 downloads — validates `parse_mode=HTML` like Telegram does (allowed tags, balanced,
 4096 characters of text), and lets a test push updates and inject failures
-(`fail_next("sendMessage", 429, retry_after=1)`).
+(`fail_next("sendMessage", 429, retry_after=1)`, or `slow_next("sendMessage", 3)`: the
+call is carried out — the message is in the chat — but answered only after 3 s, past
+a client's timeout).
 """
 
 from __future__ import annotations
@@ -58,12 +60,14 @@ class FakeBotApi:
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}  # (chat, message id) → message
         self.sent: list[dict[str, Any]] = []  # every accepted sendMessage, in order
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.call_times: list[float] = []  # time.monotonic() of each entry in `calls`
         self.answers: list[dict[str, Any]] = []
         self.commands: list[dict[str, Any]] = []
         self.files: dict[str, bytes] = {}
         self.webhook: dict[str, Any] = {}
         self.on_get_updates: Any = None  # called (no lock held) at every getUpdates, before it answers
         self._failures: list[tuple[str, int, dict[str, Any]]] = []
+        self._slow: list[tuple[str, float]] = []
         self.confirmed_below = 0  # getUpdates offsets: every update below this is acknowledged
         self.confirmed_ids: set[int] = set()
         self.on_confirm: Any = None  # called with the new offset before it takes effect
@@ -178,9 +182,23 @@ class FakeBotApi:
             message["reply_markup"] = params["reply_markup"]
         return message
 
+    def slow_next(self, method: str, delay_s: float) -> None:
+        """The next `method` call is accepted at once but answered `delay_s` seconds later."""
+        with self.lock:
+            self._slow.append((method, delay_s))
+
+    def answer_delay(self, method: str) -> float:
+        with self.lock:
+            for index, (name, delay) in enumerate(self._slow):
+                if name == method:
+                    del self._slow[index]
+                    return delay
+        return 0.0
+
     def call(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self.lock:
             self.calls.append((method, params))
+            self.call_times.append(time.monotonic())
             for index, (name, code, body) in enumerate(self._failures):
                 if name == method:
                     del self._failures[index]
@@ -324,7 +342,9 @@ class FakeBotApi:
                     self._reply(401, b'{"ok":false,"error_code":401,"description":"Unauthorized"}')
                     return
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                delay = api.answer_delay(match.group(2))
                 code, body = api.call(match.group(2), _params(self.headers.get("Content-Type", ""), raw))
+                time.sleep(delay)  # accepted (carried out above), answered late
                 self._reply(code, json.dumps(body).encode())
 
         return Handler

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import RetryConfig
-from gateway.failures import backoff_delay, is_transient
+from gateway.failures import backoff_delay, is_transient, retry_after_s
 from gateway.outbox import Outbox
 from gateway.store import Store
 from tests.fakes.channel import CaptureChannel
@@ -27,10 +27,17 @@ from tests.fakes.channel import CaptureChannel
         ("model error: HTTP 400 from upstream (invalid_request_error)", False),
         ("model error: HTTP 401 from upstream", False),
         ("refused by policy", False),
+        ("model error: bad response (response is not JSON)", True),
+        ("model error: HTTP 529 from upstream (overloaded); retry after 30s", True),
     ],
 )
 def test_classification(error: str, transient: bool) -> None:
     assert is_transient(error) is transient
+
+
+def test_retry_after_is_read_from_the_error() -> None:
+    assert retry_after_s("model error: HTTP 529 from upstream (overloaded); retry after 30s") == 30
+    assert retry_after_s("model error: HTTP 503 from upstream") is None
 
 
 def test_backoff_grows_is_capped_and_jittered() -> None:
@@ -62,22 +69,19 @@ async def test_permanent_outage_becomes_one_dead_letter_and_a_notice(tmp_path: P
     store = await Store.open(tmp_path / "db.sqlite")
     channel = CaptureChannel(prefix="tg:")
     channel.fail_sends = True
-    notices: list[str] = []
-
-    async def notify(text: str) -> None:
-        notices.append(text)
-
     outbox = Outbox(
-        store, [channel], RetryConfig(max_attempts=3, base_delay_s=0.02, max_delay_s=0.05), notify
+        store, [channel], RetryConfig(max_attempts=3, base_delay_s=0.02, max_delay_s=0.05), lambda: "tg:main"
     )
     await outbox.post(1, 0, "tg:-1", "lost?")
-    for _ in range(100):
-        if notices:
+    for _ in range(300):  # the reply, then its notice (the channel is down for both)
+        if len(await store.dead_letters()) == 2:
             break
         await asyncio.sleep(0.02)
-    [(letter, kind, ref, reason)] = await store.dead_letters()
-    assert kind == "reply" and "ConnectionError" in reason
-    assert len(notices) == 1 and f"#{letter}" in notices[0]
+    [(letter, kind, ref, reason), (_, notice_kind, _, _)] = await store.dead_letters()
+    assert kind == "reply" and notice_kind == "reply" and "ConnectionError" in reason
+    # One notice for the reply's dead letter, none for the notice's own: no notice about a notice.
+    notices = [text for text, _ in await store.outbox_for_chat("tg:main")]
+    assert len(notices) == 1 and f"/retry {letter}" in notices[0]
     assert await store.pending_outbox() == []
     # The owner's /retry revives it once the channel is back.
     channel.fail_sends = False
@@ -91,10 +95,11 @@ async def test_permanent_outage_becomes_one_dead_letter_and_a_notice(tmp_path: P
 async def test_reply_caught_mid_send_is_dead_lettered_not_resent(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "db.sqlite")
     entry = await store.enqueue_reply(3, 0, "console:main", "maybe sent")
-    assert entry is not None and await store.claim_outbox(entry)  # then the process "dies"
+    assert entry is not None and await store.claim_outbox(entry)
+    await store.mark_outbox_handed(entry)  # then the process "dies"
     channel = CaptureChannel()
     outbox = Outbox(store, [channel])
-    assert await outbox.recover() == 1
+    assert await outbox.recover() == (0, 1)
     await outbox.flush()
     assert channel.sent == []
     [(_, kind, _, reason)] = await store.dead_letters()
