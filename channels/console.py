@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from channels.base import ApprovalOutcome, ApprovalPrompt, OnButton, OnMessage
+from channels.delivery import handed_off
 from gateway.models import InboundMessage
 
 PREFIX = "console:"
@@ -91,6 +92,7 @@ class ConsoleChannel:
             self._pump.cancel()
 
     async def send(self, chat_id: str, text: str) -> None:
+        await handed_off()  # the write below is the delivery (see channels/delivery.py)
         self._write(f"{self._assistant}: {text}\n")
 
     async def send_approval(self, chat_id: str, prompt: ApprovalPrompt) -> str:
