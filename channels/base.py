@@ -17,6 +17,14 @@ from gateway.models import InboundMessage
 OnMessage = Callable[[InboundMessage], Awaitable[object]]
 
 
+class ChannelUnavailable(Exception):
+    """`connect` failed for a reason the operator fixes (a refused token, an unreachable API).
+
+    The message is the one line the failed start-up prints: it says what and where, and
+    carries no secret (the gateway still redacts known secret values from it).
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class ApprovalPrompt:
     """What an owner is asked to decide. `id` is short (fits Telegram's 64-byte callback data)."""

@@ -23,19 +23,29 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from channels.base import ApprovalOutcome, ApprovalPrompt, ButtonPress, OnButton, OnMessage
+from channels.base import (
+    ApprovalOutcome,
+    ApprovalPrompt,
+    ButtonPress,
+    ChannelUnavailable,
+    OnButton,
+    OnMessage,
+)
 from channels.delivery import handed_off
 from channels.slack_send import not_accepted, post_client
+from gateway import redaction
 from gateway.config import SlackConfig
 from gateway.models import InboundMessage
 
@@ -195,6 +205,9 @@ class SlackChannel:
             # Bolt would check signatures made with an empty key, which anyone can make.
             raise ValueError("slack.signing_secret is required in http mode")
         self._config = config
+        redaction.register(
+            s.get_secret_value() for s in (config.bot_token, config.app_token, secret) if s is not None
+        )
         self._assistant = assistant_name
         self._ping_interval = ping_interval
         self._seen = _Lru(dedupe_size)
@@ -237,6 +250,22 @@ class SlackChannel:
         return chat_id.startswith(PREFIX)
 
     async def connect(self, on_message: OnMessage, on_button: OnButton | None = None) -> None:
+        """Check the bot token (auth.test), then receive; a refusal or no API is ChannelUnavailable."""
+        try:
+            await self._connect(on_message, on_button)
+        except SlackApiError as exc:
+            method = str(exc.response.api_url or "").rstrip("/").rsplit("/", 1)[-1] or "the Web API"
+            setting = "app_token" if method == "apps.connections.open" else "bot_token"
+            raise ChannelUnavailable(
+                f"Slack refused {method}: {exc.response.get('error') or exc.response.status_code}"
+                f" (check [slack] {setting})"
+            ) from None
+        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+            raise ChannelUnavailable(
+                f"cannot reach the Slack API at {self._config.base_url}: {redaction.one_line(exc)}"
+            ) from None
+
+    async def _connect(self, on_message: OnMessage, on_button: OnButton | None) -> None:
         self._on_message, self._on_button = on_message, on_button
         auth = await self._client.auth_test()
         self.bot_user_id, self.bot_id = str(auth.get("user_id") or ""), str(auth.get("bot_id") or "")
@@ -258,12 +287,15 @@ class SlackChannel:
             await self._serve_http(app)
         else:
             assert self._config.app_token is not None  # checked by the config
-            self._socket = AsyncSocketModeHandler(
-                app,
-                self._config.app_token.get_secret_value(),
-                web_client=self._client,
-                ping_interval=self._ping_interval,
+            app_token = self._config.app_token.get_secret_value()
+            # slack_sdk's connect() retries a refused app token forever (a start-up that never
+            # fails and never gets ready), so the first WebSocket URL is asked for here, where a
+            # refusal raises; the client then connects to it.
+            opened = await self._client.apps_connections_open(app_token=app_token)
+            self._socket = AsyncSocketModeHandler(  # disconnect() closes it if connecting fails
+                app, app_token, web_client=self._client, ping_interval=self._ping_interval
             )
+            self._socket.client.wss_uri = str(opened["url"])
             await self._socket.connect_async()
         self._running = True
         log.info("slack connected (%s mode) as %s", self._config.mode, self.bot_user_id)

@@ -43,7 +43,14 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatAction, ParseMode
-from telegram.error import BadRequest, ChatMigrated, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
 from telegram.ext import Application
 
 try:
@@ -51,11 +58,19 @@ try:
 except ImportError:  # pragma: no cover - the extra is a dependency; without it we only honour 429s
     AIORateLimiter = None  # type: ignore[assignment,misc]
 
-from channels.base import ApprovalOutcome, ApprovalPrompt, ButtonPress, OnButton, OnMessage
+from channels.base import (
+    ApprovalOutcome,
+    ApprovalPrompt,
+    ButtonPress,
+    ChannelUnavailable,
+    OnButton,
+    OnMessage,
+)
 from channels.telegram_format import LIMIT, html_to_plain, render
 from channels.telegram_poll import UpdatePoller
 from channels.telegram_send import HandoffRequest, not_accepted, retry_after_s
 from channels.telegram_webhook import WebhookServer, check_secret, webhook_secret
+from gateway import redaction
 from gateway.models import InboundMessage
 from groups import groupfs
 from groups.folders import INBOX_IN_SANDBOX
@@ -132,6 +147,7 @@ class TelegramChannel:
         if mode == "webhook":  # without a secret, anyone who can reach the URL forges updates
             check_secret(webhook_secret_token or "")
         self._token = token
+        redaction.register([token, webhook_secret_token or ""])  # PTB puts the token in URLs and errors
         self._assistant = assistant_name
         self._base_url = base_url.rstrip("/")
         self._mode = mode
@@ -206,6 +222,24 @@ class TelegramChannel:
         return True
 
     async def connect(self, on_message: OnMessage, on_button: OnButton | None = None) -> None:
+        """Check the token (getMe), then receive; a refused token or no Bot API is ChannelUnavailable.
+
+        python-telegram-bot's own error for a refused token quotes the token, so it is replaced
+        here (and not chained) before anything can print it.
+        """
+        try:
+            await self._connect(on_message, on_button)
+        except InvalidToken:
+            raise ChannelUnavailable(
+                f"the Bot API at {self._base_url} refused the bot token: check [telegram] token"
+                " (or CLAWGATE_TELEGRAM_TOKEN) and base_url"
+            ) from None
+        except NetworkError as exc:  # TimedOut included
+            raise ChannelUnavailable(
+                f"cannot reach the Bot API at {self._base_url}: {redaction.one_line(exc)}"
+            ) from None
+
+    async def _connect(self, on_message: OnMessage, on_button: OnButton | None) -> None:
         self._on_message, self._on_button = on_message, on_button
         builder = (
             Application.builder()
@@ -221,8 +255,8 @@ class TelegramChannel:
         if AIORateLimiter is not None:  # Telegram's flood limits; a 429 still comes back to `_call`
             builder = builder.rate_limiter(AIORateLimiter(max_retries=0))
         app = builder.build()
+        self._app = app  # disconnect() shuts down whatever initialize() got to
         await app.initialize()
-        self._app = app
         self.bot_id, self.bot_username = app.bot.id, app.bot.username
         await self._sync_commands()
         allowed = ["message", "channel_post", "callback_query"]

@@ -14,11 +14,11 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from channels.base import Channel
+from channels.base import Channel, ChannelUnavailable
 from channels.console import ConsoleChannel
 from gateway import fdlimit, preflight
 from gateway import reload as reload_mod
@@ -31,10 +31,12 @@ from gateway.control import SOCKET_NAME as CONTROL_SOCKET
 from gateway.control import ControlServer
 from gateway.disk import DiskGuard
 from gateway.instance_lock import AlreadyRunning, DataDirLock
+from gateway.logs import FILE_ONLY
 from gateway.models import Group, InboundMessage
 from gateway.outbox import Outbox
 from gateway.private_files import PrivateFileError
 from gateway.queue import GroupQueue
+from gateway.redaction import one_line, scrub
 from gateway.registry import GroupRegistry
 from gateway.retention import Retention
 from gateway.router import Router
@@ -96,25 +98,56 @@ class Gateway:
         self.warnings: list[str] = []  # preflight warnings, printed by `clawgate run` (gateway/cli.py)
 
     async def start(self, channels: list[Channel] | None = None) -> None:
+        """Start everything, or fail with a StartupError and leave nothing running.
+
+        Whatever goes wrong — a refused bot token, an unreachable Bot API, Docker gone, a
+        vault that will not come up, a bug — what was opened so far is closed in reverse
+        order (connected channels, control socket, vault, backend, store, the data-dir
+        lock): no orphan vault, no task or database thread keeping the process alive, and
+        the next start is not refused as "already running". The error becomes one line
+        with its type and secrets redacted by value (`gateway.redaction`); the traceback,
+        redacted too, goes only to the log file.
+        """
         served = None if channels is None else lambda chat: any(c.owns_chat(chat) for c in channels)
         static = preflight.channel_findings(self.config, served)
         self._preflight(static + preflight.private_upstream_findings(self.config))  # before any side effect
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.chmod(0o700)
+            self.lock.acquire()  # before anything that touches containers, sockets, the vault or the DB
+        except AlreadyRunning as exc:
+            raise StartupError(str(exc)) from None
+        except OSError as exc:
+            raise StartupError(f"cannot use the data dir {self.data_dir}: {one_line(exc)}") from None
+        async with contextlib.AsyncExitStack() as undo:
+            undo.callback(self.release_lock)
+            try:
+                await self._start(undo, channels)
+            except StartupError:
+                self._started = False
+                raise
+            except Exception as exc:
+                self._started = False
+                log.error("start-up failed", exc_info=True, extra=FILE_ONLY)
+                raise StartupError(one_line(exc)) from None
+            undo.pop_all()  # running: stop() closes everything from now on
+
+    async def _start(self, undo: contextlib.AsyncExitStack, channels: list[Channel] | None) -> None:
+        """The start-up steps; each thing opened registers its closing on `undo` right away."""
         # The per-group caps (gateway.ipc_limits), not a low default soft limit, decide who gets
         # descriptors. Sandboxes get their own low limit (Docker ulimit, bwrap rlimit).
         soft, hard = fdlimit.raise_soft_limit()
         log.info("open-file limit %d (hard %d)", soft, hard)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir.chmod(0o700)
-        try:  # before anything that touches containers, sockets, the vault or the database
-            self.lock.acquire()
-        except AlreadyRunning as exc:
-            raise StartupError(str(exc)) from None
         try:
             self.store = await Store.open(self.data_dir / DATABASE)
         except StoreUnusable as exc:
-            self.release_lock()
             raise StartupError(str(exc)) from None
-        self.backend = make_backend(self.config, self.data_dir)
+        undo.push_async_callback(_quietly, self.store.close)
+        try:
+            self.backend = make_backend(self.config, self.data_dir)
+        except SandboxUnavailable as exc:
+            raise StartupError(str(exc)) from None
+        undo.push_async_callback(_quietly, self.backend.close)
         upstream_ca = self.config.vault.upstream_ca
         self.vault = VaultProcess(
             self.config_dir,
@@ -130,15 +163,14 @@ class Gateway:
             removed = await self.backend.remove_orphans(self.instance)
             if removed:
                 log.warning("removed %d container(s) left over from a previous run", removed)
+            # Not earlier: a stop before the start would forget the pid file of a stale vault
+            # that only the start reaps. From here on, a vault half-way up is stopped too.
+            undo.push_async_callback(_quietly, self.vault.stop)
             await self.vault.start()
         except (SandboxUnavailable, VaultUnavailable) as exc:
-            await self._close_partial()
             raise StartupError(str(exc)) from None
-        try:
-            await self._start_metrics_server()
-        except StartupError:
-            await self._close_partial()
-            raise
+        undo.push_async_callback(_quietly, self._close_metrics_server)
+        await self._start_metrics_server()  # a taken port is a StartupError
         recovered = await self.store.recover_interrupted()
         if recovered:
             log.warning("%d message(s) of interrupted runs will be answered again", recovered)
@@ -148,7 +180,6 @@ class Gateway:
         try:
             self.channels = channels if channels is not None else self._default_channels()
         except (ValueError, PrivateFileError) as exc:  # e.g. an unreadable webhook secret file
-            await self._close_partial()
             raise StartupError(str(exc)) from None
         await self._ensure_main_group()
         try:  # the groups that will call the model are known now
@@ -158,8 +189,7 @@ class Gateway:
             self._preflight(
                 preflight.model_key_findings(self.config, secrets, folders, main.folder if main else None)
             )
-        except (StartupError, VaultError) as exc:
-            await self._close_partial()
+        except (StartupError, VaultError) as exc:  # what was opened is closed by start()
             raise StartupError(getattr(exc, "message", str(exc))) from None
 
         self.outbox = Outbox(self.store, self.channels, self.config.retry, self._main_chat_id)
@@ -210,14 +240,26 @@ class Gateway:
             self.store, self.registry.for_chat, lambda g: self.queue.wake(g.folder), self._run_command
         )
         self.control = ControlServer(self.data_dir / "run" / CONTROL_SOCKET, self._control)
+        undo.push_async_callback(_quietly, self.control.close)
         await self.control.start()
         # The previous run's requests are settled BEFORE any channel delivers an update: a click
         # Telegram held while we were down must find them expired, never approve what nobody runs.
         await self.approvals.recover()
+        undo.push_async_callback(_quietly, self.wallet.aclose)
         await self.wallet.start()
+        undo.callback(self.outbox.close)
         for channel in self.channels:
-            await channel.connect(self.ingest, self.approvals.on_button)
+            undo.push_async_callback(_quietly, channel.disconnect)  # a half-connected one too
+            try:
+                await channel.connect(self.ingest, self.approvals.on_button)
+            except ChannelUnavailable as exc:
+                raise StartupError(f"{channel.name}: {scrub(str(exc))}") from None
+            except Exception as exc:
+                log.error("%s: connecting failed", channel.name, exc_info=True, extra=FILE_ONLY)
+                raise StartupError(f"{channel.name}: cannot connect: {one_line(exc)}") from None
+        undo.push_async_callback(_quietly, self.approvals.stop)
         await self.approvals.start()  # now the settled prompts can be edited
+        undo.push_async_callback(_quietly, self.scheduler.stop)
         await self.scheduler.start()
         self.retention = Retention(self.store, self.config)
         self.retention.start()
@@ -548,11 +590,14 @@ class Gateway:
             await self.wallet.aclose()
         await self._close_partial()
 
+    async def _close_metrics_server(self) -> None:
+        server, self.metrics_server = self.metrics_server, None
+        if server is not None:
+            await server.close()
+
     async def _close_partial(self) -> None:
-        if self.metrics_server is not None:
-            with contextlib.suppress(Exception):
-                await self.metrics_server.close()
-            self.metrics_server = None
+        with contextlib.suppress(Exception):
+            await self._close_metrics_server()
         with contextlib.suppress(Exception):
             await self.vault.stop()
         with contextlib.suppress(Exception):
@@ -565,3 +610,11 @@ class Gateway:
     def release_lock(self) -> None:
         """Called by whoever ends this process's use of the data dir (stop or a failed start)."""
         self.lock.release()
+
+
+async def _quietly(close: Callable[[], Awaitable[object]]) -> None:
+    """One undo step of a failed start-up: its own failure is logged, the next step still runs."""
+    try:
+        await close()
+    except Exception:
+        log.warning("closing after a failed start-up: %s failed", close, exc_info=True, extra=FILE_ONLY)

@@ -57,9 +57,9 @@ def run(verbose: bool, grace: float) -> None:
 
     SIGHUP reloads config.toml (what can change live); SIGTERM/SIGINT stop gracefully.
     """
-    from gateway import console_mode
+    from gateway import console_mode, redaction
     from gateway.app import Gateway, StartupError
-    from gateway.logs import configure
+    from gateway.logs import FILE_ONLY, configure
 
     kind = console_mode.stdin_kind()
     mode = console_mode.decide(_load_config(), kind)
@@ -69,8 +69,25 @@ def run(verbose: bool, grace: float) -> None:
 
     cfg = adjust(_load_config())
     config_dir, data_dir = paths.config_dir(), paths.data_dir()
-    log_path = configure(data_dir, verbose)
+    redaction.register_config(cfg)  # before any log line or error message can carry a token
+    try:
+        log_path = configure(data_dir, verbose)
+    except OSError as exc:
+        raise click.ClickException(f"cannot start: cannot write logs in {data_dir}: {exc}") from None
     unanswered: list[str] = []
+
+    def refusal(exc: BaseException) -> click.ClickException:
+        """A failed start-up as ONE line; what does not fit on it goes to the log file."""
+        if isinstance(exc, StartupError):
+            text = redaction.scrub(str(exc)).strip()
+        else:  # Gateway.start converts everything; this is the last net
+            logging.getLogger("clawgate").error("start-up failed", exc_info=exc, extra=FILE_ONLY)
+            text = redaction.one_line(exc)
+        first, *rest = text.splitlines() or [""]
+        if rest:
+            logging.getLogger("clawgate").error("cannot start: %s", text, extra=FILE_ONLY)
+            first = f"{first.rstrip(' :;')} (more in {log_path})"
+        return click.ClickException(f"cannot start: {first}")
 
     async def serve() -> None:
         gateway = Gateway(cfg, config_dir, data_dir, adjust=adjust)
@@ -82,8 +99,8 @@ def run(verbose: bool, grace: float) -> None:
         loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP ignored: still starting"))
         try:
             await gateway.start()
-        except StartupError as exc:
-            raise click.ClickException(f"cannot start: {exc}") from None
+        except Exception as exc:
+            raise refusal(exc) from None
         for warning in gateway.warnings:
             click.echo(f"clawgate: warning: {warning}", err=True)
         loop.add_signal_handler(signal.SIGHUP, gateway.reload_config)

@@ -29,7 +29,9 @@ class Call:
 
 
 class FakeSlack:
-    def __init__(self) -> None:
+    def __init__(self, bot_token: str | None = None, app_token: str | None = None) -> None:
+        self.bot_token, self.app_token = bot_token, app_token  # None: any token is accepted
+        self.refused: list[str] = []  # methods answered invalid_auth
         self.calls: list[Call] = []
         self.acks: list[dict[str, Any]] = []
         self.connections = 0
@@ -95,6 +97,10 @@ class FakeSlack:
                 args.update(await request.json())
             else:
                 args.update(dict(await request.post()))
+        expected = self.app_token if method == "apps.connections.open" else self.bot_token
+        if expected is not None and request.headers.get("Authorization") != f"Bearer {expected}":
+            self.refused.append(method)  # Slack answers HTTP 200 with ok=false
+            return web.json_response({"ok": False, "error": "invalid_auth"})
         if method in self._rate_limit:
             retry_after = self._rate_limit.pop(method)
             self.rate_limited.append(method)

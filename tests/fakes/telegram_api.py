@@ -61,6 +61,7 @@ class FakeBotApi:
         self.sent: list[dict[str, Any]] = []  # every accepted sendMessage, in order
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.call_times: list[float] = []  # time.monotonic() of each entry in `calls`
+        self.unauthorized: list[str] = []  # methods called with a wrong token (answered 401)
         self.answers: list[dict[str, Any]] = []
         self.commands: list[dict[str, Any]] = []
         self.files: dict[str, bytes] = {}
@@ -339,6 +340,8 @@ class FakeBotApi:
             def do_POST(self) -> None:
                 match = re.fullmatch(r"/bot([^/]+)/(\w+)", self.path)
                 if match is None or match.group(1) != api.token:
+                    with api.lock:
+                        api.unauthorized.append(match.group(2) if match else self.path[:40])
                     self._reply(401, b'{"ok":false,"error_code":401,"description":"Unauthorized"}')
                     return
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
