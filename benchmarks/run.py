@@ -7,7 +7,8 @@
 - runsc cold: the same bare `docker run` under gVisor (`--runtime runsc`), measured in
   alternating rounds with the runc one so both see the same machine load.
 - bwrap cold: the same cold path with the bubblewrap backend.
-- ingest: messages persisted per second across 100 groups, next to a raw sqlite3
+- ingest: messages persisted per second across 100 groups with the store's durable
+  setting (`synchronous=FULL`, reported as `ingest_synchronous`), next to a raw sqlite3
   single-transaction insert of the same rows.
 - mount cases: generated mount requests checked against the allowlist invariants.
 - disk walk: one disk-quota measurement of a 20,000-entry group folder (`groups.groupfs.usage`),
@@ -19,6 +20,9 @@
   connections and churns more, next to rounds without the flood (see benchmarks/ipc_flood.py).
 - fuzz: executions (and crashes, which must be 0) of the CI-bounded fuzz run of the
   hostile-input parsers (see benchmarks/fuzz.py, tests/fuzz).
+- kill rounds: random `kill -9`s of the real gateway polling the fake Bot API; messages
+  acknowledged but not stored (`kill_rounds_lost`) and stored or answered twice
+  (`kill_rounds_duplicated`), both must be 0 (see benchmarks/kill_rounds.py).
 Needs Docker and the sandbox image (built if missing). Talks only to loopback.
 """
 
@@ -42,6 +46,7 @@ from benchmarks.disk_walk import run as disk_walk_run  # noqa: E402
 from benchmarks.fuzz import run as fuzz_run  # noqa: E402
 from benchmarks.harness import IMAGE, bench_gateway, ensure_image  # noqa: E402
 from benchmarks.ipc_flood import run as ipc_flood_run  # noqa: E402
+from benchmarks.kill_rounds import run as kill_rounds_run  # noqa: E402
 from benchmarks.load import run_load  # noqa: E402
 from benchmarks.mount_cases import run as mount_cases_run  # noqa: E402
 from benchmarks.vault import run as vault_run  # noqa: E402
@@ -135,10 +140,21 @@ async def bwrap_cold_starts() -> list[float]:
         return [await bench.cold(f"cold {i}") for i in range(COLD_STARTS + 1)][1:]
 
 
-async def ingest_throughput() -> tuple[float, float]:
-    """(clawgate msgs/s, raw sqlite3 msgs/s) for INGEST_GROUPS x INGEST_PER_GROUP messages."""
+_SYNCHRONOUS = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+
+async def ingest_throughput() -> tuple[float, float, str]:
+    """(clawgate msgs/s, raw sqlite3 msgs/s, the store's `synchronous` setting as measured).
+
+    INGEST_GROUPS x INGEST_PER_GROUP messages through the router and the store's group
+    commit, with the durability setting the gateway runs with (read back from the store's
+    own connection, not assumed).
+    """
     tmp = Path(tempfile.mkdtemp(prefix="cgb"))
     store = await Store.open(tmp / "bench.db")
+    async with store._conn.execute("PRAGMA synchronous") as cur:  # the setting the store chose
+        (level,) = await cur.fetchone()  # type: ignore[misc]
+    synchronous = _SYNCHRONOUS.get(int(level), str(level))
     groups = [Group(f"g{i}", f"tg:{i}", f"g{i}", "@Andy") for i in range(INGEST_GROUPS)]
     for group in groups:
         await store.register_group(group)
@@ -172,7 +188,7 @@ async def ingest_throughput() -> tuple[float, float]:
         raw.executemany("INSERT INTO m VALUES (?, ?, ?, ?)", rows)
     raw_elapsed = time.perf_counter() - start
     raw.close()
-    return total / elapsed, total / raw_elapsed
+    return total / elapsed, total / raw_elapsed, synchronous
 
 
 async def main() -> None:
@@ -182,7 +198,7 @@ async def main() -> None:
     warm, cold = await gateway_latencies()
     ipc_flood = await ipc_flood_run()  # another group's latency under an IPC connection flood
     bwrap_cold = await bwrap_cold_starts()
-    ingest, raw_ingest = await ingest_throughput()
+    ingest, raw_ingest, synchronous = await ingest_throughput()
     mount_cases = await asyncio.to_thread(mount_cases_run)
     disk_walk = await asyncio.to_thread(disk_walk_run)  # the disk-quota measurement vs os.walk
     load = await run_load("bwrap")
@@ -190,6 +206,7 @@ async def main() -> None:
     near_sign = await asyncio.to_thread(wallet_sign_run)  # analyze + policy + sign vs bare ed25519
     approve = await wallet_approve_run()  # Approve click -> signed tx at the NEAR RPC vs bare send_tx
     fuzz = await asyncio.to_thread(fuzz_run)  # the CI-bounded fuzz run: executions, crashes (tests/fuzz)
+    kills = await kill_rounds_run()  # random kill -9s of the real gateway: lost / duplicated (both 0)
     result = {
         "warm_p50_ms": ms(pct(warm, 0.5)),
         "warm_p99_ms": ms(pct(warm, 0.99)),
@@ -207,6 +224,7 @@ async def main() -> None:
         ),
         **({"runsc_unusable": runsc_problem} if runsc_problem else {}),
         "ingest_msgs_per_s": round(ingest),
+        "ingest_synchronous": synchronous,
         "ingest_groups": INGEST_GROUPS,
         "raw_sqlite_msgs_per_s": round(raw_ingest),
         "mount_cases_checked": mount_cases,
@@ -217,6 +235,7 @@ async def main() -> None:
         **near_sign,
         **approve,
         **fuzz,
+        **kills,
         "crash_kill_points": len(CRASH_POINTS),
         "targets": {
             "warm_p50_ms": 10,
@@ -228,6 +247,8 @@ async def main() -> None:
             "near_sign_per_s": 5000,
             "ipc_conn_flood_other_group_p99_ms": 200,
             "fuzz_crashes": 0,
+            "kill_rounds_lost": 0,
+            "kill_rounds_duplicated": 0,
         },
     }
     print(json.dumps(result))
