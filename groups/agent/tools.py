@@ -507,7 +507,6 @@ class Toolbox:
     def _tool_cancel_task(self, args: Dict[str, Any]) -> ToolResult:
         return self._task_call("cancel_task", {"task_id": self._task_id(args)})
 
-
     # -- NEAR: requests only; the gateway holds the keys, checks the policy and signs --------
 
     _NEAR_FIELDS: Dict[str, Tuple[Tuple[str, Tuple[type, ...], bool], ...]] = {
