@@ -15,6 +15,7 @@ import random
 import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from tests.e2e.test_crash_recovery import start
 from tests.fakes.slack_api import FakeSlack, events_envelope, message_event
 
 CHANNEL = "CSTRANGERS"  # not registered: messages are stored, no agent runs
+NOW = int(time.time())  # message times must be recent: [retention] prunes old unregistered chats
 
 
 def write_config(config_dir: Path, fake: FakeSlack, model_server, image: str) -> None:  # type: ignore[no-untyped-def]
@@ -130,7 +132,7 @@ async def test_every_ack_follows_the_commit_across_random_kills(
         await events.redeliver(fake)  # what Slack retries after the connection came back
         for _ in range(rng.randint(30, 70)):
             total += 1
-            await events.push(fake, message_event(f"message {total}", f"1700000{total:03d}.000100", CHANNEL))
+            await events.push(fake, message_event(f"message {total}", f"{NOW}.{total:06d}", CHANNEL))
             await asyncio.sleep(rng.uniform(0, 0.01))
         await asyncio.sleep(rng.uniform(0, 0.3))
         with contextlib.suppress(ProcessLookupError):
@@ -162,7 +164,7 @@ async def test_a_full_data_disk_acknowledges_nothing_it_did_not_store(
         gateway = await start(dict(os.environ))
         try:
             await wait_ready(gateway)
-            await events.push(fake, message_event("before", "1700000000.000001", CHANNEL))
+            await events.push(fake, message_event("before", f"{NOW}.000000", CHANNEL))
             assert await wait_until(lambda: not events.pending, 60)
             filler = data_dir / "filler"
             with open(filler, "wb") as f, contextlib.suppress(OSError):
@@ -171,7 +173,7 @@ async def test_a_full_data_disk_acknowledges_nothing_it_did_not_store(
                     f.flush()
             for n in range(200):
                 await events.push(
-                    fake, message_event(f"full {n} " + "x" * 3000, f"1700001{n:03d}.0001", CHANNEL)
+                    fake, message_event(f"full {n} " + "x" * 3000, f"{NOW + 1}.{n:06d}", CHANNEL)
                 )
             await asyncio.sleep(5)
             assert events.pending, "the disk never filled; the test proves nothing"
