@@ -23,7 +23,9 @@ from tests.integration.test_gateway_docker import REAL_KEY, config_for, containe
 @pytest.fixture
 async def gateway(dirs, model_server, sandbox_image, docker_client):  # type: ignore[no-untyped-def]
     config_dir, data_dir = dirs
-    SecretStore(config_dir).add("anthropic", REAL_KEY, model_server.host_port, "x-api-key", "{value}")
+    SecretStore(config_dir).add(  # team's turns call the model too: the key is scoped to it
+        "anthropic", REAL_KEY, model_server.host_port, "x-api-key", "{value}", groups=("main", "team")
+    )
     channel = CaptureChannel()
     gw = Gateway(config_for(model_server, sandbox_image), config_dir, data_dir)
     await gw.start([channel])
