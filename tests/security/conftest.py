@@ -124,7 +124,9 @@ def tier(request: pytest.FixtureRequest, docker_client: Any, sandbox_image: str)
 
 
 def add_model_key(config_dir: Path, model: FakeModelServer) -> None:
-    SecretStore(config_dir).add("anthropic", MODEL_KEY, model.host_port, "x-api-key", "{value}")
+    """The model key for every group: the attacker's group must get answers to attack from."""
+    secrets = SecretStore(config_dir)
+    secrets.add("anthropic", MODEL_KEY, model.host_port, "x-api-key", "{value}", groups=("*",))
 
 
 @pytest.fixture

@@ -112,7 +112,9 @@ async def fake() -> AsyncIterator[FakeSlack]:
 @pytest.fixture
 async def gateway(dirs, model_server, sandbox_image, docker_client, fake) -> AsyncIterator[Gateway]:  # type: ignore[no-untyped-def]
     config_dir, data_dir = dirs
-    SecretStore(config_dir).add("anthropic", REAL_KEY, model_server.host_port, "x-api-key", "{value}")
+    SecretStore(config_dir).add(  # team's agent calls the model: the key covers every group
+        "anthropic", REAL_KEY, model_server.host_port, "x-api-key", "{value}", groups=("*",)
+    )
     KeyStore(config_dir).generate(KEY_NAME, network="testnet", account_id=OWNER_ACCOUNT)
     near = FakeNearRpc().start()
     model_server.default = HostileAgent()
