@@ -34,12 +34,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import IMAGE  # noqa: E402
-from tests.chaos.test_instance_and_orphans import wait_ready  # noqa: E402
+from tests.chaos.support import wait_ready, wait_until  # noqa: E402
 from tests.chaos.test_telegram_ack import (  # noqa: E402
     OWNER_CHAT,
     STRANGERS,
     external_id,
-    wait_until,
     write_config,
 )
 from tests.e2e.test_crash_recovery import start  # noqa: E402

@@ -16,7 +16,8 @@ import sqlite3
 from pathlib import Path
 
 from proxy.secrets import SecretStore
-from tests.chaos.test_instance_and_orphans import setup, wait_ready
+from tests.chaos.support import wait_ready
+from tests.chaos.test_instance_and_orphans import setup
 from tests.e2e.test_console import read_reply
 from tests.e2e.test_crash_recovery import CLAWGATE, ROOT, start
 

@@ -17,29 +17,9 @@ from pathlib import Path
 
 from proxy.process import PID_FILE
 from proxy.secrets import SecretStore
+from tests.chaos.support import wait_ready
 from tests.e2e.test_console import write_config
 from tests.e2e.test_crash_recovery import start
-
-
-async def wait_ready(proc: asyncio.subprocess.Process) -> None:
-    """Until the gateway says ready; then its stderr keeps being read in the background.
-
-    A pipe nobody reads fills up at 64 KiB and then blocks the gateway's next log line to
-    stderr — with it, the whole event loop (a full disk makes every log record a traceback).
-    """
-    assert proc.stderr is not None
-    while True:
-        line = await asyncio.wait_for(proc.stderr.readline(), 90)
-        assert line, "the gateway exited before it was ready"
-        if b"ready" in line:
-            break
-    stderr = proc.stderr
-
-    async def drain() -> None:
-        while await stderr.read(65536):
-            pass
-
-    proc._clawgate_drain = asyncio.create_task(drain())  # type: ignore[attr-defined]
 
 
 def alive(pid: int) -> bool:

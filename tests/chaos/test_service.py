@@ -19,7 +19,8 @@ from pathlib import Path
 from gateway.app import instance_id
 from groups.sandbox.docker import LABEL_INSTANCE
 from proxy.secrets import SecretStore
-from tests.chaos.test_instance_and_orphans import alive, gone_within, vault_pid, wait_ready
+from tests.chaos.support import wait_ready
+from tests.chaos.test_instance_and_orphans import alive, gone_within, vault_pid
 from tests.e2e.test_console import write_config
 from tests.e2e.test_crash_recovery import CLAWGATE, ROOT, start
 from tests.fakes.model_server import FakeModelServer

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from proxy.secrets import SecretStore
-from tests.chaos.test_instance_and_orphans import wait_ready
+from tests.chaos.support import wait_ready, wait_until
 from tests.e2e.test_crash_recovery import start
 from tests.fakes.slack_api import FakeSlack, events_envelope, message_event
 
@@ -106,16 +106,6 @@ async def fake():  # type: ignore[no-untyped-def]
     await server.start()
     yield server
     await server.stop()
-
-
-async def wait_until(predicate, seconds: float) -> bool:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not predicate():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 async def test_every_ack_follows_the_commit_across_random_kills(

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from proxy.secrets import SecretStore
-from tests.chaos.test_instance_and_orphans import wait_ready
+from tests.chaos.support import wait_ready, wait_until
 from tests.e2e.test_crash_recovery import start
 from tests.fakes.telegram_api import TOKEN, FakeBotApi
 
@@ -82,16 +82,6 @@ def api():  # type: ignore[no-untyped-def]
     fake = FakeBotApi().start()
     yield fake
     fake.stop()
-
-
-async def wait_until(predicate, seconds: float) -> bool:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not predicate():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 async def test_kill_at_the_acknowledge_boundary_loses_nothing(api, dirs, model_server, sandbox_image) -> None:

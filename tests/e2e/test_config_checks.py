@@ -24,6 +24,7 @@ from gateway.cli import main
 from gateway.control import SOCKET_NAME
 from groups.sandbox.image import AGENT_LABEL
 from proxy.secrets import SecretStore
+from tests.chaos.support import drain_stderr
 from tests.e2e.test_console import clawgate, read_reply, write_config
 from tests.e2e.test_crash_recovery import start
 
@@ -102,7 +103,7 @@ async def test_second_group_outside_the_model_key_and_a_stale_image_warn_and_mai
         assert "clawgate vault scope anthropic --groups main,team" in said
         assert f"warning: image {stale_image} does not contain this checkout's agent runtime" in said
         assert "clawgate image build" in said
-        await wait_ready_drain(proc)
+        drain_stderr(proc)
 
         # What the vault sends when team's request leaves without the key
         # (tests/vault/test_vault_unscoped_notice_e2e.py), twice: the main chat hears it once.
@@ -122,18 +123,6 @@ async def test_second_group_outside_the_model_key_and_a_stale_image_warn_and_mai
     finally:
         proc.stdin.close()
         await asyncio.wait_for(proc.wait(), 60)
-
-
-async def wait_ready_drain(proc: asyncio.subprocess.Process) -> None:
-    """Keep reading stderr so the gateway never blocks on a full pipe."""
-    stderr = proc.stderr
-    assert stderr is not None
-
-    async def drain() -> None:
-        while await stderr.read(65536):
-            pass
-
-    proc._clawgate_drain = asyncio.create_task(drain())  # type: ignore[attr-defined]
 
 
 def test_doctor_reports_the_configured_channels_and_the_same_findings_as_run(dirs, model_server) -> None:
