@@ -37,6 +37,11 @@ DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_IDLE_TIMEOUT_S = 300.0
 _WARN_EVERY_S = 30.0
 _BUSY_GRACE_S = 2.0  # a refused connection lingers this long at most (its 503 must arrive)
+# A burst of connects must reach `_Link` (to be counted, and answered 503 past the cap)
+# rather than overflow the kernel's accept queue: a client whose non-blocking connect hits
+# a full queue gets EAGAIN, and asyncio then hands it a socket that fails with EINVAL on its
+# first read. The kernel caps this at net.core.somaxconn.
+_BACKLOG = 4096
 
 
 def _busy_response(group: str, limit: int) -> bytes:
@@ -103,7 +108,9 @@ class Relay:
         _remove_stale(path)
         try:
             loop = asyncio.get_running_loop()
-            server = await loop.create_unix_server(lambda: _Link(self, group), path=str(path))
+            server = await loop.create_unix_server(
+                lambda: _Link(self, group), path=str(path), backlog=_BACKLOG
+            )
             # The container's agent runs as an unprivileged uid; the per-group parent
             # directory is what keeps other groups out.
             os.chmod(path, 0o666)
