@@ -18,7 +18,7 @@ if command -v pyenv >/dev/null 2>&1; then \
 fi; exit 1
 endef
 
-.PHONY: run test bench load fuzz lint image venv clean
+.PHONY: run test bench load fuzz lint typecheck image venv clean
 
 $(BIN)/.installed: pyproject.toml
 	@py=$$( $(FIND_PYTHON) ) || { \
@@ -56,5 +56,9 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# mypy over the packages and with the profiles in pyproject.toml [tool.mypy]; any error fails.
+typecheck: venv
+	$(BIN)/mypy
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
