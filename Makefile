@@ -32,7 +32,7 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 image: venv
-	@img=$$($(BIN)/python -c 'from gateway.config import load; print(load().sandbox.image)') || exit 1; \
+	@img=$$($(BIN)/python -c 'from core.config import load; print(load().sandbox.image)') || exit 1; \
 	docker image inspect "$$img" >/dev/null 2>&1 || $(BIN)/clawgate image build
 
 run: venv image

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from core.config import parse  # noqa: E402
 from gateway.app import Gateway  # noqa: E402
-from gateway.config import parse  # noqa: E402
 from tests.fakes.channel import CaptureChannel  # noqa: E402
 from tests.fakes.model_server import FakeModelServer, Recorded  # noqa: E402
 

@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import BenchGateway, bench_gateway, ensure_image  # noqa: E402
-from gateway.models import Group  # noqa: E402
+from core.models import Group  # noqa: E402
 from groups.folders import group_dirs  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_IPC_FLOOD_ROUNDS", "6"))

@@ -13,7 +13,7 @@ import resource
 import time
 
 from benchmarks.harness import bench_gateway
-from gateway.models import Group
+from core.models import Group
 
 GROUPS = int(os.environ.get("LOAD_GROUPS", "100"))
 MESSAGES = int(os.environ.get("LOAD_MESSAGES", "10000"))

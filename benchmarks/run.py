@@ -52,8 +52,8 @@ from benchmarks.mount_cases import run as mount_cases_run  # noqa: E402
 from benchmarks.vault import run as vault_run  # noqa: E402
 from benchmarks.wallet_approve import run_async as wallet_approve_run  # noqa: E402
 from benchmarks.wallet_sign import run as wallet_sign_run  # noqa: E402
+from core.models import Group, InboundMessage  # noqa: E402
 from gateway.faults import POINTS as CRASH_POINTS  # noqa: E402
-from gateway.models import Group, InboundMessage  # noqa: E402
 from gateway.store import Store  # noqa: E402
 
 WARM_MESSAGES = int(os.environ.get("BENCH_WARM_MESSAGES", "300"))

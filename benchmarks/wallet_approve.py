@@ -32,15 +32,15 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 
 from channels.base import ButtonPress  # noqa: E402
+from core.models import Group  # noqa: E402
+from core.wallet.settings import WalletConfig, WalletPolicy  # noqa: E402
 from gateway.approvals import Approvals  # noqa: E402
 from gateway.ipc import Caller  # noqa: E402
-from gateway.models import Group  # noqa: E402
 from gateway.registry import GroupRegistry  # noqa: E402
 from gateway.store import Store  # noqa: E402
 from gateway.wallet.keystore import KeyStore  # noqa: E402
 from gateway.wallet.rpc import NearRpc  # noqa: E402
 from gateway.wallet.service import WalletService  # noqa: E402
-from gateway.wallet.settings import WalletConfig, WalletPolicy  # noqa: E402
 from tests.fakes.channel import CaptureChannel  # noqa: E402
 from tests.fakes.near_rpc import FakeNearRpc  # noqa: E402
 

@@ -31,11 +31,11 @@ if str(ROOT) not in sys.path:
 
 from nacl.signing import SigningKey  # noqa: E402
 
+from core.wallet.settings import FunctionCallRule, TokenLimit, WalletPolicy  # noqa: E402
 from gateway.wallet.analysis import analyze  # noqa: E402
 from gateway.wallet.keys import KeyPair  # noqa: E402
 from gateway.wallet.keystore import KeyStore  # noqa: E402
 from gateway.wallet.policy import PolicyEngine  # noqa: E402
-from gateway.wallet.settings import FunctionCallRule, TokenLimit, WalletPolicy  # noqa: E402
 from gateway.wallet.transactions import FunctionCall, Transaction, Transfer  # noqa: E402
 
 ROUNDS = 4

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from gateway.models import InboundMessage
+from core.models import InboundMessage
 
 OnMessage = Callable[[InboundMessage], Awaitable[object]]
 

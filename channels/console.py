@@ -17,7 +17,7 @@ from typing import TextIO
 
 from channels.base import ApprovalOutcome, ApprovalPrompt, OnButton, OnMessage
 from channels.delivery import handed_off
-from gateway.models import InboundMessage
+from core.models import InboundMessage
 
 PREFIX = "console:"
 OWNER_ID = "console:owner"  # the person at the terminal: always an admin of the main chat

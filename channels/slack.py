@@ -45,9 +45,9 @@ from channels.base import (
 )
 from channels.delivery import handed_off
 from channels.slack_send import not_accepted, post_client
-from gateway import redaction
-from gateway.config import SlackConfig
-from gateway.models import InboundMessage
+from core import redaction
+from core.config import SlackConfig
+from core.models import InboundMessage
 
 log = logging.getLogger(__name__)
 

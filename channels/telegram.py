@@ -70,13 +70,13 @@ from channels.telegram_format import LIMIT, html_to_plain, render
 from channels.telegram_poll import UpdatePoller
 from channels.telegram_send import HandoffRequest, not_accepted, retry_after_s
 from channels.telegram_webhook import WebhookServer, check_secret, webhook_secret
-from gateway import redaction
-from gateway.models import InboundMessage
+from core import redaction
+from core.models import InboundMessage
 from groups import groupfs
 from groups.folders import INBOX_IN_SANDBOX
 
 if TYPE_CHECKING:
-    from gateway.config import TelegramConfig
+    from core.config import TelegramConfig
 
 log = logging.getLogger(__name__)
 

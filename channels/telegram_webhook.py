@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.private_files import read_or_create_token
+from core.private_files import read_or_create_token
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from gateway import paths
+from core import paths
 
 
 def _with_store[T](action: Callable[[Any], Awaitable[T]]) -> T:
@@ -74,8 +74,8 @@ def _check_trigger(trigger: str) -> str:
 @click.option("--no-trigger", "no_trigger", is_flag=True, help="Answer every message in the chat.")
 def groups_register(chat_id: str, name: str, trigger: str | None, no_trigger: bool) -> None:
     """Register CHAT_ID (see /chatid) as a group whose folder is NAME."""
-    from gateway import config as config_mod
-    from gateway.models import Group
+    from core import config as config_mod
+    from core.models import Group
     from gateway.registry import GroupRegistry
     from groups.folders import validate_folder
 

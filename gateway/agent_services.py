@@ -8,9 +8,9 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from gateway.config import Config
+from core.config import Config
+from core.models import Group
 from gateway.ipc import Caller, IpcError
-from gateway.models import Group
 from gateway.registry import GroupRegistry
 from gateway.runs import RunExecutor
 from gateway.store import Store

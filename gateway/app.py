@@ -20,23 +20,23 @@ from typing import TYPE_CHECKING
 
 from channels.base import Channel, ChannelUnavailable
 from channels.console import ConsoleChannel
+from core.config import Config, ConfigError
+from core.config import load as load_config
+from core.models import Group, InboundMessage
+from core.private_files import PrivateFileError
+from core.redaction import one_line, scrub
 from gateway import fdlimit, preflight
 from gateway import reload as reload_mod
 from gateway.agent_services import AgentServices
 from gateway.approvals import Approvals
 from gateway.commands import AdminCommands, Command
-from gateway.config import Config, ConfigError
-from gateway.config import load as load_config
 from gateway.control import SOCKET_NAME as CONTROL_SOCKET
 from gateway.control import ControlServer
 from gateway.disk import DiskGuard
 from gateway.instance_lock import AlreadyRunning, DataDirLock
 from gateway.logs import FILE_ONLY
-from gateway.models import Group, InboundMessage
 from gateway.outbox import Outbox
-from gateway.private_files import PrivateFileError
 from gateway.queue import GroupQueue
-from gateway.redaction import one_line, scrub
 from gateway.registry import GroupRegistry
 from gateway.retention import Retention
 from gateway.router import Router
@@ -105,7 +105,7 @@ class Gateway:
         order (connected channels, control socket, vault, backend, store, the data-dir
         lock): no orphan vault, no task or database thread keeping the process alive, and
         the next start is not refused as "already running". The error becomes one line
-        with its type and secrets redacted by value (`gateway.redaction`); the traceback,
+        with its type and secrets redacted by value (`core.redaction`); the traceback,
         redacted too, goes only to the log file.
         """
         served = None if channels is None else lambda chat: any(c.owns_chat(chat) for c in channels)

@@ -31,7 +31,7 @@ from typing import Literal
 
 from channels.base import ApprovalOutcome, ApprovalPrompt, ButtonPress, Channel
 from channels.console import OWNER_ID
-from gateway.models import Approval
+from core.models import Approval
 from gateway.registry import GroupRegistry
 from gateway.scheduler import Clock, SystemClock, iso
 from gateway.store import Store

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from gateway import paths
+from core import paths
 from gateway.instance_lock import holder_pid
 
 

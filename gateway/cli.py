@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from gateway import config as config_mod
-from gateway import paths
+from core import config as config_mod
+from core import paths
 from gateway.admin_cli import dlq_cli, groups_register, groups_unregister, status_cli
 from gateway.backup_cli import backup_cli
 from gateway.tasks_cli import tasks_cli
@@ -57,7 +57,8 @@ def run(verbose: bool, grace: float) -> None:
 
     SIGHUP reloads config.toml (what can change live); SIGTERM/SIGINT stop gracefully.
     """
-    from gateway import console_mode, redaction
+    from core import redaction
+    from gateway import console_mode
     from gateway.app import Gateway, StartupError
     from gateway.logs import FILE_ONLY, configure
 
@@ -237,8 +238,8 @@ def groups_list() -> None:
 @click.argument("group")
 def groups_mounts(group: str) -> None:
     """Show the extra mounts GROUP (folder or chat id) gets: granted, refused and why."""
+    from core.models import Group
     from gateway.app import DATABASE
-    from gateway.models import Group
     from gateway.store import Store
     from groups.mounts import ALLOWLIST_FILE, describe_plan, plan_mounts
 

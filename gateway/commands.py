@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from channels.base import ButtonPress
 from channels.console import OWNER_ID
-from gateway.models import Group, InboundMessage
+from core.models import Group, InboundMessage
 from groups import groupfs
 from groups.folders import group_dirs, validate_folder
 

@@ -14,7 +14,7 @@ import os
 import stat
 from typing import Literal
 
-from gateway.config import Config, ConsoleConfig
+from core.config import Config, ConsoleConfig
 
 Mode = Literal["interactive", "scripted", "daemon", "off"]
 StdinKind = Literal["tty", "stream", "none"]

@@ -12,7 +12,7 @@ import json
 import socket
 from pathlib import Path
 
-from gateway import paths
+from core import paths
 
 SOCKET_NAME = "gateway.sock"  # same as gateway.control.SOCKET_NAME (kept import-light for the CLI)
 TIMEOUT_S = 5.0

@@ -25,8 +25,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from gateway.config import SandboxConfig
-from gateway.models import Group
+from core.config import SandboxConfig
+from core.models import Group
 from groups import groupfs
 from groups.folders import group_dirs
 

@@ -8,8 +8,9 @@ import sys
 
 import click
 
-from gateway import config as config_mod
-from gateway import paths, preflight
+from core import config as config_mod
+from core import paths
+from gateway import preflight
 from groups.sandbox.base import SandboxBackend, SandboxUnavailable
 from groups.sandbox.docker import DockerBackend
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import re
 
-from gateway.config import RetryConfig
+from core.config import RetryConfig
 
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504, 529}
 _TRANSIENT_WORDS = (

@@ -49,6 +49,7 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from core.private_files import MASTER_KEY_FILE, PrivateFileError, fsync_dir, read_master_key
 from gateway.instance_lock import AlreadyRunning, DataDirLock
 from gateway.passphrase_crypto import (
     CIPHER,
@@ -62,7 +63,6 @@ from gateway.passphrase_crypto import (
     unb64,
     unseal,
 )
-from gateway.private_files import MASTER_KEY_FILE, PrivateFileError, fsync_dir, read_master_key
 
 MAGIC = b"CLAWGATE-BACKUP\n"
 FORMAT = "clawgate-backup"

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gateway.config import Config
+    from core.config import Config
 
 LINE_UNIT_BYTES = 1024  # a line costs one `lines` unit per started KiB: bytes are paced too
 

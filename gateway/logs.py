@@ -14,7 +14,7 @@ import logging.handlers
 import sys
 from pathlib import Path
 
-from gateway.redaction import RedactingFormatter
+from core.redaction import RedactingFormatter
 
 FILE_ONLY = {"file_only": True}
 

@@ -28,13 +28,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway.wallet.amounts import YOCTO_PER_NEAR
+from core.wallet.amounts import YOCTO_PER_NEAR
 from gateway.wallet.policy import utc_day
 from proxy.process import VaultUnavailable
 
 if TYPE_CHECKING:
+    from core.models import ClaimedRun
     from gateway.app import Gateway
-    from gateway.models import ClaimedRun
 
 log = logging.getLogger(__name__)
 

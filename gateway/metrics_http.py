@@ -2,7 +2,7 @@
 
 It runs on aiohttp in the gateway's own event loop, so a scrape sees the same objects
 the gateway uses and needs no thread or second process. It listens on loopback unless
-the config says `allow_remote = true` (gateway.config.MetricsConfig); it has no
+the config says `allow_remote = true` (core.config.MetricsConfig); it has no
 authentication and serves nothing else, so it does not take request bodies, sessions or
 query parameters.
 """
@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.config import MetricsConfig, is_loopback
+from core.config import MetricsConfig, is_loopback
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from gateway.private_files import fsync_dir
+from core.private_files import fsync_dir
 
 BACKUP_DIR = "backups"
 KEEP = 3

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from channels.base import Channel
 from channels.delivery import NotAccepted, handoff_hook
-from gateway.config import RetryConfig
+from core.config import RetryConfig
 from gateway.failures import backoff_delay
 from gateway.faults import crash_point
 from gateway.store import Store

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from gateway.config import Config
+from core.config import Config
 from proxy.rules import host_matches, model_key_usable
 from proxy.secrets import SecretInfo, SecretStore, VaultError
 

@@ -13,7 +13,7 @@ import re
 from datetime import UTC, datetime
 from xml.sax.saxutils import escape
 
-from gateway.models import StoredMessage
+from core.models import StoredMessage
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gateway.models import Group
+from core.models import Group
 from gateway.store import Store
 from groups.folders import validate_folder
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config import Config
+from core.config import Config
 
 # Read on every turn, command or send; replacing the value is all it takes.
 LIVE_KEYS: frozenset[str] = frozenset(

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 
-from gateway.config import Config
+from core.config import Config
 from gateway.store import Store
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,9 @@ import re
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 
+from core.models import Group, InboundMessage
 from gateway import commands
 from gateway.faults import crash_point
-from gateway.models import Group, InboundMessage
 from gateway.store import Store
 
 CommandHandler = Callable[[commands.Command, InboundMessage, Group | None], Awaitable[None]]

@@ -7,12 +7,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from gateway.config import Config
+from core.config import Config
+from core.models import ClaimedRun, Group
 from gateway.disk import DiskGuard
 from gateway.failures import backoff_delay, is_transient, retry_after_s
 from gateway.faults import crash_point
 from gateway.ipc import Turn, TurnResult
-from gateway.models import ClaimedRun, Group
 from gateway.outbox import Outbox
 from gateway.prompt import build_prompt
 from gateway.sandboxes import SandboxPool

@@ -17,12 +17,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.config import Config
+from core.models import Group
 from gateway import fdlimit
-from gateway.config import Config
 from gateway.disk import DiskGuard
 from gateway.ipc import Caller, GroupIpc, IpcServices
 from gateway.ipc_limits import IpcLimits
-from gateway.models import Group
 from groups import folders
 from groups.mounts import ALLOWLIST_FILE, log_plan, plan_mounts
 from groups.sandbox.base import (

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from croniter import croniter
 
-from gateway.models import ClaimedRun, Group, InboundMessage, ScheduledTask, TaskRun
+from core.models import ClaimedRun, Group, InboundMessage, ScheduledTask, TaskRun
 from gateway.store import Store
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from gateway.migration_backup import backup_before_migration
-from gateway.models import (
+from core.models import (
     Approval,
     ClaimedRun,
     Group,
@@ -35,6 +34,7 @@ from gateway.models import (
     WalletDraft,
     WalletRequest,
 )
+from gateway.migration_backup import backup_before_migration
 from gateway.wallet.decision import DaySpend, Decision
 
 log = logging.getLogger(__name__)

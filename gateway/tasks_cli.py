@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from gateway import paths
+from core import paths
 
 
 def _with_scheduler[T](action: Callable[[Any], Awaitable[T]]) -> T:

@@ -61,7 +61,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gateway.models import Group, MountRequest
+from core.models import Group, MountRequest
 from groups.sandbox.base import ExtraMount
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ import json
 import os
 from pathlib import Path
 
-from gateway.private_files import atomic_write, exclusive_lock
+from core.private_files import atomic_write, exclusive_lock
 
 UIDS_FILE = "sandbox-uids.json"
 LOCK_FILE = ".sandbox-uids.lock"

@@ -33,9 +33,9 @@ from mitmproxy.addons import (
 )
 from mitmproxy.master import Master
 
-from gateway.config import ConfigError
-from gateway.logfile import RotatingStream
-from gateway.paths import ensure_private_dir
+from core.config import ConfigError
+from core.logfile import RotatingStream
+from core.paths import ensure_private_dir
 from proxy.addon import PeerRegistry, VaultAddon, parse_hostport
 from proxy.audit import AUDIT_FILE, AuditAddon, AuditLog
 from proxy.bodies import STREAM_ABOVE, BodyGate, EarlyResponder, cut_client

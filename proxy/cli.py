@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from gateway.paths import config_dir, data_dir
+from core.paths import config_dir, data_dir
 from proxy.rules import ACTIONS, Rule, RuleError, host_matches, make_rule
 from proxy.rules import PRESETS as RULE_PRESETS
 from proxy.secrets import DEFAULT_GROUPS, SecretStore, VaultError
@@ -58,7 +58,7 @@ def default_groups(rule: Rule) -> tuple[list[str], str]:
     """
     from urllib.parse import urlsplit
 
-    from gateway.config import ConfigError, load
+    from core.config import ConfigError, load
     from gateway.preflight import registered_folders
 
     try:

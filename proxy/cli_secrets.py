@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from gateway.paths import config_dir
+from core.paths import config_dir
 from proxy.cli import _read_value, _reload_running_vault, _store, vault_cli
 from proxy.rules import PLACEHOLDER, Rule
 from proxy.secrets import SecretInfo, VaultError
@@ -83,7 +83,7 @@ def _test_target(rule: Rule, path: str | None) -> str:
 async def _probe(
     info: SecretInfo, rule: Rule, path: str, scheme: str, allow_private: list[str], group: str
 ) -> tuple[str, str]:
-    from gateway.config import ConfigError, load
+    from core.config import ConfigError, load
     from proxy.process import VaultProcess, VaultUnavailable
 
     cfg_dir = config_dir()

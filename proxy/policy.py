@@ -162,7 +162,7 @@ class ResponseTooLarge(Exception):
 
 
 if TYPE_CHECKING:
-    from gateway.config import Config
+    from core.config import Config
 
 POLICY_FILE = "policy-config.json"
 
@@ -186,7 +186,7 @@ def write_policy_config(config: Config, state_dir: Path) -> Path:
 
 def load_policy(config_dir: Path, policy_config: Path | None = None) -> Policy:
     """The policy from the gateway's handed-over config, else from `config.toml`; errors propagate."""
-    from gateway.config import Config, load
+    from core.config import Config, load
 
     if policy_config is not None and Path(policy_config).exists():
         cfg = Config.model_validate_json(Path(policy_config).read_text())

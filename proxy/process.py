@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gateway.paths import ensure_private_dir
+from core.paths import ensure_private_dir
 
 log = logging.getLogger("clawgate.vault.process")
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.private_files import (
+from core.private_files import (
     MASTER_KEY_FILE,
     PrivateFileError,
     atomic_write,

@@ -1,1 +1,4 @@
-"""NEAR wallet: keys, account ids, transactions, NEP-413 and amounts (signing happens only in the host)."""
+"""NEAR wallet: keys, transactions, NEP-413, policy and signing (signing happens only in the host).
+
+Its settings, account ids and amounts are plain data in `core.wallet`, so the config can hold them.
+"""

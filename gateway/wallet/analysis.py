@@ -29,7 +29,7 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.wallet.amounts import U128_MAX, YOCTO_PER_NEAR
+from core.wallet.amounts import U128_MAX, YOCTO_PER_NEAR
 from gateway.wallet.tokens import TokenMove, token_move, token_totals
 from gateway.wallet.transactions import (
     AddKey,

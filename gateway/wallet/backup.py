@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.private_files import atomic_write
 from gateway.passphrase_crypto import (
     CIPHER,
     DEFAULT_KDF,
@@ -54,7 +55,6 @@ from gateway.passphrase_crypto import (
     unb64,
     unseal,
 )
-from gateway.private_files import atomic_write
 from gateway.wallet.keystore import KeyInfo, KeyStore, WalletError
 
 __all__ = [

@@ -17,9 +17,9 @@ from typing import Any
 
 import click
 
-from gateway.paths import config_dir
-from gateway.wallet.accounts import is_near_implicit
-from gateway.wallet.amounts import parse_near
+from core.paths import config_dir
+from core.wallet.accounts import is_near_implicit
+from core.wallet.amounts import parse_near
 from gateway.wallet.backup import MIN_PASSPHRASE_LEN, export_backup, restore_backup
 from gateway.wallet.keystore import NETWORKS, KeyInfo, KeyPermission, KeyStore, WalletError
 
@@ -32,7 +32,7 @@ def _store() -> KeyStore:
 
 def _default_network() -> str:
     """The `[wallet] network` of config.toml, so keys are labelled for the chain the gateway uses."""
-    from gateway.config import ConfigError, load
+    from core.config import ConfigError, load
 
     try:
         return load(config_dir()).wallet.network

@@ -3,7 +3,7 @@
 Invariant 5 of the design: a private key leaves ``gateway/wallet`` only encrypted.  So the
 keys live in ``<config_dir>/wallet-keys.json`` (the config dir is never mounted into a
 container), each secret sealed with AES-256-GCM under the same ``master.key`` the vault uses
-(:mod:`gateway.private_files`), with a fresh 12-byte nonce per record.
+(:mod:`core.private_files`), with a fresh 12-byte nonce per record.
 
 The GCM associated data is the canonical JSON of the record's identity: its name, public key,
 account id, network and permission.  Copying a ciphertext onto another record (so that the
@@ -50,15 +50,15 @@ from typing import Any, Literal, get_args
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.private_files import (
+from core.private_files import (
     MASTER_KEY_FILE,
     PrivateFileError,
     atomic_write,
     exclusive_lock,
     read_master_key,
 )
-from gateway.wallet.accounts import InvalidAccountId, implicit_account_id, validate_account_id
-from gateway.wallet.amounts import U128_MAX, format_near
+from core.wallet.accounts import InvalidAccountId, implicit_account_id, validate_account_id
+from core.wallet.amounts import U128_MAX, format_near
 from gateway.wallet.keys import SECRET_KEY_LEN, InvalidKey, KeyPair, PublicKey
 
 KEYS_FILE = "wallet-keys.json"

@@ -11,7 +11,7 @@ import base64
 import binascii
 import hashlib
 
-from gateway.wallet.accounts import validate_account_id
+from core.wallet.accounts import validate_account_id
 from gateway.wallet.borsh import Writer
 from gateway.wallet.keys import KeyPair, PublicKey, verify
 

@@ -27,9 +27,9 @@ from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Protocol
 
+from core.wallet.settings import STAKING_METHODS, FunctionCallRule, WalletPolicy
 from gateway.wallet.analysis import ActionAnalysis, TxAnalysis, format_yocto, safe_text
 from gateway.wallet.decision import AUTO, Decision, combine
-from gateway.wallet.settings import STAKING_METHODS, FunctionCallRule, WalletPolicy
 from gateway.wallet.tokens import UNBOUNDED_CHARGE, token_totals
 
 _EPOCH = date(1970, 1, 1)

@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from gateway.wallet.amounts import format_near
+from core.wallet.amounts import format_near
 from gateway.wallet.base58 import b58decode
 from gateway.wallet.keys import PublicKey
 from gateway.wallet.transactions import SignedTransaction

@@ -35,21 +35,21 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from core.models import WalletDraft
+from core.wallet.accounts import InvalidAccountId, validate_account_id
+from core.wallet.amounts import format_near, parse_near
+from core.wallet.settings import WalletConfig, WalletPolicy
 from gateway.approvals import new_approval_id
 from gateway.ipc import Caller, IpcError
-from gateway.models import WalletDraft
 from gateway.scheduler import Clock, SystemClock
 from gateway.store import Store
 from gateway.wallet import nep413
-from gateway.wallet.accounts import InvalidAccountId, validate_account_id
-from gateway.wallet.amounts import format_near, parse_near
 from gateway.wallet.analysis import TxAnalysis, analyze
 from gateway.wallet.decision import DaySpend, Decision
 from gateway.wallet.fees import max_fee, tokens_burnt
 from gateway.wallet.keystore import KeyInfo, KeyStore, WalletError
 from gateway.wallet.policy import PolicyEngine, utc_day
 from gateway.wallet.rpc import InvalidTransaction, NearRpc, RpcError, TransientRpcError
-from gateway.wallet.settings import WalletConfig, WalletPolicy
 from gateway.wallet.tokens import UNBOUNDED_CHARGE, ledger_charges
 from gateway.wallet.transactions import Action, FunctionCall, Transaction, Transfer
 

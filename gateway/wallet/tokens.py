@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.wallet.amounts import U128_MAX
+from core.wallet.amounts import U128_MAX
 
 Standard = Literal["NEP-141", "NEP-171", "NEP-245", "unknown"]
 

@@ -13,7 +13,7 @@ import base64
 import hashlib
 from dataclasses import dataclass, field
 
-from gateway.wallet.accounts import validate_account_id
+from core.wallet.accounts import validate_account_id
 from gateway.wallet.base58 import b58encode
 from gateway.wallet.borsh import Reader, Writer
 from gateway.wallet.keys import ED25519, SIGNATURE_LEN, KeyPair, PublicKey, verify

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from groups.sandbox.base import SandboxBackend, SandboxUnavailable
 
 if TYPE_CHECKING:
-    from gateway.config import Config
+    from core.config import Config
 
 BACKENDS = ("docker", "bwrap")
 

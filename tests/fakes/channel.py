@@ -10,7 +10,7 @@ from typing import Literal
 
 from channels.base import ApprovalOutcome, ApprovalPrompt, ButtonPress, OnButton, OnMessage
 from channels.console import OWNER_ID
-from gateway.models import InboundMessage
+from core.models import InboundMessage
 
 
 class CaptureChannel:

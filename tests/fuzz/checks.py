@@ -6,7 +6,7 @@ import math
 import re
 from xml.sax.saxutils import unescape
 
-from gateway.models import InboundMessage, StoredMessage
+from core.models import InboundMessage, StoredMessage
 from gateway.prompt import build_prompt
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

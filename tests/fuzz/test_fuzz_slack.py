@@ -36,8 +36,8 @@ from hypothesis import strategies as st
 
 from channels.base import ButtonPress
 from channels.slack import APPROVE, DENY, SlackChannel
-from gateway.config import SlackConfig
-from gateway.models import InboundMessage
+from core.config import SlackConfig
+from core.models import InboundMessage
 from gateway.store import storable
 from tests.fakes.slack_api import BOT_ID, BOT_USER_ID, FakeSlack
 from tests.fuzz import harness

@@ -39,7 +39,7 @@ from telegram import Update
 
 from channels.base import ButtonPress
 from channels.telegram import TelegramChannel, parse_chat_id
-from gateway.models import InboundMessage
+from core.models import InboundMessage
 from gateway.store import storable
 from tests.fakes.telegram_api import BOT, TOKEN, FakeBotApi
 from tests.fuzz import harness

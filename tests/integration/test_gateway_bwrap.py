@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from core.config import parse
 from gateway.app import Gateway, StartupError
-from gateway.config import parse
 from groups.sandbox.bwrap import BwrapSandbox
 from proxy.secrets import SecretStore
 from tests.fakes.channel import CaptureChannel
@@ -126,7 +126,7 @@ async def test_missing_rootfs_is_a_clear_startup_error(dirs, model_server, sandb
 
 
 def test_unknown_backend_is_rejected() -> None:
-    from gateway.config import ConfigError
+    from core.config import ConfigError
 
     with pytest.raises(ConfigError, match="sandbox.backend"):
         parse('[sandbox]\nbackend = "podman"\n', Path("x.toml"))

@@ -15,8 +15,8 @@ from pathlib import Path
 import docker
 import pytest
 
+from core.config import parse
 from gateway.app import Gateway, StartupError
-from gateway.config import parse
 from groups.sandbox.docker import LABEL_GROUP, LABEL_INSTANCE
 from proxy.secrets import SecretStore
 from tests.fakes.channel import CaptureChannel

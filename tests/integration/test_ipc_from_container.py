@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+from core.models import Group
 from gateway.app import Gateway
-from gateway.models import Group
 from tests.fakes.channel import CaptureChannel
 from tests.integration.runsc_support import container_runtime
 from tests.integration.test_gateway_docker import config_for, containers

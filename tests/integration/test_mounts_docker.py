@@ -12,8 +12,8 @@ import os
 import secrets
 from typing import Any
 
-from gateway.config import parse
-from gateway.models import Group, MountRequest
+from core.config import parse
+from core.models import Group, MountRequest
 from gateway.sandboxes import agent_environment
 from groups import folders
 from groups.mounts import plan_mounts

@@ -14,7 +14,7 @@ import pytest
 
 from channels.slack import SlackChannel
 from channels.telegram import TelegramChannel
-from gateway.config import RetryConfig, SlackConfig
+from core.config import RetryConfig, SlackConfig
 from gateway.outbox import Outbox
 from gateway.store import Store
 from tests.fakes.slack_api import FakeSlack

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from core.config import parse
 from gateway import doctor
-from gateway.config import parse
 from tests.integration.runsc_support import REQUIRE, runsc_problem
 
 

@@ -33,8 +33,8 @@ from typing import Any
 import pytest
 from docker.errors import NotFound
 
-from gateway.config import parse
-from gateway.models import Group
+from core.config import parse
+from core.models import Group
 from gateway.sandboxes import sandbox_spec
 from groups import folders
 from groups.sandbox.base import Limits, SandboxSpec

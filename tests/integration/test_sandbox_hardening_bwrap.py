@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config import parse
-from gateway.models import Group, MountRequest
+from core.config import parse
+from core.models import Group, MountRequest
 from gateway.sandboxes import sandbox_spec
 from groups import folders
 from groups.mounts import plan_mounts

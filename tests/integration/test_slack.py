@@ -14,8 +14,8 @@ import pytest
 
 from channels.base import ApprovalOutcome, ApprovalPrompt, ButtonPress
 from channels.slack import SlackChannel
-from gateway.config import SlackConfig
-from gateway.models import InboundMessage
+from core.config import SlackConfig
+from core.models import InboundMessage
 from tests.fakes.slack_api import (
     BOT_ID,
     BOT_USER_ID,

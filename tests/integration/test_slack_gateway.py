@@ -23,9 +23,9 @@ import aiohttp
 import pytest
 
 from channels.slack import SlackChannel
+from core.models import Group
 from gateway.app import Gateway
 from gateway.approvals import REFUSE_CHAT, REFUSE_USER
-from gateway.models import Group
 from proxy.secrets import SecretStore
 from tests.fakes.model_server import FakeModelServer, Recorded
 from tests.fakes.slack_api import (

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from core.models import Group
 from gateway.app import Gateway
-from gateway.models import Group
 from proxy.secrets import SecretStore
 from tests.fakes.channel import CaptureChannel
 from tests.fakes.model_server import FakeModelServer

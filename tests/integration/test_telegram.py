@@ -14,7 +14,7 @@ import pytest
 
 from channels.base import ApprovalOutcome, ApprovalPrompt, ButtonPress
 from channels.telegram import TelegramChannel
-from gateway.models import InboundMessage
+from core.models import InboundMessage
 from tests.fakes.telegram_api import BOT, TOKEN, FakeBotApi, check_html
 
 GROUP = -1001234567890
@@ -286,8 +286,8 @@ async def test_webhook_mode_checks_the_secret_token(tmp_path: Path) -> None:
 
 async def test_end_to_end_through_the_gateway(dirs, model_server, sandbox_image, docker_client) -> None:  # type: ignore[no-untyped-def]
     """A real Gateway (Docker sandbox, vault, SQLite, fake model): Telegram in, agent, Telegram out."""
+    from core.models import Group
     from gateway.app import Gateway
-    from gateway.models import Group
     from tests.fakes.channel import CaptureChannel
     from tests.integration.test_gateway_docker import config_for
 

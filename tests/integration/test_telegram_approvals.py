@@ -100,7 +100,7 @@ def telegram_main_chat_toml(config_dir: Path, api: FakeBotApi) -> str:
 
 @pytest.fixture
 async def env(dirs, model_server, sandbox_image, docker_client) -> AsyncIterator[Env]:  # type: ignore[no-untyped-def]
-    from gateway.models import Group
+    from core.models import Group
 
     config_dir, data_dir = dirs
     api = FakeBotApi().start()

@@ -25,8 +25,8 @@ from pathlib import Path
 import docker
 import pytest
 
+from core.config import parse
 from gateway.app import Gateway
-from gateway.config import parse
 from proxy.audit import read_entries
 from proxy.secrets import SecretStore
 from tests.fakes.channel import CaptureChannel

@@ -262,7 +262,7 @@ async def wallet_gateway(
 ) -> Any:
     """A started Gateway (Telegram main chat, team group, wallet key, fake NEAR node); stopped after."""
     from channels.telegram import TelegramChannel
-    from gateway.models import Group
+    from core.models import Group
 
     config_dir, data_dir = dirs
     near = FakeNearRpc().start()

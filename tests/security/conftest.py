@@ -41,9 +41,9 @@ from typing import Any
 
 import pytest
 
+from core.config import Config, parse
+from core.models import Group
 from gateway.app import Gateway
-from gateway.config import Config, parse
-from gateway.models import Group
 from groups.sandbox.base import SandboxBackend
 from proxy.secrets import SecretStore
 from tests.fakes.channel import CaptureChannel

@@ -28,8 +28,8 @@ import pytest
 from channels.base import ApprovalOutcome, ApprovalPrompt
 from channels.slack import DENY
 from channels.telegram import TelegramChannel
+from core.models import Group
 from gateway.app import Gateway
-from gateway.models import Group
 from gateway.wallet.keystore import KeyStore
 from proxy.secrets import SecretStore
 from tests.fakes.model_server import Recorded, anthropic_text

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from core.models import Group
 from gateway.app import Gateway
-from gateway.models import Group
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.telegram_api import TOKEN, FakeBotApi, check_html
 from tests.security.conftest import MAIN_CHAT, Attacker, Tier, add_model_key, tool_result, wait_until

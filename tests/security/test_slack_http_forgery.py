@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 from channels.base import ButtonPress
 from channels.slack import APPROVE, SlackChannel
-from gateway.config import ConfigError, SlackConfig, parse
+from core.config import ConfigError, SlackConfig, parse
 from tests.fakes.slack_api import FakeSlack, button_payload
 
 SECRET = "0c7d2b1e9a4f46f1b2d3c4e5f6a7b8c9"

@@ -27,8 +27,8 @@ import pytest
 
 from channels.telegram import TelegramChannel
 from channels.telegram_webhook import HEADER, SECRET_FILE
+from core.config import parse
 from gateway.app import Gateway
-from gateway.config import parse
 from tests.fakes.telegram_api import FakeBotApi
 from tests.integration.test_gateway_docker import config_for
 from tests.integration.test_telegram_approvals import ADMIN, MAIN, telegram_main_chat_toml

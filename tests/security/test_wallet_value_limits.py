@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from core.wallet.amounts import parse_near
 from gateway.app import Gateway
-from gateway.wallet.amounts import parse_near
 from gateway.wallet.keystore import KeyStore
 from gateway.wallet.policy import utc_day
 from tests.fakes.channel import CaptureChannel

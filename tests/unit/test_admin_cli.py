@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from core.models import Group, InboundMessage
 from gateway.cli import main
-from gateway.models import Group, InboundMessage
 from gateway.scheduler import Scheduler
 from gateway.store import Store
 from tests.fakes.control import serve_control

@@ -15,9 +15,9 @@ from types import SimpleNamespace
 import pytest
 
 from channels.console import OWNER_ID
+from core.models import Approval, Group
 from gateway.approvals import REFUSE_CHAT, REFUSE_USER, UNKNOWN, Approvals, new_approval_id
 from gateway.commands import AdminCommands, parse
-from gateway.models import Approval, Group
 from gateway.registry import GroupRegistry
 from gateway.store import Store
 from tests.fakes.channel import CaptureChannel

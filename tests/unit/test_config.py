@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Config, ConfigError, load, parse
-from gateway.models import Group
+from core.config import Config, ConfigError, load, parse
+from core.models import Group
 from gateway.sandboxes import sandbox_spec
 from groups.folders import group_dirs
 from groups.sandbox.docker import DockerBackend, container_kwargs

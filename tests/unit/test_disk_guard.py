@@ -7,9 +7,9 @@ import errno
 import os
 from pathlib import Path
 
-from gateway.config import SandboxConfig
+from core.config import SandboxConfig
+from core.models import Group
 from gateway.disk import MB, DiskGuard
-from gateway.models import Group
 from groups import folders
 
 TEAM = Group("team", "tg:1", "team", "@Andy")

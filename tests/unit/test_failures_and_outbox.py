@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import RetryConfig
+from core.config import RetryConfig
 from gateway.failures import backoff_delay, is_transient, retry_after_s
 from gateway.outbox import Outbox
 from gateway.store import Store

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCANNED = ("gateway", "channels", "groups", "proxy")
+SCANNED = ("core", "gateway", "channels", "groups", "proxy")
 EXEMPT = ("groups/agent/", "groups/groupfs.py")  # the agent runs INSIDE the sandbox; groupfs is the owner
 
 SOURCE_NAME = re.compile(r"^_?(group_dir|global_dir|inbox_dir|group_root|inbox_root)$")

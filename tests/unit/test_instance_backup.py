@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from core.private_files import read_master_key
 from gateway import instance_backup as ib
 from gateway.instance_lock import DataDirLock
 from gateway.passphrase_crypto import KdfParams, b64, new_kdf_header, seal
-from gateway.private_files import read_master_key
 
 FAST = KdfParams(memory_kib=8192, iterations=1, lanes=1)
 PASS = "a long enough passphrase"

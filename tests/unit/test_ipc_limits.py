@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, parse
+from core.config import ConfigError, parse
 from gateway.ipc_limits import IpcLimits, LogGate, Pacer, TokenBucket, line_cost
 
 

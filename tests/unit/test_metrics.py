@@ -9,7 +9,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.config import ConfigError, parse
+from core.config import ConfigError, parse
 from gateway.metrics import GatewayMetrics
 from gateway.metrics_http import EndpointUnavailable, MetricsServer
 from proxy.stats import MAX_GROUPS, VaultStats, reason_of

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.models import Group, MountRequest
+from core.models import Group, MountRequest
 from groups.mounts import (
     DEFAULT_BLOCKED_PATTERNS,
     EXTRA_ROOT,
@@ -852,7 +852,7 @@ def test_store_round_trips_mount_requests_and_reads_old_strings(tmp_path: Path) 
 
 
 def test_config_mounts_section() -> None:
-    from gateway.config import ConfigError, parse
+    from core.config import ConfigError, parse
 
     assert parse('[mounts]\nproject_root = "~/src/x"\n', Path("c.toml")).mounts.project_root == "~/src/x"
     assert parse("", Path("c.toml")).mounts.project_root is None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.private_files import PrivateFileError, read_or_create_token
+from core.private_files import PrivateFileError, read_or_create_token
 
 PATTERN = r"[A-Za-z0-9_-]{1,256}"
 

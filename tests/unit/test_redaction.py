@@ -7,9 +7,9 @@ import logging
 
 from pydantic import SecretStr
 
-from gateway import redaction
-from gateway.config import SlackConfig, TelegramConfig
-from gateway.redaction import RedactingFormatter, one_line, scrub
+from core import redaction
+from core.config import SlackConfig, TelegramConfig
+from core.redaction import RedactingFormatter, one_line, scrub
 
 
 def test_a_token_in_a_traceback_is_redacted_from_the_log_record() -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Config
-from gateway.models import Group, InboundMessage
+from core.config import Config
+from core.models import Group, InboundMessage
 from gateway.retention import DAY_S, Retention, prune_once
 from gateway.store import Store
 

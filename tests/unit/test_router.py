@@ -1,7 +1,7 @@
 import re
 import time
 
-from gateway.models import Group, InboundMessage, StoredMessage
+from core.models import Group, InboundMessage, StoredMessage
 from gateway.prompt import build_prompt
 from gateway.router import classify, trigger_pattern
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.models import Group, ScheduledTask, TaskRun
+from core.models import Group, ScheduledTask, TaskRun
 from gateway.scheduler import ChatLauncher, Scheduler, SystemClock, iso
 from gateway.store import Store
 from tests.fakes.clock import FakeClock

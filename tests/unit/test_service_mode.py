@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from core.config import parse
+from core.logfile import RotatingStream
 from gateway import console_mode, reload
 from gateway.cli import main
-from gateway.config import parse
-from gateway.logfile import RotatingStream
 from gateway.service_unit import UNIT_NAME, ServiceError, UnitSpec, install, render
 
 

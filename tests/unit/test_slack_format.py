@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from channels.slack import split_message, to_mrkdwn
-from gateway.config import ConfigError, parse
+from core.config import ConfigError, parse
 
 
 def test_markdown_becomes_mrkdwn() -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from gateway.models import Group, InboundMessage
+from core.models import Group, InboundMessage
 from gateway.prompt import build_prompt
 from gateway.store import MIGRATIONS, Store
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from core.config import parse
+from core.models import Group
 from gateway.agent_services import AgentServices
-from gateway.config import parse
 from gateway.ipc import Caller, GroupIpc
-from gateway.models import Group
 from gateway.registry import GroupRegistry
 from gateway.scheduler import Scheduler
 from gateway.store import Store

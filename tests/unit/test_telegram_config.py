@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, parse
+from core.config import ConfigError, parse
 
 
 def test_token_from_env_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ from urllib.parse import quote
 import pytest
 from mitmproxy.test import tflow
 
-from gateway.config import ConfigError, parse
+from core.config import ConfigError, parse
 from proxy.bodies import MIN_OVERLAP, StreamGuard
 from proxy.leaks import LeakScanner
 

@@ -101,7 +101,7 @@ def test_redact_agent_text() -> None:
 
 
 async def test_agent_messages_are_redacted_before_the_outbox(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from gateway.config import Config
+    from core.config import Config
     from gateway.runs import RunExecutor
 
     posted: list[str] = []
@@ -119,8 +119,8 @@ async def test_agent_messages_are_redacted_before_the_outbox(tmp_path) -> None: 
 
 
 async def test_gateway_leak_op_notifies_main_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from core.config import Config
     from gateway.app import Gateway
-    from gateway.config import Config
 
     gw = Gateway(Config(), tmp_path / "cfg", tmp_path / "data")
     told: list[str] = []

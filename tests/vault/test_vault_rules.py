@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from mitmproxy.http import Headers
 
-from gateway.config import Config, ConfigError, parse
-from gateway.models import Group
+from core.config import Config, ConfigError, parse
+from core.models import Group
 from gateway.sandboxes import agent_environment
 from proxy.cli import vault_cli
 from proxy.policy import Policy, RateLimiter, SizeCap, SlidingWindow, model_host_of

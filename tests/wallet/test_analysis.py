@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.wallet.amounts import U128_MAX, format_near
+from core.wallet.amounts import U128_MAX, format_near
 from gateway.wallet.analysis import (
     MAX_ARGS_CHARS,
     MAX_METHOD_CHARS,

@@ -218,7 +218,7 @@ def test_nep413_matches_near_api_js():
 
 
 def test_amount_parsing_matches_near_api_js():
-    from gateway.wallet.amounts import format_near, parse_near
+    from core.wallet.amounts import format_near, parse_near
 
     texts = ["0", "1", "1.5", "0.000000000000000000000001", "123456.789012345678901234", "10.0100"]
     yoctos = [0, 1, 10**24, 10**24 + 1, 2**128 - 1, 123 * 10**21]

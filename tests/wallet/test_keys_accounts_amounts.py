@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.wallet import accounts, amounts
+from core.wallet import accounts, amounts
 from gateway.wallet.base58 import b58decode, b58encode
 from gateway.wallet.keys import InvalidKey, KeyPair, PublicKey, signature_from_string, signature_to_string
 

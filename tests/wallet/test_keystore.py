@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.wallet.accounts import implicit_account_id
-from gateway.wallet.amounts import parse_near
+from core.wallet.accounts import implicit_account_id
+from core.wallet.amounts import parse_near
 from gateway.wallet.keys import KeyPair
 from gateway.wallet.keystore import KEYS_FILE, KeyInfo, KeyPermission, KeyStore, WalletError
 

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.wallet.amounts import parse_near
+from core.wallet.amounts import parse_near
+from core.wallet.settings import FunctionCallRule, WalletPolicy
 from gateway.wallet.analysis import analyze
 from gateway.wallet.decision import AUTO, Decision, combine
 from gateway.wallet.policy import PolicyEngine, utc_day
-from gateway.wallet.settings import FunctionCallRule, WalletPolicy
 from gateway.wallet.transactions import (
     AccessKey,
     Action,

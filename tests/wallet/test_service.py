@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
+from core.wallet.amounts import parse_near
+from core.wallet.settings import WalletConfig
 from gateway.ipc import Caller, IpcError
 from gateway.wallet import nep413
-from gateway.wallet.amounts import parse_near
 from gateway.wallet.keystore import KeyInfo, KeyStore
 from gateway.wallet.policy import utc_day
 from gateway.wallet.rpc import NearRpc
 from gateway.wallet.service import WalletService
-from gateway.wallet.settings import WalletConfig
 from gateway.wallet.transactions import FunctionCall, Transfer
 from tests.fakes.clock import FakeClock
 from tests.fakes.near_rpc import FakeNearRpc

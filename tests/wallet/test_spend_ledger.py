@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.models import WalletDraft
+from core.models import WalletDraft
+from core.wallet.amounts import parse_near
+from core.wallet.settings import WalletPolicy
 from gateway.store import Store
-from gateway.wallet.amounts import parse_near
 from gateway.wallet.analysis import TxAnalysis, analyze
 from gateway.wallet.decision import DaySpend, Decision
 from gateway.wallet.policy import PolicyEngine, utc_day
-from gateway.wallet.settings import WalletPolicy
 from gateway.wallet.transactions import Transaction, Transfer
 from tests.wallet.known_keys import KEY
 

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.wallet.amounts import U128_MAX
+from core.wallet.settings import FunctionCallRule, TokenLimit, WalletPolicy
 from gateway.store import MIGRATIONS, Store
-from gateway.wallet.amounts import U128_MAX
 from gateway.wallet.analysis import analyze
 from gateway.wallet.fees import MIN_GAS_PRICE, PRICE_FACTOR, max_fee, max_gas, tokens_burnt
 from gateway.wallet.policy import PolicyEngine
-from gateway.wallet.settings import FunctionCallRule, TokenLimit, WalletPolicy
 from gateway.wallet.tokens import UNBOUNDED_CHARGE, TokenMove, ledger_charges, token_move
 from gateway.wallet.transactions import (
     DelegateAction,

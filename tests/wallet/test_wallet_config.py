@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from core.config import Config
 from gateway import doctor
-from gateway.config import Config
 from gateway.wallet.keystore import KEYS_FILE, KeyStore
 
 
@@ -37,7 +37,7 @@ def test_keys_are_checked_for_mode_and_names(config_dir: Path, capsys: pytest.Ca
 
 
 def test_an_approval_that_outlasts_the_agent_turn_is_a_config_error() -> None:
-    from gateway.config import ConfigError, parse
+    from core.config import ConfigError, parse
 
     with pytest.raises(ConfigError, match="must be shorter than sandbox.turn_timeout_s"):
         parse("[wallet]\napproval_timeout_s = 1000\n", Path("config.toml"))
@@ -48,7 +48,7 @@ def test_the_readme_wallet_example_is_valid_and_bounds_its_token_transfers() -> 
     """The README's `[wallet]` example parses, and its auto-approved ft_transfer has token limits."""
     import re
 
-    from gateway.config import parse
+    from core.config import parse
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     [block] = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if b.startswith("[wallet]")]
@@ -73,14 +73,14 @@ def test_the_readme_wallet_example_is_valid_and_bounds_its_token_transfers() -> 
     ],
 )
 def test_token_limits_are_validated_like_the_rest_of_the_config(limits: str, message: str) -> None:
-    from gateway.config import ConfigError, parse
+    from core.config import ConfigError, parse
 
     with pytest.raises(ConfigError, match=message):
         parse(f"[wallet.policy.token_limits]\n{limits}\n", Path("config.toml"))
 
 
 def test_token_limits_parse_to_exact_base_units() -> None:
-    from gateway.config import parse
+    from core.config import parse
 
     u128_max = "340282366920938463463374607431768211455"
     text = f'[wallet.policy.token_limits]\n"usdc.testnet" = {{ daily_limit = "{u128_max}" }}\n'

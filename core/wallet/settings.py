@@ -14,8 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
 
-from gateway.wallet.accounts import validate_account_id
-from gateway.wallet.amounts import U128_MAX, format_near, parse_near
+from core.wallet.accounts import validate_account_id
+from core.wallet.amounts import U128_MAX, format_near, parse_near
 
 Network = Literal["mainnet", "testnet"]
 

@@ -24,8 +24,8 @@ from pydantic import (
     model_validator,
 )
 
-from gateway import paths
-from gateway.wallet.settings import WalletConfig
+from core import paths
+from core.wallet.settings import WalletConfig
 
 CONFIG_FILE = "config.toml"
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$")
