@@ -1,8 +1,11 @@
 """The terminal as the main chat.
 
-Interactive: a prompt, replies printed as `Andy: …`. Scripted (stdin not a tty): one
-message per input line, each reply printed as it arrives; end of input is reported
-through `on_eof` so the gateway can finish the pending work and exit.
+Interactive (stdin a terminal): a greeting, a `> ` prompt, replies printed as `Andy: …`.
+Replies arrive while the owner may be typing, so every output first erases the prompt line
+and then shows the prompt again below it: the prompt is always the last line. The prompt
+needs stdout to be a terminal too; redirected output gets no prompt and no control codes.
+Scripted (stdin not a tty): one message per input line, each reply printed as it arrives;
+end of input is reported through `on_eof` so the gateway can finish the pending work and exit.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from channels.delivery import handed_off
 from core.models import InboundMessage
 
 PREFIX = "console:"
+PROMPT = "> "
+ERASE_LINE = "\r\x1b[K"  # back to column 0, clear to the end of the line (the prompt being shown)
 OWNER_ID = "console:owner"  # the person at the terminal: always an admin of the main chat
 
 
@@ -40,6 +45,9 @@ class ConsoleChannel:
         self._stdin = stdin or sys.stdin
         self._stdout = stdout or sys.stdout
         self._interactive = self._stdin.isatty()
+        # A prompt only makes sense where a person reads and types: stdout redirected to a file
+        # must not collect prompts and escape codes.
+        self._prompting = self._interactive and self._stdout.isatty()
         self._ids = itertools.count(1)
         self._session = f"{int(time.time() * 1000)}"
         self._pump: asyncio.Task[None] | None = None
@@ -68,6 +76,8 @@ class ConsoleChannel:
 
     async def _consume(self, lines: asyncio.Queue[str | None], on_message: OnMessage) -> None:
         while (line := await lines.get()) is not None:
+            # Enter moved the terminal to a fresh line: the prompt goes there, ready for the next message.
+            self._show_prompt()
             text = line.rstrip("\r\n")
             if not text.strip():
                 continue
@@ -83,6 +93,9 @@ class ConsoleChannel:
                     chat_name="console",
                 )
             )
+        if self._prompting:  # Ctrl-D left the cursor after the prompt
+            self._stdout.write("\n")
+            self._stdout.flush()
         if self._on_eof is not None:
             self._on_eof()
 
@@ -113,6 +126,12 @@ class ConsoleChannel:
         who = f" by {outcome.decided_by}" if outcome.decided_by else ""
         self._write(f"=== approval [{prompt.id}] {prompt.title}: {outcome.state}{who} at {when} ===\n")
 
+    def _show_prompt(self) -> None:
+        if self._prompting:
+            self._stdout.write(PROMPT)
+            self._stdout.flush()
+
     def _write(self, text: str) -> None:
-        self._stdout.write(text)
+        # Interactive: the prompt is on the last line; the output replaces it and it is shown again below.
+        self._stdout.write(f"{ERASE_LINE}{text}{PROMPT}" if self._prompting else text)
         self._stdout.flush()
