@@ -10,7 +10,7 @@
 - ingest: messages persisted per second across 100 groups with the store's durable
   setting (`synchronous=FULL`, reported as `ingest_synchronous`), next to a raw sqlite3
   single-transaction insert of the same rows.
-- mount cases: generated mount requests checked against the allowlist invariants.
+- mount cases: generated mount requests checked against the allowlist (invariant 3).
 - disk walk: one disk-quota measurement of a 20,000-entry group folder (`groups.groupfs.usage`),
   next to a plain `os.walk` + `lstat` of the same tree (see benchmarks/disk_walk.py).
 - load: 100 groups, 10,000 messages, a model with a small delay (see benchmarks/load.py).

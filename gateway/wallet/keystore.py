@@ -1,6 +1,6 @@
 """Encrypted store for the NEAR keys the gateway signs with.
 
-Invariant 5 of the design: a private key leaves ``gateway/wallet`` only encrypted.  So the
+Invariant 5 (docs/ARCHITECTURE.md): a private key leaves ``gateway/wallet`` only encrypted.  So the
 keys live in ``<config_dir>/wallet-keys.json`` (the config dir is never mounted into a
 container), each secret sealed with AES-256-GCM under the same ``master.key`` the vault uses
 (:mod:`core.private_files`), with a fresh 12-byte nonce per record.

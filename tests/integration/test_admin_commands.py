@@ -103,7 +103,7 @@ async def h(dirs, model_server, sandbox_image, docker_client):  # type: ignore[n
     harness = Harness(gw, console, tg, model_server)
     try:
         yield harness
-        # Invariant of every test: command text was stored as such and never reached the model.
+        # Checked after every test: command text was stored as such and never reached the model.
         seen = json.dumps([r.body for r in model_server.requests])
         for text in harness.issued:
             assert json.dumps(text)[1:-1] not in seen, f"command text reached the model: {text!r}"

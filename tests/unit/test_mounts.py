@@ -259,7 +259,7 @@ def _oracle_blocked(component: str) -> bool:
 
 
 def check_case(world: World, g: Group, variant_name: str, project: str | None, evil: set[str]) -> MountPlan:
-    """Plan the mounts and assert every invariant; returns the plan."""
+    """Plan the mounts and assert every rule of invariant 3; returns the plan."""
     variant = VARIANTS[variant_name]
     plan = world.plan(g, variant_name, project)
     _COUNTERS["cases"] += 1

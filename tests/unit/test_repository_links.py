@@ -1,0 +1,161 @@
+"""A clone of the repository is complete: nothing in it points outside it, and every invariant
+a comment cites is one of the numbered invariants in docs/ARCHITECTURE.md.
+
+This repository was once developed next to a design document that lived outside it; comments
+and the README pointed there, and a public clone had no architecture at all. The architecture
+now lives in docs/ARCHITECTURE.md, and these checks keep it the only place such references go.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
+THIS_FILE = Path(__file__).resolve()
+
+# Spelled in pieces so this file does not match its own patterns.
+_OUTSIDE = {
+    "a sibling folder of the checkout": re.compile(re.escape("../" + "shared")),
+    "the design document that lived outside the repository": re.compile(re.escape("DESIGN" + ".md")),
+    "the development machine's absolute paths": re.compile(r"(?<![\w./~-])/" + "work" + r"(?![\w-])"),
+}
+_MD_LINK = re.compile(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+_CITATION = re.compile(r"\binvariants?\b((?:[\s,]+(?:and\s+)?\d+)*)", re.IGNORECASE)
+_NUMBERED = re.compile(r"^(\d+)\. \*\*", re.MULTILINE)
+_CODE_SUFFIXES = {".py", ".sh", ".mjs", ".toml", ".cfg"}
+
+
+def repository_files() -> list[Path]:
+    """Tracked files plus new ones not yet committed (never ignored ones such as .venv)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    files = []
+    for name in filter(None, listed):
+        path = ROOT / name
+        if "node_modules" in path.parts or not path.is_file():
+            continue
+        files.append(path)
+    return files
+
+
+def _text(path: Path) -> str | None:
+    data = path.read_bytes()
+    if b"\0" in data[:8192]:
+        return None  # binary
+    return data.decode("utf-8", errors="replace")
+
+
+def _is_code(path: Path) -> bool:
+    named = path.name in {"Makefile", "run"} or path.name.startswith("Dockerfile")
+    return named or path.suffix in _CODE_SUFFIXES
+
+
+def outside_references(files: list[Path]) -> list[str]:
+    problems = []
+    for path in files:
+        if path == THIS_FILE or (text := _text(path)) is None:
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            for what, pattern in _OUTSIDE.items():
+                if pattern.search(line):
+                    problems.append(f"{path.relative_to(ROOT)}:{number} refers to {what}: {line.strip()}")
+    return problems
+
+
+def broken_links(files: list[Path]) -> list[str]:
+    """Relative Markdown links that leave the repository or name a file it does not have."""
+    problems = []
+    for path in files:
+        if path.suffix != ".md" or (text := _text(path)) is None:
+            continue
+        for target in _MD_LINK.findall(text):
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+                continue  # https:, mailto:, an anchor in the same page
+            resolved = (path.parent / target.split("#", 1)[0]).resolve()
+            if not resolved.is_relative_to(ROOT):
+                problems.append(f"{path.relative_to(ROOT)} links outside the repository: {target}")
+            elif not resolved.exists():
+                problems.append(f"{path.relative_to(ROOT)} links to a missing file: {target}")
+    return problems
+
+
+def architecture_invariants(text: str) -> set[int]:
+    invariants_part = text.split("## Invariants", 1)[1].split("\n## ", 1)[0]
+    return {int(n) for n in _NUMBERED.findall(invariants_part)}
+
+
+def citation_problems(files: list[Path], known: set[int]) -> list[str]:
+    """In code, every mention of an invariant cites it by a number docs/ARCHITECTURE.md has."""
+    problems = []
+    for path in files:
+        if path == THIS_FILE or not _is_code(path) or (text := _text(path)) is None:
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            for match in _CITATION.finditer(line):
+                cited = {int(n) for n in re.findall(r"\d+", match.group(1))}
+                where = f"{path.relative_to(ROOT)}:{number}"
+                if not cited:
+                    problems.append(f"{where} mentions an invariant without its number: {line.strip()}")
+                for n in sorted(cited - known):
+                    problems.append(f"{where} cites invariant {n}, which docs/ARCHITECTURE.md does not have")
+    return problems
+
+
+def test_nothing_refers_to_a_path_outside_the_repository() -> None:
+    assert outside_references(repository_files()) == []
+
+
+def test_every_markdown_link_stays_inside_the_repository_and_resolves() -> None:
+    assert broken_links(repository_files()) == []
+
+
+def test_code_cites_invariants_by_a_number_the_architecture_has() -> None:
+    known = architecture_invariants(ARCHITECTURE.read_text(encoding="utf-8"))
+    assert known == set(range(1, len(known) + 1)) and len(known) >= 12  # numbered 1..n, none lost
+    assert citation_problems(repository_files(), known) == []
+
+
+# --- the checks fail on the mistakes they exist for ------------------------------------------
+
+
+def test_the_checks_find_outside_paths_bad_links_and_bad_citations(tmp_path: Path) -> None:
+    # Files under the repository root (so relative paths print), removed afterwards.
+    scratch = ROOT / ".pytest-links-check"
+    scratch.mkdir(exist_ok=True)
+    try:
+        doc = scratch / "notes.md"
+        doc.write_text(
+            "See [design](../../" + "shared/" + "DESIGN" + ".md), [gone](missing.md), "
+            "[ok](../README.md) and [web](https://example.org).\n"
+        )
+        code = scratch / "module.py"
+        code.write_text(
+            "# keeps invariant 4 and invariants 5 and 99\n"
+            "# the usual invariant holds\n"
+            "PATH = '/" + "work/main/x'\nOK = '/workspace/group'\n"
+        )
+        outside = outside_references([doc, code])
+        assert len(outside) == 3  # the sibling folder and the design document in one line, /work once
+        assert any("module.py:3" in p for p in outside)
+        links = broken_links([doc])
+        assert len(links) == 2
+        assert any("links outside the repository" in p for p in links)
+        assert any("missing file: missing.md" in p for p in links)
+        citations = citation_problems([code], set(range(1, 13)))
+        assert citations == [
+            ".pytest-links-check/module.py:1 cites invariant 99, which docs/ARCHITECTURE.md does not have",
+            ".pytest-links-check/module.py:2 mentions an invariant without its number: "
+            "# the usual invariant holds",
+        ]
+    finally:
+        for path in scratch.iterdir():
+            path.unlink()
+        scratch.rmdir()
