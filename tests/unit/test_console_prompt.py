@@ -7,7 +7,7 @@ import asyncio
 import io
 
 from channels.console import ERASE_LINE, PROMPT, ConsoleChannel
-from gateway.models import InboundMessage
+from core.models import InboundMessage
 
 
 class _Stream(io.StringIO):

@@ -20,8 +20,8 @@ import click
 import pytest
 from pydantic import BaseModel
 
+from core.config import Config
 from gateway.cli import main as cli_main
-from gateway.config import Config
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
