@@ -351,7 +351,9 @@ class SlackChannel:
         user, channel, ts = event.get("user"), event.get("channel"), event.get("ts")
         if event.get("bot_id") or event.get("bot_profile") or not user or user == self.bot_user_id:
             return  # bots (this one and others) are never an input
-        if not all(isinstance(v, str) for v in (user, channel, ts)) or self._on_message is None:
+        if not (isinstance(user, str) and isinstance(channel, str) and isinstance(ts, str)):
+            return
+        if self._on_message is None:
             return
         if not _SLACK_TS.fullmatch(ts):  # Slack's "<seconds>.<micros>"; it is also the message's time
             log.warning("slack: dropped an event with a malformed ts %.40r", ts)

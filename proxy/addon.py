@@ -254,7 +254,8 @@ class VaultAddon:
         if refusal is None:
             return False
         flow.response = refusal
-        flow.metadata.setdefault("clawgate.refusal", refusal.get_text(strict=False).splitlines()[0][:200])
+        text = refusal.get_text(strict=False) or ""  # None only for a body-less message; ours have one
+        flow.metadata.setdefault("clawgate.refusal", text.splitlines()[0][:200])
         return True
 
     def _policy_checks(self, flow: http.HTTPFlow) -> bool:

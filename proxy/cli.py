@@ -222,8 +222,8 @@ def log_cmd(group: str | None, since: str | None, limit: int, as_json: bool) -> 
         raise click.BadParameter(str(e), param_hint="--since") from None
     entries = query(data_dir() / "vault", group=group, since=cutoff, limit=limit)
     if as_json:
-        for e in entries:
-            click.echo(json.dumps(e))
+        for entry in entries:
+            click.echo(json.dumps(entry))
         return
     if not entries:
         click.echo("no requests logged")

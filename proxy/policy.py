@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from mitmproxy import http
@@ -93,7 +93,9 @@ def unscoped_refusal_body(group: str, secret: str) -> str:
 class SlidingWindow:
     """At most `limit` events per `window` seconds per key."""
 
-    def __init__(self, limit: int, window: float = WINDOW_S, clock=time.monotonic) -> None:
+    def __init__(
+        self, limit: int, window: float = WINDOW_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.limit = limit
         self.window = window
         self.clock = clock
@@ -114,7 +116,7 @@ class SlidingWindow:
 
 
 class RateLimiter:
-    def __init__(self, per_group: int, per_host: int, clock=time.monotonic) -> None:
+    def __init__(self, per_group: int, per_host: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.groups = SlidingWindow(per_group, clock=clock)
         self.hosts = SlidingWindow(per_host, clock=clock)
 
@@ -137,7 +139,7 @@ class SizeCap:
     connection handler without closing the client socket, so the body is cut instead.
     """
 
-    def __init__(self, limit: int, metadata: dict | None = None) -> None:
+    def __init__(self, limit: int, metadata: dict[str, Any] | None = None) -> None:
         self.limit = limit
         self.seen = 0
         self.metadata = metadata if metadata is not None else {}

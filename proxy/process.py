@@ -40,7 +40,8 @@ class VaultUnavailable(Exception):
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -137,7 +138,7 @@ class VaultProcess:
         self.restarts = 0
         self._proc: asyncio.subprocess.Process | None = None
         self._groups: dict[str, str] = {}  # group -> socket path, re-opened after a restart
-        self._supervisor: asyncio.Task | None = None
+        self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._lock = asyncio.Lock()  # serializes control requests and (re)starts
         self.ready = asyncio.Event()  # set while the vault answers; cleared while it is down

@@ -26,6 +26,7 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from proxy.addon import PeerRegistry
 
@@ -241,7 +242,8 @@ class _Link(asyncio.Protocol):
         self.last_active = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.down = transport  # type: ignore[assignment]
+        # A stream protocol is always handed a stream transport (the stub says BaseTransport).
+        self.down = down = cast(asyncio.Transport, transport)
         state = self.relay._attach(self.group, self)
         if state != "ok":
             self.closed = self.refused = True
@@ -250,8 +252,8 @@ class _Link(asyncio.Protocol):
                 return
             # Answer at once, then drop what the client already sent for a moment before
             # closing: closing with unread input would reset the connection and lose the 503.
-            self.down.write(_busy_response(self.group, self.relay.max_connections))
-            self.down.write_eof()
+            down.write(_busy_response(self.group, self.relay.max_connections))
+            down.write_eof()
             asyncio.get_running_loop().call_later(_BUSY_GRACE_S, transport.close)
             return
         asyncio.get_running_loop().create_task(self._connect())
@@ -275,7 +277,7 @@ class _Link(asyncio.Protocol):
         if self.closed:
             transport.close()
             return
-        self.up = transport  # type: ignore[assignment]
+        self.up = transport
         for chunk in self.pending:
             self.up.write(chunk)
         self.pending.clear()

@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 PLACEHOLDER = "placeholder"
 ACTIONS = ("set_header", "replace_header", "remove_header", "set_query", "path_template")
@@ -63,8 +64,13 @@ class Rule:
     format: str = "Bearer {value}"
     param: str | None = None
 
-    def to_dict(self) -> dict:
-        d: dict = {"host": self.host, "path": self.path, "action": self.action, "format": self.format}
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "host": self.host,
+            "path": self.path,
+            "action": self.action,
+            "format": self.format,
+        }
         if self.methods:
             d["methods"] = list(self.methods)
         if self.header is not None:
@@ -74,7 +80,7 @@ class Rule:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> Rule:
+    def from_dict(cls, d: Mapping[str, Any]) -> Rule:
         return make_rule(
             host=str(d["host"]),
             path=str(d.get("path", "/*")),
@@ -330,7 +336,16 @@ def plan(rule: Rule, value: str, path: str, headers: Mapping[str, str]) -> Edit:
     raise RuleError(f"unknown action {rule.action!r}")
 
 
-def model_key_usable(secrets: Iterable, group: str, base_url: str) -> bool:
+class ScopedSecret(Protocol):
+    """What :func:`model_key_usable` reads of a secret: metadata only (proxy.secrets.SecretInfo)."""
+
+    @property
+    def effective_rules(self) -> tuple[Rule, ...]: ...
+
+    def allows(self, group: str | None) -> bool: ...
+
+
+def model_key_usable(secrets: Iterable[ScopedSecret], group: str, base_url: str) -> bool:
     """True if a secret `group` may use has a rule for the model host of `base_url`.
 
     `secrets` are SecretInfo-like (`allows(group)`, `effective_rules`); metadata only.

@@ -13,6 +13,7 @@ Error messages never contain a secret value.
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import ipaddress
 import json
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -175,6 +177,10 @@ def validate_value(value: str) -> str:
 # --- store ------------------------------------------------------------------------------------
 
 
+# One secret as stored in the JSON file: str fields plus optional "groups" and "rules" lists.
+_Record = dict[str, Any]
+
+
 class SecretStore:
     """The encrypted secrets file plus its master key, both inside `config_dir`."""
 
@@ -235,7 +241,7 @@ class SecretStore:
                 rules=tuple(rules),
                 groups=groups,
             )
-            record = {
+            record: _Record = {
                 "name": info.name,
                 "host": info.host,
                 "header": info.header,
@@ -281,7 +287,7 @@ class SecretStore:
             self._write_records(records)
         return self._info(record)
 
-    def set_groups(self, name: str, groups: list[str] | tuple[str, ...]) -> SecretInfo:
+    def set_groups(self, name: str, groups: builtins.list[str] | tuple[str, ...]) -> SecretInfo:
         """Change which groups may use NAME, keeping its value and rules (no re-entry of the value)."""
         validate_name(name)
         groups = validate_groups(groups)
@@ -325,13 +331,13 @@ class SecretStore:
             self._write_records(kept)
         return True
 
-    def load_all(self) -> list[tuple[SecretInfo, str]]:
+    def load_all(self) -> builtins.list[tuple[SecretInfo, str]]:
         """Decrypt everything. Only the vault process calls this; nobody else needs values."""
         records = self._read_records()
         if not records:
             return []
         aead = AESGCM(self._master_key(create=False))
-        out: list[tuple[SecretInfo, str]] = []
+        out: builtins.list[tuple[SecretInfo, str]] = []
         for r in records:
             info = self._info(r)
             try:
@@ -360,7 +366,7 @@ class SecretStore:
         except PrivateFileError as e:
             raise VaultError(str(e)) from None
 
-    def _read_records(self) -> list[dict]:
+    def _read_records(self) -> builtins.list[_Record]:
         try:
             raw = self.secrets_path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -374,7 +380,7 @@ class SecretStore:
             raise VaultError(f"{self.secrets_path} is corrupt (not a clawgate secrets file)") from None
         return records
 
-    def _write_records(self, records: list[dict]) -> None:
+    def _write_records(self, records: builtins.list[_Record]) -> None:
         data = json.dumps({"version": FORMAT_VERSION, "secrets": records}, indent=2).encode("utf-8")
         self._atomic_write(self.secrets_path, data)
 
@@ -382,7 +388,7 @@ class SecretStore:
         atomic_write(path, data)
 
     @staticmethod
-    def _info(r: dict, last_used: str = "") -> SecretInfo:
+    def _info(r: _Record, last_used: str = "") -> SecretInfo:
         try:
             rules = tuple(Rule.from_dict(d) for d in r.get("rules", []))
             groups = tuple(str(g) for g in r.get("groups", DEFAULT_GROUPS))

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import contextlib
 import json
 import os
@@ -333,7 +334,7 @@ class KeyStore:
             self._write({n: e for n, e in entries.items() if n != name})
         return True
 
-    def restore_records(self, records: list[dict], *, replace: bool = False) -> list[KeyInfo]:
+    def restore_records(self, records: list[dict[str, Any]], *, replace: bool = False) -> list[KeyInfo]:
         """Store records from :meth:`export_records` (a decrypted backup) all-or-nothing.
 
         Every record is validated, and every name checked for a collision, before anything is
@@ -384,7 +385,7 @@ class KeyStore:
         finally:
             keypair.wipe()
 
-    def export_records(self, names: list[str] | None = None) -> list[dict]:
+    def export_records(self, names: builtins.list[str] | None = None) -> builtins.list[dict[str, Any]]:
         """Decrypted records (metadata + ``secret_key``) for :mod:`gateway.wallet.backup` ONLY.
 
         The result holds secret keys as Python strings, which cannot be wiped; the only caller
@@ -396,7 +397,7 @@ class KeyStore:
         missing = [n for n in wanted if n not in entries]
         if missing:
             raise WalletError(f"no wallet key named {', '.join(repr(n) for n in missing)}")
-        out: list[dict] = []
+        out: builtins.list[dict[str, Any]] = []
         for name in wanted:
             entry = entries[name]
             with self._decrypt(entry) as keypair:
@@ -420,7 +421,7 @@ class KeyStore:
         self,
         name: str,
         keypair: KeyPair,
-        network: str,
+        network: object,  # validated here: it may come straight from a backup record
         account_id: str | None,
         label: str,
         permission: KeyPermission,
@@ -456,7 +457,7 @@ class KeyStore:
             info = self._make_info(
                 name,
                 keypair,
-                record.get("network"),  # type: ignore[arg-type] - validated inside
+                record.get("network"),
                 record.get("account_id"),
                 record.get("label", ""),
                 KeyPermission.from_dict(record.get("permission", {})),
@@ -467,7 +468,7 @@ class KeyStore:
             raise
         return info, keypair
 
-    def _store(self, pairs: list[tuple[KeyInfo, KeyPair]], *, replace: bool) -> None:
+    def _store(self, pairs: builtins.list[tuple[KeyInfo, KeyPair]], *, replace: bool) -> None:
         """Encrypt and add ``pairs`` in one locked read-modify-write; refuse collisions unless replace."""
         with self._locked():
             aead = self._cipher(create=True)
@@ -604,6 +605,6 @@ class KeyStore:
 
 def _b64(value: object) -> bytes:
     try:
-        return base64.b64decode(value, validate=True) if isinstance(value, str) else b""  # type: ignore[arg-type]
+        return base64.b64decode(value, validate=True) if isinstance(value, str) else b""
     except binascii.Error:
         return b""
