@@ -25,7 +25,7 @@ def trigger_pattern(trigger: str) -> re.Pattern[str]:
 
 
 def classify(message: InboundMessage, group: Group | None) -> str:
-    """The message's initial status; see the lifecycle in `gateway.store`."""
+    """The message's initial status; see the lifecycle in `gateway.store.messages`."""
     if message.is_from_bot:
         return "bot"
     if group is None:
