@@ -61,7 +61,10 @@ OnButton = Callable[[ButtonPress], Awaitable[str]]
 @runtime_checkable
 class Channel(Protocol):
     name: str
-    connected: bool  # for /status; a channel keeps it true while it can receive and send
+
+    @property
+    def connected(self) -> bool:
+        """For /status; a channel keeps it true while it can receive and send (an attribute will do)."""
 
     async def connect(self, on_message: OnMessage, on_button: OnButton | None = None) -> None:
         """Start receiving; every inbound message is awaited through `on_message` (which persists it).

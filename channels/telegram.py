@@ -252,9 +252,11 @@ class TelegramChannel:
             .request(HandoffRequest(connection_pool_size=256, read_timeout=self._send_timeout))
         )
         builder = builder.updater(None)  # inbound is ours: stored before acknowledged (telegram_poll)
+        app: Application[Any, Any, Any, Any, Any, Any]
         if AIORateLimiter is not None:  # Telegram's flood limits; a 429 still comes back to `_call`
-            builder = builder.rate_limiter(AIORateLimiter(max_retries=0))
-        app = builder.build()
+            app = builder.rate_limiter(AIORateLimiter(max_retries=0)).build()
+        else:
+            app = builder.build()
         self._app = app  # disconnect() shuts down whatever initialize() got to
         await app.initialize()
         self.bot_id, self.bot_username = app.bot.id, app.bot.username
@@ -575,7 +577,7 @@ class TelegramChannel:
             lambda c: self._bot.send_message(c, plain[:LIMIT], message_thread_id=thread), chat
         )
 
-    async def _call(self, request: Callable[[int], Awaitable[Any]], chat: int) -> Any:
+    async def _call[T](self, request: Callable[[int], Awaitable[T]], chat: int) -> T:
         """One Bot API request: waits out 429 `retry_after`, follows a group→supergroup migration."""
         for attempt in range(1, SEND_ATTEMPTS + 1):
             try:

@@ -87,7 +87,8 @@ def split_html(text: str, limit: int = LIMIT) -> list[str]:
         return [text] if text.strip() else []
     atoms = _ATOM.findall(text)
     chunks: list[str] = []
-    start, stack = 0, []
+    start = 0
+    stack: list[tuple[str, str]] = []
     while start < len(atoms):
         # skip whitespace at the start of a chunk outside <pre>
         while start < len(atoms) and atoms[start].isspace() and not any(n == "pre" for n, _ in stack):

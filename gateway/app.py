@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from channels.base import Channel, ChannelUnavailable
 from channels.console import ConsoleChannel
@@ -429,14 +429,16 @@ class Gateway:
         if letter is None:
             return False
         kind, ref, payload = letter
+        # The payload is the JSON the store wrote for this kind of letter (dead_letter_pending,
+        # dead_letter_reply): a list of message ids for a run, the outbox row id for a reply.
         if kind == "run":
-            ids = [int(i) for i in payload.get("message_ids", [])]  # type: ignore[union-attr]
+            ids = [int(i) for i in cast("list[int | str]", payload.get("message_ids", []))]
             await self.store.revive_messages(ids)
             await self.store.drop_dead_letter(letter_id)
             if self.registry.by_folder(ref) is not None:
                 self.queue.wake(ref)
         elif kind == "reply":
-            entry_id = int(payload["outbox_id"])  # type: ignore[call-overload]
+            entry_id = int(cast("int | str", payload["outbox_id"]))
             await self.store.revive_reply(entry_id)
             await self.store.drop_dead_letter(letter_id)
             await self.outbox.flush([entry_id])

@@ -22,6 +22,7 @@ from groups import groupfs
 from groups.folders import group_dirs, validate_folder
 
 if TYPE_CHECKING:
+    from gateway.agent_services import TaskBook
     from gateway.app import Gateway
 
 PUBLIC = ("help", "chatid", "whoami")
@@ -113,7 +114,7 @@ class AdminCommands:
             return f"You are {message.sender_id} ({message.sender_name}); admin here: {admin}"
         if command.name in ("approve", "deny"):
             return await self._decide(command, message)
-        handler = getattr(self, f"_cmd_{command.name}")
+        handler: Callable[[list[str]], Awaitable[str]] = getattr(self, f"_cmd_{command.name}")
         try:
             return await handler(command.args)
         except UsageError as exc:
@@ -208,7 +209,7 @@ class AdminCommands:
         await self.gw.pool.stop(group.folder)
         return f"unregistered {group.folder} (its folder is kept)"
 
-    async def _tasks(self):  # type: ignore[no-untyped-def]
+    async def _tasks(self) -> TaskBook:
         if self.gw.services.tasks is None:
             raise UsageError("the scheduler is not running")
         return self.gw.services.tasks

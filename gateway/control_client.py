@@ -11,6 +11,7 @@ import contextlib
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 from core import paths
 
@@ -22,7 +23,9 @@ def control_socket(data_dir: Path | None = None) -> Path:
     return (data_dir or paths.data_dir()) / "run" / SOCKET_NAME
 
 
-def request(body: dict[str, object], data_dir: Path | None = None, timeout: float = TIMEOUT_S) -> dict | None:
+def request(
+    body: dict[str, object], data_dir: Path | None = None, timeout: float = TIMEOUT_S
+) -> dict[str, Any] | None:
     """Send one request to a running gateway; its reply, or None when no gateway answers."""
     path = control_socket(data_dir)
     if not path.exists():

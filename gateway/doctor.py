@@ -36,7 +36,7 @@ async def backend_report(cfg: config_mod.Config) -> dict[str, bool]:
     """Check every sandbox backend on this host; only the configured one can fail the doctor."""
     from groups.sandbox.bwrap import BwrapBackend
 
-    checks = {
+    checks: dict[str, tuple[str, SandboxBackend]] = {
         "docker": ("Docker engine and image", DockerBackend(1, cfg.sandbox.runtime)),
         "bwrap": (
             "bubblewrap, seccomp filter, namespaces and exported root filesystem",

@@ -47,5 +47,5 @@ def retry_after_s(error: str) -> float | None:
 
 def backoff_delay(policy: RetryConfig, attempt: int, rng: random.Random | None = None) -> float:
     """Delay before retry number `attempt` (1-based): exponential, capped, with ±50% jitter."""
-    base = min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
+    base: float = min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
     return base * (0.5 + (rng or random).random())

@@ -224,7 +224,7 @@ class _Counted(asyncio.StreamReaderProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         if self._on_closed is not None:
-            self._on_closed, closed = None, self._on_closed
+            closed, self._on_closed = self._on_closed, None
             closed()
 
 
@@ -286,8 +286,8 @@ class GroupIpc:
             task.cancel()
         # A handler parked in `next_messages` never reads again, so it would not notice the
         # peer going away; cancel every handler explicitly.
-        for task in list(self._handlers):
-            task.cancel()
+        for handler in list(self._handlers):
+            handler.cancel()
         pending = [*self._handlers, *self._opening]
         if pending:
             await asyncio.wait(pending, timeout=2)
@@ -311,7 +311,11 @@ class GroupIpc:
     def abort_all(self, reason: str) -> None:
         """Fail every outstanding turn, e.g. because the container died."""
         self._turns.clear()
-        for future in [*self._results.values(), *self._received.values()]:
+        futures: list[asyncio.Future[TurnResult] | asyncio.Future[float]] = [
+            *self._results.values(),
+            *self._received.values(),
+        ]
+        for future in futures:
             if not future.done():
                 future.set_exception(ConnectionError(reason))
         self._results.clear()
@@ -389,7 +393,7 @@ class GroupIpc:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
-            self._handlers.add(task)  # type: ignore[arg-type]
+            self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
         self.connected.set()
         limits = self.limits

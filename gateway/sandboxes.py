@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from core.config import Config
 from core.models import Group
@@ -253,8 +254,9 @@ class SandboxPool:
                 name=f"disk:{group.folder}",
             )
         connected = asyncio.ensure_future(ipc.connected.wait())
+        waiting: set[asyncio.Future[Any]] = {connected, sandbox.exited}
         done, _ = await asyncio.wait(
-            {connected, sandbox.exited}, timeout=AGENT_CONNECT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+            waiting, timeout=AGENT_CONNECT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
         )
         if connected not in done:
             connected.cancel()

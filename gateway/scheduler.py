@@ -27,6 +27,7 @@ The clock is injected (`Clock`): tests drive wall time by hand, the gateway uses
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import math
@@ -360,7 +361,7 @@ class Scheduler:
         for task_id in task_ids:
             log.info("task %d: run %d finished (error: %s)", task_id, run.run_id, error)
 
-    async def runs(self, task_id: int) -> list[TaskRun]:
+    async def runs(self, task_id: int) -> builtins.list[TaskRun]:
         return await self._store.task_runs(task_id)
 
     # -- the timer ---------------------------------------------------------------------

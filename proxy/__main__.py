@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
         # Python-level output (TermLog, prints, tracebacks) goes through the rotating stream;
         # the inherited stdout/stderr descriptors stay on vault.log for anything below Python.
         stream = RotatingStream(args.log_file)
-        sys.stdout = sys.stderr = stream  # type: ignore[assignment]
+        sys.stdout = sys.stderr = stream
     try:
         code = asyncio.run(run(args))
     except SystemExit as e:  # mitmproxy's errorcheck exits on startup errors

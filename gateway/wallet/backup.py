@@ -122,7 +122,8 @@ def export_backup(
         atomic_write(path, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
     except OSError as e:
         raise BackupError(f"cannot write {path}: {e.strerror}") from None
-    return document["keys"]
+    count: int = document["keys"]
+    return count
 
 
 def read_backup_header(path: Path) -> dict[str, Any]:

@@ -6,6 +6,7 @@ fixed arrays raw; enums u8 variant index followed by the variant's fields.
 
 from __future__ import annotations
 
+import builtins
 import struct
 
 
@@ -51,7 +52,7 @@ class Writer:
     def string(self, s: str) -> Writer:
         return self.bytes(s.encode("utf-8"))
 
-    def raw(self, data: bytes) -> Writer:
+    def raw(self, data: builtins.bytes) -> Writer:
         self._buf += data
         return self
 
@@ -74,10 +75,12 @@ class Reader:
         return self._take(1)[0]
 
     def u32(self) -> int:
-        return struct.unpack("<I", self._take(4))[0]
+        value: int = struct.unpack("<I", self._take(4))[0]
+        return value
 
     def u64(self) -> int:
-        return struct.unpack("<Q", self._take(8))[0]
+        value: int = struct.unpack("<Q", self._take(8))[0]
+        return value
 
     def u128(self) -> int:
         return int.from_bytes(self._take(16), "little")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Outcome = Literal["auto_approve", "needs_approval", "deny"]
-_SEVERITY: dict[str, int] = {"auto_approve": 0, "needs_approval": 1, "deny": 2}
+_SEVERITY: dict[Outcome, int] = {"auto_approve": 0, "needs_approval": 1, "deny": 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,7 @@ AUTO = Decision("auto_approve")
 def combine(decisions: Iterable[Decision]) -> Decision:
     """The most restrictive outcome wins; its reasons are every reason that led to it."""
     decisions = list(decisions)
-    worst = max((d.outcome for d in decisions), key=_SEVERITY.__getitem__, default="auto_approve")
+    worst: Outcome = max((d.outcome for d in decisions), key=_SEVERITY.__getitem__, default="auto_approve")
     reasons: list[str] = []
     for d in decisions:
         if d.outcome == worst:

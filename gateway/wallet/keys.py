@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import NoReturn
 
 from nacl._sodium import ffi, lib
 
@@ -76,7 +77,8 @@ def verify(public_key: PublicKey, message: bytes, signature: bytes) -> bool:
     signed = bytes(signature) + bytes(message)
     out = ffi.new("unsigned char[]", len(signed))
     out_len = ffi.new("unsigned long long *")
-    return lib.crypto_sign_open(out, out_len, signed, len(signed), public_key.data) == 0
+    status: int = lib.crypto_sign_open(out, out_len, signed, len(signed), public_key.data)
+    return status == 0
 
 
 def signature_to_string(signature: bytes) -> str:
@@ -171,7 +173,7 @@ class KeyPair:
 
     __str__ = __repr__
 
-    def __reduce__(self):  # never pickle secrets by accident
+    def __reduce__(self) -> NoReturn:  # never pickle secrets by accident
         raise TypeError("KeyPair cannot be pickled")
 
 

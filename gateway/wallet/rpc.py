@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 WAIT_UNTIL = ("NONE", "INCLUDED", "EXECUTED_OPTIMISTIC", "INCLUDED_FINAL", "EXECUTED", "FINAL")
 RETRYABLE_HTTP = frozenset({408, 429})
 _SNIPPET = 160
+# JSON-RPC params: NEAR methods take an object, a few (gas_price) a positional array.
+_Params = dict[str, Any] | list[Any]
 
 
 class RpcError(Exception):
@@ -244,7 +246,9 @@ class NearRpc:
         except (KeyError, TypeError, ValueError) as exc:
             raise RpcError(f"NEAR RPC view_account returned an unexpected result ({exc!r})") from None
 
-    async def view_call(self, contract_id: str, method: str, args: dict | bytes | None = None) -> object:
+    async def view_call(
+        self, contract_id: str, method: str, args: dict[str, Any] | bytes | None = None
+    ) -> object:
         """Call a view method.  The result is JSON-decoded when it is JSON, else a ``str`` if it is
         UTF-8, else raw ``bytes``; an empty result is ``None``.  ``None`` args send ``{}`` like
         near-api-js, because most contracts deserialise their arguments as a JSON object."""
@@ -327,7 +331,7 @@ class NearRpc:
 
     # -- transport -------------------------------------------------------------------------
 
-    async def _call(self, method: str, params: dict[str, Any]) -> object:
+    async def _call(self, method: str, params: _Params) -> object:
         """One JSON-RPC call with retries for transient failures; sets ``attempts`` on errors."""
         attempt = 0
         while True:
@@ -356,10 +360,10 @@ class NearRpc:
         """Exponential backoff with jitter, or the server's Retry-After (capped) if it gave one."""
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.MAX_RETRY_AFTER_S)
-        base = min(self._backoff_s * 2 ** (attempt - 1), self.MAX_BACKOFF_S)
+        base: float = min(self._backoff_s * 2 ** (attempt - 1), self.MAX_BACKOFF_S)
         return base * random.uniform(0.5, 1.0)
 
-    async def _once(self, method: str, params: dict[str, Any]) -> object:
+    async def _once(self, method: str, params: _Params) -> object:
         req_id = next(self._ids)
         body = {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params}
         try:
@@ -634,5 +638,6 @@ def _outcome(result: dict[str, Any], tx_hash: str) -> TxOutcome:
     else:  # NotStarted / Started / absent (wait_until NONE or INCLUDED)
         status = "pending"
     tx = result.get("transaction")
-    h = tx.get("hash") if isinstance(tx, dict) and isinstance(tx.get("hash"), str) else tx_hash
+    seen = tx.get("hash") if isinstance(tx, dict) else None
+    h = seen if isinstance(seen, str) else tx_hash
     return TxOutcome(h, status, fes if isinstance(fes, str) else None, result, error)

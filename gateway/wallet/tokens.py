@@ -73,9 +73,9 @@ def token_move(contract: str, method: str, args: bytes, deposit: int) -> TokenMo
     elif method in _MT_ONE or method in _MT_BATCH:
         standard = "NEP-245"
     elif deposit == ONE_YOCTO or _MOVES_SOMETHING.search(method):
-        why = "1 yoctoNEAR deposit" if deposit == ONE_YOCTO else "the method name"
+        cue = "1 yoctoNEAR deposit" if deposit == ONE_YOCTO else "the method name"
         return TokenMove(
-            contract, method, "unknown", None, why=f"an unknown method that may move tokens ({why})"
+            contract, method, "unknown", None, why=f"an unknown method that may move tokens ({cue})"
         )
     else:
         return None
@@ -90,6 +90,8 @@ def token_move(contract: str, method: str, args: bytes, deposit: int) -> TokenMo
         if not isinstance(obj.get("token_id"), str):
             return TokenMove(contract, method, standard, None, shown, why="token_id is not a string")
         return TokenMove(contract, method, standard, 1, shown)
+    amount: int | None
+    why: str | None
     if method in _MT_BATCH:
         amount, why = _batch_amount(obj.get("token_ids"), obj.get("amounts"))
     elif standard == "NEP-245" and not isinstance(obj.get("token_id"), str):

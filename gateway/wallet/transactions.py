@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass, field
+from typing import final
 
 from core.wallet.accounts import validate_account_id
 from gateway.wallet.base58 import b58encode
@@ -225,6 +226,7 @@ class DelegateAction:
         return SignedDelegate(self, key.sign(self.signing_hash()))
 
 
+@final  # analysis dispatches on `type(a) is SignedDelegate`; final lets that narrow the other branch
 @dataclass(frozen=True, slots=True)
 class SignedDelegate:
     delegate_action: DelegateAction

@@ -150,7 +150,7 @@ class DockerSandbox:
 
     async def logs_tail(self, max_bytes: int = 4096) -> str:
         try:
-            raw = await asyncio.to_thread(self._container.logs, tail=200)
+            raw: bytes = await asyncio.to_thread(self._container.logs, tail=200)
         except DockerException:
             return ""
         return raw[-min(max_bytes, MAX_LOG_BYTES) :].decode("utf-8", "replace")

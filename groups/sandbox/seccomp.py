@@ -57,6 +57,7 @@ import errno
 import functools
 import os
 import platform
+from types import ModuleType
 
 from groups.sandbox.base import SandboxUnavailable
 
@@ -135,7 +136,7 @@ AF_VSOCK = 40
 PER_LINUX = 0
 
 
-def _lib():  # type: ignore[no-untyped-def]
+def _lib() -> ModuleType:
     """pyseccomp, or SandboxUnavailable saying how to get libseccomp (it loads the C library on import)."""
     try:
         import pyseccomp
@@ -144,10 +145,11 @@ def _lib():  # type: ignore[no-untyped-def]
             f"cannot load libseccomp ({exc}); the bwrap backend needs it for its seccomp filter: "
             "`apt-get install libseccomp2` (Debian/Ubuntu) or `dnf install libseccomp`"
         ) from None
-    return pyseccomp
+    module: ModuleType = pyseccomp  # untyped (ctypes bindings): used as a plain module
+    return module
 
 
-def _known(sc, name: str) -> bool:  # type: ignore[no-untyped-def]
+def _known(sc: ModuleType, name: str) -> bool:
     """libseccomp knows the call (a negative number is a pseudo-call for another arch: fine to add)."""
     return int(sc.resolve_syscall(sc.Arch.NATIVE, name)) != -1
 
