@@ -55,6 +55,7 @@ fuzz: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MAKE) --no-print-directory typecheck
 
 # mypy over the packages and with the profiles in pyproject.toml [tool.mypy]; any error fails.
 typecheck: venv
