@@ -7,7 +7,7 @@ concern, one module per group of tables, each readable on its own:
                      `_transaction` every other module writes through
     migrations.py    the schema, as versioned scripts, and the backup taken before migrating
     messages.py      ingest with group commit (invariant 7), the message lifecycle, chats
-    groups.py        registered groups, their mount requests, agent sessions
+    groups.py        registered groups, their mount requests, session markers
     runs.py          claiming a group's messages as a run, and how a run ends
     outbox.py        replies recorded before they are sent, and their delivery states
     dead_letters.py  messages and replies given up on, /retry and /drop
@@ -19,10 +19,12 @@ concern, one module per group of tables, each readable on its own:
 Why one class made of mixins rather than a repository object per concern: every concern must
 share one connection and one lock (a transaction of one concern must never interleave with a
 write of another), several transactions span concerns (a dead letter with its notice, a run's
-end with the task firings it answered), and some forty call sites use `store.<method>`. Each
-mixin derives from `connection.Database`, so it type-checks alone against the connection and
-the helpers it uses; `Store` only composes them and adds what needs the whole: opening (check,
-refuse a newer schema, migrate) and the cross-concern counts of `stats`.
+end with the task firings it answered), and over a hundred call sites in 18 modules use
+`store.<method>` and stay as they are. Each mixin derives from `connection.Database`, so it
+type-checks alone against the connection and the helpers it uses; `Store` only composes them
+and adds what needs the whole: opening (check, refuse a newer schema, migrate) and the
+cross-concern counts of `stats`. A new concern is a new mixin here and a script appended to
+`migrations.MIGRATIONS`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Approval prompts in the main chat (gateway.approvals): each is decided exactly once.
+"""Approval prompts in the main chat (gateway.approvals): each is decided exactly once (invariant 6).
 
 The decision is a conditional update (`WHERE state = 'pending'`), so a button press, a typed
 `/approve` and the expiry timer racing each other produce one outcome, whichever commits first.

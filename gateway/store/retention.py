@@ -10,7 +10,7 @@ from gateway.store.connection import Database
 
 
 class RetentionStore(Database):
-    """The one write that forgets: what to keep is decided here, in SQL."""
+    """Pruning by age; which rows and bodies are kept is decided here, in SQL."""
 
     async def prune_messages(
         self, *, closed_before: float | None, unregistered_before: float | None, keep_last: int

@@ -1,9 +1,10 @@
 """Wallet requests (gateway.wallet.service): each verdict and the spend it allows, in one row.
 
-The daily limits are enforced here, not only in the policy: `wallet_decide` and
-`wallet_clear_approved` compute the verdict inside the write transaction that records it, so
-two concurrent requests see each other's spend and together cannot pass the limit. Amounts are
-yoctoNEAR or token base units stored as text, because they exceed int64.
+The policy decides; this module makes its daily limits hold under concurrency: `wallet_decide`
+and `wallet_clear_approved` call the policy *inside* the write transaction that records its
+verdict, so two concurrent requests see each other's spend and together cannot pass a limit
+(invariant 5: spend is recorded atomically with the decision). Amounts are yoctoNEAR or token
+base units stored as text, because they exceed int64.
 """
 
 from __future__ import annotations
