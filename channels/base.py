@@ -57,6 +57,15 @@ class ButtonPress:
 # Returns the short text to show the clicker (a Telegram toast, a Slack ephemeral message).
 OnButton = Callable[[ButtonPress], Awaitable[str]]
 
+# Writes one attachment into a registered group's inbox as a new file (one already there is the
+# same update delivered again, and stays) and answers its path as the group's agent sees it.
+# The gateway makes these (gateway/channel_setup.py): where group files live and how they are
+# written safely is its business (groups.groupfs), not a channel's.
+SaveAttachment = Callable[[str, bytes], Awaitable[str]]
+# chat id → how to save an attachment of that chat (None: not a registered group). It may raise
+# OSError with a reason to refuse the attachment (e.g. the group is over its disk quota).
+GroupInbox = Callable[[str], SaveAttachment | None]
+
 
 @runtime_checkable
 class Channel(Protocol):

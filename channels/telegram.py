@@ -63,6 +63,7 @@ from channels.base import (
     ApprovalPrompt,
     ButtonPress,
     ChannelUnavailable,
+    GroupInbox,
     OnButton,
     OnMessage,
 )
@@ -72,8 +73,6 @@ from channels.telegram_send import HandoffRequest, not_accepted, retry_after_s
 from channels.telegram_webhook import WebhookServer, check_secret, webhook_secret
 from core import redaction
 from core.models import InboundMessage
-from groups import groupfs
-from groups.folders import INBOX_IN_SANDBOX
 
 if TYPE_CHECKING:
     from core.config import TelegramConfig
@@ -96,9 +95,6 @@ TYPING_MAX_S = 300.0
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 
 OnMigrate = Callable[[str, str], Awaitable[None] | None]
-# chat id → the group's host-owned inbox dir (None: not a registered group). It may raise
-# OSError with a reason to refuse the attachment (e.g. the group is over its disk quota).
-GroupInbox = Callable[[str], Path | None]
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines contain the token-bearing URL
 
@@ -111,13 +107,6 @@ def parse_chat_id(chat_id: str) -> tuple[int, int | None]:
     if len(parts) not in (1, 2) or not all(re.fullmatch(r"-?\d+", p) for p in parts):
         raise ValueError(f"not a Telegram chat id: {chat_id!r} (expected tg:<chat id>[:<topic id>])")
     return int(parts[0]), int(parts[1]) if len(parts) == 2 else None
-
-
-def default_commands() -> list[tuple[str, str]]:
-    """The command menu: only the public commands, so the menu does not advertise admin ones."""
-    from gateway.commands import PUBLIC, USAGE
-
-    return [(name, USAGE[name].split("— ", 1)[-1][:256]) for name in PUBLIC]
 
 
 class TelegramChannel:
@@ -153,7 +142,7 @@ class TelegramChannel:
         self._mode = mode
         self._webhook = (webhook_url, webhook_listen, webhook_port, webhook_secret_token)
         self._data_dir = data_dir
-        self._commands = list(commands) if commands is not None else default_commands()
+        self._commands = list(commands) if commands is not None else None
         self._on_migrate = on_migrate
         self._group_inbox = group_inbox
         self._max_file_bytes = max_file_bytes
@@ -183,6 +172,7 @@ class TelegramChannel:
         config_dir: Path | None = None,
         group_inbox: GroupInbox | None = None,
         on_migrate: OnMigrate | None = None,
+        commands: Sequence[tuple[str, str]] | None = None,
     ) -> TelegramChannel:
         """In webhook mode without `webhook_secret_token`, the secret is generated once and
         kept in `config_dir` (never mounted into a container), so restarts reuse it."""
@@ -206,6 +196,7 @@ class TelegramChannel:
             data_dir=data_dir,
             group_inbox=group_inbox,
             on_migrate=on_migrate,
+            commands=commands,
             max_file_bytes=int(config.max_file_mb * 1024 * 1024),
         )
 
@@ -327,7 +318,13 @@ class TelegramChannel:
         return self._app.bot
 
     async def _sync_commands(self) -> None:
-        """`setMyCommands` only when the list differs from the one last registered (hash on disk)."""
+        """`setMyCommands` only when the list differs from the one last registered (hash on disk).
+
+        The menu is what the gateway passes in (`commands`, from gateway.commands.menu); without
+        one, the bot's menu is left as it is.
+        """
+        if self._commands is None:
+            return
         digest = hashlib.sha256(
             json.dumps([self.bot_id, self._commands], sort_keys=True).encode()
         ).hexdigest()
@@ -478,8 +475,8 @@ class TelegramChannel:
 
         The inbox is a host-owned directory outside the group folder, mounted read-only into
         the sandbox at `/workspace/inbox`: the agent cannot plant a link or a FIFO where we
-        write. The file is fetched into memory (bounded by `max_file_bytes`) and written
-        through `groups.groupfs` with O_EXCL|O_NOFOLLOW all the same.
+        write. The file is fetched into memory (bounded by `max_file_bytes`) and handed to the
+        gateway's writer (`group_inbox`), which writes it with O_EXCL|O_NOFOLLOW all the same.
         """
         if self._group_inbox is None or not (message.photo or message.document):
             return None
@@ -489,10 +486,10 @@ class TelegramChannel:
         else:
             item, original = message.photo[-1], "photo.jpg"
         try:
-            inbox = self._group_inbox(chat_id)
+            save = self._group_inbox(chat_id)
         except OSError as exc:
             return f"[attachment {original!r} not saved: {exc.strerror or exc}]"
-        if inbox is None:
+        if save is None:
             return None
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", original).strip("._") or "file"
         name = f"{message.message_id}-{safe}"[:120]
@@ -506,13 +503,11 @@ class TelegramChannel:
             data = bytes(await remote.download_as_bytearray())
             if len(data) > self._max_file_bytes:
                 return too_big
-            # FileExistsError: the same update delivered again, and the file is ours already.
-            with contextlib.suppress(FileExistsError):
-                await groupfs.awrite_bytes(inbox, name, data, mode=0o644, exclusive=True, create_root=True)
+            seen_as = await save(name, data)
         except Exception as exc:
             log.warning("telegram: could not save attachment: %s", type(exc).__name__)
             return f"[attachment {original!r} could not be saved]"
-        return f"[attachment saved: {INBOX_IN_SANDBOX}/{name}]"
+        return f"[attachment saved: {seen_as}]"
 
     async def _handle_callback(self, update: Update) -> None:
         query = update.callback_query

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+DATABASE = "clawgate.db"  # the gateway's SQLite database, in the data dir
+
 
 def config_dir() -> Path:
     """`$CLAWGATE_CONFIG_DIR`, else `$XDG_CONFIG_HOME/clawgate`, else `~/.config/clawgate`."""

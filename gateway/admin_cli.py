@@ -21,7 +21,7 @@ from core import paths
 
 
 def _with_store[T](action: Callable[[Any], Awaitable[T]]) -> T:
-    from gateway.app import DATABASE
+    from core.paths import DATABASE
     from gateway.store import Store
 
     async def go() -> T:
@@ -207,7 +207,7 @@ def status_cli() -> None:
     if answer and answer.get("ok") and isinstance(answer.get("text"), str):
         click.echo(answer["text"])
         return
-    from gateway.app import DATABASE
+    from core.paths import DATABASE
 
     click.echo("the gateway is not running (no answer on its control socket)")
     if not (paths.data_dir() / DATABASE).exists():

@@ -12,26 +12,27 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from channels.base import Channel, ChannelUnavailable
-from channels.console import ConsoleChannel
 from core.config import Config, ConfigError
 from core.config import load as load_config
 from core.models import Group, InboundMessage
+from core.paths import DATABASE
 from core.private_files import PrivateFileError
 from core.redaction import one_line, scrub
 from gateway import fdlimit, preflight
 from gateway import reload as reload_mod
 from gateway.agent_services import AgentServices
 from gateway.approvals import Approvals
+from gateway.channel_setup import GroupInboxes, default_channels
 from gateway.commands import AdminCommands, Command
 from gateway.control import SOCKET_NAME as CONTROL_SOCKET
 from gateway.control import ControlServer
+from gateway.control_requests import ControlRequests
 from gateway.disk import DiskGuard
 from gateway.instance_lock import AlreadyRunning, DataDirLock
 from gateway.logs import FILE_ONLY
@@ -47,7 +48,6 @@ from gateway.store import Store, StoreUnusable
 from gateway.wallet.keystore import KeyStore
 from gateway.wallet.rpc import NearRpc
 from gateway.wallet.service import WalletService
-from groups.folders import group_dirs
 from groups.sandbox.base import SandboxUnavailable
 from groups.sandbox.select import make_backend
 from proxy.policy import write_policy_config
@@ -60,8 +60,6 @@ if TYPE_CHECKING:  # imported only when [metrics] is enabled: prometheus-client 
 
 log = logging.getLogger(__name__)
 
-DATABASE = "clawgate.db"
-
 
 class StartupError(Exception):
     """Something the gateway needs is missing; the message says what and how to fix it."""
@@ -73,6 +71,8 @@ def instance_id(data_dir: Path) -> str:
 
 
 class Gateway:
+    commands: AdminCommands  # made by start(); the control socket's `status` asks it
+
     def __init__(
         self,
         config: Config,
@@ -92,8 +92,8 @@ class Gateway:
         self._stopping = False
         self.metrics: GatewayMetrics | None = None  # set when [metrics] is enabled
         self.metrics_server: MetricsServer | None = None
-        self._leaks_notified: set[tuple[str, str]] = set()  # (group, pattern) told to main once
-        self._unscoped_notified: set[tuple[str, str]] = set()  # (group, host) told to main once
+        # The control socket's requests (gateway.control_requests); `status` needs start() done.
+        self._control = ControlRequests(self, lambda: self.commands.status_text())
         self.lock = DataDirLock(data_dir)
         self.warnings: list[str] = []  # preflight warnings, printed by `clawgate run` (gateway/cli.py)
 
@@ -289,8 +289,8 @@ class Gateway:
         from gateway.metrics import GatewayMetrics
         from gateway.metrics_http import EndpointUnavailable, MetricsServer
 
-        self.metrics = GatewayMetrics()  # a registry per gateway: several in one process never collide
-        server = MetricsServer(settings, lambda: health.check(self), self._render_metrics)
+        metrics = self.metrics = GatewayMetrics()  # a registry per gateway: several never collide
+        server = MetricsServer(settings, lambda: health.check(self, metrics), self._render_metrics)
         try:
             await server.start()
         except EndpointUnavailable as exc:
@@ -324,40 +324,15 @@ class Gateway:
         )
 
     def _default_channels(self) -> list[Channel]:
-        channels: list[Channel] = []
-        if self.config.console.enabled:
-            channels.append(
-                ConsoleChannel(
-                    self.config.console.main_chat, self.config.assistant_name, on_eof=self.input_closed.set
-                )
-            )
-        if self.config.slack.enabled:
-            from channels.slack import SlackChannel  # imported only when used: Bolt is heavy
-
-            channels.append(SlackChannel(self.config.slack, self.config.assistant_name))
-        if self.config.telegram.enabled:
-            from channels.telegram import TelegramChannel
-
-            def group_inbox(chat_id: str) -> Path | None:
-                group = self.registry.for_chat(chat_id)
-                if group is None:
-                    return None
-                refusal = self.disk.refusal(group.folder)  # over quota or disk nearly full
-                if refusal is not None:
-                    raise refusal
-                return group_dirs(self.data_dir, group.folder).inbox
-
-            channels.append(
-                TelegramChannel.from_config(
-                    self.config.telegram,
-                    self.config.assistant_name,
-                    self.data_dir,
-                    config_dir=self.config_dir,
-                    group_inbox=group_inbox,
-                    on_migrate=self._on_chat_migrated,
-                )
-            )
-        return channels
+        return default_channels(
+            self.config,
+            self.config_dir,
+            self.data_dir,
+            input_closed=self.input_closed,
+            # the disk guard is made after the channels: looked up when an attachment comes
+            group_inbox=GroupInboxes(self.registry, lambda folder: self.disk.refusal(folder), self.data_dir),
+            on_migrate=self._on_chat_migrated,
+        )
 
     async def _ensure_main_group(self) -> None:
         """The main group lives in `main_chat` (config) or, by default, the console."""
@@ -445,59 +420,6 @@ class Gateway:
         else:
             return False
         return True
-
-    async def _control(self, request: dict[str, object]) -> dict[str, object]:
-        """The CLI's requests to a running gateway (see `gateway.control`)."""
-        op = request.get("op")
-        if op == "ping":
-            return {"ok": True, "pid": os.getpid()}
-        if op == "reload":
-            what = request.get("what")
-            if what == "groups":
-                await self.registry.load()
-                for folder in self.pool.live:  # `clawgate groups unregister`: its container goes too
-                    if self.registry.by_folder(folder) is None:
-                        await self.pool.stop(folder)
-            elif what == "tasks" and self.services.tasks is not None:
-                await self.services.tasks.reload()  # type: ignore[attr-defined]
-            elif what == "dlq":
-                for chat_id in await self.store.chats_with_pending():
-                    group = self.registry.for_chat(chat_id)
-                    if group is not None:
-                        self.queue.wake(group.folder)
-                await self.outbox.flush()  # `clawgate dlq retry` of a reply: send it now
-            else:
-                raise ValueError(f"cannot reload {what!r}")
-            return {"ok": True}
-        if op == "status":
-            return {"ok": True, "text": await self.commands.status_text()}
-        if op == "leak":  # the vault blocked a request carrying a credential (proxy/leaks.py)
-            key = (str(request.get("group"))[:64], str(request.get("pattern"))[:100])
-            if key not in self._leaks_notified:
-                self._leaks_notified.add(key)
-                await self.notify_main(f"⚠️ blocked a request from group {key[0]}: it contained {key[1]}")
-            return {"ok": True}
-        if op == "unscoped":  # a group's request matched a secret outside its scope (proxy/policy.py)
-            return await self._unscoped_notice(request)
-        raise ValueError(f"unknown op {op!r}")
-
-    async def _unscoped_notice(self, request: dict[str, object]) -> dict[str, object]:
-        """One main-chat notice per group and host: the owner learns why that group's calls fail."""
-        group, secret, host = (str(request.get(k))[:100] for k in ("group", "secret", "host"))
-        if (group, host) in self._unscoped_notified:
-            return {"ok": True}
-        self._unscoped_notified.add((group, host))
-        info = None
-        with contextlib.suppress(VaultError):
-            info = SecretStore(self.config_dir).get(secret)
-        scope = ",".join((*info.groups, group)) if info is not None else f"main,{group}"
-        fate = "was refused" if request.get("refused") is True else "left without it"
-        await self.notify_main(
-            f"⚠️ group {group} sent a request to {host}, which needs the vault secret {secret}, "
-            f"but {group} is not in its scope, so the request {fate}. To allow it: "
-            f"clawgate vault scope {secret} --groups {scope}"
-        )
-        return {"ok": True}
 
     def reload_config(self) -> bool:
         """SIGHUP: re-read config.toml, apply what can change live, name what needs a restart.

@@ -20,6 +20,7 @@ from gateway.backup_cli import backup_cli
 from gateway.tasks_cli import tasks_cli
 from gateway.wallet.cli import wallet_cli
 from proxy.cli import vault_cli
+from proxy.cli_support import VaultCliContext
 
 log = logging.getLogger("gateway")
 
@@ -45,8 +46,17 @@ class _Cli(click.Group):
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="clawgate", prog_name="clawgate")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """clawgate: chat-bot gateway with per-group sandboxes and a credential vault."""
+    ctx.obj = VaultCliContext(registered_folders=_registered_folders)
+
+
+def _registered_folders(data_dir: Path) -> list[str]:
+    """`vault add` scopes the model key to every registered group; proxy/ cannot read the database."""
+    from gateway.preflight import registered_folders
+
+    return registered_folders(data_dir)
 
 
 @main.command()
@@ -216,7 +226,7 @@ def groups() -> None:
 @groups.command("list")
 def groups_list() -> None:
     """List registered groups."""
-    from gateway.app import DATABASE
+    from core.paths import DATABASE
     from gateway.store import Store
 
     async def show() -> None:
@@ -239,7 +249,7 @@ def groups_list() -> None:
 def groups_mounts(group: str) -> None:
     """Show the extra mounts GROUP (folder or chat id) gets: granted, refused and why."""
     from core.models import Group
-    from gateway.app import DATABASE
+    from core.paths import DATABASE
     from gateway.store import Store
     from groups.mounts import ALLOWLIST_FILE, describe_plan, plan_mounts
 

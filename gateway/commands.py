@@ -23,7 +23,7 @@ from groups.folders import group_dirs, validate_folder
 
 if TYPE_CHECKING:
     from gateway.agent_services import TaskBook
-    from gateway.app import Gateway
+    from gateway.running import RunningGateway
 
 PUBLIC = ("help", "chatid", "whoami")
 USAGE: dict[str, str] = {
@@ -48,6 +48,11 @@ USAGE: dict[str, str] = {
     "wallet": "/wallet — NEAR keys, balances and today's spend",
     "policy": "/policy [set <name> <value> | reset <name>] — show or change the NEAR signing policy",
 }
+
+
+def menu() -> list[tuple[str, str]]:
+    """The chat service's command menu (Telegram's): only the public commands, never admin ones."""
+    return [(name, USAGE[name].split("— ", 1)[-1][:256]) for name in PUBLIC]
 
 
 class UsageError(Exception):
@@ -94,7 +99,7 @@ Handler = Callable[["AdminCommands", list[str]], Awaitable[str]]
 
 
 class AdminCommands:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: RunningGateway) -> None:
         self.gw = gateway
 
     def allowed(self, message: InboundMessage, group: Group | None) -> list[str]:

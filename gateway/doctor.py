@@ -172,7 +172,7 @@ def _allowlist() -> bool:
 
 
 async def _database() -> bool:
-    from gateway.app import DATABASE
+    from core.paths import DATABASE
     from gateway.store import MIGRATIONS, Store, StoreUnusable
 
     path = paths.data_dir() / DATABASE

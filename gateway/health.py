@@ -11,18 +11,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.metrics import GatewayMetrics
+    from gateway.running import RunningGateway
 
 
-async def check(gw: Gateway) -> tuple[bool, dict[str, Any]]:
-    """(healthy, report). Refreshes the metrics snapshot: one look at the store and the vault serves both."""
+async def check(gw: RunningGateway, metrics: GatewayMetrics) -> tuple[bool, dict[str, Any]]:
+    """(healthy, report). Refreshes the metrics snapshot: one look at the store and the vault serves both.
+
+    /healthz is served only with [metrics] enabled, so the gateway's metrics are always there.
+    """
     if not gw.running:
         return False, {
             "status": "starting" if not gw.stopping else "stopping",
             "problems": ["gateway not running"],
         }
-    assert gw.metrics is not None  # /healthz is served only with [metrics] enabled
-    snap = await gw.metrics.refresh(gw)
+    snap = await metrics.refresh(gw)
     problems: list[str] = []
     if not snap.store_ok:
         problems.append("store: the database does not answer")

@@ -49,6 +49,7 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from core.paths import DATABASE
 from core.private_files import MASTER_KEY_FILE, PrivateFileError, fsync_dir, read_master_key
 from gateway.instance_lock import AlreadyRunning, DataDirLock
 from gateway.passphrase_crypto import (
@@ -67,7 +68,6 @@ from gateway.passphrase_crypto import (
 MAGIC = b"CLAWGATE-BACKUP\n"
 FORMAT = "clawgate-backup"
 FORMAT_VERSION = 1
-DATABASE = "clawgate.db"  # = gateway.app.DATABASE (not imported: app pulls in the whole gateway)
 MAX_HEADER_BYTES = 1024 * 1024
 DB_MEMBER = "data/" + DATABASE
 CONFIG_PREFIX = "config/"

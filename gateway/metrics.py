@@ -34,7 +34,7 @@ from proxy.process import VaultUnavailable
 
 if TYPE_CHECKING:
     from core.models import ClaimedRun
-    from gateway.app import Gateway
+    from gateway.running import RunningGateway
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class GatewayMetrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    async def refresh(self, gw: Gateway) -> Snapshot:
+    async def refresh(self, gw: RunningGateway) -> Snapshot:
         """Read the state that lives elsewhere; a part that does not answer reads as down, not stale."""
         async with self._refresh_lock:  # two scrapes at once share the store and vault politely
             snap = Snapshot()
@@ -133,14 +133,14 @@ class GatewayMetrics:
             self.snapshot = snap
             return snap
 
-    def observe_finished_run(self, gw: Gateway) -> _RunObserver:
+    def observe_finished_run(self, gw: RunningGateway) -> _RunObserver:
         return _RunObserver(self, gw)
 
 
 class _RunObserver:
     """A `RunExecutor.finish_observers` entry: one observation per finished turn."""
 
-    def __init__(self, metrics: GatewayMetrics, gw: Gateway) -> None:
+    def __init__(self, metrics: GatewayMetrics, gw: RunningGateway) -> None:
         self._metrics = metrics
         self._gw = gw
 

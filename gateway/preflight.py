@@ -46,7 +46,7 @@ def registered_folders(data_dir: Path) -> list[str]:
     """
     import sqlite3
 
-    from gateway.app import DATABASE
+    from core.paths import DATABASE
 
     path = data_dir / DATABASE
     if not path.exists():

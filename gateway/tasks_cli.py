@@ -16,7 +16,7 @@ from core import paths
 
 
 def _with_scheduler[T](action: Callable[[Any], Awaitable[T]]) -> T:
-    from gateway.app import DATABASE
+    from core.paths import DATABASE
     from gateway.scheduler import Scheduler
     from gateway.store import Store
 

@@ -62,6 +62,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.models import Group, MountRequest
+from core.paths import DATABASE
 from groups.sandbox.base import ExtraMount
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,6 @@ ALLOWLIST_FILE = "mount-allowlist.json"
 EXTRA_ROOT = "/workspace/extra"
 PROJECT_MOUNT = "/workspace/project"
 DEV_NULL = Path("/dev/null")
-DATABASE_NAME = "clawgate.db"
 MAX_REQUESTS = 32
 MAX_ALLOWLIST_BYTES = 1 << 20
 MAX_HOST_PATH = 4096
@@ -410,7 +410,7 @@ def _protected_paths(
         _Protected(real(data_dir / "run"), "the sandbox sockets dir"),
     ]
     for suffix in ("", "-wal", "-shm"):
-        found.append(_Protected(real(data_dir / (DATABASE_NAME + suffix)), "the clawgate database"))
+        found.append(_Protected(real(data_dir / (DATABASE + suffix)), "the clawgate database"))
     sockets = list(docker_sockets)
     docker_host = os.environ.get("DOCKER_HOST", "")
     if docker_host.startswith("unix://"):

@@ -7,15 +7,14 @@ Listing shows metadata only.
 
 from __future__ import annotations
 
-import os
-import sys
-
 import click
 
 from core.paths import config_dir, data_dir
+from proxy.cli_secrets import rotate_cmd, scope_cmd, show_cmd, test_cmd
+from proxy.cli_support import read_value, registered_folders, reload_running_vault, secret_store
 from proxy.rules import ACTIONS, Rule, RuleError, host_matches, make_rule
 from proxy.rules import PRESETS as RULE_PRESETS
-from proxy.secrets import DEFAULT_GROUPS, SecretStore, VaultError
+from proxy.secrets import DEFAULT_GROUPS, VaultError
 
 PRESETS: dict[str, tuple[str, str]] = {
     "anthropic": ("x-api-key", "{value}"),
@@ -23,30 +22,6 @@ PRESETS: dict[str, tuple[str, str]] = {
 }
 DEFAULT_HEADER = "Authorization"
 DEFAULT_FORMAT = "Bearer {value}"
-
-
-def _store() -> SecretStore:
-    return SecretStore(config_dir())
-
-
-def _reload_running_vault() -> None:
-    """Tell a running gateway's vault to re-read the secrets; silent when none runs."""
-    import json
-    import socket
-
-    from proxy.process import CONTROL_SOCKET
-
-    path = data_dir() / "vault" / CONTROL_SOCKET
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(5)
-            conn.connect(str(path))
-            conn.sendall(b'{"op": "reload_secrets"}\n')
-            reply = json.loads(conn.makefile("rb").readline() or b"{}")
-    except (OSError, ValueError):
-        return
-    if reply.get("ok"):
-        click.echo("the running vault reloaded its secrets", err=True)
 
 
 def default_groups(rule: Rule) -> tuple[list[str], str]:
@@ -59,7 +34,6 @@ def default_groups(rule: Rule) -> tuple[list[str], str]:
     from urllib.parse import urlsplit
 
     from core.config import ConfigError, load
-    from gateway.preflight import registered_folders
 
     try:
         base_url = load(config_dir()).model.base_url
@@ -69,25 +43,8 @@ def default_groups(rule: Rule) -> tuple[list[str], str]:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     if not host_matches(rule.host, (parts.hostname or "").lower(), port):
         return list(DEFAULT_GROUPS), "the default for keys other than the model's"
-    folders = list(dict.fromkeys(["main", *registered_folders(data_dir())]))
+    folders = list(dict.fromkeys(["main", *registered_folders()]))
     return folders, "the model host's key: every registered group"
-
-
-def _read_value(from_env: str | None) -> str:
-    if from_env is not None:
-        value = os.environ.get(from_env)
-        if not value:
-            raise click.ClickException(f"environment variable {from_env} is not set or empty")
-        return value
-    stdin = sys.stdin
-    if not stdin.isatty():
-        value = stdin.read()
-        if value.endswith("\r\n"):
-            value = value[:-2]
-        elif value.endswith("\n"):
-            value = value[:-1]
-        return value
-    return click.prompt("Secret value", hide_input=True, confirmation_prompt=False, err=True)
 
 
 @click.group(name="vault")
@@ -145,7 +102,7 @@ def add_cmd(
         rule = make_rule(host, path, methods, action or "set_header", header, fmt, query_param)
     except RuleError as e:
         raise click.ClickException(str(e)) from None
-    value = _read_value(from_env)
+    value = read_value(from_env)
     if groups is None:
         group_list, why = default_groups(rule)
         click.echo(f"groups: {','.join(group_list)} ({why}; choose with --groups)", err=True)
@@ -154,7 +111,7 @@ def add_cmd(
     legacy = rule.action == "set_header" and rule.path == "/*" and not rule.methods
     try:
         if legacy:  # the v1 record form: host + header + format
-            info = _store().add(
+            info = secret_store().add(
                 name,
                 value,
                 host,
@@ -164,7 +121,7 @@ def add_cmd(
                 groups=group_list,
             )
         else:
-            info = _store().add(name, value, rules=[rule], replace=replace, groups=group_list)
+            info = secret_store().add(name, value, rules=[rule], replace=replace, groups=group_list)
     except VaultError as e:
         raise click.ClickException(e.message) from None
     if info.rules:
@@ -172,14 +129,14 @@ def add_cmd(
     else:
         scope = ", ".join(info.groups)
         click.echo(f"stored secret {info.name} for {info.host} (header {info.header}, groups {scope})")
-    _reload_running_vault()
+    reload_running_vault()
 
 
 @vault_cli.command("list")
 def list_cmd() -> None:
     """List stored secrets (name, host, header) — never their values."""
     try:
-        infos = _store().list()
+        infos = secret_store().list()
     except VaultError as e:
         raise click.ClickException(e.message) from None
     if not infos:
@@ -196,13 +153,13 @@ def list_cmd() -> None:
 def remove_cmd(name: str) -> None:
     """Delete secret NAME."""
     try:
-        removed = _store().remove(name)
+        removed = secret_store().remove(name)
     except VaultError as e:
         raise click.ClickException(e.message) from None
     if not removed:
         raise click.ClickException(f"no secret named {name!r}")
     click.echo(f"removed secret {name}")
-    _reload_running_vault()
+    reload_running_vault()
 
 
 @vault_cli.command("log")
@@ -231,4 +188,5 @@ def log_cmd(group: str | None, since: str | None, limit: int, as_json: bool) -> 
     click.echo(format_table(entries))
 
 
-from proxy import cli_secrets as _cli_secrets  # noqa: E402, F401  (registers show, rotate, test)
+for _command in (show_cmd, scope_cmd, rotate_cmd, test_cmd):  # defined in proxy/cli_secrets.py
+    vault_cli.add_command(_command)

@@ -1,4 +1,4 @@
-"""`clawgate vault show|rotate|test` (registered on the `vault` group from proxy/cli.py)."""
+"""`clawgate vault show|scope|rotate|test` (proxy/cli.py adds them to the `vault` group)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 import click
 
 from core.paths import config_dir
-from proxy.cli import _read_value, _reload_running_vault, _store, vault_cli
+from proxy.cli_support import read_value, reload_running_vault, secret_store
 from proxy.rules import PLACEHOLDER, Rule
 from proxy.secrets import SecretInfo, VaultError
 
 
 def _get(name: str) -> SecretInfo:
     try:
-        info = _store().get(name)
+        info = secret_store().get(name)
     except VaultError as e:
         raise click.ClickException(e.message) from None
     if info is None:
@@ -25,7 +25,7 @@ def _get(name: str) -> SecretInfo:
     return info
 
 
-@vault_cli.command("show")
+@click.command("show")
 @click.argument("name")
 def show_cmd(name: str) -> None:
     """Show NAME's metadata: rules, groups, last use. Never the value."""
@@ -39,33 +39,33 @@ def show_cmd(name: str) -> None:
         click.echo(f"  - {rule.describe()}")
 
 
-@vault_cli.command("scope")
+@click.command("scope")
 @click.argument("name")
 @click.option("--groups", required=True, help="Comma list of groups that may use it; '*' = all.")
 def scope_cmd(name: str, groups: str) -> None:
     """Set which groups may use NAME (its value and rules stay)."""
     _get(name)
     try:
-        info = _store().set_groups(name, [g.strip() for g in groups.split(",")])
+        info = secret_store().set_groups(name, [g.strip() for g in groups.split(",")])
     except VaultError as e:
         raise click.ClickException(e.message) from None
     click.echo(f"secret {name}: groups {', '.join(info.groups)}")
-    _reload_running_vault()
+    reload_running_vault()
 
 
-@vault_cli.command("rotate")
+@click.command("rotate")
 @click.argument("name")
 @click.option("--from-env", "from_env", metavar="VAR", default=None, help="Read the new value from $VAR.")
 def rotate_cmd(name: str, from_env: str | None) -> None:
     """Give NAME a new value (stdin, --from-env or prompt), keeping its rules and groups."""
     _get(name)
-    value = _read_value(from_env)
+    value = read_value(from_env)
     try:
-        _store().rotate(name, value)
+        secret_store().rotate(name, value)
     except VaultError as e:
         raise click.ClickException(e.message) from None
     click.echo(f"rotated secret {name}")
-    _reload_running_vault()
+    reload_running_vault()
 
 
 def _test_target(rule: Rule, path: str | None) -> str:
@@ -124,7 +124,7 @@ async def _probe(
     return f"{scheme}://{host}{path}", status.decode("latin-1").strip()
 
 
-@vault_cli.command("test")
+@click.command("test")
 @click.argument("name")
 @click.option("--path", default=None, help="Request path (default: derived from the rule).")
 @click.option("--scheme", type=click.Choice(["https", "http"]), default="https", show_default=True)

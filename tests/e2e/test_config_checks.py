@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 
-from gateway.app import DATABASE
+from core.paths import DATABASE
 from gateway.cli import main
 from gateway.control import SOCKET_NAME
 from groups.sandbox.image import AGENT_LABEL

@@ -15,6 +15,8 @@ import pytest
 from channels.base import ApprovalOutcome, ApprovalPrompt, ButtonPress
 from channels.telegram import TelegramChannel
 from core.models import InboundMessage
+from gateway.channel_setup import inbox_writer
+from gateway.commands import menu
 from tests.fakes.telegram_api import BOT, TOKEN, FakeBotApi, check_html
 
 GROUP = -1001234567890
@@ -53,7 +55,7 @@ class Harness:
 @pytest.fixture
 async def tg(tmp_path: Path) -> AsyncIterator[Harness]:
     api = FakeBotApi().start()
-    inboxes = {f"tg:{GROUP}": tmp_path / "inbox" / "team"}
+    inboxes = {f"tg:{GROUP}": inbox_writer(tmp_path, "team")}
     harness: Harness
 
     async def on_migrate(old: str, new: str) -> None:
@@ -66,6 +68,7 @@ async def tg(tmp_path: Path) -> AsyncIterator[Harness]:
         data_dir=tmp_path / "data",
         on_migrate=on_migrate,
         group_inbox=inboxes.get,
+        commands=menu(),
         max_file_bytes=1000,
         poll_timeout_s=1,
     )
@@ -216,7 +219,7 @@ async def test_documents_are_saved_into_the_host_owned_group_inbox(tg: Harness, 
 async def test_commands_are_registered_once(tg: Harness, tmp_path: Path) -> None:
     assert [c["command"] for c in tg.api.commands] == ["help", "chatid", "whoami"]
     again = TelegramChannel(
-        TOKEN, "Andy", base_url=tg.api.base_url, data_dir=tmp_path / "data", poll_timeout_s=1
+        TOKEN, "Andy", base_url=tg.api.base_url, data_dir=tmp_path / "data", commands=menu(), poll_timeout_s=1
     )
     await again.connect(tg.on_message)
     await again.disconnect()

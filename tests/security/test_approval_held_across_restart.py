@@ -21,7 +21,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.app import DATABASE, Gateway
+from core.paths import DATABASE
+from gateway.app import Gateway
 from tests.integration.wallet_support import ADMIN, MAIN, RECEIVER, WalletEnv, plain, wallet_gateway
 
 AGENT_TIMEOUT = 180  # the first turn includes a cold container start

@@ -323,8 +323,7 @@ def test_the_rule_sees_the_group_paths_in_the_code_base() -> None:
         "groups/sandbox/docker.py",
         "groups/sandbox/bwrap.py",
         "gateway/commands.py",
-        "gateway/app.py",
-        "channels/telegram.py",
+        "gateway/channel_setup.py",  # attachment inboxes, written for the channels
     ):
         assert seen[rel] > 0, rel
 

@@ -229,6 +229,6 @@ def test_restore_refuses_while_the_data_dir_is_locked_naming_the_pid(tmp_path: P
 
 
 def test_the_archive_holds_the_database_the_gateway_uses() -> None:
-    from gateway.app import DATABASE
+    from core.paths import DATABASE
 
     assert ib.DATABASE == DATABASE

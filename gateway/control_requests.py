@@ -1,0 +1,85 @@
+"""What a running gateway does with a request on its control socket (`gateway.control`).
+
+The CLI asks it to re-read what it changed in the database (`reload`), for `/status` text
+(`status`), or whether it runs (`ping`); the vault tells it about a blocked credential leak
+(`leak`, proxy/leaks.py) or a request outside a secret's scope (`unscoped`, proxy/policy.py),
+which become one main-chat notice each, never a flood.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from proxy.secrets import SecretStore, VaultError
+
+if TYPE_CHECKING:
+    from gateway.running import RunningGateway
+
+
+class ControlRequests:
+    """The control socket's handler; built with the gateway, used once it has started."""
+
+    def __init__(self, gw: RunningGateway, status_text: Callable[[], Awaitable[str]]) -> None:
+        self._gw = gw
+        self._status_text = status_text
+        self._leaks_notified: set[tuple[str, str]] = set()  # (group, pattern) told to main once
+        self._unscoped_notified: set[tuple[str, str]] = set()  # (group, host) told to main once
+
+    async def __call__(self, request: dict[str, object]) -> dict[str, object]:
+        gw = self._gw
+        op = request.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "reload":
+            await self._reload(request.get("what"))
+            return {"ok": True}
+        if op == "status":
+            return {"ok": True, "text": await self._status_text()}
+        if op == "leak":  # the vault blocked a request carrying a credential (proxy/leaks.py)
+            key = (str(request.get("group"))[:64], str(request.get("pattern"))[:100])
+            if key not in self._leaks_notified:
+                self._leaks_notified.add(key)
+                await gw.notify_main(f"⚠️ blocked a request from group {key[0]}: it contained {key[1]}")
+            return {"ok": True}
+        if op == "unscoped":  # a group's request matched a secret outside its scope (proxy/policy.py)
+            return await self._unscoped_notice(request)
+        raise ValueError(f"unknown op {op!r}")
+
+    async def _reload(self, what: object) -> None:
+        gw = self._gw
+        if what == "groups":
+            await gw.registry.load()
+            for folder in gw.pool.live:  # `clawgate groups unregister`: its container goes too
+                if gw.registry.by_folder(folder) is None:
+                    await gw.pool.stop(folder)
+        elif what == "tasks" and gw.services.tasks is not None:
+            await gw.services.tasks.reload()  # type: ignore[attr-defined]
+        elif what == "dlq":
+            for chat_id in await gw.store.chats_with_pending():
+                group = gw.registry.for_chat(chat_id)
+                if group is not None:
+                    gw.queue.wake(group.folder)
+            await gw.outbox.flush()  # `clawgate dlq retry` of a reply: send it now
+        else:
+            raise ValueError(f"cannot reload {what!r}")
+
+    async def _unscoped_notice(self, request: dict[str, object]) -> dict[str, object]:
+        """One main-chat notice per group and host: the owner learns why that group's calls fail."""
+        group, secret, host = (str(request.get(k))[:100] for k in ("group", "secret", "host"))
+        if (group, host) in self._unscoped_notified:
+            return {"ok": True}
+        self._unscoped_notified.add((group, host))
+        info = None
+        with contextlib.suppress(VaultError):
+            info = SecretStore(self._gw.config_dir).get(secret)
+        scope = ",".join((*info.groups, group)) if info is not None else f"main,{group}"
+        fate = "was refused" if request.get("refused") is True else "left without it"
+        await self._gw.notify_main(
+            f"⚠️ group {group} sent a request to {host}, which needs the vault secret {secret}, "
+            f"but {group} is not in its scope, so the request {fate}. To allow it: "
+            f"clawgate vault scope {secret} --groups {scope}"
+        )
+        return {"ok": True}
