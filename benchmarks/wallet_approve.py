@@ -35,7 +35,7 @@ from channels.base import ButtonPress  # noqa: E402
 from core.models import Group  # noqa: E402
 from core.wallet.settings import WalletConfig, WalletPolicy  # noqa: E402
 from gateway.approvals import Approvals  # noqa: E402
-from gateway.ipc import Caller  # noqa: E402
+from gateway.ipc_protocol import Caller  # noqa: E402
 from gateway.registry import GroupRegistry  # noqa: E402
 from gateway.store import Store  # noqa: E402
 from gateway.wallet.keystore import KeyStore  # noqa: E402

@@ -1,6 +1,6 @@
 """What the gateway does for an agent once `gateway.ipc` has authorized the request.
 
-Authorization lives in one place (`gateway.ipc.authorize`); this module only acts.
+Authorization lives in one place (`gateway.ipc_protocol.authorize`); this module only acts.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from core.config import Config
 from core.models import Group
-from gateway.ipc import Caller, IpcError
+from gateway.ipc_protocol import Caller, IpcError
 from gateway.registry import GroupRegistry
 from gateway.runs import RunExecutor
 from gateway.store import Store

@@ -12,7 +12,7 @@ from core.models import ClaimedRun, Group
 from gateway.disk import DiskGuard
 from gateway.failures import backoff_delay, is_transient, retry_after_s
 from gateway.faults import crash_point
-from gateway.ipc import Turn, TurnResult
+from gateway.ipc_protocol import Turn, TurnResult
 from gateway.outbox import Outbox
 from gateway.prompt import build_prompt
 from gateway.sandboxes import SandboxPool

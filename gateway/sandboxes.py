@@ -22,8 +22,9 @@ from core.config import Config
 from core.models import Group
 from gateway import fdlimit
 from gateway.disk import DiskGuard
-from gateway.ipc import Caller, GroupIpc, IpcServices
+from gateway.ipc import GroupIpc
 from gateway.ipc_limits import IpcLimits
+from gateway.ipc_protocol import Caller, IpcServices
 from groups import folders
 from groups.mounts import ALLOWLIST_FILE, log_plan, plan_mounts
 from groups.sandbox.base import (

@@ -40,7 +40,7 @@ from core.wallet.accounts import InvalidAccountId, validate_account_id
 from core.wallet.amounts import format_near, parse_near
 from core.wallet.settings import WalletConfig, WalletPolicy
 from gateway.approvals import new_approval_id
-from gateway.ipc import Caller, IpcError
+from gateway.ipc_protocol import Caller, IpcError
 from gateway.scheduler import Clock, SystemClock
 from gateway.store import Store
 from gateway.wallet import nep413

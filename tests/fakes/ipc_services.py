@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from gateway.ipc import Caller
+from gateway.ipc_protocol import Caller
 
 CHATS = {"tg:-1": "team", "tg:-2": "other", "console:main": "main"}
 

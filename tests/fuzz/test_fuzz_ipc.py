@@ -25,8 +25,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from gateway import ipc
-from gateway.ipc import Caller, GroupIpc, IpcError, Turn, authorize, validate
+from gateway import ipc_protocol
+from gateway.ipc import GroupIpc
+from gateway.ipc_protocol import Caller, IpcError, Turn, authorize, validate
 from tests.fakes.ipc_services import RecordingServices
 from tests.fuzz import harness
 from tests.fuzz.strategies import json_values, nasty_text
@@ -70,7 +71,7 @@ _PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
 }
 _ANY_TEXT = st.one_of(nasty_text(), json_values())
 _FIELD_VALUES = {field: st.one_of(value, value, value, json_values()) for field, value in _PLAUSIBLE.items()}
-_METHODS = st.one_of(st.sampled_from(sorted(ipc._SCHEMAS)), nasty_text(), json_values())
+_METHODS = st.one_of(st.sampled_from(sorted(ipc_protocol._SCHEMAS)), nasty_text(), json_values())
 _IDS = st.one_of(st.integers(), st.text(max_size=8), json_values())
 _EXTRA_KEYS = st.sampled_from(["group", "caller", "as", "folder"])
 
@@ -89,7 +90,7 @@ def _fields(schema: dict[str, tuple[object, bool]]) -> st.SearchStrategy[list[st
     )
 
 
-_FIELDS = {method: _fields(schema) for method, schema in [*ipc._SCHEMAS.items(), ("", {})]}
+_FIELDS = {method: _fields(schema) for method, schema in [*ipc_protocol._SCHEMAS.items(), ("", {})]}
 # Parser edge cases: nesting, huge numbers, non-standard tokens, duplicate keys, lone surrogates.
 _EDGE_CASES = st.sampled_from(
     [
@@ -109,7 +110,7 @@ _EDGE_CASES = st.sampled_from(
 def requests(draw: st.DrawFn) -> object:
     """A request object shaped like the agent's (method + params), with hostile variations."""
     method = draw(_METHODS)
-    fields = draw(_FIELDS[method if isinstance(method, str) and method in ipc._SCHEMAS else ""])
+    fields = draw(_FIELDS[method if isinstance(method, str) and method in ipc_protocol._SCHEMAS else ""])
     params: object = {f: draw(_FIELD_VALUES.get(f, _ANY_TEXT)) for f in fields}
     if draw(st.integers(0, 9)) == 0:
         params = draw(json_values())
@@ -230,7 +231,7 @@ def ipc_validate_authorize(env: None, request: dict[str, Any], is_main: bool, ta
         assert exc.code in ERROR_CODES
         return
     assert isinstance(method, str) and isinstance(params, dict)
-    schema = ipc._SCHEMAS[method]
+    schema = ipc_protocol._SCHEMAS[method]
     assert set(params) <= set(schema)
     assert all(key in params for key, (_, required) in schema.items() if required)
     try:
@@ -238,7 +239,7 @@ def ipc_validate_authorize(env: None, request: dict[str, Any], is_main: bool, ta
     except IpcError as exc:
         assert exc.code == "forbidden" and not is_main
         return
-    rule = ipc._POLICY[method]
+    rule = ipc_protocol._POLICY[method]
     if not is_main:
         assert rule != "main", method
         assert rule == "any" or target in (None, caller.folder), (method, target)

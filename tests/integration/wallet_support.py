@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.app import Gateway
-from gateway.ipc import Caller
+from gateway.ipc_protocol import Caller
 from gateway.wallet.base58 import b58decode, b58encode
 from gateway.wallet.keystore import KeyInfo, KeyStore
 from tests.fakes.model_server import FakeModelServer, Recorded, anthropic_text, last_user_text

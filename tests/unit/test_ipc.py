@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ipc import MAX_LINE_BYTES, Caller, GroupIpc, Turn
+from gateway.ipc import MAX_LINE_BYTES, GroupIpc
+from gateway.ipc_protocol import Caller, Turn
 from tests.fakes.ipc_services import RecordingServices
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ipc import Caller, GroupIpc
+from gateway.ipc import GroupIpc
+from gateway.ipc_protocol import Caller
 from tests.fakes.ipc_services import RecordingServices
 
 MAIN = Caller("main", True, "console:main")

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ipc import REFUSALS_PER_S, Caller, GroupIpc, Turn
+from gateway.ipc import REFUSALS_PER_S, GroupIpc
 from gateway.ipc_limits import IpcLimits
+from gateway.ipc_protocol import Caller, Turn
 from tests.fakes.ipc_services import RecordingServices
 
 LIMITS = IpcLimits(

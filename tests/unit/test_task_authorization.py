@@ -16,7 +16,8 @@ import pytest
 from core.config import parse
 from core.models import Group
 from gateway.agent_services import AgentServices
-from gateway.ipc import Caller, GroupIpc
+from gateway.ipc import GroupIpc
+from gateway.ipc_protocol import Caller
 from gateway.registry import GroupRegistry
 from gateway.scheduler import Scheduler
 from gateway.store import Store

@@ -19,7 +19,7 @@ import pytest
 
 from core.wallet.amounts import parse_near
 from core.wallet.settings import WalletConfig
-from gateway.ipc import Caller, IpcError
+from gateway.ipc_protocol import Caller, IpcError
 from gateway.wallet import nep413
 from gateway.wallet.keystore import KeyInfo, KeyStore
 from gateway.wallet.policy import utc_day

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from core.wallet.amounts import parse_near
-from gateway.ipc import IpcError
+from gateway.ipc_protocol import IpcError
 from gateway.wallet.policy import utc_day
 from tests.fakes.near_rpc import CallContext, ContractPanic, FakeContract, FungibleToken
 from tests.unit.test_approvals import ADMIN, MAIN, T0
