@@ -54,9 +54,11 @@ from telegram.error import (
 from telegram.ext import Application
 
 try:
-    from telegram.ext import AIORateLimiter
+    from telegram.ext import AIORateLimiter as _AIORateLimiter
+
+    AIORateLimiter: type[_AIORateLimiter] | None = _AIORateLimiter
 except ImportError:  # pragma: no cover - the extra is a dependency; without it we only honour 429s
-    AIORateLimiter = None  # type: ignore[assignment,misc]
+    AIORateLimiter = None
 
 from channels.base import (
     ApprovalOutcome,

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from telegram import Update
@@ -129,9 +130,10 @@ class UpdatePoller:
                 backoff = BACKOFF_INITIAL_S
 
 
-def _seconds(value: object) -> float:
-    seconds = value.total_seconds() if hasattr(value, "total_seconds") else value
+def _seconds(value: float | timedelta) -> float:
+    """RetryAfter.retry_after: seconds, or a timedelta (python-telegram-bot's newer form)."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
     try:
-        return min(max(float(seconds), 1.0), 300.0)  # type: ignore[arg-type]
+        return min(max(float(seconds), 1.0), 300.0)
     except (TypeError, ValueError):
         return BACKOFF_MAX_S

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +149,7 @@ class Approval:
     requester_group: str
     created_at: float
     expires_at: float
-    state: str  # pending | approved | denied | expired
+    state: Literal["pending", "approved", "denied", "expired"]
     decided_by: str | None
     decided_at: float | None
     chat_id: str

@@ -55,7 +55,7 @@ def new_approval_id() -> str:
 
 def describe(approval: Approval) -> str:
     """`approved by tg:1 at 2025-…Z` — what a late clicker (or the prompt) is told."""
-    text = approval.state
+    text: str = approval.state
     if approval.decided_by:
         text += f" by {approval.decided_by}"
     if approval.decided_at is not None:
@@ -285,7 +285,7 @@ class Approvals:
             log.warning("approval %s: no channel owns %s; prompt not edited", approval_id, approval.chat_id)
             return
         outcome = ApprovalOutcome(
-            state=approval.state,  # type: ignore[arg-type]
+            state=approval.state,
             decided_by=approval.decided_by,
             decided_at=approval.decided_at if approval.decided_at is not None else self.clock.now(),
         )

@@ -56,7 +56,7 @@ class ControlRequests:
                 if gw.registry.by_folder(folder) is None:
                     await gw.pool.stop(folder)
         elif what == "tasks" and gw.services.tasks is not None:
-            await gw.services.tasks.reload()  # type: ignore[attr-defined]
+            await gw.scheduler.reload()  # the scheduler is services.tasks once it is wired
         elif what == "dlq":
             for chat_id in await gw.store.chats_with_pending():
                 group = gw.registry.for_chat(chat_id)

@@ -152,13 +152,21 @@ def unseal(passphrase: object, ciphertext: bytes, header: dict[str, Any]) -> byt
         raise SealError(WRONG_PASSPHRASE) from None
 
 
+def _kdf_int(value: object) -> int:
+    """A KDF parameter from a backup file's header (untrusted JSON): an integer, not a bool."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SealError("backup KDF parameters must be integers")
+    return value
+
+
 def _kdf_inputs(header: dict[str, Any]) -> tuple[KdfParams, bytes, bytes]:
     kdf = header.get("kdf")
     if not isinstance(kdf, dict) or kdf.get("name") != KDF_NAME:
         raise SealError(f"unsupported key derivation (expected {KDF_NAME})")
     if header.get("cipher") != CIPHER:
         raise SealError(f"unsupported cipher (expected {CIPHER})")
-    params = KdfParams(kdf.get("memory_kib"), kdf.get("iterations"), kdf.get("lanes")).check()  # type: ignore[arg-type]
+    memory_kib, iterations, lanes = (_kdf_int(kdf.get(k)) for k in ("memory_kib", "iterations", "lanes"))
+    params = KdfParams(memory_kib, iterations, lanes).check()
     salt, nonce = unb64(kdf.get("salt"), "salt"), unb64(header.get("nonce"), "nonce")
     if not 16 <= len(salt) <= 64 or len(nonce) != NONCE_BYTES:
         raise SealError("malformed salt or nonce")

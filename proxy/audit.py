@@ -22,13 +22,18 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from proxy.stats import VaultStats
+
+if TYPE_CHECKING:  # the CLI reads the log without loading mitmproxy
+    from mitmproxy import connection, http
+
+    GroupOf = Callable[[connection.Client], str | None]  # VaultAddon.group_of
 
 log = logging.getLogger("clawgate.vault.audit")
 
@@ -48,7 +53,7 @@ def strip_query_values(path: str) -> str:
     return base + "?" + "&".join(f"{n}=" for n in names)
 
 
-def _resp_bytes(flow) -> int:  # type: ignore[no-untyped-def]
+def _resp_bytes(flow: http.HTTPFlow) -> int:
     """Buffered body size, or what a streaming callable counted (policy.SizeCap sets the key)."""
     counted = flow.metadata.get("clawgate.response_bytes")
     if counted is not None:
@@ -129,7 +134,7 @@ class AuditLog:
 class AuditAddon:
     """Register FIRST (before the leak scanner and injection) so `path` is what the container sent."""
 
-    def __init__(self, audit: AuditLog, group_of, stats: VaultStats | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, audit: AuditLog, group_of: GroupOf, stats: VaultStats | None = None) -> None:
         self.audit = audit
         self._group_of = group_of
         self.stats = stats  # the same events, counted for the gateway's /metrics (proxy/stats.py)
@@ -140,10 +145,10 @@ class AuditAddon:
     async def done(self) -> None:
         await self.audit.stop()
 
-    def requestheaders(self, flow) -> None:  # type: ignore[no-untyped-def]
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
         flow.metadata["clawgate.audit_path"] = strip_query_values(flow.request.path)
 
-    def _write(self, flow, status: int | None, refusal: str | None) -> None:  # type: ignore[no-untyped-def]
+    def _write(self, flow: http.HTTPFlow, status: int | None, refusal: str | None) -> None:
         req = flow.request
         resp = flow.response
         start = req.timestamp_start or time.time()
@@ -172,10 +177,11 @@ class AuditAddon:
             }
         )
 
-    def response(self, flow) -> None:  # type: ignore[no-untyped-def]
+    def response(self, flow: http.HTTPFlow) -> None:
+        assert flow.response is not None  # mitmproxy's response hook always has one
         self._write(flow, flow.response.status_code, flow.metadata.get("clawgate.refusal"))
 
-    def error(self, flow) -> None:  # type: ignore[no-untyped-def]
+    def error(self, flow: http.HTTPFlow) -> None:
         if flow.response is None:
             self._write(flow, None, flow.metadata.get("clawgate.refusal") or f"error: {flow.error}")
 
@@ -189,7 +195,7 @@ class _ConnectTail:
     def __init__(self, audit: AuditAddon) -> None:
         self._audit = audit
 
-    def http_connect(self, flow) -> None:  # type: ignore[no-untyped-def]
+    def http_connect(self, flow: http.HTTPFlow) -> None:
         # A refused CONNECT never becomes a request: log it here (after VaultAddon decided).
         if flow.response is not None and flow.response.status_code >= 400:
             flow.metadata.setdefault("clawgate.audit_path", "")

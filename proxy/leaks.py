@@ -23,12 +23,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
 from proxy.notices import GatewayNotices
+
+if TYPE_CHECKING:
+    from mitmproxy import connection, http
 
 log = logging.getLogger("clawgate.vault.leaks")
 
@@ -80,8 +84,10 @@ def _confirm(group: str, match: str) -> bool:
 
 
 def _first_format(text: str | bytes) -> str | None:
-    regex = _RE_TEXT if isinstance(text, str) else _RE_BYTES
-    for m in regex.finditer(text):  # type: ignore[arg-type]
+    matches: Iterator[re.Match[str]] | Iterator[re.Match[bytes]] = (
+        _RE_TEXT.finditer(text) if isinstance(text, str) else _RE_BYTES.finditer(text)
+    )
+    for m in matches:
         group = m.lastgroup
         assert group is not None
         found = m.group(0)
@@ -181,7 +187,9 @@ class LeakEvent:
 class LeakAddon:
     """Registered BEFORE `VaultAddon`, so it sees what the container sent, not what we inject."""
 
-    def __init__(self, group_of, gateway_socket: Path | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self, group_of: Callable[[connection.Client], str | None], gateway_socket: Path | None = None
+    ) -> None:
         self.scanner = LeakScanner()
         self._group_of = group_of  # VaultAddon.group_of(client) -> group | None
         self.notices = GatewayNotices(gateway_socket)
@@ -190,7 +198,7 @@ class LeakAddon:
     def set_secrets(self, secrets: Iterable[tuple[object, str]]) -> None:
         self.scanner.set_secrets((getattr(info, "name", str(info)), value) for info, value in secrets)
 
-    def _block(self, flow, pattern: str) -> None:  # type: ignore[no-untyped-def]
+    def _block(self, flow: http.HTTPFlow, pattern: str) -> None:
         from mitmproxy import http
 
         flow.response = http.Response.make(
@@ -198,7 +206,7 @@ class LeakAddon:
         )
         self.report(flow, pattern)
 
-    def report(self, flow, pattern: str) -> None:  # type: ignore[no-untyped-def]
+    def report(self, flow: http.HTTPFlow, pattern: str) -> None:
         """Audit and tell the owner (once per group and pattern); the caller stops the request."""
         group = self._group_of(flow.client_conn) or "?"
         flow.metadata["clawgate.refusal"] = f"leak: {pattern}"
@@ -206,7 +214,7 @@ class LeakAddon:
         self.events.append(LeakEvent(group, pattern))
         self.notices.once(("leak", group, pattern), {"op": "leak", "group": group, "pattern": pattern})
 
-    def requestheaders(self, flow) -> None:  # type: ignore[no-untyped-def]
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
         req = flow.request
@@ -215,7 +223,7 @@ class LeakAddon:
         if found is not None:
             self._block(flow, found)
 
-    def request(self, flow) -> None:  # type: ignore[no-untyped-def]
+    def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
         body = flow.request.raw_content  # content-encoded bodies are scanned as sent

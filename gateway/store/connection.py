@@ -95,7 +95,9 @@ class Database:
 
     async def schema_version(self) -> int:
         async with self._conn.execute("PRAGMA user_version") as cur:
-            (version,) = await cur.fetchone()  # type: ignore[misc]
+            row = await cur.fetchone()
+        assert row is not None  # a PRAGMA read always returns one row
+        (version,) = row
         return int(version)
 
     async def check_writable(self) -> None:

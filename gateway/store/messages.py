@@ -16,6 +16,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -41,7 +42,7 @@ def storable(message: InboundMessage) -> InboundMessage:
     messages of every other group in it; and a time the prompt cannot render would fail every
     later run of the group. Both are repaired here, at the one door every message goes through.
     """
-    fixes: dict[str, object] = {}
+    fixes: dict[str, Any] = {}
     for name in ("chat_id", "external_id", "sender_id", "sender_name", "text", "channel", "chat_name"):
         value = getattr(message, name)
         valid = _valid_text(value)
@@ -49,7 +50,7 @@ def storable(message: InboundMessage) -> InboundMessage:
             fixes[name] = valid
     if not (math.isfinite(message.timestamp) and 0 <= message.timestamp <= _LATEST_TIMESTAMP):
         fixes["timestamp"] = time.time()
-    return dataclasses.replace(message, **fixes) if fixes else message  # type: ignore[arg-type]
+    return dataclasses.replace(message, **fixes) if fixes else message
 
 
 class MessageStore(Database):
@@ -124,7 +125,9 @@ class MessageStore(Database):
         if status is not None:
             query, args = query + " WHERE status = ?", (status,)
         async with self._conn.execute(query, args) as cur:
-            (count,) = await cur.fetchone()  # type: ignore[misc]
+            row = await cur.fetchone()
+        assert row is not None  # COUNT(*) always returns one row
+        (count,) = row
         return int(count)
 
     async def messages_for_chat(self, chat_id: str) -> list[StoredMessage]:

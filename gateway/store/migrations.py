@@ -202,7 +202,9 @@ async def migrate(conn: aiosqlite.Connection, path: Path | None) -> None:
     Each script commits together with its version number, so a crash leaves a known version.
     """
     async with conn.execute("PRAGMA user_version") as cur:
-        (version,) = await cur.fetchone()  # type: ignore[misc]
+        row = await cur.fetchone()
+    assert row is not None  # a PRAGMA read always returns one row
+    (version,) = row
     if 0 < version < len(MIGRATIONS) and path is not None:
         try:
             copy = await asyncio.to_thread(backup_before_migration, path, version)

@@ -97,7 +97,8 @@ class TaskStore(Database):
                 (task_id, scheduled_for),
             ) as cur:
                 row = await cur.fetchone()
-        return TaskRun(*row)  # type: ignore[misc]
+        assert row is not None  # inserted or already there: the INSERT OR IGNORE above
+        return TaskRun(*row)
 
     async def link_task_run(self, task_run_id: int, chat_id: str, external_id: str) -> None:
         """Tie a firing to the chat message that carries its prompt, so the run's end can be logged."""

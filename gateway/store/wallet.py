@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from core.models import WalletDraft, WalletRequest
 from gateway.store.connection import Database
@@ -30,12 +31,12 @@ _WALLET_COLUMNS = (
 
 
 def _wallet_request(row: Iterable[object]) -> WalletRequest:
-    values = list(row)
+    values: list[Any] = list(row)  # SQLite values, converted to the dataclass's types below
     values[8] = int(str(values[8]))
     values[10] = tuple(json.loads(str(values[10])))
     values[17] = int(str(values[17]))
     values[18] = {str(k): int(v) for k, v in json.loads(str(values[18])).items()}
-    return WalletRequest(*values)  # type: ignore[arg-type]
+    return WalletRequest(*values)
 
 
 def _tokens_json(tokens: Mapping[str, int]) -> str:

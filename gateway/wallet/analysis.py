@@ -194,12 +194,12 @@ class TxAnalysis:
     """Tokens leaving *our* holdings (or put in another's control), per call."""
 
 
-def _max_risk(risks: list[str] | tuple[str, ...], floor: str = "low") -> Risk:
+def _max_risk(risks: list[Risk] | tuple[Risk, ...], floor: Risk = "low") -> Risk:
     best = floor
     for risk in risks:
         if RISK_ORDER[risk] > RISK_ORDER[best]:
             best = risk
-    return best  # type: ignore[return-value]
+    return best
 
 
 def _permission_text(permission: FunctionCallPermission) -> str:
@@ -358,7 +358,7 @@ def analyze(tx: Transaction) -> TxAnalysis:
         _delegate(a, tx.signer_id) if type(a) is SignedDelegate else _action(a, receiver) for a in tx.actions
     )
     total = 0
-    risks: list[str] = []
+    risks: list[Risk] = []
     lines: list[str] = []
     moves: list[TokenMove] = []
     for a in actions:

@@ -33,7 +33,7 @@ class InvalidKey(ValueError):
     """A key or signature that is not in NEAR's format."""
 
 
-def _decode(text: str, length: int, what: str) -> bytes:
+def _decode(text: object, length: int, what: str) -> bytes:
     if not isinstance(text, str) or not text.startswith(PREFIX):
         raise InvalidKey(f"{what} must start with {PREFIX!r}")
     body = text[len(PREFIX) :]
@@ -57,7 +57,8 @@ class PublicKey:
             raise InvalidKey("ed25519 public key must be 32 bytes")
 
     @classmethod
-    def from_string(cls, text: str) -> PublicKey:
+    def from_string(cls, text: object) -> PublicKey:
+        """Parse ``ed25519:<base58 32 bytes>``; anything else, a non-string too, is InvalidKey."""
         return cls(_decode(text, PUBLIC_KEY_LEN, "public key"))
 
     def __str__(self) -> str:

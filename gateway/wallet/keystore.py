@@ -590,7 +590,7 @@ class KeyStore:
                 label=validate_label(record.get("label", "")),
                 account_id=_validate_account(record.get("account_id")),
                 network=validate_network(record.get("network")),
-                public_key=PublicKey.from_string(record.get("public_key")),  # type: ignore[arg-type]
+                public_key=PublicKey.from_string(record.get("public_key")),
                 permission=KeyPermission.from_dict(record.get("permission", {})),
                 created_at=str(record.get("created_at", "")),
             )

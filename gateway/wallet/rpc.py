@@ -473,10 +473,12 @@ def _find(obj: object, key: str, depth: int = 0) -> object:
 
 
 def _near(amount: object) -> str:
-    try:
-        return f"{format_near(int(amount))} NEAR"  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        return f"{amount} yoctoNEAR"
+    if isinstance(amount, int | str | float):  # a JSON value; anything else is shown as it is
+        try:
+            return f"{format_near(int(amount))} NEAR"
+        except (TypeError, ValueError):
+            pass
+    return f"{amount} yoctoNEAR"
 
 
 def _compact(obj: object) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass, field
-from typing import final
+from typing import Literal, final, overload
 
 from core.wallet.accounts import validate_account_id
 from gateway.wallet.base58 import b58encode
@@ -265,6 +265,10 @@ def _write_actions(w: Writer, actions: tuple[Action, ...]) -> None:
         a.encode_fields(w)
 
 
+@overload
+def _read_action(r: Reader, *, allow_delegate: Literal[False]) -> NonDelegateAction: ...
+@overload
+def _read_action(r: Reader, *, allow_delegate: bool = True) -> Action: ...
 def _read_action(r: Reader, *, allow_delegate: bool = True) -> Action:
     tag = r.u8()
     if tag == 0:
@@ -286,7 +290,7 @@ def _read_action(r: Reader, *, allow_delegate: bool = True) -> Action:
     if tag == 8 and allow_delegate:
         sender, receiver = r.string(), r.string()
         inner = tuple(_read_action(r, allow_delegate=False) for _ in range(r.u32()))
-        da = DelegateAction(sender, receiver, inner, r.u64(), r.u64(), _read_pk(r))  # type: ignore[arg-type]
+        da = DelegateAction(sender, receiver, inner, r.u64(), r.u64(), _read_pk(r))
         return SignedDelegate(da, _read_sig(r))
     raise ValueError(f"unsupported action tag {tag}")
 

@@ -110,7 +110,7 @@ def _opener() -> Any:
         def proxy_open(self, req: Any, proxy: str, type: str) -> Any:
             # The stdlib implementation minus its proxy_bypass() check.
             from urllib.parse import unquote
-            from urllib.request import _parse_proxy  # type: ignore[attr-defined]
+            from urllib.request import _parse_proxy  # type: ignore[attr-defined]  # private: not in typeshed
 
             orig_type = req.type
             proxy_type, user, password, hostport = _parse_proxy(proxy)
