@@ -20,6 +20,7 @@ from gateway.outbox import Outbox
 from gateway.queue import GroupQueue
 from gateway.registry import GroupRegistry
 from gateway.sandboxes import SandboxPool
+from gateway.scheduler import Scheduler
 from gateway.store import Store
 from gateway.wallet.service import WalletService
 from proxy.process import VaultProcess
@@ -38,6 +39,7 @@ class RunningGateway(Protocol):
     pool: SandboxPool
     outbox: Outbox
     services: AgentServices
+    scheduler: Scheduler
     approvals: Approvals
     wallet: WalletService
     vault: VaultProcess
