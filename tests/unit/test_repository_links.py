@@ -1,5 +1,6 @@
-"""A clone of the repository is complete: nothing in it points outside it, and every invariant
-a comment cites is one of the numbered invariants in docs/ARCHITECTURE.md.
+"""A clone of the repository is complete: nothing in it points outside it, every file the docs
+name exists, and every invariant a comment cites is one of the numbered invariants in
+docs/ARCHITECTURE.md.
 
 This repository was once developed next to a design document that lived outside it; comments
 and the README pointed there, and a public clone had no architecture at all. The architecture
@@ -87,6 +88,34 @@ def broken_links(files: list[Path]) -> list[str]:
     return problems
 
 
+_TOP_LEVEL = ("core", "gateway", "channels", "groups", "proxy", "tests", "benchmarks", "docs", ".ci")
+_CODE_SPAN = re.compile(r"`([^`\s<>]+)`")  # `<name>` placeholders are not paths
+
+
+def _expand(pattern: str) -> list[str]:
+    """`groups/sandbox/{docker,bwrap}.py` → both files."""
+    braces = re.search(r"\{([^}]*)\}", pattern)
+    if braces is None:
+        return [pattern]
+    head, tail = pattern[: braces.start()], pattern[braces.end() :]
+    return [path for alt in braces.group(1).split(",") for path in _expand(head + alt + tail)]
+
+
+def missing_paths(files: list[Path]) -> list[str]:
+    """Repository paths the Markdown files name in code spans that do not exist (any more)."""
+    problems = []
+    for path in files:
+        if path.suffix != ".md" or path.name == "CHANGELOG.md" or (text := _text(path)) is None:
+            continue  # the changelog may name what was moved or removed
+        for span in _CODE_SPAN.findall(text):
+            if not span.startswith(tuple(f"{top}/" for top in _TOP_LEVEL)):
+                continue
+            for candidate in _expand(span.split("::", 1)[0]):  # `tests/x.py::test_y`
+                if not any(ROOT.glob(candidate.rstrip("/"))):  # `tests/…/test_sandbox_hardening*.py`
+                    problems.append(f"{path.relative_to(ROOT)} names {span}, which does not exist")
+    return problems
+
+
 def architecture_invariants(text: str) -> set[int]:
     invariants_part = text.split("## Invariants", 1)[1].split("\n## ", 1)[0]
     return {int(n) for n in _NUMBERED.findall(invariants_part)}
@@ -117,6 +146,11 @@ def test_every_markdown_link_stays_inside_the_repository_and_resolves() -> None:
     assert broken_links(repository_files()) == []
 
 
+def test_every_repository_path_the_docs_name_exists() -> None:
+    # Files move (the store became a package, config moved to core/); the docs must follow.
+    assert missing_paths(repository_files()) == []
+
+
 def test_code_cites_invariants_by_a_number_the_architecture_has() -> None:
     known = architecture_invariants(ARCHITECTURE.read_text(encoding="utf-8"))
     assert known == set(range(1, len(known) + 1)) and len(known) >= 12  # numbered 1..n, none lost
@@ -135,6 +169,8 @@ def test_the_checks_find_outside_paths_bad_links_and_bad_citations(tmp_path: Pat
         doc.write_text(
             "See [design](../../" + "shared/" + "DESIGN" + ".md), [gone](missing.md), "
             "[ok](../README.md) and [web](https://example.org).\n"
+            "`gateway/app.py`, `groups/sandbox/{docker,podman}.py`, `tests/unit/test_gone.py::test_x`,\n"
+            "`tests/unit/test_groupfs*.py`, `core/`, `channels/<name>.py`, `~/.config/clawgate`.\n"
         )
         code = scratch / "module.py"
         code.write_text(
@@ -149,6 +185,10 @@ def test_the_checks_find_outside_paths_bad_links_and_bad_citations(tmp_path: Pat
         assert len(links) == 2
         assert any("links outside the repository" in p for p in links)
         assert any("missing file: missing.md" in p for p in links)
+        assert missing_paths([doc]) == [
+            ".pytest-links-check/notes.md names groups/sandbox/{docker,podman}.py, which does not exist",
+            ".pytest-links-check/notes.md names tests/unit/test_gone.py::test_x, which does not exist",
+        ]
         citations = citation_problems([code], set(range(1, 13)))
         assert citations == [
             ".pytest-links-check/module.py:1 cites invariant 99, which docs/ARCHITECTURE.md does not have",
