@@ -202,7 +202,8 @@ async def _database() -> bool:
 
 def _wallet(cfg: config_mod.Config) -> bool:
     """Wallet keys are optional; when present their file must be private and the policy must name them."""
-    from gateway.wallet.keystore import KEYS_FILE, KeyStore, WalletError
+    from gateway.wallet.keyinfo import WalletError
+    from gateway.wallet.keystore import KEYS_FILE, KeyStore
 
     path = paths.config_dir() / KEYS_FILE
     if not path.exists():

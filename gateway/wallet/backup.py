@@ -55,7 +55,8 @@ from gateway.passphrase_crypto import (
     unb64,
     unseal,
 )
-from gateway.wallet.keystore import KeyInfo, KeyStore, WalletError
+from gateway.wallet.keyinfo import KeyInfo, WalletError
+from gateway.wallet.keystore import KeyStore
 
 __all__ = [
     "DEFAULT_KDF",

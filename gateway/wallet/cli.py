@@ -21,7 +21,8 @@ from core.paths import config_dir
 from core.wallet.accounts import is_near_implicit
 from core.wallet.amounts import parse_near
 from gateway.wallet.backup import MIN_PASSPHRASE_LEN, export_backup, restore_backup
-from gateway.wallet.keystore import NETWORKS, KeyInfo, KeyPermission, KeyStore, WalletError
+from gateway.wallet.keyinfo import NETWORKS, KeyInfo, KeyPermission, WalletError
+from gateway.wallet.keystore import KeyStore
 
 PASSPHRASE_ENV = "CLAWGATE_WALLET_PASSPHRASE"
 

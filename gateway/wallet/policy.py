@@ -48,7 +48,7 @@ def utc_day(ts: float) -> str:
 
 
 class KeyPermissionLike(Protocol):
-    """The shape of `gateway.wallet.keystore.KeyPermission` (not imported: the engine stays standalone)."""
+    """The shape of `gateway.wallet.keyinfo.KeyPermission` (not imported: the engine stays standalone)."""
 
     @property
     def kind(self) -> str: ...  # "full_access" | "function_call"

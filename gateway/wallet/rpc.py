@@ -11,6 +11,12 @@ three answers map to three exception types:
   expired block hash, access key).  Never retried: resending the same bytes cannot succeed.
 * :class:`UnknownAccount` — the account or access key does not exist.
 
+The exception types and the readable text for NEAR's error objects live in
+:mod:`gateway.wallet.rpc_errors`; the typed views of results (:class:`AccessKeyView`,
+:class:`TxOutcome`, ...) and their defensive parsing in :mod:`gateway.wallet.rpc_results`.  This
+module is the transport: one HTTP request per attempt, the retry loop, and the checks that an
+answer is JSON-RPC for *our* request before anything else reads it.
+
 Errors carry human-readable messages (they end up in owner-facing chat) and never embed request
 bodies: a signed transaction is not secret, but dumping it makes errors unreadable.
 """
@@ -25,113 +31,35 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from core.wallet.amounts import format_near
-from gateway.wallet.base58 import b58decode
 from gateway.wallet.keys import PublicKey
+from gateway.wallet.rpc_errors import (
+    InvalidTransaction,
+    RpcError,
+    TransientRpcError,
+    UnknownAccount,
+    classify,
+    snip,
+)
+from gateway.wallet.rpc_results import (
+    AccessKeyView,
+    AccountView,
+    TxOutcome,
+    decode_block_hash,
+    expect_dict,
+    tx_outcome,
+)
 from gateway.wallet.transactions import SignedTransaction
 
 log = logging.getLogger(__name__)
 
 WAIT_UNTIL = ("NONE", "INCLUDED", "EXECUTED_OPTIMISTIC", "INCLUDED_FINAL", "EXECUTED", "FINAL")
 RETRYABLE_HTTP = frozenset({408, 429})
-_SNIPPET = 160
 # JSON-RPC params: NEAR methods take an object, a few (gas_price) a positional array.
 _Params = dict[str, Any] | list[Any]
-
-
-class RpcError(Exception):
-    """A NEAR RPC call failed.  ``name``/``cause``/``data`` are NEAR's structured error fields.
-
-    ``attempts`` is how many HTTP requests were made before giving up; the wallet uses it to
-    know whether an earlier attempt may have reached the node.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        name: str | None = None,
-        cause: str | None = None,
-        data: object = None,
-        info: object = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.name = name
-        self.cause = cause
-        self.data = data
-        self.info = info
-        self.attempts = 1
-
-
-class TransientRpcError(RpcError):
-    """Network failure, timeout, HTTP 5xx/408/429 or NEAR ``TIMEOUT_ERROR`` — worth retrying."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
-
-
-class InvalidTransaction(RpcError):
-    """The node rejected the transaction itself; ``reason`` is NEAR's variant, e.g. ``"InvalidNonce"``."""
-
-    def __init__(self, message: str, *, reason: str | None = None, details: object = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.reason = reason
-        self.details = details
-
-
-class UnknownAccount(RpcError):
-    """``UNKNOWN_ACCOUNT`` or ``UNKNOWN_ACCESS_KEY``: nothing to retry, the thing does not exist."""
-
-
-@dataclass(frozen=True, slots=True)
-class AccessKeyView:
-    nonce: int
-    block_hash: bytes
-    block_height: int
-    permission: object  # raw NEAR JSON: "FullAccess" or {"FunctionCall": {...}}
-
-
-@dataclass(frozen=True, slots=True)
-class AccountView:
-    amount: int  # yoctoNEAR
-    locked: int  # yoctoNEAR
-    storage_usage: int
-    code_hash: str
-    block_height: int
-
-
-@dataclass(frozen=True, slots=True)
-class TxOutcome:
-    """The outcome of ``send_tx``/``tx``.  ``status`` is "success", "failure" or "pending".
-
-    "pending" means the node answered before execution finished (``wait_until`` NONE/INCLUDED, or
-    the receipts are still running); ask :meth:`NearRpc.tx_status` later.  ``error`` is a readable
-    description of a failure; the full NEAR JSON stays in ``raw``.
-    """
-
-    hash: str
-    status: str
-    final_execution_status: str | None
-    raw: dict[str, Any] = field(repr=False)
-    error: str | None = None
-
-    @property
-    def success_value(self) -> bytes | None:
-        """The decoded ``SuccessValue`` bytes (a contract's return value), if any."""
-        status = self.raw.get("status")
-        if isinstance(status, dict) and isinstance(status.get("SuccessValue"), str):
-            try:
-                return base64.b64decode(status["SuccessValue"])
-            except ValueError:
-                return None
-        return None
 
 
 class NearRpc:
@@ -191,7 +119,7 @@ class NearRpc:
                     info=exc.info,
                 ) from None
             raise
-        res = _expect_dict(result, "query view_access_key")
+        res = expect_dict(result, "query view_access_key")
         if isinstance(res.get("error"), str):
             # Older nodes answer an unknown key with a *result* carrying an error string.
             err = res["error"]
@@ -201,11 +129,11 @@ class NearRpc:
                     cause="UNKNOWN_ACCESS_KEY",
                     data=err,
                 )
-            raise RpcError(f"NEAR RPC view_access_key failed: {_snip(err)}", data=err)
+            raise RpcError(f"NEAR RPC view_access_key failed: {snip(err)}", data=err)
         try:
             return AccessKeyView(
                 nonce=int(res["nonce"]),
-                block_hash=_block_hash(res["block_hash"]),
+                block_hash=decode_block_hash(res["block_hash"]),
                 block_height=int(res["block_height"]),
                 permission=res.get("permission"),
             )
@@ -214,27 +142,27 @@ class NearRpc:
 
     async def latest_block_hash(self) -> bytes:
         """The hash of the latest final block (32 bytes), to anchor a new transaction."""
-        result = _expect_dict(await self._call("block", {"finality": "final"}), "block")
+        result = expect_dict(await self._call("block", {"finality": "final"}), "block")
         try:
-            return _block_hash(result["header"]["hash"])
+            return decode_block_hash(result["header"]["hash"])
         except (KeyError, TypeError, ValueError) as exc:
             raise RpcError(f"NEAR RPC block returned an unexpected result ({exc!r})") from None
 
     async def gas_price(self) -> int:
         """The current gas price in yoctoNEAR per gas (NEAR method ``gas_price`` at the latest block)."""
-        result = _expect_dict(await self._call("gas_price", [None]), "gas_price")
+        result = expect_dict(await self._call("gas_price", [None]), "gas_price")
         price = result.get("gas_price")
         if not isinstance(price, str | int) or isinstance(price, bool) or not str(price).isdigit():
-            raise RpcError(f"NEAR RPC gas_price returned an unexpected result ({_snip(str(price))!r})")
+            raise RpcError(f"NEAR RPC gas_price returned an unexpected result ({snip(str(price))!r})")
         return int(price)
 
     async def account(self, account_id: str) -> AccountView:
         params = {"request_type": "view_account", "finality": "final", "account_id": account_id}
-        res = _expect_dict(await self._call("query", params), "query view_account")
+        res = expect_dict(await self._call("query", params), "query view_account")
         if isinstance(res.get("error"), str):
             err = res["error"]
             cls = UnknownAccount if "does not exist" in err else RpcError
-            raise cls(f"account {account_id}: {_snip(err)}", data=err)
+            raise cls(f"account {account_id}: {snip(err)}", data=err)
         try:
             return AccountView(
                 amount=int(res["amount"]),
@@ -265,10 +193,10 @@ class NearRpc:
             "method_name": method,
             "args_base64": base64.b64encode(raw_args).decode("ascii"),
         }
-        res = _expect_dict(await self._call("query", params), "query call_function")
+        res = expect_dict(await self._call("query", params), "query call_function")
         if isinstance(res.get("error"), str):
             err = res["error"]
-            raise RpcError(f"view call {contract_id}.{method} failed: {_snip(err)}", data=err)
+            raise RpcError(f"view call {contract_id}.{method} failed: {snip(err)}", data=err)
         data = res.get("result")
         if not isinstance(data, list) or not all(isinstance(b, int) and 0 <= b < 256 for b in data):
             raise RpcError(f"view call {contract_id}.{method}: result is not a byte array")
@@ -318,7 +246,7 @@ class NearRpc:
                 except RpcError:
                     pass
             raise
-        return _outcome(_expect_dict(result, "send_tx"), tx_hash)
+        return tx_outcome(expect_dict(result, "send_tx"), tx_hash)
 
     async def tx_status(
         self, tx_hash: str, sender_id: str, wait_until: str = "EXECUTED_OPTIMISTIC"
@@ -327,7 +255,7 @@ class NearRpc:
         _check_wait_until(wait_until)
         params = {"tx_hash": tx_hash, "sender_account_id": sender_id, "wait_until": wait_until}
         result = await self._call("tx", params)
-        return _outcome(_expect_dict(result, "tx"), tx_hash)
+        return tx_outcome(expect_dict(result, "tx"), tx_hash)
 
     # -- transport -------------------------------------------------------------------------
 
@@ -383,7 +311,7 @@ class NearRpc:
             payload = None
         if not isinstance(payload, dict) or ("result" not in payload and "error" not in payload):
             what = f"HTTP {status}, {resp.headers.get('content-type', 'no content type')}"
-            snippet = _snip(resp.text)
+            snippet = snip(resp.text)
             if retryable_http:
                 raise TransientRpcError(
                     f"NEAR RPC {method}: node unavailable ({what}): {snippet!r}", retry_after=retry_after
@@ -394,7 +322,7 @@ class NearRpc:
                 f"NEAR RPC {method}: response id {payload.get('id')!r} does not match request id {req_id}"
             )
         if "error" in payload and payload["error"] is not None:
-            err = _classify(method, payload["error"])
+            err = classify(method, payload["error"])
             if type(err) is RpcError and (retryable_http or err.name == "INTERNAL_ERROR"):
                 raise TransientRpcError(
                     err.message,
@@ -422,26 +350,6 @@ def _check_wait_until(wait_until: str) -> None:
         raise ValueError(f"wait_until must be one of {', '.join(WAIT_UNTIL)}; got {wait_until!r}")
 
 
-def _expect_dict(result: object, what: str) -> dict[str, Any]:
-    if not isinstance(result, dict):
-        raise RpcError(f"NEAR RPC {what} returned an unexpected result (not an object)")
-    return result
-
-
-def _block_hash(text: object) -> bytes:
-    if not isinstance(text, str):
-        raise ValueError("block hash is not a string")
-    raw = b58decode(text)
-    if len(raw) != 32:
-        raise ValueError("block hash is not 32 bytes")
-    return raw
-
-
-def _snip(text: str) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= _SNIPPET else text[: _SNIPPET - 1] + "…"
-
-
 def _retry_after(value: str | None) -> float | None:
     """Retry-After as seconds: a number, or an HTTP date."""
     if not value:
@@ -455,191 +363,3 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(when.timestamp() - time.time(), 0.0)
-
-
-def _find(obj: object, key: str, depth: int = 0) -> object:
-    """The value under ``key`` anywhere in nested JSON (NEAR nests InvalidTxError differently
-    across versions: ``cause.info``, ``data``, ``TxExecutionError``...)."""
-    if depth > 6:
-        return None
-    if isinstance(obj, dict):
-        if key in obj:
-            return obj[key]
-        for value in obj.values():
-            found = _find(value, key, depth + 1)
-            if found is not None:
-                return found
-    return None
-
-
-def _near(amount: object) -> str:
-    if isinstance(amount, int | str | float):  # a JSON value; anything else is shown as it is
-        try:
-            return f"{format_near(int(amount))} NEAR"
-        except (TypeError, ValueError):
-            pass
-    return f"{amount} yoctoNEAR"
-
-
-def _compact(obj: object) -> str:
-    return _snip(json.dumps(obj, separators=(",", ":"), sort_keys=True, default=str))
-
-
-def describe_invalid_tx(err: object) -> tuple[str, str]:
-    """(reason, readable text) for a NEAR ``InvalidTxError`` value."""
-    details: object = None
-    if isinstance(err, str):
-        reason = err
-    elif isinstance(err, dict) and len(err) == 1:
-        reason, details = next(iter(err.items()))
-    else:
-        return "Unknown", f"invalid transaction ({_compact(err)})"
-    d = details if isinstance(details, dict) else {}
-    match reason:
-        case "InvalidNonce":
-            text = f"nonce {d.get('tx_nonce')} is not greater than the access key's nonce {d.get('ak_nonce')}"
-        case "NonceTooLarge":
-            text = f"nonce {d.get('tx_nonce')} is too large (upper bound {d.get('upper_bound')})"
-        case "InvalidSignature":
-            text = "the signature does not match the transaction and its public key"
-        case "NotEnoughBalance":
-            text = (
-                f"{d.get('signer_id')} has {_near(d.get('balance'))} available but the transaction "
-                f"costs {_near(d.get('cost'))}"
-            )
-        case "LackBalanceForState":
-            needed = _near(d.get("amount"))
-            text = f"{d.get('signer_id')} would not keep enough balance for storage ({needed})"
-        case "Expired":
-            text = "its block hash is too old or unknown; fetch a fresh block hash and sign again"
-        case "SignerDoesNotExist":
-            text = f"signer account {d.get('signer_id')} does not exist"
-        case "InvalidSignerId":
-            text = f"signer id {d.get('signer_id')!r} is not a valid account id"
-        case "InvalidReceiverId":
-            text = f"receiver id {d.get('receiver_id')!r} is not a valid account id"
-        case "InvalidChain":
-            text = "it was signed for a different chain (block hash from another network)"
-        case "CostOverflow":
-            text = "its cost overflows"
-        case "InvalidAccessKeyError":
-            text = _describe_access_key_error(details)
-        case _:
-            text = f"{reason}" + (f" ({_compact(details)})" if details is not None else "")
-    return reason, text
-
-
-def _describe_access_key_error(err: object) -> str:
-    if isinstance(err, str):
-        kind, d = err, {}
-    elif isinstance(err, dict) and len(err) == 1:
-        kind, raw = next(iter(err.items()))
-        d = raw if isinstance(raw, dict) else {}
-    else:
-        return f"access key error ({_compact(err)})"
-    match kind:
-        case "AccessKeyNotFound":
-            return f"access key {d.get('public_key')} does not exist on account {d.get('account_id')}"
-        case "ReceiverMismatch":
-            return (
-                f"the function-call access key only allows receiver {d.get('ak_receiver')}, "
-                f"not {d.get('tx_receiver')}"
-            )
-        case "MethodNameMismatch":
-            return f"the function-call access key does not allow method {d.get('method_name')!r}"
-        case "RequiresFullAccess":
-            return "the actions require a full-access key"
-        case "NotEnoughAllowance":
-            return (
-                f"the access key's allowance {_near(d.get('allowance'))} is less than the cost "
-                f"{_near(d.get('cost'))}"
-            )
-        case "DepositWithFunctionCall":
-            return "a function-call access key cannot attach a deposit"
-        case _:
-            return f"access key error {kind}" + (f" ({_compact(d)})" if d else "")
-
-
-def _classify(method: str, err: object) -> RpcError:
-    """Turn a JSON-RPC ``error`` object into the matching exception."""
-    if not isinstance(err, dict):
-        return RpcError(f"NEAR RPC {method} failed: {_snip(str(err))}", data=err)
-    name = err.get("name") if isinstance(err.get("name"), str) else None
-    cause_obj = err.get("cause")
-    cause = cause_obj.get("name") if isinstance(cause_obj, dict) else None
-    info = cause_obj.get("info") if isinstance(cause_obj, dict) else None
-    data = err.get("data")
-    kw: dict[str, Any] = {"name": name, "cause": cause, "data": data, "info": info}
-
-    invalid = _find(info, "InvalidTxError")
-    if invalid is None:
-        invalid = _find(data, "InvalidTxError")
-    if cause == "INVALID_TRANSACTION" or invalid is not None:
-        reason, text = describe_invalid_tx(invalid) if invalid is not None else ("Unknown", "invalid")
-        return InvalidTransaction(f"transaction rejected: {text}", reason=reason, details=invalid, **kw)
-
-    i = info if isinstance(info, dict) else {}
-    if cause == "UNKNOWN_ACCOUNT":
-        return UnknownAccount(f"account {i.get('requested_account_id', '?')} does not exist", **kw)
-    if cause == "UNKNOWN_ACCESS_KEY":
-        return UnknownAccount(f"access key {i.get('public_key', '?')} does not exist", **kw)
-    if cause == "TIMEOUT_ERROR":
-        return TransientRpcError(f"NEAR RPC {method}: the node timed out waiting for the result", **kw)
-    if isinstance(data, str) and "does not exist while viewing" in data:  # pre-structured-errors nodes
-        return UnknownAccount(_snip(data), **kw)
-
-    detail = ""
-    if isinstance(info, dict) and info:
-        if isinstance(info.get("vm_error"), str):
-            detail = info["vm_error"]
-        elif isinstance(info.get("error_message"), str):
-            detail = info["error_message"]
-        else:
-            detail = _compact(info)
-    elif isinstance(data, str):
-        detail = data
-    elif data is not None:
-        detail = _compact(data)
-    elif isinstance(err.get("message"), str):
-        detail = err["message"]
-    label = cause or name or "error"
-    if cause == "UNKNOWN_TRANSACTION":
-        return RpcError(f"NEAR RPC {method}: transaction not known to the node ({_snip(detail)})", **kw)
-    return RpcError(f"NEAR RPC {method} failed: {label}" + (f": {_snip(detail)}" if detail else ""), **kw)
-
-
-def describe_failure(failure: object) -> str:
-    """Readable text for a ``Failure`` execution status (``ActionError`` or ``InvalidTxError``)."""
-    if isinstance(failure, dict):
-        if "ActionError" in failure and isinstance(failure["ActionError"], dict):
-            ae = failure["ActionError"]
-            kind = ae.get("kind")
-            where = f"action {ae['index']}" if ae.get("index") is not None else "an action"
-            if isinstance(kind, dict) and len(kind) == 1:
-                k, v = next(iter(kind.items()))
-                if k == "FunctionCallError" and isinstance(v, dict) and len(v) == 1:
-                    fk, fv = next(iter(v.items()))
-                    why = _snip(fv) if isinstance(fv, str) else _compact(fv)
-                    return f"{where} failed: FunctionCallError: {fk}: {why}"
-                return f"{where} failed: {k}" + (f" ({_compact(v)})" if v else "")
-            return f"{where} failed: {_compact(kind)}"
-        if "InvalidTxError" in failure:
-            return "transaction invalid: " + describe_invalid_tx(failure["InvalidTxError"])[1]
-    return f"transaction failed: {_compact(failure)}"
-
-
-def _outcome(result: dict[str, Any], tx_hash: str) -> TxOutcome:
-    fes = result.get("final_execution_status")
-    status_obj = result.get("status")
-    error = None
-    if isinstance(status_obj, dict) and "SuccessValue" in status_obj:
-        status = "success"
-    elif isinstance(status_obj, dict) and "Failure" in status_obj:
-        status = "failure"
-        error = describe_failure(status_obj["Failure"])
-    else:  # NotStarted / Started / absent (wait_until NONE or INCLUDED)
-        status = "pending"
-    tx = result.get("transaction")
-    seen = tx.get("hash") if isinstance(tx, dict) else None
-    h = seen if isinstance(seen, str) else tx_hash
-    return TxOutcome(h, status, fes if isinstance(fes, str) else None, result, error)

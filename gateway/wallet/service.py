@@ -47,9 +47,11 @@ from gateway.wallet import nep413
 from gateway.wallet.analysis import TxAnalysis, analyze
 from gateway.wallet.decision import DaySpend, Decision
 from gateway.wallet.fees import max_fee, tokens_burnt
-from gateway.wallet.keystore import KeyInfo, KeyStore, WalletError
+from gateway.wallet.keyinfo import KeyInfo, WalletError
+from gateway.wallet.keystore import KeyStore
 from gateway.wallet.policy import PolicyEngine, utc_day
-from gateway.wallet.rpc import InvalidTransaction, NearRpc, RpcError, TransientRpcError
+from gateway.wallet.rpc import NearRpc
+from gateway.wallet.rpc_errors import InvalidTransaction, RpcError, TransientRpcError
 from gateway.wallet.tokens import UNBOUNDED_CHARGE, ledger_charges
 from gateway.wallet.transactions import Action, FunctionCall, Transaction, Transfer
 

@@ -30,7 +30,8 @@ from typing import Any
 from gateway.app import Gateway
 from gateway.ipc_protocol import Caller
 from gateway.wallet.base58 import b58decode, b58encode
-from gateway.wallet.keystore import KeyInfo, KeyStore
+from gateway.wallet.keyinfo import KeyInfo
+from gateway.wallet.keystore import KeyStore
 from tests.fakes.model_server import FakeModelServer, Recorded, anthropic_text, last_user_text
 from tests.fakes.near_rpc import FakeNearRpc
 from tests.fakes.telegram_api import FakeBotApi, check_html

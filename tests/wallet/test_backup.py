@@ -19,8 +19,9 @@ from gateway.wallet.backup import (
     read_backup_header,
     restore_backup,
 )
+from gateway.wallet.keyinfo import KeyPermission, WalletError
 from gateway.wallet.keys import KeyPair
-from gateway.wallet.keystore import KEYS_FILE, KeyPermission, KeyStore, WalletError
+from gateway.wallet.keystore import KEYS_FILE, KeyStore
 
 FAST = KdfParams(memory_kib=8192, iterations=1, lanes=1)
 PASS = "correct horse battery"

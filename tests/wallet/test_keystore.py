@@ -15,8 +15,9 @@ import pytest
 
 from core.wallet.accounts import implicit_account_id
 from core.wallet.amounts import parse_near
+from gateway.wallet.keyinfo import KeyInfo, KeyPermission, WalletError
 from gateway.wallet.keys import KeyPair
-from gateway.wallet.keystore import KEYS_FILE, KeyInfo, KeyPermission, KeyStore, WalletError
+from gateway.wallet.keystore import KEYS_FILE, KeyStore
 
 
 @pytest.fixture

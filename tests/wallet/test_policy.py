@@ -40,7 +40,7 @@ DAILY = parse_near("10")
 
 @dataclass(frozen=True, slots=True)
 class Perm:
-    """Shaped like gateway.wallet.keystore.KeyPermission."""
+    """Shaped like gateway.wallet.keyinfo.KeyPermission."""
 
     kind: str = "full_access"
     receiver_id: str | None = None

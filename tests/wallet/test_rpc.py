@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from gateway.wallet.keys import KeyPair
-from gateway.wallet.rpc import (
+from gateway.wallet.rpc import NearRpc
+from gateway.wallet.rpc_errors import (
     InvalidTransaction,
-    NearRpc,
     RpcError,
     TransientRpcError,
     UnknownAccount,

@@ -21,7 +21,8 @@ from core.wallet.amounts import parse_near
 from core.wallet.settings import WalletConfig
 from gateway.ipc_protocol import Caller, IpcError
 from gateway.wallet import nep413
-from gateway.wallet.keystore import KeyInfo, KeyStore
+from gateway.wallet.keyinfo import KeyInfo
+from gateway.wallet.keystore import KeyStore
 from gateway.wallet.policy import utc_day
 from gateway.wallet.rpc import NearRpc
 from gateway.wallet.service import WalletService
