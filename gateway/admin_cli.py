@@ -13,14 +13,17 @@ import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import click
 
 from core import paths
 
+if TYPE_CHECKING:  # imported where used: the CLI starts without loading the store
+    from gateway.store import Store
 
-def _with_store[T](action: Callable[[Any], Awaitable[T]]) -> T:
+
+def _with_store[T](action: Callable[[Store], Awaitable[T]]) -> T:
     from core.paths import DATABASE
     from gateway.store import Store
 
@@ -92,7 +95,7 @@ def groups_register(chat_id: str, name: str, trigger: str | None, no_trigger: bo
         except config_mod.ConfigError as exc:
             raise click.ClickException(str(exc)) from None
 
-    async def register(store: Any) -> None:
+    async def register(store: Store) -> None:
         registry = GroupRegistry(store)
         await registry.load()
         await registry.register(Group(name, chat_id, name, trigger, not no_trigger, False))
@@ -111,7 +114,7 @@ def groups_unregister(name: str) -> None:
     """Unregister the group NAME (its folder and files are kept)."""
     from gateway.registry import GroupRegistry
 
-    async def unregister(store: Any) -> bool:
+    async def unregister(store: Store) -> bool:
         registry = GroupRegistry(store)
         await registry.load()
         return await registry.unregister(name)
@@ -158,18 +161,19 @@ def dlq_retry(letter_id: str) -> None:
     """Queue dead letter LETTER_ID again (its messages are answered, or its reply is sent)."""
     number = _letter_id(letter_id)
 
-    async def retry(store: Any) -> str | None:
+    async def retry(store: Store) -> str | None:
         letter = await store.dead_letter(number)
         if letter is None:
             return None
         kind, ref, payload = letter
+        # The JSON the store wrote for this kind of letter (dead_letter_pending, dead_letter_reply).
         if kind == "run":
-            ids = [int(i) for i in payload.get("message_ids", [])]
+            ids = [int(i) for i in cast("list[int | str]", payload.get("message_ids", []))]
             revived = await store.revive_messages(ids)
             await store.drop_dead_letter(number)
             return f"{revived} message(s) of {ref} will be answered again"
         if kind == "reply":
-            await store.revive_reply(int(payload["outbox_id"]))
+            await store.revive_reply(int(cast("int | str", payload["outbox_id"])))
             await store.drop_dead_letter(number)
             return f"reply {ref} will be sent again"
         raise click.ClickException(f"dead letter #{number} has unknown kind {kind!r}; drop it instead")
@@ -214,18 +218,20 @@ def status_cli() -> None:
         click.echo("no database yet: run `clawgate run` once")
         sys.exit(1)
 
-    async def offline(store: Any) -> list[str]:
+    async def offline(store: Store) -> list[str]:
         groups = await store.groups()
         tasks = await store.tasks(statuses=("active",))
-        upcoming = sorted((t for t in tasks if t.next_run_at is not None), key=lambda t: t.next_run_at)
+        upcoming = sorted(
+            ((t.next_run_at, t) for t in tasks if t.next_run_at is not None), key=lambda pair: pair[0]
+        )
         lines = [
             f"groups: {len(groups)}" + (" (" + ", ".join(g.folder for g in groups) + ")" if groups else ""),
             f"messages pending: {await store.count_messages('pending')}",
             f"dead letters: {len(await store.dead_letters())}",
             f"active tasks: {len(tasks)}",
         ]
-        for task in upcoming[:3]:
-            wait = max(0, int(task.next_run_at - time.time()))
+        for next_run_at, task in upcoming[:3]:
+            wait = max(0, int(next_run_at - time.time()))
             lines.append(f"next task {task.id} ({task.folder}) in {_age(wait)}")
         return lines
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import docker
 from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.models.containers import Container
 from docker.types import Mount, Ulimit
 
 from groups.folders import INBOX_IN_SANDBOX
@@ -127,8 +128,9 @@ def container_kwargs(spec: SandboxSpec, runtime: str = "runc") -> dict[str, Any]
 class DockerSandbox:
     """A running container; `exited` resolves when it stops for any reason."""
 
-    def __init__(self, folder: str, container: Any, waiter: ThreadPoolExecutor) -> None:
+    def __init__(self, folder: str, container: Container, waiter: ThreadPoolExecutor) -> None:
         self.folder = folder
+        assert container.id is not None  # a container the engine created has an id
         self.id: str = container.id
         self._container = container
         loop = asyncio.get_running_loop()

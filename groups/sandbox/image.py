@@ -15,11 +15,14 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 DEFAULT_BASE = "python:3.12-slim"
 LOCAL_BASE = "clawgate-base:bookworm"
@@ -42,7 +45,7 @@ def agent_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def image_is_current(client: Any, image: str) -> bool:
+def image_is_current(client: DockerClient, image: str) -> bool:
     """Whether the image carries the agent runtime of this checkout (False if missing or stale)."""
     try:
         labels = client.images.get(image).labels or {}
@@ -55,7 +58,7 @@ class ImageBuildError(Exception):
     """The image could not be built; the message says why and what to install."""
 
 
-def _has_image(client: Any, name: str) -> bool:
+def _has_image(client: DockerClient, name: str) -> bool:
     try:
         client.images.get(name)
         return True
@@ -63,7 +66,7 @@ def _has_image(client: Any, name: str) -> bool:
         return False
 
 
-def _try_pull(client: Any, name: str, progress: Progress) -> bool:
+def _try_pull(client: DockerClient, name: str, progress: Progress) -> bool:
     progress(f"pulling {name} …")
     try:
         client.images.pull(name)
@@ -73,7 +76,7 @@ def _try_pull(client: Any, name: str, progress: Progress) -> bool:
         return False
 
 
-def build_local_base(client: Any, progress: Progress, mirror: str | None = None) -> str:
+def build_local_base(client: DockerClient, progress: Progress, mirror: str | None = None) -> str:
     """debootstrap a minimal Debian with python3 and import it as `clawgate-base:bookworm`."""
     if os.geteuid() != 0:
         raise ImageBuildError("building the local base image needs root (debootstrap); run with sudo")
@@ -109,7 +112,7 @@ def build_local_base(client: Any, progress: Progress, mirror: str | None = None)
     return LOCAL_BASE
 
 
-def choose_base(client: Any, requested: str | None, progress: Progress) -> str:
+def choose_base(client: DockerClient, requested: str | None, progress: Progress) -> str:
     """The requested base if given; else the public default if present or pullable; else a local one."""
     if requested:
         if not _has_image(client, requested) and not _try_pull(client, requested, progress):
@@ -123,7 +126,7 @@ def choose_base(client: Any, requested: str | None, progress: Progress) -> str:
     return build_local_base(client, progress)
 
 
-def build_image(client: Any, tag: str, base: str | None, progress: Progress) -> str:
+def build_image(client: DockerClient, tag: str, base: str | None, progress: Progress) -> str:
     """Build `Dockerfile.sandbox` on the chosen base, streaming the build log; returns the image id."""
     dockerfile = PROJECT_ROOT / "Dockerfile.sandbox"
     if not dockerfile.exists():
@@ -151,7 +154,11 @@ def build_image(client: Any, tag: str, base: str | None, progress: Progress) -> 
                 image_id = chunk["aux"]["ID"]
     except (BuildError, APIError) as exc:
         raise ImageBuildError(f"docker build failed: {exc}") from None
-    return image_id or client.images.get(tag).id
+    if image_id:
+        return image_id
+    built = client.images.get(tag).id
+    assert built is not None  # an image the engine just found has an id
+    return built
 
 
 def _harden_tree(root: Path) -> None:
@@ -181,7 +188,9 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def export_rootfs(client: Any, image: str, dest_dir: Path, progress: Progress = lambda _: None) -> Path:
+def export_rootfs(
+    client: DockerClient, image: str, dest_dir: Path, progress: Progress = lambda _: None
+) -> Path:
     """Export `image`'s filesystem to `dest_dir/<image-id-short>/` for the bwrap backend.
 
     A container is created (never started) and `docker export`ed into a temp dir that is
@@ -219,7 +228,9 @@ def export_rootfs(client: Any, image: str, dest_dir: Path, progress: Progress = 
         )
         assert tar.stdin is not None
         try:
-            for chunk in container.export():
+            # types-docker says export() returns str; docker-py yields the tar stream as bytes chunks.
+            chunks: Iterator[bytes] = container.export()  # type: ignore[assignment]
+            for chunk in chunks:
                 tar.stdin.write(chunk)
         finally:
             tar.stdin.close()

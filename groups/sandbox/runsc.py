@@ -17,10 +17,13 @@ import socket
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from docker.errors import DockerException, ImageNotFound
 from docker.types import Mount
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 RUNSC = "runsc"
 RUNSC_PATH = "/usr/bin/runsc"
@@ -55,7 +58,7 @@ def fix_hint() -> str:
     )
 
 
-def runtime_problem(client: Any, runtime: str) -> str | None:
+def runtime_problem(client: DockerClient, runtime: str) -> str | None:
     """None when the engine has `runtime` registered as clawgate needs it (runc always is), else the fix.
 
     Read from `docker info`, without starting anything: a runsc that may not open host sockets
@@ -87,7 +90,7 @@ def _serve_once(server: socket.socket) -> None:
             conn.sendall(_PROBE_REPLY)
 
 
-def probe(client: Any, image: str) -> str | None:
+def probe(client: DockerClient, image: str) -> str | None:
     """None when a gVisor container of `image` starts and reaches a host unix socket, else why not.
 
     Blocking (runs a container); call it in a thread from async code. The container is
