@@ -28,6 +28,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -516,7 +517,7 @@ class SlackChannel:
             channel=channel, ts=ts, text=escape(f"{prompt.title}: {outcome.state}"), blocks=blocks
         )
 
-    async def _handle_action(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+    async def _handle_action(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()  # first, always: Slack shows an error if this takes more than 3 s
         on_button = self._on_button
         user = body.get("user") or {}

@@ -21,7 +21,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,12 @@ audit = logging.getLogger("clawgate.audit")
 class _Counted(asyncio.StreamReaderProtocol):
     """The usual stream protocol, telling its server when the connection is gone for good."""
 
-    def __init__(self, reader: asyncio.StreamReader, serve: Any, closed: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+        closed: Callable[[], None],
+    ) -> None:
         super().__init__(reader, serve)
         self._on_closed: Callable[[], None] | None = closed
 
