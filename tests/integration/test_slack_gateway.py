@@ -61,7 +61,9 @@ async def start_gateway(  # type: ignore[no-untyped-def]
     dirs, model_server, sandbox_image, docker_client, fake
 ) -> AsyncIterator[Factory]:
     config_dir, data_dir = dirs
-    SecretStore(config_dir).add("anthropic", REAL_KEY, model_server.host_port, "x-api-key", "{value}")
+    SecretStore(config_dir).add(  # team's turns call the model too: the key is scoped to it
+        "anthropic", REAL_KEY, model_server.host_port, "x-api-key", "{value}", groups=("main", "team")
+    )
     started: list[Gateway] = []
 
     async def start(mode: str = "socket") -> Gateway:
@@ -143,9 +145,13 @@ async def ask(
 ) -> tuple[asyncio.Task, str, Call]:
     """Start an approval request as a task; returns it, its id and the Block Kit prompt."""
     before = len(posts(fake, MAIN))
+
+    def prompts() -> list[Call]:  # other notices may reach the main chat meanwhile
+        return [c for c in posts(fake, MAIN)[before:] if "blocks" in c.args]
+
     task = asyncio.create_task(gw.approvals.request_approval(title, "to **bob.near**", "team", expires_in))
-    await fake.wait_until(lambda: len(posts(fake, MAIN)) > before)
-    prompt = posts(fake, MAIN)[-1]
+    await fake.wait_until(lambda: len(prompts()) > 0)
+    [prompt] = prompts()
     approval_id = buttons(prompt)[0]["value"]
     assert [(b["action_id"], b["value"]) for b in buttons(prompt)] == [
         ("clawgate_approve", approval_id),
