@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from channels.base import Channel, ChannelUnavailable
 from core.config import Config, ConfigError
@@ -282,26 +282,16 @@ class Gateway:
 
     async def _start_metrics_server(self) -> None:
         """Bound early, so a busy port fails the start-up; it answers 503 until start() is done."""
-        settings = self.config.metrics
-        if not settings.enabled:
+        if not self.config.metrics.enabled:
             return
-        from gateway import health
         from gateway.metrics import GatewayMetrics
-        from gateway.metrics_http import EndpointUnavailable, MetricsServer
+        from gateway.metrics_http import EndpointUnavailable, serve
 
-        metrics = self.metrics = GatewayMetrics()  # a registry per gateway: several never collide
-        server = MetricsServer(settings, lambda: health.check(self, metrics), self._render_metrics)
+        self.metrics = GatewayMetrics()  # a registry per gateway: several in one process never collide
         try:
-            await server.start()
+            self.metrics_server = await serve(self.config.metrics, self, self.metrics)
         except EndpointUnavailable as exc:
             raise StartupError(str(exc)) from None
-        self.metrics_server = server
-
-    async def _render_metrics(self) -> bytes:
-        assert self.metrics is not None  # the server exists only with its metrics
-        if self._started:
-            await self.metrics.refresh(self)
-        return self.metrics.render()
 
     def _preflight(self, findings: list[preflight.Finding]) -> None:
         """Warnings are logged and kept for `run` to print; the first error stops the start."""
@@ -331,7 +321,7 @@ class Gateway:
             input_closed=self.input_closed,
             # the disk guard is made after the channels: looked up when an attachment comes
             group_inbox=GroupInboxes(self.registry, lambda folder: self.disk.refusal(folder), self.data_dir),
-            on_migrate=self._on_chat_migrated,
+            on_migrate=self.registry.follow_migration,
         )
 
     async def _ensure_main_group(self) -> None:
@@ -339,30 +329,8 @@ class Gateway:
         chat_id = self.config.main_chat or (
             self.config.console.main_chat if self.config.console.enabled else None
         )
-        if chat_id is None:
-            return
-        main = self.registry.main
-        if main is None:
-            await self.registry.register(
-                Group(
-                    folder="main",
-                    chat_id=chat_id,
-                    name="main",
-                    trigger=self.config.default_trigger,
-                    requires_trigger=False,
-                    is_main=True,
-                )
-            )
-        elif main.chat_id != chat_id:
-            log.warning("the main chat moves from %s to %s (config main_chat)", main.chat_id, chat_id)
-            await self.registry.move_chat(main.folder, chat_id)
-
-    async def _on_chat_migrated(self, old_chat_id: str, new_chat_id: str) -> None:
-        """A Telegram group became a supergroup: its registration follows it."""
-        group = self.registry.for_chat(old_chat_id)
-        if group is not None and self.registry.for_chat(new_chat_id) is None:
-            await self.registry.move_chat(group.folder, new_chat_id)
-            log.warning("group %s moved from %s to %s", group.folder, old_chat_id, new_chat_id)
+        if chat_id is not None:
+            await self.registry.ensure_main(chat_id, self.config.default_trigger)
 
     async def ingest(self, message: InboundMessage) -> str:
         status = await self.router.ingest(message)
@@ -397,29 +365,6 @@ class Gateway:
     def _main_chat_id(self) -> str | None:
         main = self.registry.main
         return None if main is None else main.chat_id
-
-    async def retry_dead_letter(self, letter_id: int) -> bool:
-        """An admin's /retry: put a dead letter's work back in the queue."""
-        letter = await self.store.dead_letter(letter_id)
-        if letter is None:
-            return False
-        kind, ref, payload = letter
-        # The payload is the JSON the store wrote for this kind of letter (dead_letter_pending,
-        # dead_letter_reply): a list of message ids for a run, the outbox row id for a reply.
-        if kind == "run":
-            ids = [int(i) for i in cast("list[int | str]", payload.get("message_ids", []))]
-            await self.store.revive_messages(ids)
-            await self.store.drop_dead_letter(letter_id)
-            if self.registry.by_folder(ref) is not None:
-                self.queue.wake(ref)
-        elif kind == "reply":
-            entry_id = int(cast("int | str", payload["outbox_id"]))
-            await self.store.revive_reply(entry_id)
-            await self.store.drop_dead_letter(letter_id)
-            await self.outbox.flush([entry_id])
-        else:
-            return False
-        return True
 
     def reload_config(self) -> bool:
         """SIGHUP: re-read config.toml, apply what can change live, name what needs a restart.
@@ -469,7 +414,7 @@ class Gateway:
 
         A message whose turn failed transiently has a retry armed while its lane is idle; that
         is not "answered", so drain waits for the retry (bounded: after `[retry] max_attempts`
-        the messages become a dead letter, see `unanswered`).
+        the messages become a dead letter, see `gateway.dead_letters.newer_than`).
         """
         while True:
             await self.queue.wait_idle()
@@ -478,18 +423,6 @@ class Gateway:
             if wait is None:
                 return
             await asyncio.sleep(wait + 0.01)
-
-    async def unanswered(self, since_letter: int) -> list[str]:
-        """Dead letters newer than `since_letter`, one line each, for a scripted run's exit."""
-        return [
-            f"dead letter #{letter_id} ({kind} {ref}): {reason}"
-            for letter_id, kind, ref, reason in await self.store.dead_letters()
-            if letter_id > since_letter
-        ]
-
-    async def last_dead_letter(self) -> int:
-        letters = await self.store.dead_letters()
-        return letters[-1][0] if letters else 0
 
     async def stop(self, grace_s: float = 30) -> None:
         if not self._started:

@@ -68,7 +68,7 @@ def run(verbose: bool, grace: float) -> None:
     SIGHUP reloads config.toml (what can change live); SIGTERM/SIGINT stop gracefully.
     """
     from core import redaction
-    from gateway import console_mode
+    from gateway import console_mode, dead_letters
     from gateway.app import Gateway, StartupError
     from gateway.logs import FILE_ONLY, configure
 
@@ -125,12 +125,12 @@ def run(verbose: bool, grace: float) -> None:
             mode,
         )
         click.echo(f"clawgate: ready (logs: {log_path})", err=True)
-        letters_before = await gateway.last_dead_letter()
+        letters_before = await dead_letters.last_id(gateway.store)
 
         async def finish_when_input_ends() -> None:
             await gateway.input_closed.wait()
             await gateway.drain()  # waits for armed retries too (bounded by [retry])
-            unanswered.extend(await gateway.unanswered(letters_before))
+            unanswered.extend(await dead_letters.newer_than(gateway.store, letters_before))
             stop.set()
 
         eof = asyncio.create_task(finish_when_input_ends())

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from channels.base import ButtonPress
 from channels.console import OWNER_ID
 from core.models import Group, InboundMessage
+from gateway import dead_letters
 from groups import groupfs
 from groups.folders import group_dirs, validate_folder
 
@@ -283,7 +284,7 @@ class AdminCommands:
 
     async def _cmd_retry(self, args: list[str]) -> str:
         letter = self._letter_id(args)
-        if not await self.gw.retry_dead_letter(letter):
+        if not await dead_letters.retry(self.gw, letter):
             raise UsageError(f"no dead letter #{letter}")
         return f"dead letter #{letter} queued again"
 

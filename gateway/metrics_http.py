@@ -12,17 +12,36 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from core.config import MetricsConfig, is_loopback
+from gateway import health
+
+if TYPE_CHECKING:
+    from gateway.metrics import GatewayMetrics
+    from gateway.running import RunningGateway
 
 log = logging.getLogger(__name__)
 
 HealthCheck = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 Render = Callable[[], Awaitable[bytes]]
+
+
+async def serve(settings: MetricsConfig, gw: RunningGateway, metrics: GatewayMetrics) -> MetricsServer:
+    """One gateway's endpoint, bound (or EndpointUnavailable): /healthz from `gateway.health`,
+    /metrics from its registry, whose snapshot is refreshed at each scrape once the gateway runs."""
+
+    async def render() -> bytes:
+        if gw.running:
+            await metrics.refresh(gw)
+        return metrics.render()
+
+    server = MetricsServer(settings, lambda: health.check(gw, metrics), render)
+    await server.start()
+    return server
 
 
 class EndpointUnavailable(Exception):

@@ -6,11 +6,14 @@ to the store first and only then to memory.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 from core.models import Group
 from gateway.store import Store
 from groups.folders import validate_folder
+
+log = logging.getLogger(__name__)
 
 
 class GroupRegistry:
@@ -73,6 +76,31 @@ class GroupRegistry:
         self._by_chat[chat_id] = updated
         self._by_folder[folder] = updated
         return updated
+
+    async def ensure_main(self, chat_id: str, trigger: str) -> None:
+        """At start: the main group exists and lives in `chat_id` (it moves when the config says so)."""
+        main = self.main
+        if main is None:
+            await self.register(
+                Group(
+                    folder="main",
+                    chat_id=chat_id,
+                    name="main",
+                    trigger=trigger,
+                    requires_trigger=False,
+                    is_main=True,
+                )
+            )
+        elif main.chat_id != chat_id:
+            log.warning("the main chat moves from %s to %s (config main_chat)", main.chat_id, chat_id)
+            await self.move_chat(main.folder, chat_id)
+
+    async def follow_migration(self, old_chat_id: str, new_chat_id: str) -> None:
+        """A Telegram group became a supergroup: its registration follows it."""
+        group = self.for_chat(old_chat_id)
+        if group is not None and self.for_chat(new_chat_id) is None:
+            await self.move_chat(group.folder, new_chat_id)
+            log.warning("group %s moved from %s to %s", group.folder, old_chat_id, new_chat_id)
 
     async def set_mounts(self, folder: str, mounts: list[object]) -> Group:
         """Replace a group's extra-mount requests; they are validated against the allowlist at start."""

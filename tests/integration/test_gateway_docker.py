@@ -309,7 +309,7 @@ async def test_main_chat_can_live_in_another_channel_and_move(dirs, model_server
         assert gw.registry.main is not None and gw.registry.main.chat_id == "tg:-5"
         await gw.ingest(tg.message("/chatid", chat_id="tg:-5", sender="tg:1"))
         assert (await tg.wait_for(1))[0] == ("tg:-5", "This chat's id: tg:-5")
-        await gw._on_chat_migrated("tg:-5", "tg:-1005")  # the group became a supergroup
+        await gw.registry.follow_migration("tg:-5", "tg:-1005")  # the group became a supergroup
         assert gw.registry.main.chat_id == "tg:-1005" and gw.registry.for_chat("tg:-5") is None
     finally:
         await gw.stop(grace_s=5)
