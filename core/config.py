@@ -96,6 +96,20 @@ class SandboxConfig(_Section):
         return self
 
 
+class AgentConfig(_Section):
+    """The agent inside each group's sandbox (README 'Configuration', 'Memory and compaction')."""
+
+    max_model_calls: int = Field(
+        25, ge=1, le=500, description="model calls one turn may make (tool loop) before it gives up"
+    )
+    history_budget_tokens: int = Field(
+        40_000,
+        ge=1_000,
+        le=2_000_000,
+        description="estimated tokens of history sent per request; past it older turns are summarised",
+    )
+
+
 class IpcConfig(_Section):
     """What one group's `ipc.sock` may cost the host (see gateway.ipc_limits; README 'Configuration')."""
 
@@ -354,6 +368,7 @@ class Config(_Section):
     context_messages: int = Field(50, ge=0, le=1000, description="untriggered messages kept as context")
     model: ModelConfig = ModelConfig()
     sandbox: SandboxConfig = SandboxConfig()
+    agent: AgentConfig = AgentConfig()
     vault: VaultConfig = VaultConfig()
     console: ConsoleConfig = ConsoleConfig()
     slack: SlackConfig = Field(default_factory=SlackConfig)

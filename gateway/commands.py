@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from gateway.running import RunningGateway
 
 PUBLIC = ("help", "chatid", "whoami")
+# The built-in agent (groups/agent/history.py) compacts its history at the next turn when this
+# file exists next to it, then removes it.
+COMPACT_REQUEST = ".clawgate/compact-requested"
+USAGE_WINDOW_S = 24 * 3600
 USAGE: dict[str, str] = {
     "help": "/help — the commands you may run",
     "chatid": "/chatid — this chat's id (to register it)",
@@ -41,6 +45,7 @@ USAGE: dict[str, str] = {
     "cancel": "/cancel <task-id>",
     "stop": "/stop <group> — stop that group's container now",
     "reset": "/reset <group> — clear that group's agent session",
+    "compact": "/compact <group> — summarise that group's older conversation at its next turn",
     "dlq": "/dlq — dead letters",
     "retry": "/retry <dead-letter-id>",
     "drop": "/drop <dead-letter-id>",
@@ -159,6 +164,14 @@ class AdminCommands:
             f"vault: {'healthy' if await gw.vault.healthy() else 'DOWN'}",
             f"dead letters: {len(await gw.store.dead_letters())}",
         ]
+        usage = await gw.store.model_usage(since=time.time() - USAGE_WINDOW_S)
+        if usage:
+            lines.append(
+                f"model tokens (24h): {sum(u.input_tokens for u in usage)} in, "
+                f"{sum(u.output_tokens for u in usage)} out, "
+                f"{sum(u.cache_read_tokens for u in usage)} cache read, "
+                f"{sum(u.cache_write_tokens for u in usage)} cache write"
+            )
         tasks = gw.services.tasks
         if tasks is not None:
             upcoming = sorted(
@@ -267,6 +280,19 @@ class AdminCommands:
         await groupfs.aremove_tree(group_dirs(self.gw.data_dir, group.folder).group, ".clawgate")
         await self.gw.store.set_session(group.folder, f"reset-{int(time.time())}")
         return f"cleared the agent session of {group.folder}"
+
+    async def _cmd_compact(self, args: list[str]) -> str:
+        self._arity(args, 1)
+        group = self._group(args[0])
+        root = group_dirs(self.gw.data_dir, group.folder).group
+        try:
+            # Never creates `.clawgate`: made by the gateway (root) it would shut the agent out of it.
+            await groupfs.awrite_bytes(root, COMPACT_REQUEST, b"requested with /compact\n")
+        except FileNotFoundError:
+            return f"{group.folder} has no conversation history yet; nothing to compact"
+        except OSError as exc:
+            return f"could not ask {group.folder} to compact its history: {exc}"
+        return f"{group.folder}: its older conversation will be summarised at its next turn"
 
     async def _cmd_dlq(self, args: list[str]) -> str:
         self._arity(args, 0)

@@ -67,6 +67,8 @@ def agent_environment(
         "CLAWGATE_MODEL_BASE_URL": config.model.base_url,
         "CLAWGATE_MAX_TOKENS": str(config.model.max_tokens),
         "CLAWGATE_MODEL_TIMEOUT": str(config.model.timeout_s),
+        "CLAWGATE_MAX_MODEL_CALLS": str(config.agent.max_model_calls),
+        "CLAWGATE_HISTORY_BUDGET_TOKENS": str(config.agent.history_budget_tokens),
         "CLAWGATE_ASSISTANT_NAME": config.assistant_name,
         "CLAWGATE_GROUP": group.folder,
         "CLAWGATE_IS_MAIN": "1" if group.is_main else "0",

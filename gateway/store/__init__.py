@@ -14,6 +14,7 @@ concern, one module per group of tables, each readable on its own:
     tasks.py         scheduled tasks and their firings
     approvals.py     owner approvals, decided exactly once
     wallet.py        wallet requests, the daily spend ledger, policy settings
+    usage.py         model tokens used per group, run and model (reported by the agents)
     retention.py     emptying and deleting old rows
 
 Why one class made of mixins rather than a repository object per concern: every concern must
@@ -42,9 +43,18 @@ from gateway.store.outbox import NOTICE_SEQ, OutboxStore
 from gateway.store.retention import RetentionStore
 from gateway.store.runs import RunStore
 from gateway.store.tasks import TaskStore
+from gateway.store.usage import UsageStore, UsageTotals
 from gateway.store.wallet import SPENDING_STATES, WalletStore
 
-__all__ = ["MIGRATIONS", "NOTICE_SEQ", "SPENDING_STATES", "Store", "StoreUnusable", "storable"]
+__all__ = [
+    "MIGRATIONS",
+    "NOTICE_SEQ",
+    "SPENDING_STATES",
+    "Store",
+    "StoreUnusable",
+    "UsageTotals",
+    "storable",
+]
 
 
 class Store(
@@ -56,6 +66,7 @@ class Store(
     TaskStore,
     ApprovalStore,
     WalletStore,
+    UsageStore,
     RetentionStore,
     Database,
 ):

@@ -181,6 +181,26 @@ MIGRATIONS: list[str] = [
     UPDATE wallet_requests SET spend_day = NULL
         WHERE state = 'failed' AND error LIKE 'transaction rejected:%';
     """,
+    # 6: model usage reported by the agents (gateway.store.usage): one row per group, run and
+    # model, summed over the run's calls; spend control reads it by group, model and time.
+    """
+    CREATE TABLE model_usage (
+        id INTEGER PRIMARY KEY,
+        group_folder TEXT NOT NULL,
+        run_id INTEGER NOT NULL,
+        model TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL DEFAULT 0 CHECK (input_tokens >= 0),
+        output_tokens INTEGER NOT NULL DEFAULT 0 CHECK (output_tokens >= 0),
+        cache_read_tokens INTEGER NOT NULL DEFAULT 0 CHECK (cache_read_tokens >= 0),
+        cache_write_tokens INTEGER NOT NULL DEFAULT 0 CHECK (cache_write_tokens >= 0),
+        calls INTEGER NOT NULL DEFAULT 0 CHECK (calls >= 0),
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (group_folder, run_id, model)
+    );
+    CREATE INDEX model_usage_time ON model_usage (created_at);
+    CREATE INDEX model_usage_group ON model_usage (group_folder, created_at);
+    """,
 ]
 
 

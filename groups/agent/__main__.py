@@ -28,7 +28,7 @@ def _prewarm() -> None:
         import http.client  # noqa: F401
         import urllib.request  # noqa: F401
 
-        from . import history, llm, prompt, tools, turn  # noqa: F401
+        from . import compaction, history, llm, prompt, tools, turn  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - the real import will report it properly
         _stderr("warning", f"prewarm failed: {exc}")
 
@@ -49,7 +49,15 @@ def serve(cfg: config.Config, client: IPCClient) -> int:
     provider = llm.make_provider(cfg)
     toolbox = tools.Toolbox(cfg.group_dir, client.send_message, ipc_call=client.call)
     store = history.HistoryStore(cfg.group_dir, provider.name, provider.is_turn_start)
-    runner = turn.TurnRunner(provider, store, lambda: prompt.build_system_prompt(cfg), toolbox.execute, log)
+    runner = turn.TurnRunner(
+        provider,
+        store,
+        lambda: prompt.build_system_prompt(cfg),
+        toolbox.execute,
+        log,
+        max_iterations=cfg.max_model_calls,
+        budget_tokens=cfg.history_budget_tokens,
+    )
     while True:
         try:
             run_id, user_prompt = client.next_messages()
@@ -62,6 +70,12 @@ def serve(cfg: config.Config, client: IPCClient) -> int:
         except IPCError as exc:  # only a latency metric; never worth dropping the turn
             log("warning", f"received({run_id}) failed: {exc}")
         text, error = runner.run(user_prompt)
+        # Before turn_done, while the run is still open at the gateway (it checks the run id).
+        for report in runner.usage.reports():
+            try:
+                client.usage(run_id, report)
+            except IPCError as exc:  # counted or not, the answer must still go out
+                log("warning", f"usage({run_id}) rejected: {exc}")
         try:
             client.turn_done(run_id, text, error)
         except IPCError as exc:

@@ -28,6 +28,8 @@ _FIELDS = {
     "base_url": DEFAULT_BASE_URLS["anthropic"],
     "max_tokens": 4096,
     "model_timeout": 120.0,
+    "max_model_calls": 25,
+    "history_budget_tokens": 40_000,
     "api_key": "placeholder",
     "assistant_name": "Andy",
     "group": "",
@@ -53,6 +55,8 @@ class Config:
     base_url: str
     max_tokens: int
     model_timeout: float
+    max_model_calls: int
+    history_budget_tokens: int
     api_key: str
     assistant_name: str
     group: str
@@ -131,6 +135,8 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         base_url=base_url,
         max_tokens=_int(env, "CLAWGATE_MAX_TOKENS", 4096, 1, 1_000_000),
         model_timeout=_float(env, "CLAWGATE_MODEL_TIMEOUT", 120.0),
+        max_model_calls=_int(env, "CLAWGATE_MAX_MODEL_CALLS", 25, 1, 1000),
+        history_budget_tokens=_int(env, "CLAWGATE_HISTORY_BUDGET_TOKENS", 40_000, 1000, 10_000_000),
         api_key=env.get(API_KEY_VARS[provider], "") or "placeholder",
         assistant_name=env.get("CLAWGATE_ASSISTANT_NAME", "").strip() or "Andy",
         group=env.get("CLAWGATE_GROUP", "").strip(),

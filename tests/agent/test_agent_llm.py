@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -84,8 +85,15 @@ def test_anthropic_tool_use_round_trip(group_dirs: tuple[Path, Path]) -> None:
         "near_sign_message",
     }
     assert all(t["input_schema"]["type"] == "object" for t in body["tools"])
-    assert body["messages"] == [{"role": "user", "content": PROMPT}]
-    system = body["system"]
+    # prompt caching: breakpoints on the last tool, the system prompt and the newest message
+    ephemeral = {"type": "ephemeral"}
+    assert [t.get("cache_control") for t in body["tools"]] == [None] * 15 + [ephemeral]
+    assert body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": PROMPT, "cache_control": ephemeral}]}
+    ]
+    (system_block,) = body["system"]
+    assert system_block["type"] == "text" and system_block["cache_control"] == ephemeral
+    system = system_block["text"]
     assert "Andy" in system and "<messages>" in system and "untrusted" in system
     assert system.index("Always answer in English.") < system.index("The group likes cats.")
     # second call carries the assistant tool_use turn and a well-formed tool_result
@@ -97,6 +105,11 @@ def test_anthropic_tool_use_round_trip(group_dirs: tuple[Path, Path]) -> None:
     assert block["type"] == "tool_result" and block["tool_use_id"] == "toolu_1"
     assert block["is_error"] is False and block["content"].startswith("wrote 5 bytes")
     assert len(messages) == 4 and messages[-1]["role"] == "assistant"
+    # the moving end: the two newest messages carry the conversation breakpoints, four in all
+    assert block["cache_control"] == ephemeral and msgs[1]["content"][-1]["cache_control"] == ephemeral
+    assert msgs[0] == {"role": "user", "content": PROMPT}
+    assert json.dumps(second["body"]).count('"cache_control"') == 4
+    assert "cache_control" not in json.dumps(messages)  # marks are per request, never kept in history
 
 
 def test_openai_tool_calls_round_trip(group_dirs: tuple[Path, Path]) -> None:
@@ -127,6 +140,7 @@ def test_openai_tool_calls_round_trip(group_dirs: tuple[Path, Path]) -> None:
     assert body["messages"][0]["role"] == "system" and "Andy" in body["messages"][0]["content"]
     assert body["messages"][1] == {"role": "user", "content": PROMPT}
     assert all(t["type"] == "function" and "parameters" in t["function"] for t in body["tools"])
+    assert all("cache_control" not in json.dumps(r["body"]) for r in server.requests)  # caches by itself
     msgs = second["body"]["messages"]
     assert msgs[2]["tool_calls"][0]["id"] == "call_1"
     assert msgs[3]["role"] == "tool" and msgs[3]["tool_call_id"] == "call_1"
@@ -313,3 +327,96 @@ def test_malformed_response_is_transient_for_the_gateway(group_dirs: tuple[Path,
     finally:
         server.close()
     assert is_transient(info.value.summary())  # retried like a 5xx, so /retry-able when dead
+
+
+def test_cache_breakpoints_never_exceed_four_and_skip_unmarkable_messages() -> None:
+    tools_in = [{"name": f"t{i}"} for i in range(3)]
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": [{"type": "text", "text": "b"}]},
+        {"role": "user", "content": ""},  # nothing to mark: the one before it is marked instead
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "..."}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "x", "content": "c"}]},
+    ]
+    frozen = json.dumps(messages)
+    system, out, tools_out = llm.with_cache_breakpoints("sys", messages, tools_in)
+    assert json.dumps(messages) == frozen and "cache_control" not in json.dumps(tools_in)  # untouched
+    marked = [i for i, m in enumerate(out) if "cache_control" in json.dumps(m)]
+    assert marked == [1, 4]
+    assert json.dumps([system, out, tools_out]).count("cache_control") == llm.MAX_CACHE_BREAKPOINTS
+    _, out, tools_out = llm.with_cache_breakpoints("", messages, [])
+    assert [i for i, m in enumerate(out) if "cache_control" in json.dumps(m)] == [0, 1, 4]  # 3 markable
+    assert tools_out == []
+
+
+def test_usage_from_both_providers_and_hostile_numbers() -> None:
+    a = llm.Usage.from_anthropic(
+        "claude",
+        {
+            "input_tokens": 12,
+            "output_tokens": 30,
+            "cache_read_input_tokens": 1000,
+            "cache_creation_input_tokens": 200,
+        },
+    )
+    assert (a.model, a.input, a.output, a.cache_read, a.cache_write) == ("claude", 12, 30, 1000, 200)
+    o = llm.Usage.from_openai(
+        "gpt",
+        {"prompt_tokens": 1200, "completion_tokens": 7, "prompt_tokens_details": {"cached_tokens": 1024}},
+    )
+    assert (o.input, o.output, o.cache_read, o.cache_write) == (176, 7, 1024, 0)  # input excludes cached
+    bad = llm.Usage.from_anthropic(
+        "x",
+        {
+            "input_tokens": -5,
+            "output_tokens": "9",
+            "cache_read_input_tokens": 1e300,
+            "cache_creation_input_tokens": True,
+        },
+    )
+    assert (bad.input, bad.output, bad.cache_read, bad.cache_write) == (0, 0, llm.MAX_USAGE_TOKENS, 0)
+    assert llm.Usage.from_openai("x", None).input == 0
+    assert llm.Usage.from_anthropic("x", {"input_tokens": float("nan")}).input == 0
+    meter = llm.UsageMeter()
+    for usage in (a, a, o):
+        meter.add(usage)
+    assert meter.reports() == [
+        {
+            "model": "claude",
+            "input_tokens": 24,
+            "output_tokens": 60,
+            "cache_read_tokens": 2000,
+            "cache_write_tokens": 400,
+            "calls": 2,
+        },
+        {
+            "model": "gpt",
+            "input_tokens": 176,
+            "output_tokens": 7,
+            "cache_read_tokens": 1024,
+            "cache_write_tokens": 0,
+            "calls": 1,
+        },
+    ]
+
+
+def test_reported_model_name_is_the_servers_when_sane(group_dirs: tuple[Path, Path]) -> None:
+    group, glob = group_dirs
+    named = anthropic_text("hi")
+    named[1]["model"] = "claude-sonnet-4-5-20250929"  # type: ignore[index]
+    named[1]["usage"] = {"input_tokens": 3, "output_tokens": 4}  # type: ignore[index]
+    weird = anthropic_text("hi")
+    weird[1]["model"] = "x\n" * 300  # type: ignore[index]
+    server = FakeModelServer([named, weird])
+    try:
+        provider = llm.make_provider(_cfg("anthropic", server.url, group, glob))
+        meter = llm.UsageMeter()
+        for _ in range(2):
+            llm.run_tool_loop(provider, "sys", [], "hi", _toolbox(group).execute, [], meter=meter)
+    finally:
+        server.close()
+    assert [(r["model"], r["input_tokens"], r["calls"]) for r in meter.reports()] == [
+        ("claude-sonnet-4-5-20250929", 3, 1),
+        ("test-model", 0, 1),
+    ]
+    assert "tools" not in server.requests[0]["body"]  # an empty tool list is left out

@@ -97,8 +97,27 @@ def test_anthropic_turn_end_to_end_and_restart(
     try:
         proc = _run(env, group, python)
         assert proc.returncode == 0, proc.stderr
-        assert ipc.methods() == ["next_messages", "received", "send_message", "turn_done", "next_messages"]
+        assert ipc.methods() == [
+            "next_messages",
+            "received",
+            "send_message",
+            "usage",
+            "turn_done",
+            "next_messages",
+        ]
         assert ipc.by_method("received") == [{"run_id": 7}]
+        # three model calls; this server reports no token counts, so only the calls are known
+        assert ipc.by_method("usage") == [
+            {
+                "run_id": 7,
+                "model": "test-model",
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "cache_read_tokens": 0,
+                "cache_write_tokens": 0,
+                "calls": 3,
+            }
+        ]
         assert ipc.by_method("send_message") == [{"text": "halfway"}]
         assert ipc.by_method("turn_done") == [{"run_id": 7, "text": "Done.", "error": None}]
         assert (group / "hello.txt").read_text() == "hi"
@@ -117,7 +136,10 @@ def test_anthropic_turn_end_to_end_and_restart(
         assert ipc2.by_method("turn_done") == [{"run_id": 8, "text": "Second.", "error": None}]
         msgs = model.requests[-1]["body"]["messages"]
         assert msgs[0] == {"role": "user", "content": PROMPT}
-        assert msgs[-1] == {"role": "user", "content": "again"}
+        assert msgs[-1] == {
+            "role": "user",
+            "content": [{"type": "text", "text": "again", "cache_control": {"type": "ephemeral"}}],
+        }
         assert len(msgs) == 7  # 6 from the first turn (2 tool round trips) + the new prompt
     finally:
         model.close()

@@ -31,8 +31,9 @@ def test_failed_turn_keeps_valid_history_and_next_turn_works(tmp_path: Path) -> 
     assert "this turn failed" in sent[1]["content"][0]["text"]
     assert logs and logs[0][0] == "warning"
     # persisted: a fresh runner (container restart) sees both turns
-    reloaded = store.load()
+    reloaded = store.load().messages
     assert len(reloaded) == 4 and reloaded[-1]["content"][0]["text"] == "back again"
+    assert [r["calls"] for r in runner.usage.reports()] == [1]  # the last turn's, failed one apart
 
 
 def test_unexpected_exception_is_contained(tmp_path: Path) -> None:
