@@ -73,7 +73,8 @@ class UsageStore(Database):
 
     async def model_usage(self, folder: str | None = None, since: float | None = None) -> list[UsageTotals]:
         """Totals per group and model (of one group if `folder`), of runs started at or after `since`."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if folder is not None:
             where.append("group_folder = ?")
             args.append(folder)
