@@ -333,6 +333,28 @@ async def test_reset_clears_the_agent_session(h: Harness, docker_client) -> None
     await h.usage("/reset nosuch", "no registered group")
 
 
+async def test_compact_asks_the_agent_to_summarise_at_its_next_turn(h: Harness) -> None:  # type: ignore[no-untyped-def]
+    state = group_dirs(h.gw.data_dir, "main").group / ".clawgate"
+    assert await h.ok("/compact main") == "main has no conversation history yet; nothing to compact"
+    assert not state.exists()  # never created by the gateway: the agent must own it
+    await h.answered("remember the word pineapple")
+    assert await h.ok("/compact main") == "main: its older conversation will be summarised at its next turn"
+    assert (state / "compact-requested").exists()
+    await h.usage("/compact")
+    await h.usage("/compact nosuch", "no registered group")
+    # a link planted where the request goes is refused, never followed
+    (state / "compact-requested").unlink()
+    (state / "compact-requested").symlink_to("/etc/passwd")
+    assert (await h.ok("/compact main")).startswith(
+        "main: its older"
+    )  # replaced by a rename, not written through
+    assert not (state / "compact-requested").is_symlink()
+    moved = state.with_name("elsewhere")
+    state.rename(moved)
+    state.symlink_to(moved)
+    assert (await h.ok("/compact main")).startswith("could not ask main to compact its history")
+
+
 # -- dead letters ---------------------------------------------------------------------------------------
 
 
@@ -402,6 +424,7 @@ async def test_admin_commands_are_ignored_outside_main_and_from_non_admins(h: Ha
             sorted(g.folder for g in h.gw.registry.all()),
             sorted(h.gw.pool.live),
             history.exists(),
+            (history.parent / "compact-requested").exists(),
         )
 
     async def durable() -> object:
@@ -426,6 +449,7 @@ async def test_admin_commands_are_ignored_outside_main_and_from_non_admins(h: Ha
         "cancel": f"/cancel {task['id']}",
         "stop": "/stop main",
         "reset": "/reset main",
+        "compact": "/compact main",
         "dlq": "/dlq",
         "retry": f"/retry {letter}",
         "drop": f"/drop {letter}",
