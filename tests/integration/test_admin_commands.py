@@ -333,11 +333,15 @@ async def test_reset_clears_the_agent_session(h: Harness, docker_client) -> None
     await h.usage("/reset nosuch", "no registered group")
 
 
-async def test_compact_asks_the_agent_to_summarise_at_its_next_turn(h: Harness) -> None:  # type: ignore[no-untyped-def]
+async def test_status_shows_model_tokens_and_compact_asks_for_a_summary(h: Harness) -> None:  # type: ignore[no-untyped-def]
     state = group_dirs(h.gw.data_dir, "main").group / ".clawgate"
     assert await h.ok("/compact main") == "main has no conversation history yet; nothing to compact"
     assert not state.exists()  # never created by the gateway: the agent must own it
+    assert "model tokens" not in await h.ok("/status")  # nothing used yet
     await h.answered("remember the word pineapple")
+    await h.gw.drain()
+    # the turn's usage (the echo model reports 1 in, 1 out) was stored and shows in /status
+    assert "model tokens (24h): 1 in, 1 out, 0 cache read, 0 cache write" in await h.ok("/status")
     assert await h.ok("/compact main") == "main: its older conversation will be summarised at its next turn"
     assert (state / "compact-requested").exists()
     await h.usage("/compact")
