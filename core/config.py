@@ -96,9 +96,38 @@ class SandboxConfig(_Section):
         return self
 
 
-class AgentConfig(_Section):
-    """The agent inside each group's sandbox (README 'Configuration', 'Memory and compaction')."""
+AgentRuntime = Literal["builtin", "claude"]
+AGENT_RUNTIMES: tuple[AgentRuntime, ...] = ("builtin", "claude")
 
+
+def claude_variant(image: str) -> str:
+    """The `claude` runtime's image named after the built-in one: `repo:tag` → `repo:tag-claude`.
+
+    Why a derived tag rather than a second required key: `clawgate image build --runtime claude`
+    and the gateway agree on it without any configuration, and two checkouts with their own
+    `sandbox.image` tags never share a variant.
+    """
+    last_slash = image.rfind("/")
+    colon = image.rfind(":")
+    if colon > last_slash:
+        return f"{image}-claude"
+    return f"{image}:claude"
+
+
+class AgentConfig(_Section):
+    """The agent in each group's sandbox: which runtime, and the built-in loop's limits.
+
+    See README 'Agent runtimes', 'Configuration' and 'Memory and compaction'.
+    """
+
+    runtime: AgentRuntime = Field(
+        "builtin",
+        description="builtin (the small tool loop, any model) or claude (the Claude Agent SDK)",
+    )
+    claude_image: str = Field(
+        "",
+        description="image of the claude runtime; default: sandbox.image with '-claude' added to its tag",
+    )
     max_model_calls: int = Field(
         25, ge=1, le=500, description="model calls one turn may make (tool loop) before it gives up"
     )
@@ -420,6 +449,26 @@ class Config(_Section):
             )
         return self
 
+    def runtime_image(self, runtime: AgentRuntime) -> str:
+        """The sandbox image a group on `runtime` runs in."""
+        if runtime == "claude":
+            return self.agent.claude_image or claude_variant(self.sandbox.image)
+        return self.sandbox.image
+
+    @model_validator(mode="after")
+    def _claude_needs_anthropic(self) -> Config:
+        # The Claude Code CLI speaks only the Anthropic Messages API; pointing it at an
+        # OpenAI-compatible server would fail on every turn instead of at start-up.
+        if self.agent.runtime == "claude" and self.model.provider != "anthropic":
+            raise ValueError(
+                f'agent.runtime = "claude" needs model.provider = "anthropic" (got "{self.model.provider}")'
+            )
+        if self.agent.runtime == "claude" and self.sandbox.backend == "bwrap":
+            raise ValueError(
+                'agent.runtime = "claude" needs sandbox.backend = "docker" (bwrap runs builtin only)'
+            )
+        return self
+
     @property
     def default_trigger(self) -> str:
         return f"@{self.assistant_name}"
@@ -475,6 +524,9 @@ max_containers = 4
 memory_mb = 1024
 cpus = 1.0
 pids_limit = 256
+
+[agent]
+runtime = "builtin"                 # builtin | claude (Claude Agent SDK; see README "Agent runtimes")
 
 [vault]
 # Private/loopback upstreams are refused unless listed here, e.g. a local model server:

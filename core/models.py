@@ -75,6 +75,7 @@ class Group:
     requires_trigger: bool = True
     is_main: bool = False
     extra_mounts: tuple[MountRequest, ...] = field(default_factory=tuple)
+    runtime: str | None = None  # "builtin" | "claude"; None follows `[agent] runtime`
 
 
 @dataclass(frozen=True, slots=True)

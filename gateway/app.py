@@ -158,7 +158,7 @@ class Gateway:
         )
         write_policy_config(self.config, self.data_dir / "vault")
         try:
-            await self.backend.check(self.config.sandbox.image)
+            await self.backend.check(self.config.runtime_image(self.config.agent.runtime))
             self._preflight(await asyncio.to_thread(preflight.image_findings, self.config))
             removed = await self.backend.remove_orphans(self.instance)
             if removed:

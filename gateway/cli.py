@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -183,7 +184,21 @@ def image() -> None:
     help="bwrap: also export the image's filesystem for the bubblewrap backend "
     "(default: sandbox.backend from config).",
 )
-def image_build(base: str | None, tag: str | None, backend: str | None) -> None:
+@click.option(
+    "--runtime",
+    type=click.Choice(["builtin", "claude"]),
+    default="builtin",
+    help="claude: also build the Claude Agent SDK variant (its CLI is under Anthropic's terms).",
+)
+@click.option(
+    "--wheels",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="claude: directory of pre-downloaded wheels (default: pip download into the data dir).",
+)
+def image_build(
+    base: str | None, tag: str | None, backend: str | None, runtime: str, wheels: Path | None
+) -> None:
     """Build the sandbox image, building a local Debian base first when nothing can be pulled."""
     import docker
     from docker.errors import DockerException
@@ -196,26 +211,65 @@ def image_build(base: str | None, tag: str | None, backend: str | None) -> None:
         client.ping()
     except DockerException as exc:
         raise click.ClickException(f"cannot reach Docker: {exc}. Start dockerd and retry.") from None
+    built = tag or cfg.sandbox.image
     try:
-        image_id = build_image(
-            client, tag or cfg.sandbox.image, base, lambda line: click.echo(line, err=True)
-        )
+        image_id = build_image(client, built, base, lambda line: click.echo(line, err=True))
     except ImageBuildError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"built {tag or cfg.sandbox.image} ({image_id[:19]})")
+    click.echo(f"built {built} ({image_id[:19]})")
+    if runtime == "claude":
+        _build_claude_image(
+            client, cfg, built, None if tag is None else config_mod.claude_variant(tag), wheels
+        )
     if (backend or cfg.sandbox.backend) == "bwrap":
         from groups.sandbox.bwrap import ROOTFS_DIR
 
         try:
             where = export_rootfs(
                 client,
-                tag or cfg.sandbox.image,
+                built,
                 paths.data_dir() / ROOTFS_DIR,
                 lambda line: click.echo(line, err=True),
             )
         except (ImageBuildError, DockerException, OSError) as exc:
             raise click.ClickException(f"exporting the root filesystem failed: {exc}") from None
         click.echo(f"exported the root filesystem for the bwrap backend to {where}")
+
+
+def _build_claude_image(
+    client: Any, cfg: config_mod.Config, sandbox_image: str, tag: str | None, wheels: Path | None
+) -> str:
+    """The `claude` variant on top of the just-built image; wheels fetched on the host if needed."""
+    from groups.sandbox.image import (
+        ImageBuildError,
+        build_claude_image,
+        fetch_claude_wheels,
+        has_claude_wheels,
+        image_python,
+    )
+
+    target = tag or cfg.runtime_image("claude")
+
+    def progress(line: str) -> None:
+        click.echo(line, err=True)
+
+    click.echo(
+        "note: the claude runtime bundles the Claude Code CLI, which is proprietary software under "
+        "Anthropic's terms (the claude-agent-sdk package itself is MIT); building it means you accept them.",
+        err=True,
+    )
+    try:
+        python = image_python(client, sandbox_image)
+        where = wheels or paths.data_dir() / "wheels" / f"claude-py{python}"
+        if not has_claude_wheels(where):
+            if wheels is not None:
+                raise ImageBuildError(f"--wheels {wheels} holds no claude_agent_sdk-*.whl and pip-*.whl")
+            fetch_claude_wheels(where, python, progress)
+        image_id = build_claude_image(client, sandbox_image, target, where, progress)
+    except ImageBuildError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"built {target} ({image_id[:19]})")
+    return target
 
 
 @main.group()

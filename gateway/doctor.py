@@ -111,7 +111,11 @@ async def run_checks() -> bool:
                 f"running as root: each group's sandbox runs as its own uid above {cfg.sandbox.run_as_uid}",
             )
         )
-    results.extend(_findings(preflight.image_findings(cfg), f"image {cfg.sandbox.image} is current"))
+    runtimes = preflight.registered_runtimes(paths.data_dir())
+    needed = ", ".join(f"{image} ({runtime})" for runtime, image in preflight.images_needed(cfg, runtimes))
+    results.extend(
+        _findings(preflight.image_findings(cfg, runtimes), f"images exist and are current: {needed}")
+    )
     results.append(_vault_ca())
     results.append(_allowlist())
     results.append(_wallet(cfg))

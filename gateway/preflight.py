@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from core.config import Config
+from core.config import AGENT_RUNTIMES, AgentRuntime, Config
 from proxy.rules import host_matches, model_key_usable
 from proxy.secrets import SecretInfo, SecretStore, VaultError
 
@@ -199,8 +199,34 @@ def config_findings(cfg: Config, config_dir: Path, groups: Iterable[str]) -> lis
     return findings + model_key_findings(cfg, secrets, groups)
 
 
-def image_findings(cfg: Config) -> list[Finding]:
-    """A stale image runs an older agent than this checkout; Docker unreachable is reported elsewhere."""
+def registered_runtimes(data_dir: Path) -> set[str]:
+    """The agent runtimes registered groups chose for themselves (read-only; none without a column)."""
+    import sqlite3
+
+    from gateway.app import DATABASE
+
+    path = data_dir / DATABASE
+    if not path.exists():
+        return set()
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)) as db:
+            rows = db.execute("SELECT DISTINCT runtime FROM groups WHERE runtime IS NOT NULL").fetchall()
+    except sqlite3.Error:
+        return set()
+    return {str(runtime) for (runtime,) in rows}
+
+
+def images_needed(cfg: Config, group_runtimes: Iterable[str] = ()) -> list[tuple[AgentRuntime, str]]:
+    """`(runtime, image)` for every runtime in use: the default and the groups' own choices."""
+    runtimes = {"builtin", cfg.agent.runtime, *group_runtimes}
+    return [(r, cfg.runtime_image(r)) for r in AGENT_RUNTIMES if r in runtimes]
+
+
+def image_findings(cfg: Config, group_runtimes: Iterable[str] = ()) -> list[Finding]:
+    """A missing image stops a group's sandbox; a stale one runs an older agent than this checkout.
+
+    Docker unreachable is reported elsewhere.
+    """
     import docker
     from docker.errors import DockerException
 
@@ -210,15 +236,29 @@ def image_findings(cfg: Config) -> list[Finding]:
         client = docker.from_env()
     except DockerException:
         return []
+    findings = []
     try:
-        if image_is_current(client, cfg.sandbox.image):
-            return []
+        for runtime, image in images_needed(cfg, group_runtimes):
+            build = "clawgate image build" + (" --runtime claude" if runtime == "claude" else "")
+            try:
+                client.images.get(image)
+            except DockerException:
+                findings.append(
+                    Finding(
+                        "error",
+                        f"image {image} of the {runtime} runtime does not exist",
+                        f"build it: {build}",
+                    )
+                )
+                continue
+            if not image_is_current(client, image):
+                findings.append(
+                    Finding(
+                        "warning",
+                        f"image {image} does not contain this checkout's agent runtime (stale or foreign)",
+                        f"rebuild it: {build}",
+                    )
+                )
     finally:
         client.close()
-    return [
-        Finding(
-            "warning",
-            f"image {cfg.sandbox.image} does not contain this checkout's agent runtime (stale or foreign)",
-            "rebuild it: clawgate image build",
-        )
-    ]
+    return findings

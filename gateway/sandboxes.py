@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import Config
+from core.config import AGENT_RUNTIMES, AgentRuntime, Config
 from core.models import Group
 from gateway import fdlimit
 from gateway.disk import DiskGuard
@@ -92,6 +92,13 @@ def agent_environment(
     return env
 
 
+def group_runtime(config: Config, group: Group) -> AgentRuntime:
+    """The agent runtime `group` runs: its own setting, else `[agent] runtime`."""
+    if group.runtime in AGENT_RUNTIMES:
+        return group.runtime
+    return config.agent.runtime
+
+
 def sandbox_spec(
     config: Config,
     group: Group,
@@ -107,7 +114,7 @@ def sandbox_spec(
     return SandboxSpec(
         folder=group.folder,
         is_main=group.is_main,
-        image=sandbox.image,
+        image=config.runtime_image(group_runtime(config, group)),
         group_dir=dirs.group,
         global_dir=dirs.global_,
         run_dir=dirs.run,
@@ -271,10 +278,14 @@ class SandboxPool:
     async def _watch(self, live: LiveSandbox) -> None:
         """When a container exits on its own, fail its turns and free its slot."""
         code = await live.sandbox.wait_exit()
-        if self._live.get(live.group.folder) is live:
-            log.warning("sandbox of %s exited with code %s", live.group.folder, code)
-            live.ipc.abort_all(f"the sandbox exited (code {code})")
-            await self.stop(live.group.folder)
+        # Under the group's lock (as _stop_over_limit): a message arriving while this stop
+        # still removes the container must not start a new sandbox whose IPC socket and vault
+        # socket the rest of this stop would then close.
+        async with self._lock(live.group.folder):
+            if self._live.get(live.group.folder) is live:
+                log.warning("sandbox of %s exited with code %s", live.group.folder, code)
+                live.ipc.abort_all(f"the sandbox exited (code {code})")
+                await self.stop(live.group.folder)
 
     async def _stop_over_limit(self, live: LiveSandbox, reason: str) -> None:
         """The disk watch tripped: its turn fails with the reason, then the sandbox goes.

@@ -53,6 +53,32 @@ def sandbox_image(docker_client) -> str:  # type: ignore[no-untyped-def]
     return TEST_IMAGE
 
 
+CLAUDE_WHEELS = os.environ.get("CLAWGATE_CLAUDE_WHEELS", "")
+REQUIRE_CLAUDE = os.environ.get("CLAWGATE_REQUIRE_CLAUDE") == "1"
+
+
+@pytest.fixture(scope="session")
+def claude_image(sandbox_image: str, docker_client) -> str:  # type: ignore[no-untyped-def]
+    """The `claude` runtime's image, built on `sandbox_image` from pre-downloaded wheels.
+
+    The wheels (`pip download`, see .ci/run) come from CLAWGATE_CLAUDE_WHEELS: tests never
+    reach a package index. Without them the claude tests skip, or fail under
+    CLAWGATE_REQUIRE_CLAUDE=1 (CI).
+    """
+    from core.config import claude_variant
+    from groups.sandbox.image import build_claude_image, has_claude_wheels
+
+    wheels = Path(CLAUDE_WHEELS) if CLAUDE_WHEELS else None
+    if wheels is None or not has_claude_wheels(wheels):
+        message = f"no claude-agent-sdk wheels in CLAWGATE_CLAUDE_WHEELS={CLAUDE_WHEELS!r}"
+        if REQUIRE_CLAUDE:
+            pytest.fail(message + " (CLAWGATE_REQUIRE_CLAUDE=1)")
+        pytest.skip(message)
+    tag = claude_variant(sandbox_image)
+    build_claude_image(docker_client, sandbox_image, tag, wheels, lambda line: None)
+    return tag
+
+
 @pytest.fixture
 def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     """Private config and data dirs; the data dir sits under /tmp-like short paths for unix sockets."""

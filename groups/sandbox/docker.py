@@ -202,7 +202,8 @@ class DockerBackend:
             container = await asyncio.to_thread(client.containers.run, **container_kwargs(spec, self.runtime))
         except ImageNotFound:
             raise SandboxUnavailable(
-                f"sandbox image {spec.image!r} is missing: run `clawgate image build`"
+                f"sandbox image {spec.image!r} is missing: run `clawgate image build` "
+                "(`--runtime claude` for a group on the claude runtime)"
             ) from None
         except DockerException as exc:
             self._client = None  # reconnect next time; the engine may have restarted

@@ -14,6 +14,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -257,3 +258,108 @@ def export_rootfs(
         if old.is_dir() and old.name != short:
             remove_tree(old)
     return final
+
+
+# ---------------------------------------------------------------- the `claude` runtime's image
+
+CLAUDE_SDK_REQUIREMENT = "claude-agent-sdk>=0.2.189"
+RUNTIME_LABEL = "clawgate.runtime"
+
+
+def image_python(client: Any, image: str) -> str:
+    """The `major.minor` of the image's python3 (wheels with C extensions must match it)."""
+    try:
+        out = client.containers.run(
+            image,
+            entrypoint=["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            network_disabled=True,
+            remove=True,
+        )
+    except DockerException as exc:
+        raise ImageBuildError(f"cannot run python3 in {image}: {str(exc).splitlines()[0][:200]}") from None
+    version = out.decode().strip() if isinstance(out, bytes) else str(out).strip()
+    if not version or not version.replace(".", "").isdigit():
+        raise ImageBuildError(f"cannot tell the Python version of {image} (got {version!r})")
+    return version
+
+
+def has_claude_wheels(wheels: Path) -> bool:
+    return any(wheels.glob("claude_agent_sdk-*.whl")) and any(wheels.glob("pip-*.whl"))
+
+
+def fetch_claude_wheels(wheels: Path, python: str, progress: Progress) -> None:
+    """`pip download` the SDK, its dependencies and pip itself for `python` on linux x86_64.
+
+    Runs on the host because a build step inside `docker build` may not reach the package
+    index; the wheels are then copied into the build context.
+    """
+    wheels.mkdir(parents=True, exist_ok=True)
+    progress(f"downloading {CLAUDE_SDK_REQUIREMENT} and its dependencies for Python {python} into {wheels} …")
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--only-binary=:all:",
+        f"--python-version={python}",
+        "--implementation=cp",
+        "--platform=manylinux_2_17_x86_64",
+        "--platform=manylinux2014_x86_64",
+        f"--find-links={wheels}",
+        "--dest",
+        str(wheels),
+        CLAUDE_SDK_REQUIREMENT,
+        "pip",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-10:])
+        raise ImageBuildError(
+            f"pip download failed (fetch the wheels elsewhere and pass --wheels DIR):\n{tail}"
+        )
+
+
+def build_claude_image(client: Any, sandbox_image: str, tag: str, wheels: Path, progress: Progress) -> str:
+    """Build `Dockerfile.claude` on top of the built-in `sandbox_image`; returns the image id.
+
+    The build context is a temporary directory holding only the Dockerfile and the wheels
+    (hard links where possible), not the checkout, so nothing else is sent to the engine.
+    """
+    dockerfile = PROJECT_ROOT / "Dockerfile.claude"
+    if not dockerfile.exists():
+        raise ImageBuildError(f"{dockerfile} not found: run from a clawgate source checkout")
+    if not has_claude_wheels(wheels):
+        raise ImageBuildError(f"{wheels} holds no claude_agent_sdk and pip wheels")
+    with tempfile.TemporaryDirectory(prefix="clawgate-claude-") as tmp:
+        context = Path(tmp)
+        shutil.copy(dockerfile, context / "Dockerfile.claude")
+        (context / "wheels").mkdir()
+        for wheel in sorted(wheels.glob("*.whl")):
+            target = context / "wheels" / wheel.name
+            try:
+                os.link(wheel, target)
+            except OSError:
+                shutil.copy(wheel, target)
+        progress(f"building {tag} on {sandbox_image} …")
+        try:
+            stream = client.api.build(
+                path=str(context),
+                dockerfile="Dockerfile.claude",
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                decode=True,
+                buildargs={"SANDBOX_IMAGE": sandbox_image},
+                labels={AGENT_LABEL: agent_fingerprint(), RUNTIME_LABEL: "claude"},
+            )
+            image_id = ""
+            for chunk in stream:
+                if "stream" in chunk and chunk["stream"].strip():
+                    progress(chunk["stream"].rstrip())
+                if "error" in chunk:
+                    raise ImageBuildError(f"docker build failed: {chunk['error'].strip()}")
+                if "aux" in chunk and "ID" in chunk["aux"]:
+                    image_id = chunk["aux"]["ID"]
+        except (BuildError, APIError) as exc:
+            raise ImageBuildError(f"docker build failed: {exc}") from None
+    return image_id or str(client.images.get(tag).id)

@@ -2,13 +2,19 @@
 
 It speaks the real wire format (POST /v1/messages, POST /v1/chat/completions) and
 records every request, so tests can assert what reached "the model" — for example
-which API key the vault injected.
+which API key the vault injected. A request with `"stream": true` to /v1/messages is
+answered as Server-Sent Events (message_start, content_block_start/delta/stop,
+message_delta, message_stop) built from the same scripted message, which is what the
+Claude Code CLI asks for (`POST /v1/messages?beta=true`). Whatever else a client sends
+(a `role: "system"` message, `thinking`, `context_management`, `metadata`, query strings)
+is recorded and otherwise ignored.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +64,65 @@ def openai_text(text: str) -> dict[str, Any]:
     }
 
 
+def anthropic_tool_use(
+    name: str, args: dict[str, Any], text: str = "", call_id: str = "toolu_fake"
+) -> dict[str, Any]:
+    """An assistant message asking for one tool call (optionally after some text)."""
+    content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    content.append({"type": "tool_use", "id": call_id, "name": name, "input": args})
+    return {
+        "id": "msg_fake_tool",
+        "type": "message",
+        "role": "assistant",
+        "model": "fake",
+        "content": content,
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def sse_events(message: dict[str, Any]) -> list[bytes]:
+    """The Messages streaming events that deliver `message` (text and tool_use blocks)."""
+    usage = message.get("usage") or {"input_tokens": 1, "output_tokens": 1}
+    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
+    start["usage"] = {"input_tokens": usage.get("input_tokens", 1), "output_tokens": 1}
+    events = [_sse("message_start", {"type": "message_start", "message": start})]
+    for index, block in enumerate(message.get("content") or []):
+        kind = block.get("type")
+        if kind == "tool_use":
+            opening = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+            delta = {"type": "input_json_delta", "partial_json": json.dumps(block.get("input") or {})}
+        else:
+            opening = {"type": "text", "text": ""}
+            delta = {"type": "text_delta", "text": block.get("text", "")}
+        events.append(
+            _sse(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": opening},
+            )
+        )
+        events.append(
+            _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+        )
+        events.append(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+    events.append(
+        _sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": message.get("stop_reason", "end_turn"), "stop_sequence": None},
+                "usage": {"output_tokens": usage.get("output_tokens", 1)},
+            },
+        )
+    )
+    events.append(_sse("message_stop", {"type": "message_stop"}))
+    return events
+
+
 Responder = Callable[[Recorded], tuple[int, dict[str, Any]]]
 
 
@@ -68,6 +133,7 @@ class FakeModelServer:
         self.requests: list[Recorded] = []
         self.responses: deque[tuple[int, dict[str, Any]]] = deque()
         self.default = default or self._echo
+        self.busy_s = 0.0  # time spent answering (benchmarks subtract the model's own time)
         self._lock = threading.Lock()
         server = self
 
@@ -78,6 +144,14 @@ class FakeModelServer:
                 pass
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                began = time.perf_counter()
+                try:
+                    self._answer()
+                finally:
+                    with server._lock:
+                        server.busy_s += time.perf_counter() - began
+
+            def _answer(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 try:
@@ -89,6 +163,17 @@ class FakeModelServer:
                     server.requests.append(record)
                     scripted = server.responses.popleft() if server.responses else None
                 status, payload = scripted or server.default(record)
+                if status == 200 and body.get("stream") is True and payload.get("type") == "message":
+                    self.send_response(200)
+                    self.send_header("content-type", "text/event-stream")
+                    self.send_header("cache-control", "no-cache")
+                    self.send_header("connection", "close")
+                    self.end_headers()
+                    for event in sse_events(payload):
+                        self.wfile.write(event)
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")

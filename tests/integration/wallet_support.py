@@ -32,6 +32,7 @@ from gateway.ipc_protocol import Caller
 from gateway.wallet.base58 import b58decode, b58encode
 from gateway.wallet.keyinfo import KeyInfo
 from gateway.wallet.keystore import KeyStore
+from proxy.secrets import SecretStore
 from tests.fakes.model_server import FakeModelServer, Recorded, anthropic_text, last_user_text
 from tests.fakes.near_rpc import FakeNearRpc
 from tests.fakes.telegram_api import FakeBotApi, check_html
@@ -260,6 +261,9 @@ async def wallet_gateway(
     *,
     approval_timeout_s: float = 600,
     sign_messages: str = "approval",
+    script: Callable[[Recorded], tuple[int, dict[str, Any]]] | None = None,
+    extra_toml: str = "",
+    model_key: str | None = None,
 ) -> Any:
     """A started Gateway (Telegram main chat, team group, wallet key, fake NEAR node); stopped after."""
     from channels.telegram import TelegramChannel
@@ -274,10 +278,16 @@ async def wallet_gateway(
         key = KeyStore(config_dir).generate(KEY_NAME, network="testnet", account_id=OWNER_ACCOUNT)
         near.add_account(OWNER_ACCOUNT, START_BALANCE, keys=[key.public_key])
         near.add_account(RECEIVER, 0)
-        script = WalletAgentScript()
-        model.default = script
-        extra = telegram_main_chat_toml(config_dir, api) + wallet_toml(
-            near.url, approval_timeout_s, sign_messages
+        if model_key is not None:  # scoped to the groups the tests register
+            SecretStore(config_dir).add(
+                "anthropic", model_key, model.host_port, "x-api-key", "{value}", groups=["main", "team"]
+            )
+        wallet_script = WalletAgentScript()
+        model.default = script or wallet_script
+        extra = (
+            telegram_main_chat_toml(config_dir, api)
+            + wallet_toml(near.url, approval_timeout_s, sign_messages)
+            + extra_toml
         )
         config = config_for(model, image, extra=extra, top=f'main_chat = "tg:{MAIN}"')
         gw = Gateway(config, config_dir, data_dir)
@@ -287,7 +297,7 @@ async def wallet_gateway(
         await gw.registry.register(Group("team", f"tg:{TEAM}", "team", "@Andy"))
         wallet = RecordingWallet(gw.services.wallet)
         gw.services.wallet = wallet
-        env = WalletEnv(gw, api, model, near, script, key, config_dir, data_dir, wallet)
+        env = WalletEnv(gw, api, model, near, wallet_script, key, config_dir, data_dir, wallet)
         try:
             yield env
         finally:
