@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -22,6 +22,9 @@ from gateway.tasks_cli import tasks_cli
 from gateway.wallet.cli import wallet_cli
 from proxy.cli import vault_cli
 from proxy.cli_support import VaultCliContext
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 log = logging.getLogger("gateway")
 
@@ -237,7 +240,7 @@ def image_build(
 
 
 def _build_claude_image(
-    client: Any, cfg: config_mod.Config, sandbox_image: str, tag: str | None, wheels: Path | None
+    client: DockerClient, cfg: config_mod.Config, sandbox_image: str, tag: str | None, wheels: Path | None
 ) -> str:
     """The `claude` variant on top of the just-built image; wheels fetched on the host if needed."""
     from groups.sandbox.image import (

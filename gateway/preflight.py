@@ -203,7 +203,7 @@ def registered_runtimes(data_dir: Path) -> set[str]:
     """The agent runtimes registered groups chose for themselves (read-only; none without a column)."""
     import sqlite3
 
-    from gateway.app import DATABASE
+    from core.paths import DATABASE
 
     path = data_dir / DATABASE
     if not path.exists():

@@ -266,7 +266,7 @@ CLAUDE_SDK_REQUIREMENT = "claude-agent-sdk>=0.2.189"
 RUNTIME_LABEL = "clawgate.runtime"
 
 
-def image_python(client: Any, image: str) -> str:
+def image_python(client: DockerClient, image: str) -> str:
     """The `major.minor` of the image's python3 (wheels with C extensions must match it)."""
     try:
         out = client.containers.run(
@@ -319,7 +319,9 @@ def fetch_claude_wheels(wheels: Path, python: str, progress: Progress) -> None:
         )
 
 
-def build_claude_image(client: Any, sandbox_image: str, tag: str, wheels: Path, progress: Progress) -> str:
+def build_claude_image(
+    client: DockerClient, sandbox_image: str, tag: str, wheels: Path, progress: Progress
+) -> str:
     """Build `Dockerfile.claude` on top of the built-in `sandbox_image`; returns the image id.
 
     The build context is a temporary directory holding only the Dockerfile and the wheels
