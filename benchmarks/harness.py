@@ -18,6 +18,7 @@ if str(ROOT) not in sys.path:
 
 from core.config import parse  # noqa: E402
 from gateway.app import Gateway  # noqa: E402
+from proxy.secrets import SecretStore  # noqa: E402
 from tests.fakes.channel import CaptureChannel  # noqa: E402
 from tests.fakes.model_server import FakeModelServer, Recorded  # noqa: E402
 
@@ -37,9 +38,12 @@ def ensure_image() -> None:
 
 
 class BenchGateway:
-    def __init__(self, gateway: Gateway, channel: CaptureChannel) -> None:
+    def __init__(
+        self, gateway: Gateway, channel: CaptureChannel, model: FakeModelServer | None = None
+    ) -> None:
         self.gateway = gateway
         self.channel = channel
+        self.model = model
         self._receipt: asyncio.Future[float] | None = None
         gateway.executor.observers.append(self._on_received)
 
@@ -62,10 +66,26 @@ class BenchGateway:
         await self.gateway.pool.stop("main")
         return await self.one(text)
 
+    async def turn_overhead(self, text: str) -> float:
+        """Seconds from ingesting `text` to its reply leaving, minus the model server's own time."""
+        assert self.model is not None
+        replies, model_before = len(self.channel.sent), self.model.busy_s
+        start = time.perf_counter()
+        await self.gateway.ingest(self.channel.message(text))
+        await self.channel.wait_for(replies + 1, 300)
+        elapsed = time.perf_counter() - start
+        await self.gateway.drain()
+        return elapsed - (self.model.busy_s - model_before)
+
 
 @asynccontextmanager
 async def bench_gateway(
-    backend: str = "docker", model_delay_s: float = 0.0, sandbox_toml: str = ""
+    backend: str = "docker",
+    model_delay_s: float = 0.0,
+    sandbox_toml: str = "",
+    extra_toml: str = "",
+    image: str = IMAGE,
+    model_key: bool = False,
 ) -> AsyncIterator[BenchGateway]:
     tmp = Path(tempfile.mkdtemp(prefix="cgb"))
     config_dir, data_dir = tmp / "config", tmp / "data"
@@ -89,14 +109,16 @@ async def bench_gateway(
     with FakeModelServer(default=slow_echo if model_delay_s else None) as model:
         config = parse(
             f'[model]\nbase_url = "{model.url}"\n'
-            f'[sandbox]\nbackend = "{backend}"\nimage = "{IMAGE}"\nidle_timeout_s = 600\n{sandbox_toml}\n'
-            f'[vault]\nallow_private_upstreams = ["{model.host_port}"]\n',
+            f'[sandbox]\nbackend = "{backend}"\nimage = "{image}"\nidle_timeout_s = 600\n{sandbox_toml}\n'
+            f'[vault]\nallow_private_upstreams = ["{model.host_port}"]\n{extra_toml}\n',
             Path("bench.toml"),
         )
         channel = CaptureChannel(prefix="")
+        if model_key:  # the claude runtime's CLI starts only with a (placeholder) key in its environment
+            SecretStore(config_dir).add("anthropic", "sk-ant-bench", model.host_port, "x-api-key", "{value}")
         gateway = Gateway(config, config_dir, data_dir)
         await gateway.start([channel])
         try:
-            yield BenchGateway(gateway, channel)
+            yield BenchGateway(gateway, channel, model)
         finally:
             await gateway.stop(10)

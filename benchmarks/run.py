@@ -20,6 +20,8 @@
   connections and churns more, next to rounds without the flood (see benchmarks/ipc_flood.py).
 - fuzz: executions (and crashes, which must be 0) of the CI-bounded fuzz run of the
   hostile-input parsers (see benchmarks/fuzz.py, tests/fuzz).
+- agent runtimes: message in -> reply out minus the model server's own time, builtin vs
+  claude (warm), and the claude runtime's cold start (see benchmarks/agent_runtimes.py).
 - kill rounds: random `kill -9`s of the real gateway polling the fake Bot API; messages
   acknowledged but not stored (`kill_rounds_lost`) and stored or answered twice
   (`kill_rounds_duplicated`), both must be 0 (see benchmarks/kill_rounds.py).
@@ -42,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.agent_runtimes import run as agent_runtimes_run  # noqa: E402
 from benchmarks.disk_walk import run as disk_walk_run  # noqa: E402
 from benchmarks.fuzz import run as fuzz_run  # noqa: E402
 from benchmarks.harness import IMAGE, bench_gateway, ensure_image  # noqa: E402
@@ -207,6 +210,7 @@ async def main() -> None:
     approve = await wallet_approve_run()  # Approve click -> signed tx at the NEAR RPC vs bare send_tx
     fuzz = await asyncio.to_thread(fuzz_run)  # the CI-bounded fuzz run: executions, crashes (tests/fuzz)
     kills = await kill_rounds_run()  # random kill -9s of the real gateway: lost / duplicated (both 0)
+    runtimes = await agent_runtimes_run()  # builtin vs claude: turn overhead, claude cold start
     result = {
         "warm_p50_ms": ms(pct(warm, 0.5)),
         "warm_p99_ms": ms(pct(warm, 0.99)),
@@ -236,6 +240,7 @@ async def main() -> None:
         **approve,
         **fuzz,
         **kills,
+        **runtimes,
         "crash_kill_points": len(CRASH_POINTS),
         "targets": {
             "warm_p50_ms": 10,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, cast
 import click
 
 from core import paths
+from core.config import AGENT_RUNTIMES
 
 if TYPE_CHECKING:  # imported where used: the CLI starts without loading the store
     from gateway.store import Store
@@ -75,7 +76,15 @@ def _check_trigger(trigger: str) -> str:
     "--trigger", default=None, help="The word that makes the assistant answer (default: @<assistant_name>)."
 )
 @click.option("--no-trigger", "no_trigger", is_flag=True, help="Answer every message in the chat.")
-def groups_register(chat_id: str, name: str, trigger: str | None, no_trigger: bool) -> None:
+@click.option(
+    "--runtime",
+    type=click.Choice(AGENT_RUNTIMES),
+    default=None,
+    help="The group's agent runtime (default: [agent] runtime).",
+)
+def groups_register(
+    chat_id: str, name: str, trigger: str | None, no_trigger: bool, runtime: str | None
+) -> None:
     """Register CHAT_ID (see /chatid) as a group whose folder is NAME."""
     from core import config as config_mod
     from core.models import Group
@@ -98,13 +107,38 @@ def groups_register(chat_id: str, name: str, trigger: str | None, no_trigger: bo
     async def register(store: Store) -> None:
         registry = GroupRegistry(store)
         await registry.load()
-        await registry.register(Group(name, chat_id, name, trigger, not no_trigger, False))
+        await registry.register(Group(name, chat_id, name, trigger, not no_trigger, False, runtime=runtime))
 
     try:
         _with_store(register)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"registered {name} for {chat_id} ({'no trigger' if no_trigger else 'trigger ' + trigger})")
+    _announce("groups")
+
+
+@click.command("set")
+@click.argument("name")
+@click.option(
+    "--runtime",
+    type=click.Choice([*AGENT_RUNTIMES, "default"]),
+    required=True,
+    help="The group's agent runtime; default: follow [agent] runtime.",
+)
+def groups_set(name: str, runtime: str) -> None:
+    """Change a registered group's settings (its running container restarts on the next message)."""
+    from gateway.registry import GroupRegistry
+
+    async def update(store: Store) -> None:
+        registry = GroupRegistry(store)
+        await registry.load()
+        await registry.set_runtime(name, None if runtime == "default" else runtime)
+
+    try:
+        _with_store(update)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{name}: runtime {runtime}")
     _announce("groups")
 
 

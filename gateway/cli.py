@@ -16,7 +16,7 @@ import click
 
 from core import config as config_mod
 from core import paths
-from gateway.admin_cli import dlq_cli, groups_register, groups_unregister, status_cli
+from gateway.admin_cli import dlq_cli, groups_register, groups_set, groups_unregister, status_cli
 from gateway.backup_cli import backup_cli
 from gateway.tasks_cli import tasks_cli
 from gateway.wallet.cli import wallet_cli
@@ -296,7 +296,10 @@ def groups_list() -> None:
             click.echo("no groups registered yet (the main group is created on first `clawgate run`)")
         for g in rows:
             trigger = "(no trigger)" if not g.requires_trigger else g.trigger
-            click.echo(f"{g.folder:<20} {g.chat_id:<28} {trigger:<14} {'main' if g.is_main else ''}")
+            runtime = g.runtime or "(default)"
+            click.echo(
+                f"{g.folder:<20} {g.chat_id:<28} {trigger:<14} {runtime:<10} {'main' if g.is_main else ''}"
+            )
 
     asyncio.run(show())
 
@@ -390,6 +393,7 @@ main.add_command(status_cli)
 main.add_command(backup_cli)
 groups.add_command(groups_register)
 groups.add_command(groups_unregister)
+groups.add_command(groups_set)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,7 +37,7 @@ USAGE: dict[str, str] = {
     "whoami": "/whoami — your user id and whether you are an admin",
     "status": "/status — uptime, channels, containers, queue, vault, dead letters, next tasks",
     "groups": "/groups — registered groups",
-    "register": "/register <chat-id> <name> [--trigger @X] [--no-trigger]",
+    "register": "/register <chat-id> <name> [--trigger @X] [--no-trigger] [--runtime builtin|claude]",
     "unregister": "/unregister <name>",
     "tasks": "/tasks [group]",
     "pause": "/pause <task-id>",
@@ -193,6 +193,7 @@ class AdminCommands:
             last = activity.get(g.chat_id)
             seen = f"active {_age(time.time() - last)} ago" if last else "never active"
             mounts = f", {len(g.extra_mounts)} mount request(s)" if g.extra_mounts else ""
+            mounts += f", runtime {g.runtime}" if g.runtime else ""
             lines.append(
                 f"{g.folder}{' (main)' if g.is_main else ''}: {g.chat_id}, {trigger}, {seen}{mounts}"
             )
@@ -203,20 +204,25 @@ class AdminCommands:
             raise UsageError()
         chat_id, name, rest = args[0], args[1], args[2:]
         trigger, requires = self.gw.config.default_trigger, True
+        runtime: str | None = None
         while rest:
             flag = rest.pop(0)
             if flag == "--no-trigger":
                 requires = False
+            elif flag == "--runtime" and rest:
+                runtime = rest.pop(0)
             elif flag == "--trigger" and rest and rest[0].startswith("@") and len(rest[0]) > 1:
                 trigger = rest.pop(0)
             else:
                 raise UsageError(f"unexpected argument {flag!r}")
         try:
             validate_folder(name)
-            await self.gw.registry.register(Group(name, chat_id, name, trigger, requires, False))
+            group = Group(name, chat_id, name, trigger, requires, False, runtime=runtime)
+            await self.gw.registry.register(group)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        return f"registered {name} for {chat_id} ({'trigger ' + trigger if requires else 'no trigger'})"
+        how = "trigger " + trigger if requires else "no trigger"
+        return f"registered {name} for {chat_id} ({how}{', runtime ' + runtime if runtime else ''})"
 
     async def _cmd_unregister(self, args: list[str]) -> str:
         self._arity(args, 1)

@@ -52,8 +52,11 @@ class ControlRequests:
         gw = self._gw
         if what == "groups":
             await gw.registry.load()
-            for folder in gw.pool.live:  # `clawgate groups unregister`: its container goes too
-                if gw.registry.by_folder(folder) is None:
+            for folder, live in gw.pool.live.items():
+                group = gw.registry.by_folder(folder)
+                # `clawgate groups unregister`: its container goes too; `groups set --runtime`:
+                # the next message starts the other runtime's image.
+                if group is None or group.runtime != live.group.runtime:
                     await gw.pool.stop(folder)
         elif what == "tasks" and gw.services.tasks is not None:
             await gw.scheduler.reload()  # the scheduler is services.tasks once it is wired

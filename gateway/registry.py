@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from core.config import AGENT_RUNTIMES
 from core.models import Group
 from gateway.store import Store
 from groups.folders import validate_folder
@@ -48,6 +49,8 @@ class GroupRegistry:
             raise ValueError(f"chat {group.chat_id!r} is already registered")
         if group.is_main and self.main is not None:
             raise ValueError("there is already a main group")
+        if group.runtime is not None and group.runtime not in AGENT_RUNTIMES:
+            raise ValueError(f"unknown runtime {group.runtime!r}: use one of {', '.join(AGENT_RUNTIMES)}")
         await self._store.register_group(group)
         self._by_chat[group.chat_id] = group
         self._by_folder[group.folder] = group
@@ -101,6 +104,19 @@ class GroupRegistry:
         if group is not None and self.for_chat(new_chat_id) is None:
             await self.move_chat(group.folder, new_chat_id)
             log.warning("group %s moved from %s to %s", group.folder, old_chat_id, new_chat_id)
+
+    async def set_runtime(self, folder: str, runtime: str | None) -> Group:
+        """Choose the group's agent runtime ("builtin" | "claude"; None: the `[agent] runtime` default)."""
+        group = self._by_folder.get(folder)
+        if group is None:
+            raise ValueError(f"no registered group {folder!r}")
+        if runtime is not None and runtime not in AGENT_RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime!r}: use one of {', '.join(AGENT_RUNTIMES)}")
+        await self._store.set_group_runtime(folder, runtime)
+        updated = replace(group, runtime=runtime)
+        self._by_folder[folder] = updated
+        self._by_chat[group.chat_id] = updated
+        return updated
 
     async def set_mounts(self, folder: str, mounts: list[object]) -> Group:
         """Replace a group's extra-mount requests; they are validated against the allowlist at start."""

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from core.config import AGENT_RUNTIMES
 from core.models import Group, MountRequest
 from gateway.store.connection import Database
 
@@ -24,7 +25,7 @@ class GroupStore(Database):
     async def register_group(self, group: Group) -> None:
         await self._write(
             "INSERT INTO groups (folder, chat_id, name, trigger, requires_trigger, is_main, "
-            "extra_mounts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "extra_mounts, created_at, runtime) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 group.folder,
                 group.chat_id,
@@ -34,6 +35,7 @@ class GroupStore(Database):
                 int(group.is_main),
                 _mounts_to_json(group.extra_mounts),
                 time.time(),
+                group.runtime,
             ),
         )
 
@@ -46,7 +48,7 @@ class GroupStore(Database):
 
     async def groups(self) -> list[Group]:
         async with self._conn.execute(
-            "SELECT folder, chat_id, name, trigger, requires_trigger, is_main, extra_mounts "
+            "SELECT folder, chat_id, name, trigger, requires_trigger, is_main, extra_mounts, runtime "
             "FROM groups ORDER BY is_main DESC, folder"
         ) as cur:
             return [_group(row) for row in await cur.fetchall()]
@@ -55,6 +57,10 @@ class GroupStore(Database):
         await self._write(
             "UPDATE groups SET extra_mounts = ? WHERE folder = ?", (_mounts_to_json(requests), folder)
         )
+
+    async def set_group_runtime(self, folder: str, runtime: str | None) -> None:
+        """The group's agent runtime; None follows `[agent] runtime`."""
+        await self._write("UPDATE groups SET runtime = ? WHERE folder = ?", (runtime, folder))
 
     # -- sessions: a marker per group of its agent session (`/reset` records a new one) ----
 
@@ -73,7 +79,7 @@ class GroupStore(Database):
 
 
 def _group(row: Iterable[Any]) -> Group:
-    folder, chat_id, name, trigger, requires_trigger, is_main, mounts = row
+    folder, chat_id, name, trigger, requires_trigger, is_main, mounts, runtime = row
     return Group(
         folder,
         chat_id,
@@ -82,6 +88,7 @@ def _group(row: Iterable[Any]) -> Group:
         bool(requires_trigger),
         bool(is_main),
         _mounts_from_json(folder, mounts),
+        runtime if runtime in AGENT_RUNTIMES else None,
     )
 
 

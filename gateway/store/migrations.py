@@ -201,6 +201,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX model_usage_time ON model_usage (created_at);
     CREATE INDEX model_usage_group ON model_usage (group_folder, created_at);
     """,
+    # 7: a group may choose its agent runtime ("builtin" | "claude"); NULL follows `[agent] runtime`.
+    """
+    ALTER TABLE groups ADD COLUMN runtime TEXT;
+    """,
 ]
 
 

@@ -126,6 +126,56 @@ async def test_console_conversation_end_to_end(dirs, model_server, sandbox_image
     assert REAL_KEY not in (data_dir / "logs" / "gateway.log").read_text()
 
 
+async def test_console_conversation_on_the_claude_runtime(
+    dirs, model_server, claude_image, docker_client
+) -> None:
+    """`clawgate run` with `[agent] runtime = "claude"`: Claude Code answers, through the vault."""
+    config_dir, data_dir = dirs
+    write_config(config_dir, model_server, claude_image.removesuffix("-claude"), idle_s=60)
+    with (config_dir / "config.toml").open("a") as config:
+        config.write(f'[agent]\nruntime = "claude"\nclaude_image = "{claude_image}"\n')
+    code, _, err = await clawgate(
+        "vault",
+        "add",
+        "anthropic",
+        "--host",
+        model_server.host_port,
+        "--preset",
+        "anthropic",
+        stdin=REAL_KEY.encode() + b"\n",
+    )
+    assert code == 0, err
+    proc = await asyncio.create_subprocess_exec(
+        CLAWGATE,
+        "run",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+        env=os.environ.copy(),
+    )
+    assert proc.stdin and proc.stdout
+    try:
+        proc.stdin.write(b"hello claude\n")
+        await proc.stdin.drain()
+        reply = await read_reply(proc.stdout, timeout=180)
+        assert reply.startswith("Andy: echo: ") and "hello claude" in reply, reply
+        assert model_server.requests, "the model never heard from Claude Code"
+        assert all(r.headers["x-api-key"] == REAL_KEY for r in model_server.requests)
+        assert all(
+            r.path == "/v1/messages?beta=true" and r.body.get("stream") is True for r in model_server.requests
+        )
+        [container] = main_containers(docker_client, data_dir)
+        assert claude_image in container.image.tags
+        env_dump = container.exec_run(["sh", "-c", "cat /proc/*/environ; true"]).output
+        assert b"CONSOLEREAL" not in env_dump and b"ANTHROPIC_API_KEY=placeholder" in env_dump
+    finally:
+        proc.stdin.close()
+        code = await asyncio.wait_for(proc.wait(), 60)
+    assert code == 0
+    assert REAL_KEY not in (data_dir / "logs" / "gateway.log").read_text()
+
+
 @pytest.mark.parametrize(
     ("config", "expected"),
     [

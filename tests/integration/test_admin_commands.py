@@ -246,8 +246,15 @@ async def test_groups_register_and_unregister(h: Harness) -> None:
     await h.usage("/register tg:-400 team", "already registered")  # duplicate name
     await h.usage(f"/register {TEAM} other", "already registered")  # duplicate chat
     await h.usage(f"/register {MAIN} other", "already registered")
+    await h.usage("/register tg:-400 x --runtime codex", "unknown runtime 'codex'")
+    await h.usage("/register tg:-400 x --runtime", "unexpected argument '--runtime'")
     assert len(await h.gw.store.groups()) == 4
     assert h.gw.registry.for_chat("tg:-400") is None
+    reply = await h.ok("/register tg:-500 sdk --runtime claude")
+    assert reply == "registered sdk for tg:-500 (trigger @Andy, runtime claude)"
+    assert "sdk: tg:-500, @Andy, never active, runtime claude" in (await h.ok("/groups")).splitlines()
+    assert {g.folder: g.runtime for g in await h.gw.store.groups()}["sdk"] == "claude"
+    assert await h.ok("/unregister sdk") == "unregistered sdk (its folder is kept)"
 
     assert await h.ok("/unregister ops") == "unregistered ops (its folder is kept)"
     assert "ops" not in await h.ok("/groups")
@@ -526,6 +533,15 @@ async def test_cli_changes_reach_the_running_gateway(h: Harness, docker_client) 
     assert h.gw.registry.for_chat(TEAM) is not None
     assert (await h.answered("hello from the team", TEAM)).startswith("echo: ")  # answered: no trigger
     assert len(containers(docker_client, h.gw, "team")) == 1
+
+    # Another runtime for the group: its running container goes (the next message starts the other image).
+    out = await clawgate("groups", "set", "team", "--runtime", "claude")
+    assert "team: runtime claude" in out and "running gateway picked up the change" in out
+    registered = h.gw.registry.for_chat(TEAM)
+    assert registered is not None and registered.runtime == "claude"
+    assert containers(docker_client, h.gw, "team") == []
+    await clawgate("groups", "set", "team", "--runtime", "default")
+    assert (await h.answered("back on the builtin runtime", TEAM)).startswith("echo: ")
 
     out = await clawgate("groups", "unregister", "team")
     assert "running gateway picked up the change" in out

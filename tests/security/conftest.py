@@ -13,6 +13,8 @@ Fixtures
     `.prepare(data_dir)` -> make a data dir usable by this tier (links the bwrap rootfs);
     `.make_backend(data_dir)` -> the `SandboxBackend` the gateway would use (direct sandbox tests).
   Only some tiers: `@pytest.mark.parametrize("tier", ["docker", "runsc"], indirect=True)`.
+  The extra tier "claude" (docker/runc with `[agent] runtime = "claude"`, the Claude Agent SDK
+  image) is opt-in the same way: `Attacker.shell` then scripts Claude Code's `Bash` tool.
 - `hostile_gateway` (async) -> a started `Gateway` on `tier`: fake model on loopback (the
   `model_server` fixture), a fake model key in the real vault, a `CaptureChannel` as
   `gateway.test_channel`, and a registered non-main group HOSTILE (folder "hostile", chat
@@ -66,6 +68,7 @@ class Tier:
     runtime: str
     image: str
     rootfs: Path | None = None  # bwrap only: the session's exported image filesystem
+    claude_image: str | None = None  # the claude tier: the agent is the Claude Agent SDK
 
     def config_toml(
         self, model: FakeModelServer, sandbox: str = "", extra: str = "", top: str = "", idle: float = 30
@@ -88,8 +91,14 @@ allow_private_upstreams = ["{model.host_port}"]
 [retry]
 max_attempts = 2
 base_delay_s = 0.05
+{self._agent_toml()}
 {extra}
 """
+
+    def _agent_toml(self) -> str:
+        if self.claude_image is None:
+            return ""
+        return f'[agent]\nruntime = "claude"\nclaude_image = "{self.claude_image}"\n'
 
     def config(
         self, model: FakeModelServer, sandbox: str = "", extra: str = "", top: str = "", idle: float = 30
@@ -116,6 +125,10 @@ def tier(request: pytest.FixtureRequest, docker_client: Any, sandbox_image: str)
     name = request.param
     if name == "bwrap":
         return Tier("bwrap", "bwrap", "runc", sandbox_image, request.getfixturevalue("bwrap_rootfs"))
+    if name == "claude":
+        return Tier(
+            "claude", "docker", "runc", sandbox_image, claude_image=request.getfixturevalue("claude_image")
+        )
     if name == "runsc":
         require_runsc(docker_client, sandbox_image)
         return Tier("runsc", "docker", "runsc", sandbox_image)
@@ -173,6 +186,10 @@ class Attacker:
     async def shell(self, command: str, chat: str = HOSTILE.chat_id, timeout_s: int = 120) -> str:
         """Run `command` with the agent's shell tool in `chat`'s sandbox; its output, `[exit code N]` last."""
         tool_id = f"toolu_attack_{next(self._ids)}"
+        if self.gateway.config.agent.runtime == "claude":  # Claude Code's own shell tool
+            name, args = "Bash", {"command": command, "timeout": timeout_s * 1000}
+        else:
+            name, args = "shell", {"command": command, "timeout_s": timeout_s}
         call = {
             "id": f"msg_{tool_id}",
             "type": "message",
@@ -182,8 +199,8 @@ class Attacker:
                 {
                     "type": "tool_use",
                     "id": tool_id,
-                    "name": "shell",
-                    "input": {"command": command, "timeout_s": timeout_s},
+                    "name": name,
+                    "input": args,
                 }
             ],
             "stop_reason": "tool_use",

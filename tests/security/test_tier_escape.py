@@ -13,10 +13,16 @@ import socket
 import threading
 from typing import Any
 
+import pytest
+
 from gateway.app import Gateway
-from tests.security.conftest import MODEL_KEY, Attacker, Tier
+from tests.security.conftest import MODEL_KEY, TIERS, Attacker, Tier
+
+# Also against the claude runtime (the Claude Agent SDK image; Claude Code's Bash tool).
+WITH_CLAUDE = pytest.mark.parametrize("tier", [*TIERS, "claude"], indirect=True)
 
 
+@WITH_CLAUDE
 async def test_attacker_hunts_the_model_key_in_env_proc_and_files(
     tier: Tier, attacker: Attacker, hostile_gateway: Gateway
 ) -> None:
@@ -29,8 +35,16 @@ async def test_attacker_hunts_the_model_key_in_env_proc_and_files(
     assert "hunt-done" in out, out
     assert MODEL_KEY not in out and "REALSECRET" not in out, out
     assert int(out.split()[0]) >= 1, out  # the agent's own environment was readable: only placeholders
+    if tier.name == "claude":  # Claude Code's config dir (sessions, settings) holds no credential either
+        config_dir = await attacker.shell(
+            "find /workspace/group/.clawgate/claude -type f | head -n 50; "
+            "grep -rsl 'REAL[S]ECRET' /workspace/group/.clawgate; echo config-done"
+        )
+        assert "config-done" in config_dir and ".json" in config_dir, config_dir
+        assert "REALSECRET" not in config_dir, config_dir
 
 
+@WITH_CLAUDE
 async def test_attacker_connects_to_a_server_on_the_host_loopback(
     tier: Tier, attacker: Attacker, hostile_gateway: Gateway
 ) -> None:

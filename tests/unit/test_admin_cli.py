@@ -260,3 +260,25 @@ def test_changes_are_announced_to_the_running_gateway(data_dir: Path, running_ga
     assert invoke("groups", "unregister", "team").exit_code == 1
     assert invoke("dlq", "drop", "999").exit_code == 1
     assert json.dumps(running_gateway[-1]) == json.dumps({"op": "status"})
+
+
+def test_a_group_chooses_its_agent_runtime_and_unknown_ones_are_refused(data_dir: Path) -> None:
+    seed_main(data_dir)
+    assert invoke("groups", "register", "tg:-100", "team", "--runtime", "claude").exit_code == 0
+    assert invoke("groups", "register", "tg:-200", "ops").exit_code == 0
+    runtimes = {g.folder: g.runtime for g in db(data_dir, lambda s: s.groups())}
+    assert runtimes == {"main": None, "team": "claude", "ops": None}
+    assert "claude" in invoke("groups", "list").output
+
+    result = invoke("groups", "set", "ops", "--runtime", "claude")
+    assert result.exit_code == 0 and "ops: runtime claude" in result.output and NOT_RUNNING in result.output
+    assert invoke("groups", "set", "team", "--runtime", "default").exit_code == 0
+    runtimes = {g.folder: g.runtime for g in db(data_dir, lambda s: s.groups())}
+    assert runtimes == {"main": None, "team": None, "ops": "claude"}
+
+    bad = invoke("groups", "register", "tg:-300", "x", "--runtime", "codex")
+    assert bad.exit_code != 0 and "codex" in bad.output
+    assert invoke("groups", "set", "ops", "--runtime", "codex").exit_code != 0
+    missing = invoke("groups", "set", "nobody", "--runtime", "claude")
+    assert missing.exit_code != 0 and "no registered group 'nobody'" in missing.output
+    assert {g.folder: g.runtime for g in db(data_dir, lambda s: s.groups())}["ops"] == "claude"
