@@ -165,6 +165,47 @@ def error_summary(result: Any) -> str:
     return f"model error: {detail or 'the Claude runtime reported an error'}"
 
 
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def usage_reports(result: Any, configured_model: str) -> List[Dict[str, Any]]:
+    """The turn's tokens per model, in the shape of the gateway's ``usage`` IPC request.
+
+    Claude Code reports ``modelUsage`` per model without a call count: ``num_turns`` (its model
+    round trips) is attributed to the one model when there is one, else one call each.
+    """
+    per_model = getattr(result, "model_usage", None)
+    if not isinstance(per_model, dict) or not per_model:
+        usage = getattr(result, "usage", None)
+        if not isinstance(usage, dict):
+            return []
+        per_model = {
+            configured_model: {
+                "inputTokens": usage.get("input_tokens"),
+                "outputTokens": usage.get("output_tokens"),
+                "cacheReadInputTokens": usage.get("cache_read_input_tokens"),
+                "cacheCreationInputTokens": usage.get("cache_creation_input_tokens"),
+            }
+        }
+    turns = _count(getattr(result, "num_turns", 0)) or 1
+    reports = []
+    for model, row in per_model.items():
+        if not isinstance(row, dict) or not isinstance(model, str) or not model:
+            continue
+        reports.append(
+            {
+                "model": model[:200],
+                "input_tokens": _count(row.get("inputTokens")),
+                "output_tokens": _count(row.get("outputTokens")),
+                "cache_read_tokens": _count(row.get("cacheReadInputTokens")),
+                "cache_write_tokens": _count(row.get("cacheCreationInputTokens")),
+                "calls": turns if len(per_model) == 1 else 1,
+            }
+        )
+    return reports
+
+
 class ClaudeTurns:
     """One long-lived Claude Code process per sandbox, resumed from the stored session."""
 
@@ -173,6 +214,7 @@ class ClaudeTurns:
         self.log = log
         self.session = SessionFile(cfg.group_dir)
         self.tools = ClawgateTools(cfg.group_dir, ipc.call)
+        self.usage: List[Dict[str, Any]] = []  # the last turn's usage reports
         self._client: Any = None
 
     def _options(self) -> Any:
@@ -217,6 +259,7 @@ class ClaudeTurns:
 
         texts: List[str] = []
         result: Any = None
+        self.usage = []
         try:
             if self._client is None:
                 self._client = await self._connect()
@@ -243,6 +286,7 @@ class ClaudeTurns:
             return None, "model unreachable: the Claude runtime ended the turn without a result"
         if result.session_id:
             self.session.save(result.session_id)
+        self.usage = usage_reports(result, self.cfg.model)
         if result.is_error:
             return None, error_summary(result)
         text = (
@@ -273,6 +317,12 @@ async def serve(cfg: config.Config, client: IPCClient) -> int:
             except IPCError as exc:
                 log("warning", f"received({run_id}) failed: {exc}")
             text, error = await turns.run(user_prompt)
+            # Before turn_done, while the run is still open at the gateway (it checks the run id).
+            for report in turns.usage:
+                try:
+                    await anyio.to_thread.run_sync(client.usage, run_id, report)
+                except IPCError as exc:  # counted or not, the answer must still go out
+                    log("warning", f"usage({run_id}) rejected: {exc}")
             try:
                 await anyio.to_thread.run_sync(client.turn_done, run_id, text, error)
             except IPCError as exc:

@@ -113,3 +113,33 @@ def test_error_lines_are_short_and_carry_the_status_the_gateway_retries_on() -> 
     assert line == "model error: HTTP 401 from upstream"
     other = SimpleNamespace(result=None, errors=["boom\nTraceback (most recent call last)"], subtype="error")
     assert "\n" not in claude_main.error_summary(other)
+
+
+def test_usage_reports_per_model_in_the_gateways_shape() -> None:
+    result = SimpleNamespace(
+        num_turns=3,
+        model_usage={
+            "claude-x": {
+                "inputTokens": 120,
+                "outputTokens": 30,
+                "cacheReadInputTokens": 900,
+                "cacheCreationInputTokens": 40,
+                "costUSD": 0.01,
+            }
+        },
+        usage=None,
+    )
+    assert claude_main.usage_reports(result, "configured") == [
+        {
+            "model": "claude-x",
+            "input_tokens": 120,
+            "output_tokens": 30,
+            "cache_read_tokens": 900,
+            "cache_write_tokens": 40,
+            "calls": 3,
+        }
+    ]
+    fallback = SimpleNamespace(num_turns=1, model_usage=None, usage={"input_tokens": 5, "output_tokens": -2})
+    [row] = claude_main.usage_reports(fallback, "configured")
+    assert row["model"] == "configured" and row["input_tokens"] == 5 and row["output_tokens"] == 0
+    assert claude_main.usage_reports(SimpleNamespace(), "m") == []

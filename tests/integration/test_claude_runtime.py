@@ -91,6 +91,12 @@ class ClaudeScript:
         if match := re.search(r"PAY ([\d.]+) ([a-z0-9._-]+)", text):
             args = {"receiver_id": match.group(2), "amount": match.group(1)}
             return 200, anthropic_tool_use(f"{TOOL}near_transfer", args, call_id=call_id)
+        if "FAIL-NOW" in text:  # a request the upstream refuses (not retried: a 4xx)
+            error = {
+                "type": "error",
+                "error": {"type": "invalid_request_error", "message": "scripted refusal"},
+            }
+            return 400, error
         words = re.findall(r"WORD-\w+", text)
         return 200, anthropic_text("echo " + (words[-1] if words else "nothing"))
 
@@ -169,6 +175,11 @@ async def test_answers_through_the_vault_with_mcp_tools_and_owner_approval(env: 
     assert await env.click(message, f"ap:{approval_id}:d", ADMIN)
     await reply_in_team(env, "tool said:")
 
+    # A model error reaches the chat as one short line, never a stack trace.
+    env.say_in_team("@Andy FAIL-NOW please")
+    failure = await reply_in_team(env, "model error: HTTP 400")
+    assert "Traceback" not in failure and len(failure) < 400, failure
+
 
 @contextlib.asynccontextmanager
 async def team_gateway(
@@ -225,6 +236,9 @@ async def test_session_survives_docker_kill_and_gateway_restart_and_reset_starts
             client = docker.from_env()
             labels = [f"{LABEL_INSTANCE}={gw.instance}", f"{LABEL_GROUP}=team"]
             [container] = client.containers.list(filters={"label": labels})
+            # Standing memory: the group's CLAUDE.md (read by Claude Code) and the global one.
+            (data_dir / "groups" / "team" / "CLAUDE.md").write_text("Group rule MARKER-GROUP-MD.\n")
+            (data_dir / "global" / "CLAUDE.md").write_text("Shared rule MARKER-GLOBAL-MD.\n")
             container.kill()  # the container dies between turns
             for _ in range(300):  # ... and the gateway notices before the next message
                 if "team" not in gw.pool.live:
@@ -233,6 +247,8 @@ async def test_session_survives_docker_kill_and_gateway_restart_and_reset_starts
             api.push_message(TEAM, "@Andy after the kill WORD-banana", title="Team")
             [*_, latest] = await said("echo WORD-banana")
             assert "WORD-apple" in conversation_text(latest)
+            whole = json.dumps(latest.body)
+            assert "MARKER-GROUP-MD" in whole and "MARKER-GLOBAL-MD" in whole
             assert session.read_text().strip() == session_id
 
         # A gateway restart over the same folders: the next message still resumes the session.
