@@ -216,6 +216,7 @@ class ClaudeTurns:
         self.tools = ClawgateTools(cfg.group_dir, ipc.call)
         self.usage: List[Dict[str, Any]] = []  # the last turn's usage reports
         self._client: Any = None
+        self._append = ""  # the system prompt addition the running Claude Code process was given
 
     def _options(self) -> Any:
         from claude_agent_sdk import ClaudeAgentOptions
@@ -226,10 +227,13 @@ class ClaudeTurns:
             model=self.cfg.model,
             cwd=self.cfg.group_dir,
             permission_mode="bypassPermissions",
+            # snapshot False: a resumed session gets today's MEMORY.md and global CLAUDE.md, not
+            # the prompt recorded when it began.
             system_prompt={
                 "type": "preset",
                 "preset": "claude_code",
-                "append": system_prompt_append(self.cfg),
+                "append": self._append,
+                "snapshot": False,
             },
             setting_sources=["project"],  # the group's CLAUDE.md and .claude/settings.json
             mcp_servers=servers,
@@ -260,8 +264,12 @@ class ClaudeTurns:
         texts: List[str] = []
         result: Any = None
         self.usage = []
+        append = system_prompt_append(self.cfg)
+        if self._client is not None and append != self._append:
+            await self.close()  # MEMORY.md or the global CLAUDE.md changed: a process with the new prompt
         try:
             if self._client is None:
+                self._append = append
                 self._client = await self._connect()
             await self._client.query(user_prompt)
             async for message in self._client.receive_response():
