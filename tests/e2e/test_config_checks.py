@@ -145,3 +145,36 @@ def test_doctor_reports_the_configured_channels_and_the_same_findings_as_run(dir
     assert "(error at `clawgate run`)" in out
     assert result.exit_code == 1
     assert not (data_dir / DATABASE).exists()
+
+
+def test_doctor_says_whether_the_image_each_runtime_needs_exists(dirs, model_server, sandbox_image) -> None:
+    """The default runtime's image and the claude one a group chose are both checked, with the fix."""
+    import sqlite3
+
+    from core.models import Group
+    from gateway.store import Store
+
+    config_dir, data_dir = dirs
+    write_config(config_dir, model_server, sandbox_image, idle_s=60)
+    with (config_dir / "config.toml").open("a") as config:
+        config.write('[agent]\nclaude_image = "clawgate-sandbox:no-such-claude-image"\n')
+
+    result = CliRunner().invoke(main, ["doctor"])
+    assert f"images exist and are current: {sandbox_image} (builtin)" in result.output, result.output
+    assert "no-such-claude-image" not in result.output  # nobody runs claude yet
+
+    async def register() -> None:
+        store = await Store.open(data_dir / DATABASE)
+        try:
+            await store.register_group(Group("team", "tg:-1", "team", "@Andy", runtime="claude"))
+        finally:
+            await store.close()
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(register())
+    with sqlite3.connect(data_dir / DATABASE) as db:
+        assert db.execute("SELECT runtime FROM groups WHERE folder = 'team'").fetchone() == ("claude",)
+    result = CliRunner().invoke(main, ["doctor"])
+    assert "image clawgate-sandbox:no-such-claude-image of the claude runtime does not exist" in result.output
+    assert "clawgate image build --runtime claude" in result.output
+    assert result.exit_code == 1
