@@ -19,6 +19,7 @@ from channels.base import ButtonPress
 from channels.console import OWNER_ID
 from core.models import Group, InboundMessage
 from gateway import dead_letters
+from gateway.sandboxes import group_runtime
 from groups import groupfs
 from groups.folders import group_dirs, validate_folder
 
@@ -290,6 +291,11 @@ class AdminCommands:
     async def _cmd_compact(self, args: list[str]) -> str:
         self._arity(args, 1)
         group = self._group(args[0])
+        if group_runtime(self.gw.config, group) == "claude":
+            return (
+                f"{group.folder} runs the claude runtime, whose session Claude Code compacts by itself; "
+                "/compact applies to the builtin runtime (/reset starts a fresh session)"
+            )
         root = group_dirs(self.gw.data_dir, group.folder).group
         try:
             # Never creates `.clawgate`: made by the gateway (root) it would shut the agent out of it.

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from channels.console import OWNER_ID
+from core.models import Group
 from gateway.app import Gateway
 from gateway.approvals import REFUSE_USER
 from gateway.commands import PUBLIC, USAGE, Command, parse
@@ -364,6 +365,8 @@ async def test_status_shows_model_tokens_and_compact_asks_for_a_summary(h: Harne
     state.rename(moved)
     state.symlink_to(moved)
     assert (await h.ok("/compact main")).startswith("could not ask main to compact its history")
+    await h.gw.registry.register(Group("claudy", "tg:-777", "claudy", "@Andy", runtime="claude"))
+    assert "runs the claude runtime" in await h.ok("/compact claudy")  # not a promise it cannot keep
 
 
 # -- dead letters ---------------------------------------------------------------------------------------
