@@ -46,7 +46,7 @@ USAGE: dict[str, str] = {
     "cancel": "/cancel <task-id>",
     "stop": "/stop <group> — stop that group's container now",
     "reset": "/reset <group> — clear that group's agent session",
-    "compact": "/compact <group> — summarise that group's older conversation at its next turn",
+    "compact": "/compact <group> — builtin runtime: summarise its older conversation at the next turn",
     "dlq": "/dlq — dead letters",
     "retry": "/retry <dead-letter-id>",
     "drop": "/drop <dead-letter-id>",
