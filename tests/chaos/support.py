@@ -25,9 +25,13 @@ def drain_stderr(proc: asyncio.subprocess.Process) -> None:
 async def wait_ready(proc: asyncio.subprocess.Process) -> None:
     """Until the gateway says ready; then its stderr keeps being read (`drain_stderr`)."""
     assert proc.stderr is not None
+    seen: list[bytes] = []  # what it said, for the failure message
     while True:
         line = await asyncio.wait_for(proc.stderr.readline(), 90)
-        assert line, "the gateway exited before it was ready"
+        assert line, "the gateway exited before it was ready:\n" + b"".join(seen[-40:]).decode(
+            errors="replace"
+        )
+        seen.append(line)
         if b"ready" in line:
             break
     drain_stderr(proc)
