@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from urllib.parse import quote
 
@@ -22,8 +23,9 @@ def b58encode(data: bytes) -> str:
     return "1" * (len(data) - len(data.lstrip(b"\0"))) + out
 
 
-NEAR_SECRET = "ed25519:" + b58encode(os.urandom(64))
-NEAR_PUBLIC = "ed25519:" + b58encode(os.urandom(32))
+# Fixed bytes, not os.urandom: parametrized ids must be the same in every pytest-xdist worker.
+NEAR_SECRET = "ed25519:" + b58encode(hashlib.sha512(b"leak-test near secret").digest())
+NEAR_PUBLIC = "ed25519:" + b58encode(hashlib.sha256(b"leak-test near public").digest())
 STORED = "tg-bot-7731:AAHf9d-REAL"
 
 KNOWN = {

@@ -73,7 +73,7 @@ def test_strict_parsing():
         good_pk[8:],  # no prefix
         "secp256k1:" + good_pk[8:],
         "ed25519:",
-        good_pk + "1",  # 33 bytes after a leading zero byte
+        "ed25519:" + b58encode(kp.public_key.data + b"\x01"),  # 33 bytes
         "ed25519:" + b58encode(kp.public_key.data[:31]),
         good_pk[:-1] + "0",  # not in the alphabet
     ]
