@@ -271,7 +271,7 @@ class SandboxPool:
         if connected not in done:
             connected.cancel()
             tail = await sandbox.logs_tail()
-            await self.stop(group.folder)
+            await self._stop_locked(group.folder)
             raise SandboxUnavailable(f"the agent in the sandbox did not start: {tail.strip()[-500:]}")
         return live
 
@@ -285,7 +285,7 @@ class SandboxPool:
             if self._live.get(live.group.folder) is live:
                 log.warning("sandbox of %s exited with code %s", live.group.folder, code)
                 live.ipc.abort_all(f"the sandbox exited (code {code})")
-                await self.stop(live.group.folder)
+                await self._stop_locked(live.group.folder)
 
     async def _stop_over_limit(self, live: LiveSandbox, reason: str) -> None:
         """The disk watch tripped: its turn fails with the reason, then the sandbox goes.
@@ -295,7 +295,7 @@ class SandboxPool:
         async with self._lock(live.group.folder):
             if self._live.get(live.group.folder) is live:
                 live.ipc.abort_all(reason)
-                await self.stop(live.group.folder)
+                await self._stop_locked(live.group.folder)
 
     def lane_finished(self, folder: str) -> None:
         """Keep a live sandbox warm until the idle timeout; free the slot of one that never started."""
@@ -310,7 +310,16 @@ class SandboxPool:
         )
 
     async def stop(self, folder: str) -> None:
-        """Stop and remove the group's container and close its sockets; idempotent."""
+        """Stop and remove the group's container and close its sockets; idempotent.
+
+        Under the group's lock: a message arriving meanwhile waits for the stop to finish
+        instead of starting a sandbox whose IPC and vault sockets this stop would then close.
+        """
+        async with self._lock(folder):
+            await self._stop_locked(folder)
+
+    async def _stop_locked(self, folder: str) -> None:
+        """`stop` for a caller that already holds the group's lock."""
         live = self._live.pop(folder, None)
         if live is None:
             return

@@ -39,6 +39,34 @@ REAL_KEY = "sk-ant-claude-runtime-REAL-0123456789"
 TOOL = "mcp__clawgate__"
 
 
+# A group's own stdio MCP server, as a user would drop it into the group folder: newline-delimited
+# JSON-RPC, stdlib only. It runs inside the sandbox (Claude Code starts it from `.mcp.json`).
+NOTES_SERVER = """
+import json, os, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    method, mid = msg.get("method"), msg.get("id")
+    if mid is None:
+        continue
+    if method == "initialize":
+        result = {"protocolVersion": msg["params"].get("protocolVersion", "2025-06-18"),
+                  "capabilities": {"tools": {}}, "serverInfo": {"name": "notes", "version": "1"}}
+    elif method == "tools/list":
+        result = {"tools": [{"name": "ping", "description": "Answers pong.",
+                             "inputSchema": {"type": "object", "properties": {"word": {"type": "string"}}}}]}
+    elif method == "tools/call":
+        word = msg["params"].get("arguments", {}).get("word", "")
+        result = {"content": [{"type": "text", "text": f"pong {word} as uid {os.getuid()}"}]}
+    elif method == "ping":
+        result = {}
+    else:
+        error = {"code": -32601, "message": method}
+        print(json.dumps({"jsonrpc": "2.0", "id": mid, "error": error}), flush=True)
+        continue
+    print(json.dumps({"jsonrpc": "2.0", "id": mid, "result": result}), flush=True)
+"""
+
+
 def last_user_message(body: dict[str, Any]) -> dict[str, Any]:
     """Claude Code appends a `role: "system"` message after the user's: skip anything not user."""
     for message in reversed(body.get("messages") or []):
@@ -91,6 +119,8 @@ class ClaudeScript:
         if match := re.search(r"PAY ([\d.]+) ([a-z0-9._-]+)", text):
             args = {"receiver_id": match.group(2), "amount": match.group(1)}
             return 200, anthropic_tool_use(f"{TOOL}near_transfer", args, call_id=call_id)
+        if match := re.search(r"USE-NOTES (\w+)", text):
+            return 200, anthropic_tool_use("mcp__notes__ping", {"word": match.group(1)}, call_id=call_id)
         if "FAIL-NOW" in text:  # a request the upstream refuses (not retried: a 4xx)
             error = {
                 "type": "error",
@@ -173,7 +203,17 @@ async def test_answers_through_the_vault_with_mcp_tools_and_owner_approval(env: 
     [call] = [c for c in env.wallet.calls if c.method == "near_transfer"]
     assert call.folder == "team" and call.params == {"receiver_id": "bob.testnet", "amount": "25"}
     assert await env.click(message, f"ap:{approval_id}:d", ADMIN)
-    await reply_in_team(env, "tool said:")
+    await reply_in_team(env, "the owner denied it")  # the tool result of the transfer, reported
+
+    # The group's own MCP server (from its folder's .mcp.json) runs inside the sandbox.
+    folder = env.data_dir / "groups" / "team"
+    (folder / "notes_server.py").write_text(NOTES_SERVER)
+    servers = {"mcpServers": {"notes": {"command": "python3", "args": ["/workspace/group/notes_server.py"]}}}
+    (folder / ".mcp.json").write_text(json.dumps(servers))
+    await env.gw.pool.stop("team")  # the servers are read when Claude Code starts
+    env.say_in_team("@Andy USE-NOTES gamma")
+    pong = await reply_in_team(env, "tool said: pong gamma as uid")
+    assert "as uid 0" not in pong, pong
 
     # A model error reaches the chat as one short line, never a stack trace.
     env.say_in_team("@Andy FAIL-NOW please")
