@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,8 +52,22 @@ def sandbox_image(docker_client) -> str:  # type: ignore[no-untyped-def]
     """The sandbox image, rebuilt from the working tree once per session so tests run current code."""
     from groups.sandbox.image import build_image
 
-    build_image(docker_client, TEST_IMAGE, None, lambda line: None)
+    # pytest-xdist workers each run this once: one builds, the others wait and rebuild from cache.
+    with exclusive_file_lock(f"image-{TEST_IMAGE}"):
+        build_image(docker_client, TEST_IMAGE, None, lambda line: None)
     return TEST_IMAGE
+
+
+@contextlib.contextmanager
+def exclusive_file_lock(name: str) -> Iterator[None]:
+    """A lock shared by every pytest process on this machine (xdist workers, parallel runs)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    with open(Path(tempfile.gettempdir()) / f"clawgate-test-{safe}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 CLAUDE_WHEELS = os.environ.get("CLAWGATE_CLAUDE_WHEELS", "")
