@@ -92,7 +92,8 @@ def claude_image(sandbox_image: str, docker_client) -> str:  # type: ignore[no-u
             pytest.fail(message + " (CLAWGATE_REQUIRE_CLAUDE=1)")
         pytest.skip(message)
     tag = claude_variant(sandbox_image)
-    build_claude_image(docker_client, sandbox_image, tag, wheels, lambda line: None)
+    with exclusive_file_lock(f"image-{tag}"):
+        build_claude_image(docker_client, sandbox_image, tag, wheels, lambda line: None)
     return tag
 
 
