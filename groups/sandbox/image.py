@@ -18,7 +18,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound
 
@@ -134,17 +134,21 @@ def build_image(client: DockerClient, tag: str, base: str | None, progress: Prog
         raise ImageBuildError(f"{dockerfile} not found: run from a clawgate source checkout")
     chosen = choose_base(client, base, progress)
     progress(f"building {tag} on {chosen} …")
+    return _build(
+        client,
+        tag,
+        progress,
+        path=str(PROJECT_ROOT),
+        dockerfile="Dockerfile.sandbox",
+        buildargs={"BASE_IMAGE": chosen},
+        labels={"clawgate.base": chosen, AGENT_LABEL: agent_fingerprint()},
+    )
+
+
+def _build(client: DockerClient, tag: str, progress: Progress, **options: Any) -> str:
+    """Run one `docker build`, streaming its log to `progress`; returns the image id."""
     try:
-        stream = client.api.build(
-            path=str(PROJECT_ROOT),
-            dockerfile="Dockerfile.sandbox",
-            tag=tag,
-            rm=True,
-            forcerm=True,
-            decode=True,
-            buildargs={"BASE_IMAGE": chosen},
-            labels={"clawgate.base": chosen, AGENT_LABEL: agent_fingerprint()},
-        )
+        stream = client.api.build(tag=tag, rm=True, forcerm=True, decode=True, **options)
         image_id = ""
         for chunk in stream:
             if "stream" in chunk and chunk["stream"].strip():
@@ -343,25 +347,12 @@ def build_claude_image(
             except OSError:
                 shutil.copy(wheel, target)
         progress(f"building {tag} on {sandbox_image} …")
-        try:
-            stream = client.api.build(
-                path=str(context),
-                dockerfile="Dockerfile.claude",
-                tag=tag,
-                rm=True,
-                forcerm=True,
-                decode=True,
-                buildargs={"SANDBOX_IMAGE": sandbox_image},
-                labels={AGENT_LABEL: agent_fingerprint(), RUNTIME_LABEL: "claude"},
-            )
-            image_id = ""
-            for chunk in stream:
-                if "stream" in chunk and chunk["stream"].strip():
-                    progress(chunk["stream"].rstrip())
-                if "error" in chunk:
-                    raise ImageBuildError(f"docker build failed: {chunk['error'].strip()}")
-                if "aux" in chunk and "ID" in chunk["aux"]:
-                    image_id = chunk["aux"]["ID"]
-        except (BuildError, APIError) as exc:
-            raise ImageBuildError(f"docker build failed: {exc}") from None
-    return image_id or str(client.images.get(tag).id)
+        return _build(
+            client,
+            tag,
+            progress,
+            path=str(context),
+            dockerfile="Dockerfile.claude",
+            buildargs={"SANDBOX_IMAGE": sandbox_image},
+            labels={AGENT_LABEL: agent_fingerprint(), RUNTIME_LABEL: "claude"},
+        )
