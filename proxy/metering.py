@@ -1,0 +1,521 @@
+"""Model spend, measured where a sandbox cannot lie about it: in the bytes the vault relays.
+
+Pure (no mitmproxy, no I/O): `proxy/meter_addon.py` feeds it the response bytes of every call to
+a model endpoint as they pass, and the budget code imports `model_endpoint` to decide what a
+"model call" is. What it reads:
+
+- Anthropic Messages (`POST /v1/messages`): a JSON body's `usage`; a stream's
+  `message_start.message.usage` (input and cache tokens) then `message_delta.usage` (cumulative,
+  final; newer API versions repeat the input and cache counts there, which then win).
+- OpenAI Chat Completions (`POST /v1/chat/completions`): a JSON body's `usage`; a stream's last
+  chunk (sent only with `stream_options.include_usage`, which `ensure_stream_usage` forces on).
+- OpenAI Responses (`POST /v1/responses`): a JSON body's `usage`; a stream's
+  `response.completed` (or `.incomplete` / `.failed`) event's `response.usage`.
+
+Why incremental and bounded: a stream can be long and the upstream is untrusted input, so the
+meter never holds a whole stream. It keeps the unfinished line (up to `MAX_LINE`) and the data of
+the current event (up to `MAX_EVENT`); an event larger than that (a Responses `response.completed`
+repeats the whole answer) keeps only its first `HEAD` and last `TAIL` bytes, from which `model`
+and the last `"usage"` object are still read (both providers put usage after the content). Only
+events whose data contains `"usage"` are JSON-parsed at all, so the text deltas that make up
+nearly all of a stream cost a substring test.
+
+Content encodings: the vault asks model endpoints for `Accept-Encoding: identity`
+(`proxy/meter_addon.py`), because decompressing every model response would cost the vault CPU and a
+compressed body is a decompression bomb risk. An upstream that compresses anyway is still metered
+when it uses gzip or deflate (stdlib zlib, output bounded per step and in total); any other
+encoding yields `complete=False` with the counts seen (none) and the caller logs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Endpoint = Literal["anthropic", "openai-chat", "openai-responses"]
+
+_PATHS: dict[str, Endpoint] = {
+    "/v1/messages": "anthropic",
+    "/v1/chat/completions": "openai-chat",
+    "/v1/responses": "openai-responses",
+}
+MAX_LINE = 64 * 1024  # an unfinished SSE line kept whole up to this; past it only `data:` goes on
+MAX_EVENT = 1 << 20  # an event's data kept whole up to this; past it: HEAD + TAIL
+HEAD = 16 * 1024
+TAIL = 128 * 1024
+MAX_JSON = 8 << 20  # a non-streamed body kept whole up to this; past it: HEAD + TAIL
+MAX_DECODED = 256 << 20  # a compressed response decoded (for metering only) up to this
+MAX_MODEL = 100
+_DECODE_STEP = 1 << 20
+
+_USAGE_KEY = b'"usage"'
+_USAGE_NULL = re.compile(rb'"usage"\s*:\s*null')
+_USAGE_OBJ = re.compile(rb'"usage"\s*:\s*\{')
+_MODEL = re.compile(rb'"model"\s*:\s*"((?:[^"\\]|\\.){1,200})"')
+_STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
+_TYPE = re.compile(rb'"type"\s*:\s*"([A-Za-z0-9_.]{1,100})"')
+
+
+def model_endpoint(method: str, path: str) -> Endpoint | None:
+    """Which model API a request calls, on any host; None if it is not a model call.
+
+    Matched on the path without its query (`/v1/messages?beta=true` is what Claude Code sends),
+    so local model servers and test fakes count exactly like the providers' own hosts.
+    """
+    if method.upper() != "POST":
+        return None
+    return _PATHS.get(path.split("?", 1)[0].split("#", 1)[0].rstrip("/") or "/")
+
+
+def provider_of(endpoint: Endpoint) -> str:
+    return "anthropic" if endpoint == "anthropic" else "openai"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One model call's tokens (SPEND-INTERFACE §2); input excludes the cached part."""
+
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    complete: bool
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+
+def _int(value: object) -> int | None:
+    """A token count from untrusted JSON: a non-negative int (bools and floats are not counts)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if value >= 0 else 0
+
+
+def _text(value: object) -> str:
+    return value[:MAX_MODEL] if isinstance(value, str) else ""
+
+
+def request_model(body: bytes) -> str:
+    """The `model` a request names (the fallback when a response does not say), cheaply."""
+    m = _MODEL.search(body[:HEAD]) or _MODEL.search(body)
+    if m is None:
+        return ""
+    try:
+        return _text(json.loads(b'"' + m.group(1) + b'"'))
+    except ValueError:
+        return ""
+
+
+def ensure_stream_usage(body: bytes) -> bytes | None:
+    """An OpenAI chat request body that streams, rewritten to ask for usage; None if unchanged.
+
+    Without `stream_options.include_usage` a streamed chat completion carries no token counts,
+    so a sandbox could hide its spend by how it asks. Bodies that are not a JSON object, or do
+    not stream, are left exactly as they are (the upstream answers malformed ones itself).
+    """
+    if _STREAM_TRUE.search(body) is None:
+        return None
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(obj, dict) or obj.get("stream") is not True:
+        return None
+    options = obj.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return None
+    obj["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class _Capture:
+    """Bytes of one event or body: whole up to `cap`, else its first HEAD and last TAIL bytes."""
+
+    __slots__ = ("cap", "head", "tail", "size", "has_usage", "_carry")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.head = bytearray()
+        self.tail = bytearray()  # only used once `size` passed `cap`
+        self.size = 0
+        self.has_usage = False
+        self._carry = b""  # last bytes, so `"usage"` split across appends is still seen
+
+    def add(self, data: bytes) -> None:
+        if not data:
+            return
+        if not self.has_usage and (_USAGE_KEY in data or _USAGE_KEY in self._carry + data[:8]):
+            self.has_usage = True
+        self._carry = data[-8:]
+        self.size += len(data)
+        if self.size <= self.cap:
+            self.head += data
+            return
+        if len(self.head) > HEAD:  # just overflowed: keep HEAD, the rest starts the tail
+            self.tail = self.head[HEAD:]
+            del self.head[HEAD:]
+        self.tail += data
+        if len(self.tail) > TAIL:
+            del self.tail[: len(self.tail) - TAIL]
+
+    @property
+    def whole(self) -> bool:
+        return self.size <= self.cap
+
+    def clear(self) -> None:
+        self.head.clear()
+        self.tail.clear()
+        self.size = 0
+        self.has_usage = False
+        self._carry = b""
+
+    def parse(self) -> dict[str, Any] | None:
+        """The JSON object: parsed whole, or (too large) rebuilt as {model, usage} from head/tail."""
+        if self.whole:
+            try:
+                obj = json.loads(bytes(self.head))
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                return None
+            return obj if isinstance(obj, dict) else None
+        found: dict[str, Any] = {"_rebuilt": True}
+        head = bytes(self.head)
+        kind = _TYPE.search(head[:256])
+        if kind is not None:
+            found["type"] = kind.group(1).decode()
+        m = _MODEL.search(head)
+        if m is not None:
+            with contextlib.suppress(ValueError):
+                found["model"] = json.loads(b'"' + m.group(1) + b'"')
+        usage = _last_usage(bytes(self.tail))
+        if usage is not None:
+            found["usage"] = usage
+        return found
+
+
+def _last_usage(data: bytes) -> dict[str, Any] | None:
+    """The last `"usage": {...}` object in `data` that parses."""
+    decoder = json.JSONDecoder()
+    text = data.decode("utf-8", "replace")
+    for m in reversed(list(_USAGE_OBJ.finditer(data))):
+        # Offsets in bytes and text agree only for ASCII; re-find in the decoded text instead.
+        start = len(data[: m.end() - 1].decode("utf-8", "replace"))
+        try:
+            obj, _ = decoder.raw_decode(text, start)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            return obj
+    return None
+
+
+class _Decoder:
+    """Incremental gzip/deflate decoding for metering only, bounded per step and in total."""
+
+    def __init__(self, encoding: str) -> None:
+        self.ok = encoding in ("gzip", "x-gzip", "deflate")
+        # 47 = auto-detect a zlib or gzip header; raw deflate (seen in the wild) is tried next.
+        self._z = zlib.decompressobj(47) if self.ok else None
+        self._raw_tried = encoding not in ("deflate",)
+        self.total = 0
+
+    def decode(self, chunk: bytes) -> list[bytes]:
+        if self._z is None:
+            return []
+        out: list[bytes] = []
+        data = chunk
+        try:
+            while data:
+                piece = self._z.decompress(data, _DECODE_STEP)
+                data = self._z.unconsumed_tail
+                self.total += len(piece)
+                if self.total > MAX_DECODED:
+                    self._z = None
+                    self.ok = False
+                    return out
+                if piece:
+                    out.append(piece)
+        except zlib.error:
+            if not self._raw_tried and self.total == 0:
+                self._raw_tried = True
+                self._z = zlib.decompressobj(-15)
+                return self.decode(chunk)
+            self._z = None
+            self.ok = False
+        return out
+
+
+class Meter:
+    """Reads one model response's usage as its bytes pass; `feed` then `finish`.
+
+    `feed(chunk)` returns the Usage exactly once, from the chunk that completes it (a stream's
+    final usage event), so the caller can act before relaying that chunk. `finish()` ends the
+    body (or notes it was cut): it returns the Usage if `feed` has not — for a stream without
+    its final usage event, what was seen with `complete=False` — and None after that, or for a
+    non-2xx response that carried no usage (an error answer is not a call that cost anything).
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        sse: bool,
+        status: int = 200,
+        request_model: str = "",
+        encoding: str = "",
+    ) -> None:
+        self.endpoint = endpoint
+        self.sse = sse
+        self.ok_status = 200 <= status < 300
+        self.model = request_model[:MAX_MODEL]
+        self.response_model = ""
+        self.counts: dict[str, int] = {}
+        self.seen_usage = False
+        self.done = False
+        encoding = encoding.strip().lower()
+        self._decoder = _Decoder(encoding) if encoding and encoding != "identity" else None
+        self.undecodable = self._decoder is not None and not self._decoder.ok
+        # SSE state
+        self._line = bytearray()  # the unfinished line
+        self._line_overflow = (
+            b""  # b"data" when a too-long data line is being streamed into _data, b"x" to skip
+        )
+        self._data = _Capture(MAX_EVENT if sse else MAX_JSON)
+        self._event = ""
+        self._has_data = False
+        self._pending_cr = False
+
+    # -- public --
+
+    def feed(self, chunk: bytes) -> Usage | None:
+        if self.done or not chunk:
+            return None
+        if self._decoder is not None:
+            if not self._decoder.ok:
+                self.undecodable = True
+                return None
+            pieces = self._decoder.decode(chunk)
+            if not self._decoder.ok:
+                self.undecodable = True
+        else:
+            pieces = [chunk]
+        for piece in pieces:
+            if self.sse:
+                self._feed_sse(piece)
+            else:
+                self._data.add(piece)
+            if self.done:
+                return self._usage(True)
+        return None
+
+    def finish(self) -> Usage | None:
+        if self.done:
+            return None
+        self.done = True
+        if self.sse:
+            if self._line and not self._line_overflow:  # the last line, without its line end
+                line = bytes(self._line)
+                self._line.clear()
+                self._on_line(line)
+            if self._data.size or self._has_data:  # an event the stream ended without a blank line for
+                self._dispatch()
+            if self.done and self.seen_usage and self._final:
+                return self._usage(True)
+        else:
+            obj = self._data.parse() if self._data.size else None
+            self._data.clear()
+            if obj is not None:
+                self._read_body(obj)
+                if self.seen_usage:
+                    return self._usage(True)
+        if not self.ok_status and not self.seen_usage:
+            return None
+        return self._usage(False)
+
+    # -- SSE --
+
+    _final = False
+
+    def _feed_sse(self, data: bytes) -> None:
+        if self._pending_cr:
+            self._pending_cr = False
+            if data.startswith(b"\n"):
+                data = data[1:]
+        if b"\r" in data:
+            if data.endswith(b"\r"):
+                self._pending_cr = True  # its \n may come in the next chunk: one line end, not two
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        start = 0
+        while not self.done:
+            end = data.find(b"\n", start)
+            if end < 0:
+                self._partial(data[start:])
+                return
+            piece = data[start:end]
+            start = end + 1
+            if self._line_overflow:
+                if self._line_overflow == b"data":
+                    self._data.add(piece)
+                self._line_overflow = b""
+                continue
+            if self._line:
+                self._line += piece
+                line = bytes(self._line)
+                self._line.clear()
+            else:
+                line = piece
+            self._on_line(line)
+
+    def _partial(self, rest: bytes) -> None:
+        """An unfinished line: kept up to MAX_LINE; a longer `data:` line streams into the event."""
+        if not rest:
+            return
+        if self._line_overflow:
+            if self._line_overflow == b"data":
+                self._data.add(rest)
+            return
+        self._line += rest
+        if len(self._line) > MAX_LINE:
+            line = bytes(self._line)
+            self._line.clear()
+            if line.startswith(b"data:"):
+                value = line[5:]
+                if value.startswith(b" "):
+                    value = value[1:]
+                self._add_data(value)
+                self._line_overflow = b"data"
+            else:
+                self._line_overflow = b"x"
+
+    def _add_data(self, value: bytes) -> None:
+        if self._has_data:
+            self._data.add(b"\n")
+        self._has_data = True
+        self._data.add(value)
+
+    def _on_line(self, line: bytes) -> None:
+        if not line:
+            self._dispatch()
+            return
+        if line.startswith(b":"):
+            return  # a comment (keep-alive)
+        name, colon, value = line.partition(b":")
+        if colon and value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":
+            self._add_data(value)
+        elif name == b"event":
+            self._event = value[:100].decode("utf-8", "replace")
+
+    def _dispatch(self) -> None:
+        event, capture = self._event, self._data
+        self._event, self._has_data = "", False
+        if capture.has_usage:
+            obj = capture.parse()
+            if obj is not None:
+                self._read_event(event, obj)
+        capture.clear()
+
+    def _read_event(self, event: str, obj: dict[str, Any]) -> None:
+        kind = obj.get("type") if isinstance(obj.get("type"), str) else event
+        if self.endpoint == "anthropic":
+            if kind == "message_start":
+                message = obj.get("message")
+                if isinstance(message, dict):
+                    self._model_from(message)
+                    self._take(message.get("usage"))
+            elif kind == "message_delta" and self._take(obj.get("usage")):
+                self._final = self.done = True
+        elif self.endpoint == "openai-chat":
+            self._model_from(obj)
+            if self._take(obj.get("usage")):
+                self._final = self.done = True
+        else:
+            response = obj if obj.get("_rebuilt") else obj.get("response")
+            if kind in ("response.completed", "response.incomplete", "response.failed") and isinstance(
+                response, dict
+            ):
+                self._model_from(response)
+                if self._take(response.get("usage")):
+                    self._final = self.done = True
+            elif isinstance(response, dict):
+                self._model_from(response)
+
+    # -- JSON bodies --
+
+    def _read_body(self, obj: dict[str, Any]) -> None:
+        self._model_from(obj)
+        self._take(obj.get("usage"))
+
+    # -- usage objects --
+
+    def _model_from(self, obj: dict[str, Any]) -> None:
+        model = _text(obj.get("model"))
+        if model:
+            self.response_model = model
+
+    def _take(self, usage: object) -> bool:
+        """Merge a usage object's counts (present fields win); True if it carried any."""
+        if not isinstance(usage, dict):
+            return False
+        got = False
+        if self.endpoint == "anthropic":
+            fields = {
+                "input_tokens": usage.get("input_tokens"),
+                "output_tokens": usage.get("output_tokens"),
+                "cache_read_tokens": usage.get("cache_read_input_tokens"),
+                "cache_write_tokens": usage.get("cache_creation_input_tokens"),
+            }
+            for key, raw in fields.items():
+                value = _int(raw)
+                if value is not None:
+                    self.counts[key] = value
+                    got = True
+        else:
+            chat = self.endpoint == "openai-chat"
+            prompt = _int(usage.get("prompt_tokens" if chat else "input_tokens"))
+            output = _int(usage.get("completion_tokens" if chat else "output_tokens"))
+            details = usage.get("prompt_tokens_details" if chat else "input_tokens_details")
+            cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else None
+            if prompt is not None or output is not None:
+                got = True
+                cached = min(cached or 0, prompt or 0)
+                self.counts["input_tokens"] = (prompt or 0) - cached
+                self.counts["output_tokens"] = output or 0
+                self.counts["cache_read_tokens"] = cached
+                self.counts["cache_write_tokens"] = 0
+        self.seen_usage = self.seen_usage or got
+        return got
+
+    def _usage(self, complete: bool) -> Usage:
+        c = self.counts
+        return Usage(
+            provider=provider_of(self.endpoint),
+            model=self.response_model or self.model,
+            input_tokens=c.get("input_tokens", 0),
+            output_tokens=c.get("output_tokens", 0),
+            cache_read_tokens=c.get("cache_read_tokens", 0),
+            cache_write_tokens=c.get("cache_write_tokens", 0),
+            complete=complete,
+        )
+
+
+def meter_body(
+    endpoint: Endpoint,
+    body: bytes,
+    *,
+    sse: bool,
+    status: int = 200,
+    request_model: str = "",
+    encoding: str = "",
+) -> Usage | None:
+    """A whole (buffered) response at once: the same reading as feeding it chunk by chunk."""
+    meter = Meter(endpoint, sse=sse, status=status, request_model=request_model, encoding=encoding)
+    return meter.feed(body) or meter.finish()

@@ -1,0 +1,295 @@
+"""Recorded-shape model responses (Anthropic Messages, OpenAI Chat Completions and Responses).
+
+Shapes follow what the providers send today (field order and extra fields included: cache
+breakdowns, service tiers, `usage: null` on every chat chunk, `sequence_number`s, pings), with
+the token counts a test chooses, so metering is tested against the real layouts. Used by the
+metering unit tests, the fake model server and the vault benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """What the model server reports. `input` excludes cached tokens (Anthropic's convention)."""
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0  # Anthropic only; OpenAI has no cache-write count
+
+
+def _sse(event: str | None, data: dict[str, Any] | str) -> bytes:
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {payload}\n\n".encode()
+
+
+# -- Anthropic Messages --
+
+
+def anthropic_usage(t: Tokens) -> dict[str, Any]:
+    return {
+        "input_tokens": t.input,
+        "cache_creation_input_tokens": t.cache_write,
+        "cache_read_input_tokens": t.cache_read,
+        "cache_creation": {"ephemeral_5m_input_tokens": t.cache_write, "ephemeral_1h_input_tokens": 0},
+        "output_tokens": t.output,
+        "service_tier": "standard",
+    }
+
+
+def anthropic_json(t: Tokens, model: str = "claude-sonnet-4-5-20250929", text: str = "Hello!") -> bytes:
+    return json.dumps(
+        {
+            "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": anthropic_usage(t),
+        }
+    ).encode()
+
+
+def anthropic_sse(
+    t: Tokens,
+    model: str = "claude-sonnet-4-5-20250929",
+    words: list[str] | None = None,
+    full_final_usage: bool = False,
+) -> bytes:
+    """A Messages stream. `full_final_usage`: message_delta repeats input/cache (newer API)."""
+    start_usage = {**anthropic_usage(t), "output_tokens": 1}
+    out = [
+        _sse(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_01VhyMyVd2ySJc3BiTu1VYjc",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": start_usage,
+                },
+            },
+        ),
+        _sse(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+        _sse("ping", {"type": "ping"}),
+    ]
+    for word in words or ["Hello", " there", ", how", " can I", " help?"]:
+        out.append(
+            _sse(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}},
+            )
+        )
+    out.append(_sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    final: dict[str, Any] = {"output_tokens": t.output}
+    if full_final_usage:
+        final = {
+            "input_tokens": t.input,
+            "cache_creation_input_tokens": t.cache_write,
+            "cache_read_input_tokens": t.cache_read,
+            "output_tokens": t.output,
+        }
+    out.append(
+        _sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": final,
+            },
+        )
+    )
+    out.append(_sse("message_stop", {"type": "message_stop"}))
+    return b"".join(out)
+
+
+# -- OpenAI Chat Completions --
+
+
+def chat_usage(t: Tokens) -> dict[str, Any]:
+    prompt = t.input + t.cache_read
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": t.output,
+        "total_tokens": prompt + t.output,
+        "prompt_tokens_details": {"cached_tokens": t.cache_read, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def chat_json(t: Tokens, model: str = "gpt-4o-2024-08-06", text: str = "Hello!") -> bytes:
+    return json.dumps(
+        {
+            "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
+            "object": "chat.completion",
+            "created": 1741570283,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": chat_usage(t),
+            "service_tier": "default",
+            "system_fingerprint": "fp_fc9f1d7035",
+        }
+    ).encode()
+
+
+def chat_sse(t: Tokens, model: str = "gpt-4o-mini-2024-07-18", words: list[str] | None = None) -> bytes:
+    """A chat stream with `stream_options.include_usage`: `usage: null` until the last chunk."""
+
+    def chunk(choices: list[dict[str, Any]], usage: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-123",
+            "object": "chat.completion.chunk",
+            "created": 1694268190,
+            "model": model,
+            "service_tier": "default",
+            "system_fingerprint": "fp_44709d6fcb",
+            "choices": choices,
+            "usage": usage,
+        }
+
+    def delta(d: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
+        return [{"index": 0, "delta": d, "logprobs": None, "finish_reason": finish}]
+
+    out = [_sse(None, chunk(delta({"role": "assistant", "content": "", "refusal": None}), None))]
+    for word in words or ["Hello", " there", ", how", " can I", " help?"]:
+        out.append(_sse(None, chunk(delta({"content": word}), None)))
+    out.append(_sse(None, chunk(delta({}, "stop"), None)))
+    out.append(_sse(None, chunk([], chat_usage(t))))
+    out.append(_sse(None, "[DONE]"))
+    return b"".join(out)
+
+
+# -- OpenAI Responses --
+
+
+def responses_usage(t: Tokens) -> dict[str, Any]:
+    prompt = t.input + t.cache_read
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": t.cache_read},
+        "output_tokens": t.output,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": prompt + t.output,
+    }
+
+
+def _response(t: Tokens | None, model: str, text: str, status: str) -> dict[str, Any]:
+    output = (
+        [
+            {
+                "type": "message",
+                "id": "msg_67ccd2bf17f0819081ff3bb2cf6508e60bb6a6b452d3795b",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ]
+        if text
+        else []
+    )
+    return {
+        "id": "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b",
+        "object": "response",
+        "created_at": 1741476542,
+        "status": status,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "max_output_tokens": None,
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
+        "store": True,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": responses_usage(t) if t is not None else None,
+        "user": None,
+        "metadata": {},
+    }
+
+
+def responses_json(t: Tokens, model: str = "gpt-4.1-2025-04-14", text: str = "Hello!") -> bytes:
+    return json.dumps(_response(t, model, text, "completed")).encode()
+
+
+def responses_sse(
+    t: Tokens, model: str = "gpt-4.1-2025-04-14", words: list[str] | None = None, text_pad: str = ""
+) -> bytes:
+    """A Responses stream; `text_pad` makes `response.completed` as large as a long answer's."""
+    words = words or ["Hello", " there", ", how", " can I", " help?"]
+    text = "".join(words) + text_pad
+    seq = iter(range(10_000))
+    item_id = "msg_67ccd2bf17f0819081ff3bb2cf6508e60bb6a6b452d3795b"
+
+    def ev(kind: str, **fields: Any) -> bytes:
+        return _sse(kind, {"type": kind, "sequence_number": next(seq), **fields})
+
+    out = [
+        ev("response.created", response=_response(None, model, "", "in_progress")),
+        ev("response.in_progress", response=_response(None, model, "", "in_progress")),
+        ev(
+            "response.output_item.added",
+            output_index=0,
+            item={
+                "id": item_id,
+                "type": "message",
+                "status": "in_progress",
+                "content": [],
+                "role": "assistant",
+            },
+        ),
+        ev(
+            "response.content_part.added",
+            item_id=item_id,
+            output_index=0,
+            content_index=0,
+            part={"type": "output_text", "annotations": [], "text": ""},
+        ),
+    ]
+    for word in [*words, text_pad] if text_pad else words:
+        out.append(
+            ev("response.output_text.delta", item_id=item_id, output_index=0, content_index=0, delta=word)
+        )
+    out.append(ev("response.output_text.done", item_id=item_id, output_index=0, content_index=0, text=text))
+    out.append(ev("response.completed", response=_response(t, model, text, "completed")))
+    return b"".join(out)
+
+
+def anthropic_error() -> bytes:
+    return json.dumps(
+        {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    ).encode()
