@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from core import paths
+from core.pricing import ModelPrice
 from core.wallet.settings import WalletConfig
 
 CONFIG_FILE = "config.toml"
@@ -409,6 +410,19 @@ class Config(_Section):
     ipc: IpcConfig = IpcConfig()
     metrics: MetricsConfig = MetricsConfig()
     retention: RetentionConfig = RetentionConfig()
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="USD per million tokens per model or model prefix, over core.pricing's defaults;"
+        ' "default" prices models nothing else matches',
+    )
+
+    @field_validator("prices")
+    @classmethod
+    def _price_keys(cls, value: dict[str, ModelPrice]) -> dict[str, ModelPrice]:
+        for key in value:
+            if not key.strip() or len(key) > 100:
+                raise ValueError(f"a model name or prefix is 1 to 100 characters (got {key[:120]!r})")
+        return value
 
     @model_validator(mode="after")
     def _ipc_idle_outlasts_a_turn(self) -> Config:

@@ -18,6 +18,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "gateway.sock"
+# One request line: a vault usage report of 500 records is ~150 KB (gateway/vault_usage.py).
+MAX_LINE = 1 << 20
 Handler = Callable[[dict[str, object]], Awaitable[dict[str, object]]]
 
 
@@ -33,7 +35,7 @@ class ControlServer:
             self.path.unlink()
         old = os.umask(0o177)
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=64 * 1024)
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_LINE)
         finally:
             os.umask(old)
 

@@ -3,7 +3,8 @@
 The CLI asks it to re-read what it changed in the database (`reload`), for `/status` text
 (`status`), or whether it runs (`ping`); the vault tells it about a blocked credential leak
 (`leak`, proxy/leaks.py) or a request outside a secret's scope (`unscoped`, proxy/policy.py),
-which become one main-chat notice each, never a flood.
+which become one main-chat notice each, never a flood; and it reports the model calls it metered
+(`vault_usage`, gateway/vault_usage.py), acknowledged only once stored.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from core.pricing import PriceTable
+from gateway.vault_usage import store_report
 from proxy.secrets import SecretStore, VaultError
 
 if TYPE_CHECKING:
@@ -44,6 +47,8 @@ class ControlRequests:
                 self._leaks_notified.add(key)
                 await gw.notify_main(f"⚠️ blocked a request from group {key[0]}: it contained {key[1]}")
             return {"ok": True}
+        if op == "vault_usage":  # model calls the vault metered (proxy/meter_addon.py)
+            return await store_report(gw.store, request, PriceTable.from_config(gw.config.prices))
         if op == "unscoped":  # a group's request matched a secret outside its scope (proxy/policy.py)
             return await self._unscoped_notice(request)
         raise ValueError(f"unknown op {op!r}")

@@ -15,6 +15,7 @@ concern, one module per group of tables, each readable on its own:
     approvals.py     owner approvals, decided exactly once
     wallet.py        wallet requests, the daily spend ledger, policy settings
     usage.py         model tokens used per group, run and model (reported by the agents)
+    metered.py       model calls metered by the vault, priced when stored (spend control's account)
     retention.py     emptying and deleting old rows
 
 Why one class made of mixins rather than a repository object per concern: every concern must
@@ -38,6 +39,7 @@ from gateway.store.connection import Database, StoreUnusable, connect
 from gateway.store.dead_letters import DeadLetterStore
 from gateway.store.groups import GroupStore
 from gateway.store.messages import MessageStore, storable
+from gateway.store.metered import MeteredRow, MeteredUsageStore, UsageTotal
 from gateway.store.migrations import MIGRATIONS
 from gateway.store.outbox import NOTICE_SEQ, OutboxStore
 from gateway.store.retention import RetentionStore
@@ -48,10 +50,12 @@ from gateway.store.wallet import SPENDING_STATES, WalletStore
 
 __all__ = [
     "MIGRATIONS",
+    "MeteredRow",
     "NOTICE_SEQ",
     "SPENDING_STATES",
     "Store",
     "StoreUnusable",
+    "UsageTotal",
     "UsageTotals",
     "storable",
 ]
@@ -67,6 +71,7 @@ class Store(
     ApprovalStore,
     WalletStore,
     UsageStore,
+    MeteredUsageStore,
     RetentionStore,
     Database,
 ):

@@ -205,6 +205,28 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE groups ADD COLUMN runtime TEXT;
     """,
+    # 8: model usage metered by the vault (gateway.store.metered): one row per model call, keyed by
+    # the vault's record id so a resent report is stored once; priced when stored. A row names the
+    # group's running turn, found through the small partial index on running runs.
+    """
+    CREATE TABLE metered_usage (
+        id TEXT PRIMARY KEY,
+        group_folder TEXT NOT NULL,
+        run_id INTEGER,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL CHECK (input_tokens >= 0),
+        output_tokens INTEGER NOT NULL CHECK (output_tokens >= 0),
+        cache_read_tokens INTEGER NOT NULL CHECK (cache_read_tokens >= 0),
+        cache_write_tokens INTEGER NOT NULL CHECK (cache_write_tokens >= 0),
+        cost_micros INTEGER NOT NULL CHECK (cost_micros >= 0),
+        complete INTEGER NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX metered_usage_group_at ON metered_usage (group_folder, at);
+    CREATE INDEX metered_usage_at ON metered_usage (at);
+    CREATE INDEX runs_running ON runs (folder) WHERE status = 'running';
+    """,
 ]
 
 
