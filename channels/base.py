@@ -34,6 +34,9 @@ class ApprovalPrompt:
     details: str
     requester_group: str
     expires_at: float
+    # A third button, "Allow for 10 min" (held HTTP requests, gateway/http_approvals.py): approve
+    # this one and let the same kind of request through for a while. None: no such button.
+    allow_label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,7 @@ class ApprovalOutcome:
     state: Literal["approved", "denied", "expired"]
     decided_by: str | None  # namespaced user id, None on expiry
     decided_at: float
+    note: str = ""  # shown after the outcome, e.g. "allowed for 10 min"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +52,7 @@ class ButtonPress:
     """A click on Approve/Deny as a channel saw it; the gateway decides whether it counts."""
 
     approval_id: str
-    decision: Literal["approve", "deny"]
+    decision: Literal["approve", "deny", "allow"]  # allow: approve + the prompt's allow_label
     user_id: str  # namespaced, e.g. "tg:12345"
     user_name: str
     chat_id: str  # where the button was pressed

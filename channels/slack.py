@@ -21,7 +21,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
@@ -55,7 +55,12 @@ log = logging.getLogger(__name__)
 PREFIX = "slack:"
 MESSAGE_LIMIT = 3900  # Slack truncates long messages; stay well under its ~4000-character guidance
 SECTION_LIMIT = 2900  # a Block Kit section's text is capped at 3000
-APPROVE, DENY = "clawgate_approve", "clawgate_deny"
+APPROVE, DENY, ALLOW_FOR = "clawgate_approve", "clawgate_deny", "clawgate_allow_for"
+_DECISIONS: dict[str, Literal["approve", "deny", "allow"]] = {
+    APPROVE: "approve",
+    DENY: "deny",
+    ALLOW_FOR: "allow",
+}
 _HUMAN_SUBTYPES = {None, "file_share", "thread_broadcast", "me_message"}
 _FENCE = "```"
 _SLACK_TS = re.compile(r"[0-9]{1,12}\.[0-9]{1,9}")
@@ -283,6 +288,7 @@ class SlackChannel:
         app.event("app_mention")(self._handle_event)
         app.action(APPROVE)(self._handle_action)
         app.action(DENY)(self._handle_action)
+        app.action(ALLOW_FOR)(self._handle_action)
         self._app = app
         if http:
             await self._serve_http(app)
@@ -488,7 +494,19 @@ class SlackChannel:
                         "style": "danger",
                         "value": prompt.id,
                     },
-                ],
+                ]
+                + (
+                    [
+                        {
+                            "type": "button",
+                            "action_id": ALLOW_FOR,
+                            "text": {"type": "plain_text", "text": prompt.allow_label[:75]},
+                            "value": prompt.id,
+                        }
+                    ]
+                    if prompt.allow_label
+                    else []
+                ),
             }
         )
         response = await self._client.chat_postMessage(
@@ -511,6 +529,8 @@ class SlackChannel:
             who = outcome.decided_by
             line += f" by <@{who[len(PREFIX) :]}>" if who.startswith(PREFIX) else f" by {escape(who)}"
         line += f" · {_when(outcome.decided_at)}"
+        if outcome.note:
+            line += f" ({escape(outcome.note)})"
         blocks = self._prompt_blocks(prompt)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": line}})
         await self._client.chat_update(
@@ -526,7 +546,7 @@ class SlackChannel:
             return
         press = ButtonPress(
             approval_id=str(action.get("value") or ""),
-            decision="approve" if action.get("action_id") == APPROVE else "deny",
+            decision=_DECISIONS.get(str(action.get("action_id")), "deny"),
             user_id=f"{PREFIX}{user['id']}",
             user_name=str(user.get("name") or user.get("username") or user["id"]),
             chat_id=f"{PREFIX}{channel}",

@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from telegram import (
     BotCommand,
@@ -515,13 +515,13 @@ class TelegramChannel:
         query = update.callback_query
         if query is None:
             return
-        match = re.fullmatch(r"ap:([A-Za-z0-9_-]{1,56}):([ad])", query.data or "")
+        match = re.fullmatch(r"ap:([A-Za-z0-9_-]{1,56}):([adf])", query.data or "")
         answer = "This button is not recognised."
         if match is not None and self._on_button is not None:
             chat = query.message.chat.id if query.message is not None else 0
             press = ButtonPress(
                 approval_id=match.group(1),
-                decision="approve" if match.group(2) == "a" else "deny",
+                decision=_DECISIONS[match.group(2)],
                 user_id=f"{PREFIX}{query.from_user.id}",
                 user_name=query.from_user.full_name or query.from_user.username or "",
                 chat_id=f"{PREFIX}{chat}",
@@ -619,14 +619,16 @@ class TelegramChannel:
 
     async def send_approval(self, chat_id: str, prompt: ApprovalPrompt) -> str:
         chat, thread = self._target(chat_id)
-        keyboard = InlineKeyboardMarkup(
+        rows = [
             [
-                [
-                    InlineKeyboardButton("✅ Approve", callback_data=_callback(prompt.id, "a")),
-                    InlineKeyboardButton("❌ Deny", callback_data=_callback(prompt.id, "d")),
-                ]
+                InlineKeyboardButton("✅ Approve", callback_data=_callback(prompt.id, "a")),
+                InlineKeyboardButton("❌ Deny", callback_data=_callback(prompt.id, "d")),
             ]
-        )
+        ]
+        if prompt.allow_label:
+            allow = InlineKeyboardButton(f"⏱ {prompt.allow_label}", callback_data=_callback(prompt.id, "f"))
+            rows.append([allow])
+        keyboard = InlineKeyboardMarkup(rows)
         expires = datetime.fromtimestamp(prompt.expires_at, UTC).strftime("%H:%M UTC")
         hint = f"Expires at {expires}. Approve or deny below, or /approve {prompt.id}."
         body = _approval_text(prompt, hint)
@@ -655,6 +657,8 @@ class TelegramChannel:
         else:
             mark = "✅ Approved" if outcome.state == "approved" else "❌ Denied"
             status = f"{mark} by {outcome.decided_by or 'unknown'} at {when}"
+        if outcome.note:
+            status += f" ({outcome.note})"
         body = _approval_text(prompt, status)
         try:
             # editMessageText without reply_markup removes the inline keyboard
@@ -671,6 +675,9 @@ class TelegramChannel:
         except BadRequest as exc:
             if "not modified" not in str(exc).lower():
                 raise
+
+
+_DECISIONS: dict[str, Literal["approve", "deny", "allow"]] = {"a": "approve", "d": "deny", "f": "allow"}
 
 
 def _callback(approval_id: str, action: str) -> str:

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from core import paths
+from core.http_approval import VaultApprovalConfig, VaultPolicyEntry
 from core.pricing import ModelPrice
 from core.wallet.settings import WalletConfig
 
@@ -186,6 +187,10 @@ class VaultConfig(_Section):
     upstream_ca: str | None = Field(
         None, description="PEM CA bundle that REPLACES the system store for upstream TLS (private CAs)"
     )
+    approval: VaultApprovalConfig = VaultApprovalConfig()
+    policy: list[VaultPolicyEntry] = Field(
+        default_factory=list, description="requests that need the owner's approval (core/http_approval.py)"
+    )
 
     @field_validator("max_request_bytes")
     @classmethod
@@ -198,6 +203,16 @@ class VaultConfig(_Section):
                 "sandbox needs, e.g. 1073741824 for 1 GiB (bodies are streamed, not held in memory)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _hold_fits_idle(self) -> VaultConfig:
+        # A held request moves no bytes; the relay would cut it as idle before the owner decides.
+        if self.approval.timeout_s >= self.idle_timeout_s:
+            raise ValueError(
+                f"approval.timeout_s ({self.approval.timeout_s:g}) must be shorter than "
+                f"idle_timeout_s ({self.idle_timeout_s:g})"
+            )
+        return self
 
     @field_validator("allow_private_upstreams")
     @classmethod

@@ -46,6 +46,7 @@ MAX_DETAILS_CHARS = 3000
 REFUSE_CHAT = "Sorry, approvals can only be decided in the main chat."
 REFUSE_USER = "Sorry, only an admin can approve or deny this."
 UNKNOWN = "Sorry, there is no such approval."
+NO_ALLOWANCE = "Sorry, this approval cannot be allowed for a while; use Approve or Deny."
 
 
 def new_approval_id() -> str:
@@ -82,6 +83,9 @@ class Approvals:
         self._refs: dict[str, str] = {}  # approval id -> the channel's message ref
         self._finished: set[str] = set()  # prompts already edited (or being edited)
         self._recovered: list[str] | None = None  # settled by recover(), prompts edited by start()
+        self._offers: dict[str, str] = {}  # approval id -> its "Allow for …" label (while pending)
+        self._allowed: dict[str, str] = {}  # approval id -> the label, approved with that button
+        self._notes: dict[str, str] = {}  # approval id -> what the edited prompt adds to the outcome
 
     def set_admins(self, admins: Sequence[str]) -> None:
         """A SIGHUP reload of `[admin] users`: the next click is judged by the new list."""
@@ -133,11 +137,13 @@ class Approvals:
         requester_group: str,
         expires_in: float = DEFAULT_EXPIRES_IN_S,
         approval_id: str | None = None,
+        allow_label: str | None = None,
     ) -> Decision:
         """Ask the owner in the main chat; returns once decided or expired (expiry means deny).
 
         A caller that must find the prompt again after a restart picks its id up front
-        (`new_approval_id()`) and records it before asking.
+        (`new_approval_id()`) and records it before asking. With `allow_label` the prompt has
+        a third button that approves too; `allowance_taken(id)` then tells the caller so.
         """
         main = self._registry.main
         if main is None:
@@ -160,12 +166,14 @@ class Approvals:
         await self._store.create_approval(approval)
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._waiters[approval.id] = future
+        if allow_label:
+            self._offers[approval.id] = allow_label
         try:  # however this ends (even cancelled mid-post), nobody waits any more afterwards
             try:
                 channel = self._channel_for(approval.chat_id)
                 if channel is None:
                     raise LookupError(f"no channel owns the main chat {approval.chat_id}")
-                ref = await channel.send_approval(approval.chat_id, _prompt(approval))
+                ref = await channel.send_approval(approval.chat_id, _prompt(approval, allow_label))
                 self._refs[approval.id] = ref
                 await self._store.set_approval_ref(approval.id, ref)
             except Exception:
@@ -180,13 +188,19 @@ class Approvals:
             return await asyncio.shield(future)
         finally:
             self._waiters.pop(approval.id, None)
+            self._offers.pop(approval.id, None)
+
+    def allowance_taken(self, approval_id: str) -> bool:
+        """True once if the owner approved `approval_id` with its "Allow for …" button."""
+        return self._allowed.pop(approval_id, None) is not None
 
     # -- deciding --------------------------------------------------------------------------
 
-    async def void(self, approval_id: str) -> bool:
+    async def void(self, approval_id: str, by: str = "gateway") -> bool:
         """Deny a pending approval nobody waits for any more (e.g. its requester did not survive
-        a restart), and edit its prompt, so a later click cannot look like it signed anything."""
-        if not await self._store.decide_approval(approval_id, "denied", "gateway", self.clock.now()):
+        a restart, or hung up), and edit its prompt, so a later click cannot look like it did
+        anything. `by` is shown as who decided."""
+        if not await self._store.decide_approval(approval_id, "denied", by, self.clock.now()):
             return False
         log.info("approval %s voided: its requester is gone", approval_id)
         self._cancel_timer(approval_id)
@@ -210,15 +224,25 @@ class Approvals:
             return UNKNOWN
         if approval.chat_id != press.chat_id:
             return REFUSE_CHAT
+        label = self._offers.get(approval.id)
+        if press.decision == "allow" and label is None and approval.state == "pending":
+            return NO_ALLOWANCE
         if approval.state == "pending" and self.clock.now() >= approval.expires_at:
             await self._expire(approval.id)  # a late click, before the timer fired: it cannot count
         elif approval.state == "pending" and approval.id not in self._waiters:
             await self._expire(approval.id)  # nobody waits for it: approving would do nothing
         elif approval.state == "pending":
-            state: Decision = "approved" if press.decision == "approve" else "denied"
+            state: Decision = "denied" if press.decision == "deny" else "approved"
             now = self.clock.now()
             if await self._store.decide_approval(approval.id, state, press.user_id, now):
                 log.info("approval %s %s by %s", approval.id, state, press.user_id)
+                if press.decision == "allow" and label is not None:
+                    self._allowed[approval.id] = label
+                    self._notes[approval.id] = label.lower()
+                    self._cancel_timer(approval.id)
+                    self._resolve(approval.id, state)
+                    await self._finish(approval.id)
+                    return f"Approved ({label.lower()}): {approval.title}"
                 self._cancel_timer(approval.id)
                 self._resolve(approval.id, state)
                 await self._finish(approval.id)
@@ -284,10 +308,12 @@ class Approvals:
         if channel is None:
             log.warning("approval %s: no channel owns %s; prompt not edited", approval_id, approval.chat_id)
             return
+        note = self._notes.pop(approval_id, "")
         outcome = ApprovalOutcome(
             state=approval.state,
             decided_by=approval.decided_by,
             decided_at=approval.decided_at if approval.decided_at is not None else self.clock.now(),
+            note=note,
         )
         try:
             await channel.finish_approval(approval.chat_id, ref, _prompt(approval), outcome)
@@ -296,11 +322,12 @@ class Approvals:
         self._refs.pop(approval_id, None)
 
 
-def _prompt(approval: Approval) -> ApprovalPrompt:
+def _prompt(approval: Approval, allow_label: str | None = None) -> ApprovalPrompt:
     return ApprovalPrompt(
         id=approval.id,
         title=approval.title,
         details=approval.details,
         requester_group=approval.requester_group,
         expires_at=approval.expires_at,
+        allow_label=allow_label,
     )

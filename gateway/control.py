@@ -46,12 +46,12 @@ class ControlServer:
                 request = json.loads(line)
                 if not isinstance(request, dict):
                     raise ValueError("not an object")
-                reply = await self._handler(request)
+                reply = await _unless_hung_up(self._handler(request), reader)
             except (ValueError, KeyError) as exc:
                 reply = {"ok": False, "error": str(exc)}
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
-        except (TimeoutError, ConnectionError, asyncio.LimitOverrunError, ValueError):
+        except (TimeoutError, ConnectionError, asyncio.LimitOverrunError, ValueError, _HungUp):
             pass
         finally:
             writer.close()
@@ -61,3 +61,32 @@ class ControlServer:
             self._server.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+class _HungUp(Exception):
+    """The requester closed its connection before the answer was ready."""
+
+
+async def _unless_hung_up(
+    work: Awaitable[dict[str, object]], reader: asyncio.StreamReader
+) -> dict[str, object]:
+    """Run a request's handler, cancelling it if the requester hangs up meanwhile.
+
+    A held HTTP request (gateway/http_approvals.py) waits here for the owner's decision; the
+    vault closing this connection means its client gave up, and the handler's cancellation
+    withdraws the prompt. Short requests finish long before anyone hangs up.
+    """
+    task = asyncio.ensure_future(work)
+    eof = asyncio.ensure_future(reader.read(1))
+    try:
+        await asyncio.wait({task, eof}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and (eof.exception() is not None or not eof.result()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise _HungUp
+        return await task
+    finally:
+        eof.cancel()
+        if not task.done():
+            task.cancel()

@@ -4,7 +4,8 @@ The CLI asks it to re-read what it changed in the database (`reload`), for `/sta
 (`status`), or whether it runs (`ping`); the vault tells it about a blocked credential leak
 (`leak`, proxy/leaks.py) or a request outside a secret's scope (`unscoped`, proxy/policy.py),
 which become one main-chat notice each, never a flood; and it reports the model calls it metered
-(`vault_usage`, gateway/vault_usage.py), acknowledged only once stored.
+(`vault_usage`, gateway/vault_usage.py), acknowledged only once stored; and it asks the owner
+about a request it holds (`http_approval`, gateway/http_approvals.py), answering once decided.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from core.pricing import PriceTable
+from gateway.http_approvals import ask_owner
 from gateway.vault_usage import store_report
 from proxy.secrets import SecretStore, VaultError
 
@@ -51,6 +53,8 @@ class ControlRequests:
             return await store_report(gw.store, request, PriceTable.from_config(gw.config.prices))
         if op == "unscoped":  # a group's request matched a secret outside its scope (proxy/policy.py)
             return await self._unscoped_notice(request)
+        if op == "http_approval":  # the vault holds a request for the owner (proxy/holds.py)
+            return await ask_owner(gw, request)
         raise ValueError(f"unknown op {op!r}")
 
     async def _reload(self, what: object) -> None:

@@ -181,6 +181,7 @@ async def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"clawgate vault: {e}", file=sys.stderr, flush=True)
         return 2
+    addon.holder.gateway_socket = args.gateway_socket  # held requests ask the owner (proxy/holds.py)
     addon.set_policy(policy)
     addon.usage_store = store
     stats = VaultStats()

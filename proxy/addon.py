@@ -13,6 +13,10 @@ name ourselves and pin the socket to the checked IP so DNS rebinding cannot swap
 Injection: for requests to a secret's host, the secret's header is overwritten with the
 real value. Values are only sent over TLS, or to upstreams explicitly allowed above (local
 model servers, test fakes); they are never logged.
+
+Approval: a request an `approve = true` rule or `[[vault.policy]]` entry names gets no
+credential in `requestheaders`; once its body is in, `request` holds it until the owner
+decides (proxy/holds.py) and injects only on "approved" (invariant 14).
 """
 
 from __future__ import annotations
@@ -26,8 +30,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mitmproxy import connection, http
+from mitmproxy.connection import ConnectionState
 from mitmproxy.proxy import server_hooks
 
+from proxy.audit import strip_query_values
+from proxy.bodies import STREAM_ABOVE, may_have_large_body
+from proxy.holds import Demand, Holder, neutralise, refusal_json, summarize_body
+from proxy.leaks import redact
 from proxy.policy import Enforcer, Policy
 from proxy.secrets import SecretInfo, SecretStore
 
@@ -149,6 +158,7 @@ class VaultAddon:
         # The vault's own loopback services (proxy/bodies.py EarlyResponder): reachable only
         # by connections the vault makes itself, never named by a client.
         self.internal: set[Address] = set()
+        self.holder = Holder(None)  # asks the owner about held requests; socket set by __main__
 
     # -- configuration --
 
@@ -160,6 +170,7 @@ class VaultAddon:
 
     def set_policy(self, policy: Policy) -> None:
         self.enforcer.set_policy(policy)
+        self.holder.configure(policy.approval_timeout_s, policy.max_held_per_group)
 
     # -- identity --
 
@@ -245,7 +256,7 @@ class VaultAddon:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
-        if await self._check_flow(flow) and not self._policy_checks(flow):
+        if await self._check_flow(flow) and not self._policy_checks(flow) and not self._defer(flow):
             self._inject(flow)
 
     # -- policies (proxy/policy.py) --
@@ -268,9 +279,66 @@ class VaultAddon:
             or self._policy_refusal(flow, e.check_request_size(flow, have_body=False))
         )
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is None:
             self._policy_refusal(flow, self.enforcer.check_request_size(flow, have_body=True))
+        demand = flow.metadata.pop("clawgate.hold", None)
+        if isinstance(demand, Demand) and flow.response is None:
+            await self._hold(flow, demand)
+
+    # -- held requests (proxy/holds.py) --
+
+    def _defer(self, flow: http.HTTPFlow) -> bool:
+        """True if the request needs the owner's approval: no credential now, held in `request`."""
+        demand = self.enforcer.approval_demand(flow, self.group_of(flow.client_conn) or "")
+        if demand is None:
+            return False
+        if may_have_large_body(flow.request):
+            body = (
+                f"clawgate vault: this request needs the owner's approval, and such requests may carry "
+                f"a body of at most {STREAM_ABOVE} bytes with a declared Content-Length.\n"
+            )
+            self._refuse(flow, 413, body)
+            return True
+        flow.metadata["clawgate.hold"] = demand
+        return True
+
+    async def _hold(self, flow: http.HTTPFlow, demand: Demand) -> None:
+        req = flow.request
+        group = self.group_of(flow.client_conn) or ""
+        body = req.raw_content or b""
+        if not demand.met(body):  # a body condition spares this one
+            self._inject(flow)
+            return
+        path = flow.metadata.get("clawgate.audit_path") or strip_query_values(req.path)
+        question = {
+            "group": group,
+            "method": req.method,
+            "host": req.host,
+            "port": req.port,
+            "path": neutralise(redact(path)[0])[:300],
+            "body": summarize_body(body, self.enforcer.secret_values()),
+        }
+        log.info("vault[%s]: holding %s %s%s for the owner's approval", group, req.method, req.host, path)
+        client = flow.client_conn
+        verdict = await self.holder.decide(
+            group, demand, question, lambda: not client.state & ConnectionState.CAN_READ
+        )
+        flow.metadata["clawgate.approval"] = verdict.outcome
+        log.info("vault[%s]: held request %s", group, verdict.outcome)
+        if not client.state & ConnectionState.CAN_READ:  # hung up: nothing to answer, nothing sent
+            flow.metadata.setdefault("clawgate.refusal", f"approval: {verdict.outcome}"[:200])
+            flow.kill()
+            return
+        if verdict.forward:
+            self._inject(flow)
+            return
+        flow.response = http.Response.make(
+            403,
+            refusal_json(verdict.reason or verdict.outcome, req.method, req.host, path),
+            {"Content-Type": "application/json"},
+        )
+        flow.metadata.setdefault("clawgate.refusal", f"approval: {verdict.outcome}"[:200])
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:

@@ -4,8 +4,10 @@ Fields: `ts` (UTC ISO), `group`, `method`, `host`, `port`, `path` (query VALUES 
 parameter names kept: `/search?q=&page=`), `status` (None when the upstream failed),
 `req_bytes`, `resp_bytes` (0 for streamed bodies, which the vault does not buffer),
 `ms` (request start to response end), `secret` / `rule` (what the vault applied, from
-`flow.metadata["clawgate.secret"|"clawgate.rule"]`) and `refusal` (why the vault answered
-itself: `flow.metadata["clawgate.refusal"]`, or `error` for upstream failures).
+`flow.metadata["clawgate.secret"|"clawgate.rule"]`), `refusal` (why the vault answered
+itself: `flow.metadata["clawgate.refusal"]`, or `error` for upstream failures) and
+`approval` (a held request's outcome, proxy/holds.py: `approved by tg:1`, `denied by …`,
+`expired`, `withdrawn: the client disconnected`, `allowed (…)`; None if not held).
 
 Writing never blocks the proxy: records are buffered in memory and a background task
 appends them once per `FLUSH_S` in a worker thread; the file is rotated by size
@@ -174,6 +176,7 @@ class AuditAddon:
                 "secret": meta.get("clawgate.secret"),
                 "rule": meta.get("clawgate.rule"),
                 "refusal": refusal,
+                "approval": meta.get("clawgate.approval"),
             }
         )
 

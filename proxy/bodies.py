@@ -163,7 +163,7 @@ class EarlyResponder:
 _FRAMING = {"content-length", "transfer-encoding", "connection"}
 
 
-def _may_have_large_body(req: http.Request) -> bool:
+def may_have_large_body(req: http.Request) -> bool:
     """True unless the request is known to carry no body or one of at most STREAM_ABOVE bytes."""
     try:
         size = expected_http_body_size(req)
@@ -194,7 +194,7 @@ class BodyGate:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         req = flow.request
-        if not _may_have_large_body(req):
+        if not may_have_large_body(req):
             return
         if flow.response is not None:
             self._answer_early(flow)

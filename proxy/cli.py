@@ -77,6 +77,11 @@ def vault_cli() -> None:
 )
 @click.option("--replace", is_flag=True, help="Overwrite an existing secret with the same name.")
 @click.option("--from-env", "from_env", metavar="VAR", default=None, help="Read the value from $VAR.")
+@click.option(
+    "--approve",
+    is_flag=True,
+    help="Hold every request this rule applies to until an admin approves it in the main chat.",
+)
 def add_cmd(
     name: str,
     host: str | None,
@@ -90,6 +95,7 @@ def add_cmd(
     groups: str | None,
     replace: bool,
     from_env: str | None,
+    approve: bool,
 ) -> None:
     """Store secret NAME. The value comes from stdin, --from-env, or a hidden prompt."""
     try:
@@ -99,7 +105,7 @@ def add_cmd(
             action, header, fmt = action or p_action, header or p_header, fmt or p_fmt
         if not host:
             raise click.ClickException("--host is required (or a --preset with a default host)")
-        rule = make_rule(host, path, methods, action or "set_header", header, fmt, query_param)
+        rule = make_rule(host, path, methods, action or "set_header", header, fmt, query_param, approve)
     except RuleError as e:
         raise click.ClickException(str(e)) from None
     value = read_value(from_env)
@@ -108,7 +114,7 @@ def add_cmd(
         click.echo(f"groups: {','.join(group_list)} ({why}; choose with --groups)", err=True)
     else:
         group_list = [g.strip() for g in groups.split(",")]
-    legacy = rule.action == "set_header" and rule.path == "/*" and not rule.methods
+    legacy = rule.action == "set_header" and rule.path == "/*" and not rule.methods and not rule.approve
     try:
         if legacy:  # the v1 record form: host + header + format
             info = secret_store().add(

@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 
 from mitmproxy import http
 
-from proxy.rules import host_matches, plan, select
+from proxy.holds import Demand, PolicyEntry, demand_for, policy_entries
+from proxy.rules import RuleError, host_matches, plan, select
 from proxy.secrets import SecretInfo
 
 log = logging.getLogger("clawgate.vault")
@@ -55,6 +56,9 @@ class Policy:
     max_connections_per_group: int = 64  # on vault.sock (proxy/relay.py)
     idle_timeout_s: float = 300.0
     unscoped: str = "forward"  # or "refuse"
+    approval_entries: tuple[PolicyEntry, ...] = ()  # [[vault.policy]] (proxy/holds.py)
+    approval_timeout_s: float = 120.0
+    max_held_per_group: int = 4
 
     def patterns_for(self, group: str) -> Sequence[str]:
         if group in self.egress:
@@ -188,13 +192,17 @@ def write_policy_config(config: Config, state_dir: Path) -> Path:
 
 def load_policy(config_dir: Path, policy_config: Path | None = None) -> Policy:
     """The policy from the gateway's handed-over config, else from `config.toml`; errors propagate."""
-    from core.config import Config, load
+    from core.config import Config, ConfigError, load
 
     if policy_config is not None and Path(policy_config).exists():
         cfg = Config.model_validate_json(Path(policy_config).read_text())
     else:
         cfg = load(Path(config_dir))
     v = cfg.vault
+    try:
+        entries = policy_entries(v.policy)
+    except RuleError as e:
+        raise ConfigError(f"config.toml: {e}") from None
     return Policy(
         egress={k: list(p) for k, p in v.egress.items()},
         model_host=model_host_of(cfg.model.base_url),
@@ -205,6 +213,9 @@ def load_policy(config_dir: Path, policy_config: Path | None = None) -> Policy:
         max_connections_per_group=v.max_connections_per_group,
         idle_timeout_s=v.idle_timeout_s,
         unscoped=v.unscoped,
+        approval_entries=entries,
+        approval_timeout_s=v.approval.timeout_s,
+        max_held_per_group=v.approval.max_held_per_group,
     )
 
 
@@ -298,6 +309,19 @@ class Enforcer:
         sse = resp.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream"
         if sse or length is None or length > STREAM_ABOVE:
             resp.stream = SizeCap(limit, flow.metadata)
+
+    # -- approval (proxy/holds.py) --
+
+    def approval_demand(self, flow: http.HTTPFlow, group: str) -> Demand | None:
+        """The owner's approval this request needs before its credential is added, if any."""
+        req = flow.request
+        host, port = req.host.lower().rstrip("."), req.port
+        allowed = [(i.name, i.effective_rules) for i, _ in self._candidates if i.allows(group)]
+        hit = select(allowed, req.method, host, port, req.path)
+        return demand_for(hit, self.policy.approval_entries, group, req.method, host, port, req.path)
+
+    def secret_values(self) -> list[str]:
+        return [v for _, v in self._candidates]
 
     # -- injection --
 

@@ -9,6 +9,12 @@ A rule matches on
            (`/repos/*/pulls`). `/*` matches every path. The query string is never matched.
   methods  optional list (`GET`, `POST` …); empty means any method.
 
+Approval: `approve = true` on a rule (`clawgate vault add … --approve`) makes the vault hold
+every request the rule applies to until the owner approves it in the main chat; the
+credential is added only then (proxy/holds.py; invariant 14). `[[vault.policy]]` entries in
+config.toml (core/http_approval.py) name such requests without a credential and may narrow
+them with a body condition. An approval rule does not change which rule is most specific.
+
 Actions (what `plan()` returns as an `Edit`; the caller applies it to the real request):
   set_header      header = format(value), overwriting what the client sent
   replace_header  same, but only if the client sent that header
@@ -63,6 +69,7 @@ class Rule:
     header: str | None = "Authorization"
     format: str = "Bearer {value}"
     param: str | None = None
+    approve: bool = False  # hold for the owner's approval before the credential is added
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -77,6 +84,8 @@ class Rule:
             d["header"] = self.header
         if self.param is not None:
             d["param"] = self.param
+        if self.approve:
+            d["approve"] = True
         return d
 
     @classmethod
@@ -89,6 +98,7 @@ class Rule:
             header=d.get("header"),
             fmt=str(d.get("format", "{value}")),
             param=d.get("param"),
+            approve=d.get("approve", False),
         )
 
     def describe(self) -> str:
@@ -101,7 +111,8 @@ class Rule:
             how = f"set_query {self.param}={self.format}"
         else:
             how = f"path_template {self.format}"
-        return f"{self.host}{self.path if self.path != '/*' else '/*'} [{methods}] {how}"
+        approve = " (owner approves)" if self.approve else ""
+        return f"{self.host}{self.path if self.path != '/*' else '/*'} [{methods}] {how}{approve}"
 
 
 @dataclass(frozen=True)
@@ -175,8 +186,11 @@ def make_rule(
     header: str | None = None,
     fmt: str | None = None,
     param: str | None = None,
+    approve: object = False,
 ) -> Rule:
     """Validate and build a rule; raise RuleError naming the bad field."""
+    if not isinstance(approve, bool):
+        raise RuleError(f"invalid approve {approve!r}: must be true or false")
     host = normalize_host_pattern(host)
     path = validate_path_pattern(path)
     ms = tuple(sorted({m.upper() for m in methods}))
@@ -208,7 +222,7 @@ def make_rule(
             raise RuleError("invalid format: only {value} may appear in braces; no control characters")
         if action == "path_template" and (not fmt.startswith("/") or "?" in fmt or "#" in fmt):
             raise RuleError("invalid path template: it must start with / like /bot{value}")
-    return Rule(host=host, path=path, methods=ms, action=action, header=header, format=fmt, param=param)
+    return Rule(host, path, ms, action, header, fmt, param, approve)
 
 
 def preset_rule(preset: str, host: str | None = None, path: str = "/*", methods: Iterable[str] = ()) -> Rule:

@@ -65,7 +65,7 @@ class CaptureChannel:
     async def press(
         self,
         approval_id: str,
-        decision: Literal["approve", "deny"] = "approve",
+        decision: Literal["approve", "deny", "allow"] = "approve",
         user_id: str = OWNER_ID,
         chat_id: str = "console:main",
         user_name: str = "owner",

@@ -97,3 +97,19 @@ def test_value_is_not_accepted_from_argv(cfg: Path) -> None:
 def test_empty_list(cfg: Path) -> None:
     r = CliRunner().invoke(vault_cli, ["list"])
     assert r.exit_code == 0 and "no secrets" in r.output
+
+
+def test_add_with_approve_stores_the_rule_and_show_says_so(cfg: Path) -> None:
+    runner = CliRunner()
+    r = runner.invoke(
+        vault_cli,
+        ["add", "deploy", "--host", "api.example.com", "--approve", "--groups", "team"],
+        input=VALUE,
+    )
+    assert r.exit_code == 0, r.output
+    assert "(owner approves)" in r.output and VALUE not in r.output
+    [(info, _)] = SecretStore(cfg).load_all()
+    [rule] = info.effective_rules
+    assert rule.approve and rule.host == "api.example.com"  # stored as a rule, not the v1 form
+    shown = runner.invoke(vault_cli, ["show", "deploy"])
+    assert shown.exit_code == 0 and "(owner approves)" in shown.output
