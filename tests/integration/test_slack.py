@@ -271,6 +271,40 @@ async def test_approval_buttons_are_handled_concurrently(
     assert "Approved" in json.dumps(blocks) and "<@U1>" in json.dumps(blocks)
 
 
+async def test_allow_for_button_is_rendered_and_reported_and_the_note_shown(
+    fake: FakeSlack, socket_channel: tuple[SlackChannel, Inbox]
+) -> None:
+    """A held HTTP request's prompt (gateway/http_approvals.py) has a third button."""
+    channel, _ = socket_channel
+    prompt = ApprovalPrompt(
+        "cd34", "HTTP POST api.x.com/pay", "body: {}", "team", time.time() + 60, "Allow for 10 min"
+    )
+    ref = await channel.send_approval("slack:CMAIN", prompt)
+    post = fake.called("chat.postMessage")[-1]
+    blocks = json.loads(post.args["blocks"]) if isinstance(post.args["blocks"], str) else post.args["blocks"]
+    buttons = next(b for b in blocks if b["type"] == "actions")["elements"]
+    assert [(b["action_id"], b["value"], b["text"]["text"]) for b in buttons] == [
+        ("clawgate_approve", "cd34", "Approve"),
+        ("clawgate_deny", "cd34", "Deny"),
+        ("clawgate_allow_for", "cd34", "Allow for 10 min"),
+    ]
+    presses: list[ButtonPress] = []
+
+    async def on_button(press: ButtonPress) -> str:
+        presses.append(press)
+        return "ok"
+
+    channel._on_button = on_button
+    click = interactive_envelope(button_payload("clawgate_allow_for", "cd34", channel="CMAIN"))
+    await fake.push(click)
+    await fake.wait_until(lambda: bool(presses))
+    assert presses == [ButtonPress("cd34", "allow", "slack:U1", "alice", "slack:CMAIN")]
+    outcome = ApprovalOutcome("approved", "slack:U1", time.time(), note="allow for 10 min")
+    await channel.finish_approval("slack:CMAIN", ref, prompt, outcome)
+    update = json.dumps(fake.called("chat.update")[-1].args["blocks"])
+    assert "Approved" in update and "(allow for 10 min)" in update and "clawgate_allow_for" not in update
+
+
 async def test_tokens_are_never_in_reprs_or_logs(fake: FakeSlack, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("DEBUG")
     config = socket_config(fake)
