@@ -16,6 +16,9 @@
 - load: 100 groups, 10,000 messages, a model with a small delay (see benchmarks/load.py).
 - vault: HTTPS requests/s and added latency through the vault, next to a bare mitmdump and
   direct to the upstream (see benchmarks/vault.py).
+- held request: the owner's Approve click -> a request the vault held for approval arriving at
+  the upstream with its credential (`held_request_forward_ms`), next to the same request
+  without a hold (see benchmarks/held_request.py).
 - IPC flood: the main group's message latency while another group holds its maximum IPC
   connections and churns more, next to rounds without the flood (see benchmarks/ipc_flood.py).
 - fuzz: executions (and crashes, which must be 0) of the CI-bounded fuzz run of the
@@ -48,6 +51,7 @@ from benchmarks.agent_runtimes import run as agent_runtimes_run  # noqa: E402
 from benchmarks.disk_walk import run as disk_walk_run  # noqa: E402
 from benchmarks.fuzz import run as fuzz_run  # noqa: E402
 from benchmarks.harness import IMAGE, bench_gateway, ensure_image  # noqa: E402
+from benchmarks.held_request import run_async as held_request_run  # noqa: E402
 from benchmarks.ipc_flood import run as ipc_flood_run  # noqa: E402
 from benchmarks.kill_rounds import run as kill_rounds_run  # noqa: E402
 from benchmarks.load import run_load  # noqa: E402
@@ -208,6 +212,7 @@ async def main() -> None:
     vault = await vault_run()  # HTTPS via the vault vs bare mitmdump vs direct (benchmarks/vault.py)
     near_sign = await asyncio.to_thread(wallet_sign_run)  # analyze + policy + sign vs bare ed25519
     approve = await wallet_approve_run()  # Approve click -> signed tx at the NEAR RPC vs bare send_tx
+    held = await held_request_run()  # Approve click -> held HTTP request at the upstream vs no hold
     fuzz = await asyncio.to_thread(fuzz_run)  # the CI-bounded fuzz run: executions, crashes (tests/fuzz)
     kills = await kill_rounds_run()  # random kill -9s of the real gateway: lost / duplicated (both 0)
     runtimes = await agent_runtimes_run()  # builtin vs claude: turn overhead, claude cold start
@@ -238,6 +243,7 @@ async def main() -> None:
         **vault,
         **near_sign,
         **approve,
+        **held,
         **fuzz,
         **kills,
         **runtimes,
