@@ -20,6 +20,7 @@ from channels.console import OWNER_ID
 from core.models import Group, InboundMessage
 from gateway import dead_letters
 from gateway.sandboxes import group_runtime
+from gateway.vault_usage import spend_by_group, start_of_day
 from groups import groupfs
 from groups.folders import group_dirs, validate_folder
 
@@ -31,12 +32,11 @@ PUBLIC = ("help", "chatid", "whoami")
 # The built-in agent (groups/agent/history.py) compacts its history at the next turn when this
 # file exists next to it, then removes it.
 COMPACT_REQUEST = ".clawgate/compact-requested"
-USAGE_WINDOW_S = 24 * 3600
 USAGE: dict[str, str] = {
     "help": "/help — the commands you may run",
     "chatid": "/chatid — this chat's id (to register it)",
     "whoami": "/whoami — your user id and whether you are an admin",
-    "status": "/status — uptime, channels, containers, queue, vault, dead letters, next tasks",
+    "status": "/status — uptime, channels, containers, queue, vault, dead letters, spend today, next tasks",
     "groups": "/groups — registered groups",
     "register": "/register <chat-id> <name> [--trigger @X] [--no-trigger] [--runtime builtin|claude]",
     "unregister": "/unregister <name>",
@@ -165,13 +165,14 @@ class AdminCommands:
             f"vault: {'healthy' if await gw.vault.healthy() else 'DOWN'}",
             f"dead letters: {len(await gw.store.dead_letters())}",
         ]
-        usage = await gw.store.model_usage(since=time.time() - USAGE_WINDOW_S)
-        if usage:
+        # Spend as the vault metered it; what agents report about themselves counts for nothing.
+        spend = spend_by_group(await gw.store.metered_totals(None, start_of_day(time.time())))
+        if spend:
             lines.append(
-                f"model tokens (24h): {sum(u.input_tokens for u in usage)} in, "
-                f"{sum(u.output_tokens for u in usage)} out, "
-                f"{sum(u.cache_read_tokens for u in usage)} cache read, "
-                f"{sum(u.cache_write_tokens for u in usage)} cache write"
+                "model spend today: "
+                + ", ".join(
+                    f"{g} {tokens:,} tokens ${micros / 1e6:,.4f}" for g, (tokens, micros) in spend.items()
+                )
             )
         tasks = gw.services.tasks
         if tasks is not None:

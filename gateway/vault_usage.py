@@ -15,11 +15,12 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from core.pricing import PriceTable, cost_micros
-from gateway.store import MeteredRow, Store
+from gateway.store import MeteredRow, Store, UsageTotal
 
 log = logging.getLogger(__name__)
 
@@ -111,3 +112,17 @@ async def store_report(store: Store, request: Mapping[str, object], prices: Pric
             log.warning("vault_usage: dropped record %.80r: %s", rid, exc)
     stored = await store.add_metered_usage(rows)
     return {"ok": True, "stored": stored, "dropped": dropped}
+
+
+def start_of_day(now: float) -> float:
+    """Local midnight before `now`: "today" for /status."""
+    return datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+def spend_by_group(totals: Iterable[UsageTotal]) -> dict[str, tuple[int, int]]:
+    """Per group: (tokens of all four kinds, cost in USD millionths), summed over its models."""
+    out: dict[str, tuple[int, int]] = {}
+    for t in totals:
+        tokens, micros = out.get(t.group, (0, 0))
+        out[t.group] = (tokens + t.tokens, micros + t.cost_micros)
+    return out

@@ -41,11 +41,13 @@ from proxy.audit import AUDIT_FILE, AuditAddon, AuditLog
 from proxy.bodies import STREAM_ABOVE, BodyGate, EarlyResponder, cut_client
 from proxy.control import ControlServer
 from proxy.leaks import LeakAddon
+from proxy.meter_addon import MeterAddon
 from proxy.pinning import PinAddon
 from proxy.policy import POLICY_FILE, load_policy
 from proxy.relay import Relay
 from proxy.secrets import SecretStore, VaultError
 from proxy.stats import VaultStats
+from proxy.usage_report import UsageReporter
 
 log = logging.getLogger("clawgate.vault")
 
@@ -212,11 +214,17 @@ async def run(args: argparse.Namespace) -> int:
         leaks.report,
         lambda: addon.enforcer.policy.max_request_bytes,
     )
+    # Metered usage goes to the gateway (proxy/usage_report.py); what an earlier run left
+    # unacknowledged in the spool is sent again.
+    reporter = UsageReporter(Path(args.state_dir), args.gateway_socket)
+    reporter.load()
+    meter = MeterAddon(addon.group_of, reporter)
     ready = _Ready()
     # Order matters: audit sees the request as sent; pinning refuses a request naming another
     # host before the leak scan, the egress check and injection (VaultAddon) run; the body
-    # gate acts on all of their decisions.
-    master.addons.add(audit, pin, leaks, addon, gate, audit.tail, ready)
+    # gate acts on all of their decisions; metering chains the gate's request stream and the
+    # size cap's response stream, and sees a response before the audit log's tail does.
+    master.addons.add(audit, pin, leaks, addon, gate, meter, audit.tail, ready)
 
     async def reload_secrets() -> int:
         loaded = await asyncio.to_thread(store.load_all)
@@ -239,6 +247,7 @@ async def run(args: argparse.Namespace) -> int:
         ready_task.cancel()
         print("clawgate vault: mitmproxy failed to start", file=sys.stderr, flush=True)
         return 1
+    reporter.start()
     try:
         await control.start()  # only now: a successful ping means the proxy is listening
         print(
@@ -249,6 +258,7 @@ async def run(args: argparse.Namespace) -> int:
         await master_task
     finally:
         await control.close()
+        await reporter.close()
         await relay.close_all()
         await responder.close()
         if not master_task.done():

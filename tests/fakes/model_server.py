@@ -8,6 +8,12 @@ message_delta, message_stop) built from the same scripted message, which is what
 Claude Code CLI asks for (`POST /v1/messages?beta=true`). Whatever else a client sends
 (a `role: "system"` message, `thinking`, `context_management`, `metadata`, query strings)
 is recorded and otherwise ignored.
+
+`recorded_answer` (used as a `default` or pushed as a scripted `Raw`) answers in the recorded
+shapes of tests/fakes/model_payloads.py, streamed or not as the request asks, with the token
+counts the test chooses: for metering tests, what "the model reported" is then known exactly.
+Like the real API, a chat completions stream carries usage only when the request set
+`stream_options.include_usage`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.fakes import model_payloads as shapes
 
 
 @dataclass
@@ -123,7 +131,41 @@ def sse_events(message: dict[str, Any]) -> list[bytes]:
     return events
 
 
-Responder = Callable[[Recorded], tuple[int, dict[str, Any]]]
+@dataclass(frozen=True)
+class Raw:
+    """A response sent byte for byte: SSE bodies are written in `pieces`, flushed one by one."""
+
+    status: int
+    content_type: str
+    body: bytes
+    pieces: int = 1
+
+
+def recorded_answer(record: Recorded, tokens: shapes.Tokens, model: str | None = None) -> Raw:
+    """The provider's real response shape for this request, reporting `tokens`."""
+    body = record.body
+    stream = body.get("stream") is True
+    kw = {"model": model} if model else {}
+    if record.path.split("?")[0].endswith("/chat/completions"):
+        if not stream:
+            return Raw(200, "application/json", shapes.chat_json(tokens, **kw))
+        data = shapes.chat_sse(tokens, **kw)
+        options = body.get("stream_options")
+        if not (isinstance(options, dict) and options.get("include_usage") is True):
+            # without include_usage the API sends no usage chunk at all
+            events = data.split(b"\n\n")
+            data = b"\n\n".join(e for e in events if b'"usage":{' not in e)
+        return Raw(200, "text/event-stream", data, pieces=7)
+    if record.path.split("?")[0].endswith("/responses"):
+        if not stream:
+            return Raw(200, "application/json", shapes.responses_json(tokens, **kw))
+        return Raw(200, "text/event-stream", shapes.responses_sse(tokens, **kw), pieces=7)
+    if not stream:
+        return Raw(200, "application/json", shapes.anthropic_json(tokens, **kw))
+    return Raw(200, "text/event-stream", shapes.anthropic_sse(tokens, **kw), pieces=7)
+
+
+Responder = Callable[[Recorded], "tuple[int, dict[str, Any]] | Raw"]
 
 
 class FakeModelServer:
@@ -131,7 +173,7 @@ class FakeModelServer:
 
     def __init__(self, default: Responder | None = None) -> None:
         self.requests: list[Recorded] = []
-        self.responses: deque[tuple[int, dict[str, Any]]] = deque()
+        self.responses: deque[tuple[int, dict[str, Any]] | Raw] = deque()
         self.default = default or self._echo
         self.busy_s = 0.0  # time spent answering (benchmarks subtract the model's own time)
         self._lock = threading.Lock()
@@ -162,7 +204,11 @@ class FakeModelServer:
                 with server._lock:
                     server.requests.append(record)
                     scripted = server.responses.popleft() if server.responses else None
-                status, payload = scripted or server.default(record)
+                answer = scripted or server.default(record)
+                if isinstance(answer, Raw):
+                    self._raw(answer)
+                    return
+                status, payload = answer
                 if status == 200 and body.get("stream") is True and payload.get("type") == "message":
                     self.send_response(200)
                     self.send_header("content-type", "text/event-stream")
@@ -180,6 +226,23 @@ class FakeModelServer:
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _raw(self, answer: Raw) -> None:
+                self.send_response(answer.status)
+                self.send_header("content-type", answer.content_type)
+                if answer.content_type == "text/event-stream":
+                    self.send_header("cache-control", "no-cache")
+                    self.send_header("connection", "close")
+                    self.end_headers()
+                    size = max(1, -(-len(answer.body) // answer.pieces))
+                    for i in range(0, len(answer.body), size):
+                        self.wfile.write(answer.body[i : i + size])
+                        self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.send_header("content-length", str(len(answer.body)))
+                self.end_headers()
+                self.wfile.write(answer.body)
 
             def do_GET(self) -> None:  # noqa: N802
                 server.requests.append(Recorded("GET", self.path, dict(self.headers.items()), {}))

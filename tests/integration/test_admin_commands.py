@@ -341,15 +341,32 @@ async def test_reset_clears_the_agent_session(h: Harness, docker_client) -> None
     await h.usage("/reset nosuch", "no registered group")
 
 
-async def test_status_shows_model_tokens_and_compact_asks_for_a_summary(h: Harness) -> None:  # type: ignore[no-untyped-def]
+async def test_status_shows_metered_spend_and_compact_asks_for_a_summary(h: Harness) -> None:  # type: ignore[no-untyped-def]
     state = group_dirs(h.gw.data_dir, "main").group / ".clawgate"
     assert await h.ok("/compact main") == "main has no conversation history yet; nothing to compact"
     assert not state.exists()  # never created by the gateway: the agent must own it
-    assert "model tokens" not in await h.ok("/status")  # nothing used yet
+    assert "model spend" not in await h.ok("/status")  # nothing used yet
     await h.answered("remember the word pineapple")
     await h.gw.drain()
-    # the turn's usage (the echo model reports 1 in, 1 out) was stored and shows in /status
-    assert "model tokens (24h): 1 in, 1 out, 0 cache read, 0 cache write" in await h.ok("/status")
+    # The vault metered the turn's model call (the echo model reports 1 in, 1 out) and reported it;
+    # /status shows what the vault measured. The agent's own usage report counts for nothing.
+    for _ in range(200):
+        if await h.gw.store.metered_totals("main", 0):
+            break
+        await asyncio.sleep(0.05)
+    calls = len([r for r in h.model.requests if r.path.startswith("/v1/messages")])
+    assert f"model spend today: main {2 * calls:,} tokens $0.0000" in await h.ok("/status")
+    await h.gw.store.add_model_usage(
+        "main",
+        1,
+        "fake",
+        input_tokens=10**9,
+        output_tokens=0,
+        cache_read_tokens=0,
+        cache_write_tokens=0,
+        calls=1,
+    )
+    assert f"model spend today: main {2 * calls:,} tokens" in await h.ok("/status")
     assert await h.ok("/compact main") == "main: its older conversation will be summarised at its next turn"
     assert (state / "compact-requested").exists()
     await h.usage("/compact")
