@@ -110,7 +110,9 @@ class Gateway:
         """
         served = None if channels is None else lambda chat: any(c.owns_chat(chat) for c in channels)
         static = preflight.channel_findings(self.config, served)
-        self._preflight(static + preflight.private_upstream_findings(self.config))  # before any side effect
+        static += preflight.private_upstream_findings(self.config)
+        static += preflight.approval_policy_findings(self.config)
+        self._preflight(static)  # before any side effect
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self.data_dir.chmod(0o700)

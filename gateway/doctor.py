@@ -143,6 +143,9 @@ def _preflight(cfg: config_mod.Config, groups: list[str]) -> list[bool]:
     results += _findings(
         preflight.private_upstream_findings(cfg), f"model address {cfg.model.base_url} allowed by the vault"
     )
+    results += _findings(
+        preflight.approval_policy_findings(cfg), f"[[vault.policy]]: {len(cfg.vault.policy)} valid entries"
+    )
     try:
         secrets = SecretStore(paths.config_dir()).list()
     except VaultError as exc:

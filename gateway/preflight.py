@@ -147,6 +147,19 @@ def private_upstream_findings(cfg: Config) -> list[Finding]:
     ]
 
 
+def approval_policy_findings(cfg: Config) -> list[Finding]:
+    """`[[vault.policy]]` hosts and paths in the vault rules' syntax: checked here, not first by the
+    vault (core/config.py cannot import proxy/rules.py, so the vault would refuse to start)."""
+    from proxy.holds import policy_entries
+    from proxy.rules import RuleError
+
+    try:
+        policy_entries(cfg.vault.policy)
+    except RuleError as exc:
+        return [Finding("error", str(exc), "use host patterns like api.example.com and paths like /a/*")]
+    return []
+
+
 def model_key_findings(
     cfg: Config, secrets: Iterable[SecretInfo], groups: Iterable[str], main: str | None = "main"
 ) -> list[Finding]:

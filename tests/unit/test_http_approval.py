@@ -218,3 +218,18 @@ async def test_void_names_who_withdrew_it(w: World) -> None:
     assert await task == "denied"
     [(_, _, _, outcome)] = w.tg.outcomes
     assert outcome.decided_by == "the vault (the requester hung up)"
+
+
+async def test_a_bad_policy_entry_stops_the_start_before_any_side_effect(tmp_path: Path) -> None:
+    from gateway.app import Gateway, StartupError
+    from gateway.preflight import approval_policy_findings
+
+    cfg = parse('[[vault.policy]]\nhost = "api.x.com"\npath = "pay/*"\napprove = true\n', tmp_path / "c.toml")
+    [finding] = approval_policy_findings(cfg)
+    assert finding.level == "error" and "entry 1: invalid path pattern 'pay/*'" in finding.what
+    fine = parse('[[vault.policy]]\nhost = "api.x.com"\n', tmp_path / "c.toml")
+    assert approval_policy_findings(fine) == []
+    gw = Gateway(cfg, tmp_path / "config", tmp_path / "data")
+    with pytest.raises(StartupError, match=r"\[\[vault.policy\]\] entry 1"):
+        await gw.start()
+    assert not (tmp_path / "data").exists()
