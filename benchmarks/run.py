@@ -168,7 +168,7 @@ async def ingest_throughput() -> tuple[float, float, str]:
     from gateway.router import Router
 
     by_chat = {g.chat_id: g for g in groups}
-    router = Router(store, by_chat.get, lambda group: None)
+    router = Router(store, by_chat.get, lambda folder: None)
     now = time.time()
 
     async def feed(group: Group) -> None:

@@ -27,6 +27,7 @@ from pydantic import (
 from core import paths
 from core.http_approval import VaultApprovalConfig, VaultPolicyEntry
 from core.pricing import ModelPrice
+from core.senders import SenderPolicy
 from core.wallet.settings import WalletConfig
 
 CONFIG_FILE = "config.toml"
@@ -324,6 +325,17 @@ class AdminConfig(_Section):
     users: list[str] = Field(default_factory=list, description='namespaced user ids, e.g. "tg:12345"')
 
 
+class GroupsConfig(_Section):
+    """Defaults for groups registered from now on, and how long an unknown sender waits for the owner."""
+
+    default_sender_policy: SenderPolicy = Field(
+        "open", description="open | members | approval; a registration may choose another"
+    )
+    sender_approval_timeout_s: float = Field(
+        3600, gt=0, le=7 * 86400, description="an unanswered Allow/Deny prompt expires (message not answered)"
+    )
+
+
 class RetryConfig(_Section):
     """Transient failures (Docker hiccups, model 429/5xx, channel timeouts) are retried with backoff."""
 
@@ -420,6 +432,7 @@ class Config(_Section):
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     mounts: MountsConfig = MountsConfig()
     admin: AdminConfig = AdminConfig()
+    groups: GroupsConfig = GroupsConfig()
     retry: RetryConfig = RetryConfig()
     wallet: WalletConfig = WalletConfig()
     ipc: IpcConfig = IpcConfig()

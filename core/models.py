@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from core.senders import SenderPolicy
+
 
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
@@ -76,6 +78,7 @@ class Group:
     is_main: bool = False
     extra_mounts: tuple[MountRequest, ...] = field(default_factory=tuple)
     runtime: str | None = None  # "builtin" | "claude"; None follows `[agent] runtime`
+    senders: SenderPolicy = "open"  # who may trigger the assistant (core.senders, gateway.senders)
 
 
 @dataclass(frozen=True, slots=True)

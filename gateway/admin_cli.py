@@ -19,6 +19,7 @@ import click
 
 from core import paths
 from core.config import AGENT_RUNTIMES
+from core.senders import SENDER_POLICIES
 
 if TYPE_CHECKING:  # imported where used: the CLI starts without loading the store
     from gateway.store import Store
@@ -82,38 +83,61 @@ def _check_trigger(trigger: str) -> str:
     default=None,
     help="The group's agent runtime (default: [agent] runtime).",
 )
+@click.option(
+    "--senders",
+    type=click.Choice(SENDER_POLICIES),
+    default=None,
+    help="Who may trigger the assistant; default: members with --members, else "
+    "[groups] default_sender_policy.",
+)
+@click.option("--members", default=None, help="Allowed sender ids, comma-separated, e.g. tg:1,slack:U123.")
 def groups_register(
-    chat_id: str, name: str, trigger: str | None, no_trigger: bool, runtime: str | None
+    chat_id: str,
+    name: str,
+    trigger: str | None,
+    no_trigger: bool,
+    runtime: str | None,
+    senders: str | None,
+    members: str | None,
 ) -> None:
     """Register CHAT_ID (see /chatid) as a group whose folder is NAME."""
     from core import config as config_mod
     from core.models import Group
+    from core.senders import parse_sender_list, validate_policy
     from gateway.registry import GroupRegistry
     from groups.folders import validate_folder
 
     _check_chat_id(chat_id)
     try:
         validate_folder(name)
+        listed = parse_sender_list(members) if members is not None else ()
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     if trigger is not None:
         _check_trigger(trigger)
-    else:
-        try:
-            trigger = config_mod.load(paths.config_dir()).default_trigger
-        except config_mod.ConfigError as exc:
-            raise click.ClickException(str(exc)) from None
+    try:
+        config = config_mod.load(paths.config_dir()) if trigger is None or senders is None else None
+    except config_mod.ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    trigger = trigger or (config.default_trigger if config else "")
+    policy = validate_policy(
+        senders or ("members" if listed else config.groups.default_sender_policy if config else "open")
+    )
 
     async def register(store: Store) -> None:
         registry = GroupRegistry(store)
         await registry.load()
-        await registry.register(Group(name, chat_id, name, trigger, not no_trigger, False, runtime=runtime))
+        group = Group(name, chat_id, name, trigger, not no_trigger, False, runtime=runtime, senders=policy)
+        await registry.register(group, listed, "cli")
 
     try:
         _with_store(register)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"registered {name} for {chat_id} ({'no trigger' if no_trigger else 'trigger ' + trigger})")
+    how = "no trigger" if no_trigger else "trigger " + trigger
+    if policy != "open" or listed:  # `open` is how every group behaved before policies
+        how += f", senders {policy}" + (f": {', '.join(listed)}" if listed else "")
+    click.echo(f"registered {name} for {chat_id} ({how})")
     _announce("groups")
 
 
@@ -122,23 +146,36 @@ def groups_register(
 @click.option(
     "--runtime",
     type=click.Choice([*AGENT_RUNTIMES, "default"]),
-    required=True,
+    default=None,
     help="The group's agent runtime; default: follow [agent] runtime.",
 )
-def groups_set(name: str, runtime: str) -> None:
+@click.option(
+    "--senders", type=click.Choice(SENDER_POLICIES), default=None, help="Who may trigger the assistant."
+)
+def groups_set(name: str, runtime: str | None, senders: str | None) -> None:
     """Change a registered group's settings (its running container restarts on the next message)."""
     from gateway.registry import GroupRegistry
+
+    if runtime is None and senders is None:
+        raise click.UsageError("nothing to change: give --runtime and/or --senders")
 
     async def update(store: Store) -> None:
         registry = GroupRegistry(store)
         await registry.load()
-        await registry.set_runtime(name, None if runtime == "default" else runtime)
+        if registry.by_folder(name) is None:
+            raise ValueError(f"no registered group {name!r} (see `clawgate groups list`)")
+        if senders is not None:
+            await registry.set_senders(name, senders)
+        if runtime is not None:
+            await registry.set_runtime(name, None if runtime == "default" else runtime)
 
     try:
         _with_store(update)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"{name}: runtime {runtime}")
+    changed = [f"runtime {runtime}"] if runtime else []
+    changed += [f"senders {senders}"] if senders else []
+    click.echo(f"{name}: {', '.join(changed)}")
     _announce("groups")
 
 

@@ -44,6 +44,7 @@ from gateway.router import Router
 from gateway.runs import RunExecutor
 from gateway.sandboxes import SandboxPool
 from gateway.scheduler import ChatLauncher, Scheduler
+from gateway.senders import SenderGate
 from gateway.store import Store, StoreUnusable
 from gateway.wallet.keystore import KeyStore
 from gateway.wallet.rpc import NearRpc
@@ -238,8 +239,10 @@ class Gateway:
         self.approvals = Approvals(self.store, self.registry, self.channels, self.config.admin.users)
         self.wallet = self._wallet_service()
         self.services.wallet = self.wallet
+        self.senders = SenderGate(self)  # who may trigger each group's assistant (gateway.senders)
+        await self.senders.load()
         self.router = Router(
-            self.store, self.registry.for_chat, lambda g: self.queue.wake(g.folder), self._run_command
+            self.store, self.registry.for_chat, self.queue.wake, self._run_command, self.senders
         )
         self.control = ControlServer(self.data_dir / "run" / CONTROL_SOCKET, self._control)
         undo.push_async_callback(_quietly, self.control.close)
@@ -261,6 +264,8 @@ class Gateway:
                 raise StartupError(f"{channel.name}: cannot connect: {one_line(exc)}") from None
         undo.push_async_callback(_quietly, self.approvals.stop)
         await self.approvals.start()  # now the settled prompts can be edited
+        undo.push_async_callback(_quietly, self.senders.stop)
+        await self.senders.start()  # held messages: asked about again, or settled
         undo.push_async_callback(_quietly, self.scheduler.stop)
         await self.scheduler.start()
         self.retention = Retention(self.store, self.config)
@@ -434,6 +439,7 @@ class Gateway:
         for channel in self.channels:
             with contextlib.suppress(Exception):
                 await channel.disconnect()
+        await self.senders.stop()
         await self.approvals.stop()
         await self.scheduler.stop()
         await self.retention.stop()

@@ -18,6 +18,7 @@ from core import config as config_mod
 from core import paths
 from gateway.admin_cli import dlq_cli, groups_register, groups_set, groups_unregister, status_cli
 from gateway.backup_cli import backup_cli
+from gateway.senders_cli import groups_allow, groups_block, groups_senders
 from gateway.tasks_cli import tasks_cli
 from gateway.wallet.cli import wallet_cli
 from proxy.cli import vault_cli
@@ -297,8 +298,10 @@ def groups_list() -> None:
         for g in rows:
             trigger = "(no trigger)" if not g.requires_trigger else g.trigger
             runtime = g.runtime or "(default)"
+            senders = "admins" if g.is_main else g.senders
             click.echo(
-                f"{g.folder:<20} {g.chat_id:<28} {trigger:<14} {runtime:<10} {'main' if g.is_main else ''}"
+                f"{g.folder:<20} {g.chat_id:<28} {trigger:<14} {runtime:<10} {senders:<9}"
+                f" {'main' if g.is_main else ''}".rstrip()
             )
 
     asyncio.run(show())
@@ -394,6 +397,9 @@ main.add_command(backup_cli)
 groups.add_command(groups_register)
 groups.add_command(groups_unregister)
 groups.add_command(groups_set)
+groups.add_command(groups_allow)
+groups.add_command(groups_block)
+groups.add_command(groups_senders)
 
 
 if __name__ == "__main__":  # pragma: no cover

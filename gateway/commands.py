@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from channels.base import ButtonPress
 from channels.console import OWNER_ID
 from core.models import Group, InboundMessage
+from core.senders import SenderState, parse_sender_list, validate_policy, validate_sender_id
 from gateway import dead_letters
 from gateway.sandboxes import group_runtime
 from gateway.vault_usage import spend_by_group, start_of_day
@@ -38,8 +39,12 @@ USAGE: dict[str, str] = {
     "whoami": "/whoami — your user id and whether you are an admin",
     "status": "/status — uptime, channels, containers, queue, vault, dead letters, spend today, next tasks",
     "groups": "/groups — registered groups",
-    "register": "/register <chat-id> <name> [--trigger @X] [--no-trigger] [--runtime builtin|claude]",
+    "register": "/register <chat-id> <name> [--trigger @X] [--no-trigger] [--runtime builtin|claude] "
+    "[--senders open|members|approval] [--members tg:1,tg:2]",
     "unregister": "/unregister <name>",
+    "senders": "/senders <group> [open|members|approval] — who may talk to its assistant; set the policy",
+    "allow": "/allow <group> <sender-id> — that sender (e.g. tg:123) may trigger its assistant",
+    "block": "/block <group> <sender-id> — that sender's messages are context only there",
     "tasks": "/tasks [group]",
     "pause": "/pause <task-id>",
     "resume": "/resume <task-id>",
@@ -108,6 +113,7 @@ Handler = Callable[["AdminCommands", list[str]], Awaitable[str]]
 class AdminCommands:
     def __init__(self, gateway: RunningGateway) -> None:
         self.gw = gateway
+        self._by = ""
 
     def allowed(self, message: InboundMessage, group: Group | None) -> list[str]:
         admin = group is not None and group.is_main and is_admin(message, self.gw.config.admin.users)
@@ -127,6 +133,7 @@ class AdminCommands:
         if command.name in ("approve", "deny"):
             return await self._decide(command, message)
         handler: Callable[[list[str]], Awaitable[str]] = getattr(self, f"_cmd_{command.name}")
+        self._by = message.sender_id  # who ran it, for what it records (e.g. /allow)
         try:
             return await handler(command.args)
         except UsageError as exc:
@@ -165,6 +172,11 @@ class AdminCommands:
             f"vault: {'healthy' if await gw.vault.healthy() else 'DOWN'}",
             f"dead letters: {len(await gw.store.dead_letters())}",
         ]
+        if gw.senders.waiting() or gw.senders.refused:  # who was kept out, and who waits (gateway.senders)
+            lines.append(
+                f"senders: {len(gw.senders.waiting())} waiting for Allow/Deny, "
+                f"{sum(gw.senders.refused.values())} trigger(s) not let through (/senders <group>)"
+            )
         # Spend as the vault metered it; what agents report about themselves counts for nothing.
         spend = spend_by_group(await gw.store.metered_totals(None, start_of_day(time.time())))
         if spend:
@@ -196,6 +208,9 @@ class AdminCommands:
             seen = f"active {_age(time.time() - last)} ago" if last else "never active"
             mounts = f", {len(g.extra_mounts)} mount request(s)" if g.extra_mounts else ""
             mounts += f", runtime {g.runtime}" if g.runtime else ""
+            senders = self.gw.senders.describe(g)
+            if not g.is_main and senders != "senders open (0 allowed, 0 blocked)":
+                mounts += f", {senders}"  # said when it differs from how groups always behaved
             lines.append(
                 f"{g.folder}{' (main)' if g.is_main else ''}: {g.chat_id}, {trigger}, {seen}{mounts}"
             )
@@ -207,24 +222,37 @@ class AdminCommands:
         chat_id, name, rest = args[0], args[1], args[2:]
         trigger, requires = self.gw.config.default_trigger, True
         runtime: str | None = None
-        while rest:
-            flag = rest.pop(0)
-            if flag == "--no-trigger":
-                requires = False
-            elif flag == "--runtime" and rest:
-                runtime = rest.pop(0)
-            elif flag == "--trigger" and rest and rest[0].startswith("@") and len(rest[0]) > 1:
-                trigger = rest.pop(0)
-            else:
-                raise UsageError(f"unexpected argument {flag!r}")
+        policy: str | None = None
+        members: tuple[str, ...] = ()
         try:
+            while rest:
+                flag = rest.pop(0)
+                if flag == "--no-trigger":
+                    requires = False
+                elif flag == "--runtime" and rest:
+                    runtime = rest.pop(0)
+                elif flag == "--trigger" and rest and rest[0].startswith("@") and len(rest[0]) > 1:
+                    trigger = rest.pop(0)
+                elif flag == "--senders" and rest:
+                    policy = validate_policy(rest.pop(0))
+                elif flag == "--members" and rest:
+                    members = parse_sender_list(rest.pop(0))
+                else:
+                    raise UsageError(f"unexpected argument {flag!r}")
             validate_folder(name)
-            group = Group(name, chat_id, name, trigger, requires, False, runtime=runtime)
-            await self.gw.registry.register(group)
+            senders = validate_policy(
+                policy or ("members" if members else self.gw.config.groups.default_sender_policy)
+            )
+            group = Group(name, chat_id, name, trigger, requires, False, runtime=runtime, senders=senders)
+            await self.gw.registry.register(group, members, self._by)
+            await self.gw.senders.load()
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         how = "trigger " + trigger if requires else "no trigger"
-        return f"registered {name} for {chat_id} ({how}{', runtime ' + runtime if runtime else ''})"
+        how += f", runtime {runtime}" if runtime else ""
+        if senders != "open" or members:  # `open` is how every group behaved before policies
+            how += f", senders {senders}" + (f": {', '.join(members)}" if members else "")
+        return f"registered {name} for {chat_id} ({how})"
 
     async def _cmd_unregister(self, args: list[str]) -> str:
         self._arity(args, 1)
@@ -235,6 +263,43 @@ class AdminCommands:
             raise UsageError(str(exc)) from None
         await self.gw.pool.stop(group.folder)
         return f"unregistered {group.folder} (its folder is kept)"
+
+    async def _cmd_senders(self, args: list[str]) -> str:
+        self._arity(args, 1, 2)
+        group = self._group(args[0])
+        if len(args) == 2:
+            try:
+                group = await self.gw.registry.set_senders(group.folder, args[1])
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+            await self.gw.senders.reload()  # held messages follow the new policy
+        lines = [f"{group.folder}: {self.gw.senders.describe(group)}"]
+        for sender, state in sorted(self.gw.senders.senders(group.folder).items()):
+            lines.append(f"  {sender} {state}")
+        waiting = [s for folder, s in self.gw.senders.waiting() if folder == group.folder]
+        if waiting:
+            lines.append("  waiting for your answer: " + ", ".join(waiting))
+        if refused := self.gw.senders.refused[group.folder]:
+            lines.append(f"  {refused} trigger(s) not let through since the start (see the log)")
+        return "\n".join(lines)
+
+    async def _sender_decision(self, args: list[str], state: SenderState) -> str:
+        self._arity(args, 2)
+        group = self._group(args[0])
+        try:
+            sender = validate_sender_id(args[1])
+            await self.gw.senders.decide_by_owner(group, sender, state, self._by)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if state == "allowed":
+            return f"{group.folder}: {sender} may trigger the assistant"
+        return f"{group.folder}: {sender} is blocked (their messages are context only)"
+
+    async def _cmd_allow(self, args: list[str]) -> str:
+        return await self._sender_decision(args, "allowed")
+
+    async def _cmd_block(self, args: list[str]) -> str:
+        return await self._sender_decision(args, "blocked")
 
     async def _tasks(self) -> TaskBook:
         if self.gw.services.tasks is None:

@@ -67,6 +67,7 @@ class ControlRequests:
                 # the next message starts the other runtime's image.
                 if group is None or group.runtime != live.group.runtime:
                     await gw.pool.stop(folder)
+            await gw.senders.reload()  # `clawgate groups allow|block|set --senders`
         elif what == "tasks" and gw.services.tasks is not None:
             await gw.scheduler.reload()  # the scheduler is services.tasks once it is wired
         elif what == "dlq":

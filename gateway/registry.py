@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from core.config import AGENT_RUNTIMES
 from core.models import Group
+from core.senders import validate_policy, validate_sender_id
 from gateway.store import Store
 from groups.folders import validate_folder
 
@@ -41,7 +42,8 @@ class GroupRegistry:
     def main(self) -> Group | None:
         return next((g for g in self._by_folder.values() if g.is_main), None)
 
-    async def register(self, group: Group) -> None:
+    async def register(self, group: Group, members: tuple[str, ...] = (), by: str | None = None) -> None:
+        """Register `group`; `members` are its first allowed senders (ids checked by core.senders)."""
         validate_folder(group.folder)
         if group.folder in self._by_folder:
             raise ValueError(f"a group with folder {group.folder!r} is already registered")
@@ -51,7 +53,10 @@ class GroupRegistry:
             raise ValueError("there is already a main group")
         if group.runtime is not None and group.runtime not in AGENT_RUNTIMES:
             raise ValueError(f"unknown runtime {group.runtime!r}: use one of {', '.join(AGENT_RUNTIMES)}")
-        await self._store.register_group(group)
+        validate_policy(group.senders)
+        for sender in members:
+            validate_sender_id(sender)
+        await self._store.register_group(group, members, by)
         self._by_chat[group.chat_id] = group
         self._by_folder[group.folder] = group
 
@@ -114,6 +119,20 @@ class GroupRegistry:
             raise ValueError(f"unknown runtime {runtime!r}: use one of {', '.join(AGENT_RUNTIMES)}")
         await self._store.set_group_runtime(folder, runtime)
         updated = replace(group, runtime=runtime)
+        self._by_folder[folder] = updated
+        self._by_chat[group.chat_id] = updated
+        return updated
+
+    async def set_senders(self, folder: str, policy: str) -> Group:
+        """Change who may trigger the group's assistant: open | members | approval (core.senders)."""
+        group = self._by_folder.get(folder)
+        if group is None:
+            raise ValueError(f"no registered group {folder!r}")
+        if group.is_main:
+            raise ValueError("the main chat is always limited to admins ([admin] users)")
+        checked = validate_policy(policy)
+        await self._store.set_group_senders(folder, checked)
+        updated = replace(group, senders=checked)
         self._by_folder[folder] = updated
         self._by_chat[group.chat_id] = updated
         return updated

@@ -21,6 +21,7 @@ from gateway.queue import GroupQueue
 from gateway.registry import GroupRegistry
 from gateway.sandboxes import SandboxPool
 from gateway.scheduler import Scheduler
+from gateway.senders import SenderGate
 from gateway.store import Store
 from gateway.wallet.service import WalletService
 from proxy.process import VaultProcess
@@ -41,6 +42,7 @@ class RunningGateway(Protocol):
     services: AgentServices
     scheduler: Scheduler
     approvals: Approvals
+    senders: SenderGate
     wallet: WalletService
     vault: VaultProcess
 

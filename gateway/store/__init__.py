@@ -8,6 +8,7 @@ concern, one module per group of tables, each readable on its own:
     migrations.py    the schema, as versioned scripts, and the backup taken before migrating
     messages.py      ingest with group commit (invariant 7), the message lifecycle, chats
     groups.py        registered groups, their mount requests, session markers
+    senders.py       who may talk to a group's assistant: allowed/blocked senders, held messages
     runs.py          claiming a group's messages as a run, and how a run ends
     outbox.py        replies recorded before they are sent, and their delivery states
     dead_letters.py  messages and replies given up on, /retry and /drop
@@ -44,6 +45,7 @@ from gateway.store.migrations import MIGRATIONS
 from gateway.store.outbox import NOTICE_SEQ, OutboxStore
 from gateway.store.retention import RetentionStore
 from gateway.store.runs import RunStore
+from gateway.store.senders import SenderStore
 from gateway.store.tasks import TaskStore
 from gateway.store.usage import UsageStore, UsageTotals
 from gateway.store.wallet import SPENDING_STATES, WalletStore
@@ -64,6 +66,7 @@ __all__ = [
 class Store(
     MessageStore,
     GroupStore,
+    SenderStore,
     RunStore,
     OutboxStore,
     DeadLetterStore,

@@ -14,6 +14,7 @@ from typing import Any
 
 from core.config import AGENT_RUNTIMES
 from core.models import Group, MountRequest
+from core.senders import SenderPolicy, validate_policy
 from gateway.store.connection import Database
 
 log = logging.getLogger(__name__)
@@ -22,22 +23,33 @@ log = logging.getLogger(__name__)
 class GroupStore(Database):
     """The groups and sessions tables."""
 
-    async def register_group(self, group: Group) -> None:
-        await self._write(
-            "INSERT INTO groups (folder, chat_id, name, trigger, requires_trigger, is_main, "
-            "extra_mounts, created_at, runtime) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                group.folder,
-                group.chat_id,
-                group.name,
-                group.trigger,
-                int(group.requires_trigger),
-                int(group.is_main),
-                _mounts_to_json(group.extra_mounts),
-                time.time(),
-                group.runtime,
-            ),
-        )
+    async def register_group(self, group: Group, members: Iterable[str] = (), by: str | None = None) -> None:
+        """The group and its first allowed senders (`/register … --members`), in one transaction."""
+        now = time.time()
+        async with self._transaction():
+            await self._conn.execute(
+                "INSERT INTO groups (folder, chat_id, name, trigger, requires_trigger, is_main, "
+                "extra_mounts, created_at, runtime, senders) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    group.folder,
+                    group.chat_id,
+                    group.name,
+                    group.trigger,
+                    int(group.requires_trigger),
+                    int(group.is_main),
+                    _mounts_to_json(group.extra_mounts),
+                    now,
+                    group.runtime,
+                    group.senders,
+                ),
+            )
+            # A folder registered again starts from its new list, not an old one's leftovers.
+            await self._conn.execute("DELETE FROM group_senders WHERE folder = ?", (group.folder,))
+            await self._conn.executemany(
+                "INSERT INTO group_senders (folder, sender_id, state, decided_by, decided_at) "
+                "VALUES (?, ?, 'allowed', ?, ?)",
+                [(group.folder, sender, by, now) for sender in members],
+            )
 
     async def move_group_chat(self, folder: str, chat_id: str) -> None:
         await self._write("UPDATE groups SET chat_id = ? WHERE folder = ?", (chat_id, folder))
@@ -48,8 +60,8 @@ class GroupStore(Database):
 
     async def groups(self) -> list[Group]:
         async with self._conn.execute(
-            "SELECT folder, chat_id, name, trigger, requires_trigger, is_main, extra_mounts, runtime "
-            "FROM groups ORDER BY is_main DESC, folder"
+            "SELECT folder, chat_id, name, trigger, requires_trigger, is_main, extra_mounts, runtime, "
+            "senders FROM groups ORDER BY is_main DESC, folder"
         ) as cur:
             return [_group(row) for row in await cur.fetchall()]
 
@@ -61,6 +73,10 @@ class GroupStore(Database):
     async def set_group_runtime(self, folder: str, runtime: str | None) -> None:
         """The group's agent runtime; None follows `[agent] runtime`."""
         await self._write("UPDATE groups SET runtime = ? WHERE folder = ?", (runtime, folder))
+
+    async def set_group_senders(self, folder: str, policy: SenderPolicy) -> None:
+        """The group's sender policy (core.senders); its allow/block list is kept as it is."""
+        await self._write("UPDATE groups SET senders = ? WHERE folder = ?", (policy, folder))
 
     # -- sessions: a marker per group of its agent session (`/reset` records a new one) ----
 
@@ -79,7 +95,7 @@ class GroupStore(Database):
 
 
 def _group(row: Iterable[Any]) -> Group:
-    folder, chat_id, name, trigger, requires_trigger, is_main, mounts, runtime = row
+    folder, chat_id, name, trigger, requires_trigger, is_main, mounts, runtime, senders = row
     return Group(
         folder,
         chat_id,
@@ -89,7 +105,17 @@ def _group(row: Iterable[Any]) -> Group:
         bool(is_main),
         _mounts_from_json(folder, mounts),
         runtime if runtime in AGENT_RUNTIMES else None,
+        _policy(folder, senders),
     )
+
+
+def _policy(folder: str, value: str) -> SenderPolicy:
+    """The stored policy; the schema CHECK admits only known ones, but if not: the strictest."""
+    try:
+        return validate_policy(value)
+    except ValueError:
+        log.warning("group %s: unknown sender policy %r; treating it as members", folder, value)
+        return "members"
 
 
 def _mounts_to_json(requests: Iterable[MountRequest]) -> str:

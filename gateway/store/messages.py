@@ -4,8 +4,11 @@ Concurrent `ingest` calls are batched into one transaction, and each caller retu
 that transaction committed. That keeps invariant 7 (in the database before it is acknowledged)
 while sustaining thousands of messages per second on one connection.
 
-Message lifecycle (the `status` column): stored (chat not registered) | bot (our own output)
-| context (no trigger) | pending (wants an answer) -> processing (claimed by a run, runs.py)
+Message lifecycle (the `status` column): stored (chat not registered, or a non-admin
+in the main chat) | bot (our own output)
+| context (no trigger, or a sender who may not trigger: gateway.senders) | held (an unknown
+sender's trigger waiting for the owner's Allow/Deny: store/senders.py) -> pending | context
+| pending (wants an answer) -> processing (claimed by a run, runs.py)
 -> done | failed | skipped; dead (dead_letters.py) until an admin's /retry.
 """
 
@@ -113,7 +116,7 @@ class MessageStore(Database):
                         m.timestamp,
                         int(m.is_from_bot),
                         status,
-                        int(status == "pending"),
+                        int(status in ("pending", "held")),
                     )
                     for m, status in batch
                 ],

@@ -227,6 +227,21 @@ MIGRATIONS: list[str] = [
     CREATE INDEX metered_usage_at ON metered_usage (at);
     CREATE INDEX runs_running ON runs (folder) WHERE status = 'running';
     """,
+    # 9: who may talk to a group's assistant (gateway.senders): the group's sender policy, and
+    # the senders the owner allowed or blocked, per group, by channel-qualified id.
+    """
+    ALTER TABLE groups ADD COLUMN senders TEXT NOT NULL DEFAULT 'open'
+        CHECK (senders IN ('open', 'members', 'approval'));
+    CREATE TABLE group_senders (
+        folder TEXT NOT NULL,
+        sender_id TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('allowed', 'blocked')),
+        decided_by TEXT,
+        decided_at REAL NOT NULL,
+        PRIMARY KEY (folder, sender_id)
+    );
+    CREATE INDEX messages_held ON messages (chat_id, sender_id) WHERE status = 'held';
+    """,
 ]
 
 

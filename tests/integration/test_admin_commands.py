@@ -461,7 +461,8 @@ async def test_admin_commands_are_ignored_outside_main_and_from_non_admins(h: Ha
     async def durable() -> object:
         task_row = await h.gw.store.task(task["id"])
         return (
-            [(g.folder, g.chat_id) for g in await h.gw.store.groups()],
+            [(g.folder, g.chat_id, g.senders) for g in await h.gw.store.groups()],
+            await h.gw.store.group_senders(),
             await h.gw.store.dead_letters(),
             task_row.status if task_row else None,
             (await h.gw.store.approval(approval_id)).state,  # type: ignore[union-attr]
@@ -474,6 +475,9 @@ async def test_admin_commands_are_ignored_outside_main_and_from_non_admins(h: Ha
         "groups": "/groups",
         "register": "/register tg:-555 sneaky --no-trigger",
         "unregister": "/unregister team",
+        "senders": "/senders team members",
+        "allow": "/allow team tg:9",
+        "block": "/block team tg:9",
         "tasks": "/tasks",
         "pause": f"/pause {task['id']}",
         "resume": f"/resume {task['id']}",

@@ -152,7 +152,12 @@ def test_bad_config_is_reported_when_it_is_needed(data_dir: Path, tmp_path: Path
     (tmp_path / "config" / "config.toml").write_text("assistant_name = 5\n")
     result = invoke("groups", "register", "tg:-1", "team")
     assert result.exit_code == 1 and "assistant_name" in result.output
-    assert invoke("groups", "register", "tg:-1", "team", "--trigger", "@Me").exit_code == 0
+    # The default sender policy is read from the config too, so that needs it as well.
+    result = invoke("groups", "register", "tg:-1", "team", "--trigger", "@Me")
+    assert result.exit_code == 1 and "assistant_name" in result.output
+    assert (
+        invoke("groups", "register", "tg:-1", "team", "--trigger", "@Me", "--senders", "open").exit_code == 0
+    )
 
 
 # -- dead letters ------------------------------------------------------------------------------------
@@ -282,3 +287,54 @@ def test_a_group_chooses_its_agent_runtime_and_unknown_ones_are_refused(data_dir
     missing = invoke("groups", "set", "nobody", "--runtime", "claude")
     assert missing.exit_code != 0 and "no registered group 'nobody'" in missing.output
     assert {g.folder: g.runtime for g in db(data_dir, lambda s: s.groups())}["ops"] == "claude"
+
+
+# -- who may talk to the assistant (gateway.senders_cli) ----------------------------------------------
+
+
+def test_sender_policies_and_lists_from_the_cli(data_dir: Path, running_gateway: list) -> None:
+    seed_main(data_dir)
+    result = invoke("groups", "register", "tg:-1", "team", "--members", "tg:5, tg:6")
+    assert result.exit_code == 0, result.output
+    assert "registered team for tg:-1 (trigger @Andy, senders members: tg:5, tg:6)" in result.output
+    assert running_gateway[-1] == {"op": "reload", "what": "groups"}
+    assert invoke("groups", "block", "team", "tg:6").output.startswith("team: tg:6 is blocked")
+    assert invoke("groups", "allow", "team", "slack:U0ABC").exit_code == 0
+    assert running_gateway[-1] == {"op": "reload", "what": "groups"} and len(running_gateway) == 3
+    shown = invoke("groups", "senders", "team").output.splitlines()
+    assert shown == ["team: senders members", "  slack:U0ABC allowed", "  tg:5 allowed", "  tg:6 blocked"]
+    result = invoke("groups", "set", "team", "--senders", "approval")
+    assert result.exit_code == 0 and "team: senders approval" in result.output
+    assert "approval" in invoke("groups", "list").output
+    assert invoke("groups", "senders", "main").output.strip() == "main: admins only ([admin] users)"
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["groups", "allow", "team", "alice"], "invalid sender id 'alice'"),
+        (["groups", "block", "team", "tg:1 "], "invalid sender id 'tg:1 '"),
+        (["groups", "allow", "nosuch", "tg:1"], "no registered group 'nosuch'"),
+        (["groups", "allow", "main", "tg:1"], "the main chat is always limited to admins"),
+        (["groups", "set", "main", "--senders", "open"], "the main chat is always limited to admins"),
+        (["groups", "register", "tg:-2", "ops", "--members", "tg:1,@bob"], "invalid sender id '@bob'"),
+        (["groups", "register", "tg:-2", "ops", "--members", ","], "an empty sender list"),
+        (["groups", "senders", "nosuch"], "no registered group 'nosuch'"),
+    ],
+)
+def test_sender_commands_refuse_bad_input_in_one_line(data_dir: Path, args: list[str], error: str) -> None:
+    seed_main(data_dir)
+    assert invoke("groups", "register", "tg:-1", "team", "--senders", "open").exit_code == 0
+    result = invoke(*args)
+    assert result.exit_code == 1 and result.output.startswith(f"Error: {error}"), result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert set(groups(data_dir)) == {"main", "team"}
+    assert db(data_dir, lambda s: s.group_senders()) == {}
+
+
+def test_groups_set_needs_something_to_change(data_dir: Path) -> None:
+    seed_main(data_dir)
+    result = invoke("groups", "set", "main")
+    assert result.exit_code == 2 and "give --runtime and/or --senders" in result.output
+    result = invoke("groups", "set", "team", "--senders", "everyone")
+    assert result.exit_code == 2 and "'everyone' is not one of" in result.output
