@@ -18,6 +18,8 @@ LIVE_KEYS: frozenset[str] = frozenset(
     {
         "admin.users",  # who may run admin commands / decide approvals: checked per message
         "context_messages",  # read when a turn claims its batch
+        "groups.default_sender_policy",  # read when a group is registered
+        "groups.sender_approval_timeout_s",  # read when an unknown sender's prompt is posted
         "retry.max_attempts",  # read when a failure is deferred or a send fails
         "retry.base_delay_s",
         "retry.max_delay_s",
@@ -54,6 +56,11 @@ def plan(old: Config, new: Config) -> ReloadPlan:
     changed = changed_keys(old, new)
     applied = [key for key in changed if key in LIVE_KEYS]
     effective = old.model_copy(
-        update={"admin": new.admin, "retry": new.retry, "context_messages": new.context_messages}
+        update={
+            "admin": new.admin,
+            "retry": new.retry,
+            "context_messages": new.context_messages,
+            "groups": new.groups,
+        }
     )
     return ReloadPlan(effective, applied, [key for key in changed if key not in LIVE_KEYS])

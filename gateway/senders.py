@@ -149,7 +149,8 @@ class SenderGate:
             by = record.decided_by if record is not None else None
             current = self._registry.by_folder(group.folder)
             if current is None or current.chat_id != group.chat_id:
-                return  # unregistered meanwhile: nothing to let through
+                await self._store.demote_held(group.chat_id, sender_id)  # unregistered meanwhile
+                return
             # Still listed as asking while deciding: a trigger that lands meanwhile is settled by
             # the decision (or by its own after_ingest, which then sees it), never asked again.
             if decision == "approved":

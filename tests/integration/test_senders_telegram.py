@@ -147,6 +147,7 @@ async def test_members_group_unlisted_trigger_reaches_no_agent_but_is_context_fo
     shown = await env.command("/senders team")
     assert "team: senders members" in shown and "tg:5001 allowed" in shown
     assert "1 trigger(s) not let through" in shown
+    assert "senders: 0 waiting for Allow/Deny, 1 trigger(s) not let through" in await env.command("/status")
 
 
 async def test_approval_group_asks_once_and_the_owners_allow_answers_the_held_message_and_survives_restart(

@@ -307,3 +307,35 @@ async def test_registration_replaces_an_old_list(tmp_path: Path) -> None:
         assert [g.folder for g in await store.groups()] == ["team"]
     finally:
         await store.close()
+
+
+async def test_the_bots_own_messages_and_scheduled_tasks_are_not_affected(make) -> None:  # type: ignore[no-untyped-def]
+    from core.models import ScheduledTask, TaskRun
+    from gateway.scheduler import ChatLauncher
+
+    w = await make("members")
+    own = InboundMessage(
+        TEAM, "bot-1", "tg:999", "Andy", "@Andy I said this", time.time(), "telegram", is_from_bot=True
+    )
+    assert await w.router.ingest(own) == "bot"
+    # A due task is a pending message put straight into the group's chat, never classified.
+    task = ScheduledTask(1, "team", "daily summary", "once", "", T0, None, "active", "main", T0, None, None)
+    firing = TaskRun(1, 1, T0, T0, None, None, "running", None, None, None)
+    launch = ChatLauncher(w.store, w.registry.by_folder, lambda chat: "telegram", w.queue.wake)
+    await launch(task, firing)
+    assert ("daily summary", "pending") in await w.statuses() and w.queue.woken == ["team"]
+    assert w.senders.refused["team"] == 0
+
+
+async def test_a_group_unregistered_while_its_owner_is_asked_leaves_nothing_held(make) -> None:  # type: ignore[no-untyped-def]
+    w = await make("approval")
+    assert await w.say(BOB, "@Andy hi") == "held"
+    [approval_id] = await w.prompts(1)
+    await w.registry.unregister("team")
+    assert (await w.tg.press(approval_id, "approve", ADMIN, MAIN)).startswith("Approved")
+
+    async def settled() -> bool:
+        return await w.statuses() == [("@Andy hi", "context")]
+
+    await eventually(settled)
+    assert w.queue.woken == [] and w.senders.state("team", BOB) is None

@@ -34,9 +34,16 @@ def test_reload_applies_only_the_live_keys_and_names_the_rest() -> None:
     new = cfg(
         'context_messages = 9\n[admin]\nusers = ["tg:1"]\n[retry]\nmax_attempts = 7\n'
         '[sandbox]\nmemory_mb = 512\n[telegram]\nenabled = true\ntoken = "1:b"\n'
+        '[groups]\ndefault_sender_policy = "members"\n'
     )
     plan = reload.plan(old, new)
-    assert plan.applied == ["admin.users", "context_messages", "retry.max_attempts"]
+    assert plan.applied == [
+        "admin.users",
+        "context_messages",
+        "groups.default_sender_policy",
+        "retry.max_attempts",
+    ]
+    assert plan.config.groups.default_sender_policy == "members"
     assert plan.needs_restart == ["sandbox.memory_mb", "telegram.token"]  # a changed secret, by name only
     assert plan.config.context_messages == 9 and plan.config.retry.max_attempts == 7
     assert plan.config.admin.users == ["tg:1"]
