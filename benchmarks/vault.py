@@ -1,6 +1,6 @@
 """Vault benchmark: HTTPS requests through the vault vs a bare `mitmdump` vs direct, in one run.
 
-All three talk to the same loopback HTTPS upstream (a minimal asyncio keep-alive server in
+All subjects talk to the same loopback HTTPS upstream (a minimal asyncio keep-alive server in
 its own process, certificate from a throw-away CA):
 
 - direct: the client connects to the upstream itself (TLS to the upstream).
@@ -9,12 +9,20 @@ its own process, certificate from a throw-away CA):
 - vault: `python -m proxy` (VaultProcess) with a secret whose rule injects a header for
   the upstream, leak scanning and the audit log on; client through the group's unix
   socket (the path containers use: relay → mitmproxy).
+- vault_metering: the same vault, `POST /v1/messages` answered with a recorded-shape Anthropic
+  SSE stream carrying usage (chunked, keep-alive): metered as it is relayed, each call spooled
+  (fsync) and reported to a gateway control socket that acknowledges (this process), next to
+  - vault_stream: the same request and stream on a path that is not a model endpoint (not
+    metered), so `vault_metering_vs_stream_rps` isolates what metering costs.
 
-Throughput: a fixed number of GETs at the same client concurrency over keep-alive
-connections (httpcore, HTTP/1.1), split into ROUNDS interleaved rounds (the machine may
-be busy; each mode gets the same share of the noise) and reported as the median round.
-Latency: a sequential pass, one request in flight, alternating between the modes;
-`vault_added_*` = vault minus direct at the same percentile.
+Throughput: a fixed number of requests at the same client concurrency over keep-alive
+connections (httpcore, HTTP/1.1), in ROUNDS rounds; every round runs each subject once, in
+the same order (vault, mitmdump, direct, vault_stream, vault_metering, then vault again in
+the next round, ...), so a machine that is busy for a while slows every subject alike. The
+reported figure is each subject's median round; the per-round figures are reported too
+(`*_rps_rounds`), so drift within the run can be seen. Latency: a sequential pass, one request
+in flight, alternating between the modes; `vault_added_*` = vault minus direct at the same
+percentile.
 
 Run alone: `python -m benchmarks.vault` (prints JSON).
 """
@@ -45,8 +53,16 @@ from tests.fakes.tls import make_ca_and_server_cert  # noqa: E402
 REQUESTS = int(os.environ.get("BENCH_VAULT_REQUESTS", "2000"))
 CONCURRENCY = int(os.environ.get("BENCH_VAULT_CONCURRENCY", "8"))
 LATENCY_SAMPLES = int(os.environ.get("BENCH_VAULT_LATENCY_SAMPLES", "300"))
-ROUNDS = 5
+ROUNDS = int(os.environ.get("BENCH_VAULT_ROUNDS", "7"))
 TOKEN = "bench-REAL-token-0123456789"
+MODEL_BODY = json.dumps(
+    {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 256,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+).encode()
 
 
 # -- the upstream (runs in its own process: `python -m benchmarks.vault --upstream CERT KEY`) --
@@ -54,9 +70,22 @@ TOKEN = "bench-REAL-token-0123456789"
 _RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n"
 
 
+def _stream_response() -> bytes:
+    """A recorded-shape Messages stream (with usage), chunked in three pieces as a server flushes."""
+    from tests.fakes.model_payloads import Tokens, anthropic_sse
+
+    body = anthropic_sse(Tokens(input=1200, output=300, cache_read=20_000, cache_write=800))
+    third = len(body) // 3
+    pieces = [body[:third], body[third : 2 * third], body[2 * third :]]
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    return head + chunks
+
+
 async def _serve_upstream(cert: str, key: str) -> None:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
+    stream = _stream_response()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -68,7 +97,7 @@ async def _serve_upstream(cert: str, key: str) -> None:
                         length = int(line[15:])
                 if length:
                     await reader.readexactly(length)
-                writer.write(_RESPONSE)
+                writer.write(stream if head.startswith(b"POST") else _RESPONSE)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, asyncio.LimitOverrunError):
             pass
@@ -85,10 +114,51 @@ async def _serve_upstream(cert: str, key: str) -> None:
 
 async def _one(pool: httpcore.AsyncConnectionPool, url: str) -> float:
     start = time.perf_counter()
-    resp = await pool.request("GET", url, headers={"Authorization": "Bearer placeholder"})
+    if "/v1/" in url:  # a streamed model call (metered on /v1/messages)
+        headers = {"Authorization": "Bearer placeholder", "Content-Type": "application/json"}
+        resp = await pool.request("POST", url, headers=headers, content=MODEL_BODY)
+        if b"message_stop" not in resp.content:
+            raise RuntimeError(f"{url}: the stream did not arrive whole: {resp.content[-300:]!r}")
+    else:
+        resp = await pool.request("GET", url, headers={"Authorization": "Bearer placeholder"})
     if resp.status != 200:
         raise RuntimeError(f"{url}: HTTP {resp.status}: {resp.content[:300]!r}")
     return time.perf_counter() - start
+
+
+class _AckingGateway:
+    """The gateway's control socket, as far as usage reports go: count the records, acknowledge."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records = 0
+        self.ids: set[str] = set()
+        self.server: asyncio.AbstractServer | None = None
+        self._want = 0
+        self._reached = asyncio.Event()
+
+    async def reached(self, count: int) -> None:
+        """Until `count` distinct records have arrived (the last ones leave the spool shortly)."""
+        self._want = count
+        if len(self.ids) >= count:
+            return
+        self._reached.clear()
+        await self._reached.wait()
+
+    async def start(self) -> None:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, ValueError):
+                request = json.loads(await reader.readline())
+                records = request.get("records") or []
+                self.ids.update(r["id"] for r in records)
+                self.records += len(records)
+                if self._want and len(self.ids) >= self._want:
+                    self._reached.set()
+                writer.write(json.dumps({"ok": True, "stored": len(records)}).encode() + b"\n")
+                await writer.drain()
+            writer.close()
+
+        self.server = await asyncio.start_unix_server(serve, path=str(self.path), limit=1 << 20)
 
 
 async def _warm(pool: httpcore.AsyncConnectionPool, url: str) -> None:
@@ -169,13 +239,14 @@ async def _wait_for_port(port: int) -> None:
             await asyncio.sleep(0.05)
 
 
-async def run() -> dict[str, float]:
+async def run() -> dict[str, object]:
     from proxy.process import VaultProcess
     from proxy.secrets import SecretStore
 
     tmp = Path(tempfile.mkdtemp(prefix="cgv"))
     procs: list[asyncio.subprocess.Process] = []
     vault: VaultProcess | None = None
+    gateway: _AckingGateway | None = None
     try:
         ca, cert, key = make_ca_and_server_cert(tmp)
         env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -208,46 +279,61 @@ async def run() -> dict[str, float]:
         cfg, state = tmp / "cfg", tmp / "state"
         cfg.mkdir(mode=0o700)
         SecretStore(cfg).add("bench", TOKEN, f"127.0.0.1:{port}", "Authorization", "Bearer {value}")
-        vault = VaultProcess(cfg, state, [f"127.0.0.1:{port}"], upstream_ca=ca)
+        gateway = _AckingGateway(tmp / "gw.sock")
+        await gateway.start()
+        vault = VaultProcess(cfg, state, [f"127.0.0.1:{port}"], upstream_ca=ca, gateway_socket=gateway.path)
         await vault.start(timeout=30)
         sock = tmp / "grp" / "vault.sock"
         sock.parent.mkdir()
         await vault.open_group("main", sock)
 
+        def via_vault() -> httpcore.AsyncHTTPProxy:
+            return httpcore.AsyncHTTPProxy(
+                "http://vault.invalid/",
+                network_backend=_UnixBackend(str(sock)),
+                ssl_context=ssl.create_default_context(cafile=str(vault_ca)),
+                max_connections=CONCURRENCY,
+            )
+
+        vault_ca = vault.ca_cert_path
         pools = {
-            "direct": httpcore.AsyncConnectionPool(ssl_context=upstream_ctx, max_connections=CONCURRENCY),
+            "vault": via_vault(),
             "mitmdump": httpcore.AsyncHTTPProxy(
                 f"http://127.0.0.1:{mport}/",
                 ssl_context=ssl.create_default_context(cafile=str(mdir / "mitmproxy-ca-cert.pem")),
                 max_connections=CONCURRENCY,
             ),
-            "vault": httpcore.AsyncHTTPProxy(
-                "http://vault.invalid/",
-                network_backend=_UnixBackend(str(sock)),
-                ssl_context=ssl.create_default_context(cafile=str(vault.ca_cert_path)),
-                max_connections=CONCURRENCY,
-            ),
+            "direct": httpcore.AsyncConnectionPool(ssl_context=upstream_ctx, max_connections=CONCURRENCY),
+            "vault_stream": via_vault(),
+            "vault_metering": via_vault(),
         }
-        # Interleaved rounds (rotating order) so background load hits every mode alike;
-        # throughput is the median round, latency one request per mode in turn.
+        urls = {name: url for name in pools}
+        urls["vault_stream"] = f"https://127.0.0.1:{port}/v1/not-a-model"
+        urls["vault_metering"] = f"https://127.0.0.1:{port}/v1/messages"
+        # Rounds in a fixed order (vault, mitmdump, direct, vault_stream, vault_metering, vault,
+        # ...): background load hits every subject alike; throughput is each one's median round.
         rps: dict[str, list[float]] = {name: [] for name in pools}
-        lat: dict[str, list[float]] = {name: [] for name in pools}
-        names = list(pools)
-        for pool in pools.values():
-            await _warm(pool, url)
-        for r in range(ROUNDS):
-            for name in names[r % 3 :] + names[: r % 3]:
-                rps[name].append(await _throughput(pools[name], url, REQUESTS // ROUNDS))
+        lat: dict[str, list[float]] = {name: [] for name in ("vault", "mitmdump", "direct")}
+        for name, pool in pools.items():
+            await _warm(pool, urls[name])
+        for _ in range(ROUNDS):
+            for name, pool in pools.items():
+                rps[name].append(await _throughput(pool, urls[name], REQUESTS // ROUNDS))
         for _ in range(LATENCY_SAMPLES):
-            for name in names:
-                lat[name].append(await _one(pools[name], url))
+            for name in lat:
+                lat[name].append(await _one(pools[name], urls[name]))
         for pool in pools.values():
             await pool.aclose()
-        results = {name: (statistics.median(rps[name]), lat[name]) for name in names}
+        metered_calls = CONCURRENCY * 3 + ROUNDS * (REQUESTS // ROUNDS)  # warm-up + rounds
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(gateway.reached(metered_calls), 30)
+        results = {name: (statistics.median(rps[name]), lat.get(name, [])) for name in pools}
         audit_lines = await asyncio.to_thread(_count_lines, state / "audit.jsonl")
     finally:
         if vault is not None:
             await vault.stop()
+        if gateway is not None and gateway.server is not None:
+            gateway.server.close()
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
@@ -270,7 +356,15 @@ async def run() -> dict[str, float]:
         "vault_added_p99_ms": added("vault", 0.99),
         "mitmdump_added_p50_ms": added("mitmdump", 0.5),
         "mitmdump_added_p99_ms": added("mitmdump", 0.99),
+        "vault_metering_rps": round(results["vault_metering"][0], 1),
+        "vault_stream_rps": round(results["vault_stream"][0], 1),
+        "vault_metering_vs_vault_rps": round(results["vault_metering"][0] / results["vault"][0], 3),
+        "vault_metering_vs_stream_rps": round(results["vault_metering"][0] / results["vault_stream"][0], 3),
+        "vault_metering_records": len(gateway.ids),
+        "vault_metering_calls": metered_calls,
+        **{f"{name}_rps_rounds": [round(v, 1) for v in rps[name]] for name in pools},
         "vault_requests": REQUESTS,
+        "vault_rounds": ROUNDS,
         "vault_concurrency": CONCURRENCY,
         "vault_audit_lines": audit_lines,
     }

@@ -352,6 +352,27 @@ class Meter:
             if data.endswith(b"\r"):
                 self._pending_cr = True  # its \n may come in the next chunk: one line end, not two
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        # Fast path: at an event boundary, a whole event without a `"usage": {` object (a text
+        # delta, nearly all of a stream) is skipped with a search or two instead of line parsing;
+        # only until the response named its model do events naming one still get parsed.
+        while data and not self.done:
+            end = data.find(b"\n\n")
+            if end < 0:
+                break
+            idle = not (self._line or self._has_data or self._line_overflow or self._event)
+            if (
+                idle
+                and _USAGE_OBJ.search(data, 0, end) is None
+                and (self.response_model or data.find(b'"model"', 0, end) < 0)
+            ):
+                data = data[end + 2 :]
+                continue
+            self._lines(data[: end + 2])
+            data = data[end + 2 :]
+        if data and not self.done:
+            self._lines(data)
+
+    def _lines(self, data: bytes) -> None:
         start = 0
         while not self.done:
             end = data.find(b"\n", start)

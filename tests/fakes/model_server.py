@@ -196,6 +196,8 @@ class FakeModelServer:
             def _answer(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                if "chunked" in self.headers.get("transfer-encoding", "").lower():
+                    raw = self._read_chunked()
                 try:
                     body = json.loads(raw or b"{}")
                 except json.JSONDecodeError:
@@ -226,6 +228,17 @@ class FakeModelServer:
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _read_chunked(self) -> bytes:
+                body = b""
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass  # trailers
+                        return body
+                    body += self.rfile.read(size)
+                    self.rfile.readline()
 
             def _raw(self, answer: Raw) -> None:
                 self.send_response(answer.status)

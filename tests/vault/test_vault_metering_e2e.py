@@ -312,3 +312,67 @@ async def test_vault_killed_with_records_only_in_its_spool_sends_them_after_rest
         assert sorted(r[0] for r in await cur.fetchall()) == [100, 101, 102, 103]
     with contextlib.suppress(FileNotFoundError):
         assert stat.S_IMODE(spool.stat().st_mode) == 0o600
+
+
+async def test_cut_and_garbage_streams_pass_unchanged_and_count_what_was_seen(
+    setup: Setup, env: dict[str, Path]
+) -> None:
+    """Metering never changes what the client gets; a stream cut short counts what it showed."""
+    from tests.fakes.model_payloads import anthropic_sse
+    from tests.fakes.model_server import Raw
+
+    full = anthropic_sse(Tokens(input=777, output=55, cache_read=66, cache_write=88))
+    cut = full[: full.index(b"event: message_delta") + 30]  # ends inside the final usage event
+    garbage = b"data: {not json\n\n\x00\xff" * 200 + b'event: message_delta\ndata: {"usage": [1]}\n\n'
+    before = set(await setup.store.metered_row_ids("alpha"))
+    for body in (cut, garbage):
+        setup.model.responses.append(Raw(200, "text/event-stream", body, pieces=5))
+        got = await call(
+            env, setup, "alpha", "/v1/messages", {"model": "claude-haiku-4-5", "stream": True}, Tokens()
+        )
+        assert got == body  # byte for byte
+
+    async def both() -> bool:
+        return len(set(await setup.store.metered_row_ids("alpha")) - before) == 2
+
+    await until(both)
+    new = sorted(set(await setup.store.metered_row_ids("alpha")) - before)
+    async with setup.store._conn.execute(
+        "SELECT model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, complete"
+        f" FROM metered_usage WHERE id IN ({','.join('?' * len(new))})",
+        new,
+    ) as cur:
+        rows = sorted(tuple(r) for r in await cur.fetchall())
+    assert rows == sorted(
+        [
+            ("claude-sonnet-4-5-20250929", 777, 1, 66, 88, 0),  # message_start seen, final usage not
+            ("claude-haiku-4-5", 0, 0, 0, 0, 0),  # nothing readable: the request's model, incomplete
+        ]
+    )
+
+
+async def test_a_large_streamed_chat_request_is_made_to_carry_usage(
+    setup: Setup, env: dict[str, Path]
+) -> None:
+    """A body over 1 MiB is streamed by the vault, not buffered; it is still rewritten whole."""
+    history = [{"role": "user", "content": "x" * 1000 + str(i)} for i in range(1200)]
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": history}
+    before = set(await setup.store.metered_row_ids("beta"))
+    tokens = Tokens(input=123_456, output=789, cache_read=1000)
+    payload = await call(env, setup, "beta", "/v1/chat/completions", body, tokens)
+    assert payload.rstrip().endswith(b"[DONE]")
+    seen = setup.model.requests[-1]
+    assert seen.body["stream_options"] == {"include_usage": True}
+    assert seen.body["messages"] == history  # nothing else changed
+
+    async def stored() -> bool:
+        return len(set(await setup.store.metered_row_ids("beta")) - before) == 1
+
+    await until(stored)
+    (new,) = set(await setup.store.metered_row_ids("beta")) - before
+    async with setup.store._conn.execute(
+        "SELECT model, input_tokens, output_tokens, cache_read_tokens, complete FROM metered_usage"
+        " WHERE id = ?",
+        (new,),
+    ) as cur:
+        assert tuple(await cur.fetchone()) == ("gpt-4o-mini-2024-07-18", 123_456, 789, 1000, 1)  # type: ignore[arg-type]
