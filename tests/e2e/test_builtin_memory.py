@@ -1,5 +1,6 @@
 """The built-in agent's caching, usage and memory, end to end: `clawgate run` with the console on a
 pipe, the real sandbox container, the real vault, a scripted Anthropic-compatible model on loopback.
+The vault's metered account of every call must equal what the model server reported.
 
 What the model server received proves the `cache_control` breakpoints and that the summary rides
 along; the database proves usage was stored for the group; restarting the gateway (which also
@@ -13,11 +14,14 @@ import asyncio
 import json
 import re
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from gateway.store import Store
 from proxy.secrets import SecretStore
+from proxy.usage_report import UsageReporter
 from tests.fakes.model_server import FakeModelServer, Recorded, anthropic_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,6 +180,7 @@ async def test_caching_usage_and_compaction_across_a_gateway_restart(
         assert usage.input_tokens == 11 * turns + 500 * summaries
         assert usage.output_tokens == 22 * turns + 55 * summaries
         assert (usage.cache_read_tokens, usage.cache_write_tokens) == (333 * turns, 44 * turns)
+        first_run_ended = time.time()
 
         # 4. a gateway restart (and so a new container): the summary is still sent
         stored_summary = history["summary"]
@@ -198,3 +203,43 @@ async def test_caching_usage_and_compaction_across_a_gateway_restart(
         finally:
             await console.stop()
         assert not (data_dir / "groups" / "main" / ".clawgate" / "compact-requested").exists()
+
+        # 6. the vault metered every call; that account equals what the model server reported
+        await check_metered(data_dir, model, turns, summaries, first_run_ended)
+
+
+async def check_metered(
+    data_dir: Path, model: ScriptedModel, turns: int, summaries: int, first_run_ended: float
+) -> None:
+    """Stored rows plus the vault's unacknowledged spool = every call, with the reported counts.
+
+    The gateway closes its control socket before the vault stops, so the last calls of a run may
+    wait in the spool until the next start: the first run's calls are all stored (the second run
+    sent what was left), the second run's are stored or still spooled, none lost or doubled.
+    """
+    store = await Store.open(data_dir / "clawgate.db")
+    try:
+        async with store._conn.execute(
+            "SELECT id, group_folder, model, input_tokens, output_tokens, cache_read_tokens,"
+            " cache_write_tokens, complete, at FROM metered_usage"
+        ) as cur:
+            rows = [tuple(r) for r in await cur.fetchall()]
+    finally:
+        await store.close()
+    spooled = UsageReporter(data_dir / "vault", data_dir / "nobody.sock")
+    spooled.load()
+    pending = [
+        (r["id"], r["group"], r["model"], r["input_tokens"], r["output_tokens"], r["cache_read_tokens"],
+         r["cache_write_tokens"], int(r["complete"]), r["at"])
+        for r in spooled._pending.values()
+    ]  # fmt: skip
+    everything = rows + [p for p in pending if p[0] not in {r[0] for r in rows}]
+    all_turns, all_summaries = len(model.turns()), len(model.summary_requests())
+    expected = Counter(
+        {("main", "fake", 11, 22, 333, 44, 1): all_turns, ("main", "fake", 500, 55, 0, 0, 1): all_summaries}
+    )
+    assert Counter(r[1:8] for r in everything) == expected
+    first = Counter(r[1:8] for r in rows if r[8] < first_run_ended)
+    assert first == Counter(
+        {("main", "fake", 11, 22, 333, 44, 1): turns, ("main", "fake", 500, 55, 0, 0, 1): summaries}
+    )
