@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from core import paths
+from core.budget import BudgetConfig
 from core.http_approval import VaultApprovalConfig, VaultPolicyEntry
 from core.pricing import ModelPrice
 from core.senders import SenderPolicy
@@ -438,6 +439,7 @@ class Config(_Section):
     ipc: IpcConfig = IpcConfig()
     metrics: MetricsConfig = MetricsConfig()
     retention: RetentionConfig = RetentionConfig()
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
     prices: dict[str, ModelPrice] = Field(
         default_factory=dict,
         description="USD per million tokens per model or model prefix, over core.pricing's defaults;"

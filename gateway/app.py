@@ -22,12 +22,14 @@ from core.config import Config, ConfigError
 from core.config import load as load_config
 from core.models import Group, InboundMessage
 from core.paths import DATABASE
+from core.pricing import PriceTable
 from core.private_files import PrivateFileError
 from core.redaction import one_line, scrub
 from gateway import fdlimit, preflight
 from gateway import reload as reload_mod
 from gateway.agent_services import AgentServices
 from gateway.approvals import Approvals
+from gateway.budget_state import BudgetGuard
 from gateway.channel_setup import GroupInboxes, default_channels
 from gateway.commands import AdminCommands, Command
 from gateway.control import SOCKET_NAME as CONTROL_SOCKET
@@ -180,6 +182,18 @@ class Gateway:
 
         self.registry = GroupRegistry(self.store)
         await self.registry.load()
+        # Budgets reach the vault before any sandbox can exist (gateway/budget_state.py), and
+        # again whenever the supervisor restarts it.
+        self.budget = BudgetGuard(
+            self.config.budget,
+            lambda: PriceTable.from_config(self.config.prices).to_json(),
+            self.store,
+            self.vault,
+            lambda: [g.folder for g in self.registry.all()],
+            self.notify_main,
+        )
+        await self.budget.push()
+        self.vault.on_restart = self._vault_restarted
         try:
             self.channels = channels if channels is not None else self._default_channels()
         except (ValueError, PrivateFileError) as exc:  # e.g. an unreadable webhook secret file
@@ -225,6 +239,7 @@ class Gateway:
             wake=self.queue.wake,
             notify_main=self.notify_main,
             disk=self.disk,
+            budget=self.budget,
         )
         self.services.bind_executor(self.executor)
         self.scheduler = Scheduler(
@@ -270,6 +285,8 @@ class Gateway:
         await self.scheduler.start()
         self.retention = Retention(self.store, self.config)
         self.retention.start()
+        undo.push_async_callback(_quietly, self.budget.stop)
+        self.budget.start()  # pushes fresh headroom at each day boundary
         self._started = True
         self.started_at = time.time()
         await self.outbox.flush()
@@ -390,6 +407,8 @@ class Gateway:
         self.executor.config = plan.config
         self.outbox.set_retry_policy(plan.config.retry)
         self.approvals.set_admins(plan.config.admin.users)
+        self.budget.config = plan.config.budget
+        asyncio.create_task(self.budget.push(), name="budget-push-after-reload")
         log.warning(
             "configuration reloaded: %s",
             "applied " + ", ".join(plan.applied) if plan.applied else "nothing to apply live",
@@ -407,6 +426,9 @@ class Gateway:
 
     async def _evict(self, folder: str) -> None:
         await self.pool.stop(folder)
+
+    def _vault_restarted(self) -> None:
+        asyncio.create_task(self.budget.push(), name="budget-push-after-vault-restart")
 
     def _on_sandbox_gone(self, folder: str) -> None:
         self.queue.released(folder)
@@ -443,6 +465,7 @@ class Gateway:
         await self.approvals.stop()
         await self.scheduler.stop()
         await self.retention.stop()
+        await self.budget.stop()
         await self.control.close()
         self.executor.cancel_retries()
         self.outbox.close()

@@ -20,6 +20,7 @@ from gateway.admin_cli import dlq_cli, groups_register, groups_set, groups_unreg
 from gateway.backup_cli import backup_cli
 from gateway.senders_cli import groups_allow, groups_block, groups_senders
 from gateway.tasks_cli import tasks_cli
+from gateway.usage_cli import usage_cli
 from gateway.wallet.cli import wallet_cli
 from proxy.cli import vault_cli
 from proxy.cli_support import VaultCliContext
@@ -393,6 +394,7 @@ main.add_command(wallet_cli)
 main.add_command(tasks_cli)
 main.add_command(dlq_cli)
 main.add_command(status_cli)
+main.add_command(usage_cli)
 main.add_command(backup_cli)
 groups.add_command(groups_register)
 groups.add_command(groups_unregister)

@@ -19,7 +19,7 @@ from channels.base import ButtonPress
 from channels.console import OWNER_ID
 from core.models import Group, InboundMessage
 from core.senders import SenderState, parse_sender_list, validate_policy, validate_sender_id
-from gateway import dead_letters
+from gateway import commands_budget, dead_letters
 from gateway.sandboxes import group_runtime
 from gateway.vault_usage import spend_by_group, start_of_day
 from groups import groupfs
@@ -59,7 +59,11 @@ USAGE: dict[str, str] = {
     "deny": "/deny <approval-id> — deny a pending request",
     "wallet": "/wallet — NEAR keys, balances and today's spend",
     "policy": "/policy [set <name> <value> | reset <name>] — show or change the NEAR signing policy",
+    "usage": "/usage [group] — model spend today, this month and the last turns, with budgets",
+    "budget": "/budget [set <group|global> <daily|monthly|daily-tokens|monthly-tokens> <amount|off|default>]",
 }
+# Allowed in any registered group, for that group only: its members may see what it costs.
+GROUP_COMMANDS = ("usage",)
 
 
 def menu() -> list[tuple[str, str]]:
@@ -117,7 +121,9 @@ class AdminCommands:
 
     def allowed(self, message: InboundMessage, group: Group | None) -> list[str]:
         admin = group is not None and group.is_main and is_admin(message, self.gw.config.admin.users)
-        return list(USAGE) if admin else list(PUBLIC)
+        if admin:
+            return list(USAGE)
+        return list(PUBLIC) + (list(GROUP_COMMANDS) if group is not None and not group.is_main else [])
 
     async def execute(self, command: Command, message: InboundMessage, group: Group | None) -> str | None:
         """The reply text, or None when the command must be silently ignored."""
@@ -132,6 +138,8 @@ class AdminCommands:
             return f"You are {message.sender_id} ({message.sender_name}); admin here: {admin}"
         if command.name in ("approve", "deny"):
             return await self._decide(command, message)
+        if command.name == "usage" and group is not None and not group.is_main:
+            return await commands_budget.usage_text(self.gw, group.folder)  # its own, whatever it asks
         handler: Callable[[list[str]], Awaitable[str]] = getattr(self, f"_cmd_{command.name}")
         self._by = message.sender_id  # who ran it, for what it records (e.g. /allow)
         try:
@@ -414,6 +422,19 @@ class AdminCommands:
         try:
             return "policy updated: " + await self.gw.wallet.set_policy(args[1], value)
         except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    async def _cmd_usage(self, args: list[str]) -> str:
+        self._arity(args, 0, 1)
+        folder = self._group(args[0]).folder if args else None
+        return await commands_budget.usage_text(self.gw, folder)
+
+    async def _cmd_budget(self, args: list[str]) -> str:
+        if not args:
+            return await commands_budget.budget_text(self.gw)
+        try:
+            return await commands_budget.budget_set(self.gw, args, self._by)
+        except commands_budget.BudgetUsageError as exc:
             raise UsageError(str(exc)) from None
 
     async def _decide(self, command: Command, message: InboundMessage) -> str:

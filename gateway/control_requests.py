@@ -10,6 +10,7 @@ about a request it holds (`http_approval`, gateway/http_approvals.py), answering
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ class ControlRequests:
         self._status_text = status_text
         self._leaks_notified: set[tuple[str, str]] = set()  # (group, pattern) told to main once
         self._unscoped_notified: set[tuple[str, str]] = set()  # (group, host) told to main once
+        self._tasks: set[asyncio.Task[None]] = set()  # budget pushes in flight (kept referenced)
 
     async def __call__(self, request: dict[str, object]) -> dict[str, object]:
         gw = self._gw
@@ -50,12 +52,29 @@ class ControlRequests:
                 await gw.notify_main(f"⚠️ blocked a request from group {key[0]}: it contained {key[1]}")
             return {"ok": True}
         if op == "vault_usage":  # model calls the vault metered (proxy/meter_addon.py)
-            return await store_report(gw.store, request, PriceTable.from_config(gw.config.prices))
+            reply = await store_report(gw.store, request, PriceTable.from_config(gw.config.prices))
+            self._budgets_after(request)
+            return reply
         if op == "unscoped":  # a group's request matched a secret outside its scope (proxy/policy.py)
             return await self._unscoped_notice(request)
         if op == "http_approval":  # the vault holds a request for the owner (proxy/holds.py)
             return await ask_owner(gw, request)
         raise ValueError(f"unknown op {op!r}")
+
+    def _budgets_after(self, request: dict[str, object]) -> None:
+        """Stored spend changes the headroom: push it to the vault and send due budget notices
+        (gateway/budget_state.py). After the reply, so the vault's acknowledgement never waits."""
+        records = request.get("records")
+        groups = (
+            {r.get("group") for r in records if isinstance(r, dict)} if isinstance(records, list) else set()
+        )
+        folders = sorted(g for g in groups if isinstance(g, str))
+        guard = getattr(self._gw, "budget", None)  # absent only in tests that drive this alone
+        if guard is None:
+            return
+        task = asyncio.create_task(guard.after_usage(folders), name="budget-after-usage")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _reload(self, what: object) -> None:
         gw = self._gw

@@ -5,7 +5,7 @@ malformed (unparseable) response, or was unreachable, the turn timed out or the 
 died, a channel send failed. A model's `Retry-After` travels in the error text ("retry
 after Ns", see groups/agent/transport.py) and the retry waits at least that long. These
 are retried with exponential backoff and jitter. Everything else (the model refused
-the request, a policy said no, a malformed request) is terminal: retrying would only
+the request, a policy said no, a budget is used up, a malformed request) is terminal: retrying would only
 repeat it.
 """
 
@@ -27,10 +27,13 @@ _TRANSIENT_WORDS = (
     "overloaded",
     "bad response",  # a malformed 2xx body: the next call usually parses (like a 5xx)
 )
+BUDGET_REFUSAL = "clawgate budget:"  # proxy/budget.py; relayed by groups/agent/transport.py
 _RETRY_AFTER = re.compile(r"\bretry after (\d+(?:\.\d+)?)s\b")
 
 
 def is_transient(error: str) -> bool:
+    if error.startswith(BUDGET_REFUSAL):  # the vault refused a model call: over budget, final
+        return False
     match = re.search(r"\bHTTP (\d{3})\b", error)
     if match:
         status = int(match.group(1))

@@ -25,6 +25,13 @@ LIVE_KEYS: frozenset[str] = frozenset(
         "retry.max_delay_s",
     }
 )
+# Whole sections read afresh: `[budget]` is re-read by gateway/budget_state.py, which pushes the
+# new headroom to the vault right after the reload.
+LIVE_SECTIONS: tuple[str, ...] = ("budget.",)
+
+
+def _live(key: str) -> bool:
+    return key in LIVE_KEYS or key.startswith(LIVE_SECTIONS)
 
 
 @dataclass(frozen=True)
@@ -54,13 +61,14 @@ def changed_keys(old: Config, new: Config) -> list[str]:
 def plan(old: Config, new: Config) -> ReloadPlan:
     """`old` with only the live keys taken from `new`; the rest keeps running as started."""
     changed = changed_keys(old, new)
-    applied = [key for key in changed if key in LIVE_KEYS]
+    applied = [key for key in changed if _live(key)]
     effective = old.model_copy(
         update={
             "admin": new.admin,
             "retry": new.retry,
             "context_messages": new.context_messages,
             "groups": new.groups,
+            "budget": new.budget,
         }
     )
-    return ReloadPlan(effective, applied, [key for key in changed if key not in LIVE_KEYS])
+    return ReloadPlan(effective, applied, [key for key in changed if not _live(key)])

@@ -16,6 +16,7 @@ from channels.base import Channel
 from core.config import Config
 from gateway.agent_services import AgentServices
 from gateway.approvals import Approvals
+from gateway.budget_state import BudgetGuard
 from gateway.outbox import Outbox
 from gateway.queue import GroupQueue
 from gateway.registry import GroupRegistry
@@ -45,6 +46,7 @@ class RunningGateway(Protocol):
     senders: SenderGate
     wallet: WalletService
     vault: VaultProcess
+    budget: BudgetGuard
 
     @property
     def channels(self) -> Sequence[Channel]: ...

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from core.config import Config
 from core.models import ClaimedRun, Group
+from gateway.budget_state import BudgetGuard
 from gateway.disk import DiskGuard
 from gateway.failures import backoff_delay, is_transient, retry_after_s
 from gateway.faults import crash_point
@@ -48,9 +49,11 @@ class RunExecutor:
         wake: Callable[[str], None],
         notify_main: Callable[[str], Awaitable[None]],
         disk: DiskGuard | None = None,
+        budget: BudgetGuard | None = None,
     ) -> None:
         self._config = config
         self._disk = disk
+        self._budget = budget
         self._store = store
         self._pool = pool
         self._outbox = outbox
@@ -105,6 +108,9 @@ class RunExecutor:
         if self._disk is not None and (refusal := await self._disk.check(group)) is not None:
             await self._refuse(claimed, refusal)
             return True
+        if self._budget is not None and (refusal := await self._budget.check(group.folder)) is not None:
+            await self._refuse(claimed, refusal, stop=False)  # no model call, no retry, no dead letter
+            return True
         try:
             live = await self._pool.ensure(group)
         except SandboxUnavailable as exc:
@@ -135,9 +141,10 @@ class RunExecutor:
         await self._notify_finished(claimed, outcome.text, outcome.error)
         return True
 
-    async def _refuse(self, claimed: ClaimedRun, reason: str) -> None:
-        """A limit says no (disk quota, free-space floor): tell the chat, close the run, no retry."""
-        await self._pool.stop(claimed.group.folder)  # a warm sandbox must not keep writing
+    async def _refuse(self, claimed: ClaimedRun, reason: str, stop: bool = True) -> None:
+        """A limit says no (disk quota, free-space floor, budget): tell the chat, close the run, no retry."""
+        if stop:
+            await self._pool.stop(claimed.group.folder)  # a warm sandbox must not keep writing
         await self._outbox.post(claimed.run_id, FINAL_REPLY_SEQ, claimed.group.chat_id, f"⚠️ {reason}")
         await self._store.finish_run(claimed.run_id, reason)
         await self._notify_finished(claimed, None, reason)

@@ -39,6 +39,7 @@ from core.paths import ensure_private_dir
 from proxy.addon import PeerRegistry, VaultAddon, parse_hostport
 from proxy.audit import AUDIT_FILE, AuditAddon, AuditLog
 from proxy.bodies import STREAM_ABOVE, BodyGate, EarlyResponder, cut_client
+from proxy.budget import VaultBudgets
 from proxy.control import ControlServer
 from proxy.leaks import LeakAddon
 from proxy.meter_addon import MeterAddon
@@ -186,6 +187,7 @@ async def run(args: argparse.Namespace) -> int:
     addon.holder.gateway_socket = args.gateway_socket  # held requests ask the owner (proxy/holds.py)
     addon.set_policy(policy)
     addon.usage_store = store
+    addon.budgets = VaultBudgets()  # the gateway pushes limits over the control socket
     stats = VaultStats()
     audit = AuditAddon(AuditLog(Path(args.state_dir) / AUDIT_FILE), addon.group_of, stats)
     leaks = LeakAddon(addon.group_of, args.gateway_socket)
@@ -219,6 +221,7 @@ async def run(args: argparse.Namespace) -> int:
     reporter = UsageReporter(Path(args.state_dir), args.gateway_socket)
     reporter.load()
     meter = MeterAddon(addon.group_of, reporter)
+    meter.listeners.append(addon.budgets.on_usage)  # headroom shrinks before the client has the end
     ready = _Ready()
     # Order matters: audit sees the request as sent; pinning refuses a request naming another
     # host before the leak scan, the egress check and injection (VaultAddon) run; the body
@@ -232,7 +235,9 @@ async def run(args: argparse.Namespace) -> int:
         leaks.set_secrets(loaded)
         return len(loaded)
 
-    control = ControlServer(args.control_socket, relay, reload_secrets, ca_cert_path(args.state_dir), stats)
+    control = ControlServer(
+        args.control_socket, relay, reload_secrets, ca_cert_path(args.state_dir), stats, addon.budgets
+    )
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -35,6 +35,7 @@ from mitmproxy.proxy import server_hooks
 
 from proxy.audit import strip_query_values
 from proxy.bodies import STREAM_ABOVE, may_have_large_body
+from proxy.budget import VaultBudgets
 from proxy.holds import Demand, Holder, neutralise, refusal_json, summarize_body
 from proxy.leaks import redact
 from proxy.policy import Enforcer, Policy
@@ -155,6 +156,7 @@ class VaultAddon:
         self._pinned: dict[str, Address] = {}  # server connection id -> original address
         self.enforcer = Enforcer()  # rules, scoping and policies: proxy/policy.py, proxy/rules.py
         self.usage_store: SecretStore | None = None  # where last-used times are flushed
+        self.budgets: VaultBudgets | None = None  # model budgets (proxy/budget.py)
         # The vault's own loopback services (proxy/bodies.py EarlyResponder): reachable only
         # by connections the vault makes itself, never named by a client.
         self.internal: set[Address] = set()
@@ -256,7 +258,12 @@ class VaultAddon:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
-        if await self._check_flow(flow) and not self._policy_checks(flow) and not self._defer(flow):
+        if (
+            await self._check_flow(flow)
+            and not self._policy_checks(flow)
+            and not self._budget_check(flow)  # before a hold: no point asking about a refused call
+            and not self._defer(flow)
+        ):
             self._inject(flow)
 
     # -- policies (proxy/policy.py) --
@@ -278,6 +285,18 @@ class VaultAddon:
             or self._policy_refusal(flow, e.check_rate(group, host))
             or self._policy_refusal(flow, e.check_request_size(flow, have_body=False))
         )
+
+    def _budget_check(self, flow: http.HTTPFlow) -> bool:
+        """A model call of a group whose budget is used up gets a 403; True if refused."""
+        if self.budgets is None:
+            return False
+        group = self.group_of(flow.client_conn) or ""
+        refused = self.budgets.refusal(group, flow.request.method, flow.request.path)
+        if refused is None:
+            return False
+        flow.response, reason = refused
+        flow.metadata.setdefault("clawgate.refusal", reason)
+        return True
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is None:

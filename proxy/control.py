@@ -17,17 +17,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from proxy.budget import BudgetStateError, VaultBudgets
 from proxy.relay import Relay, RelayError
 from proxy.secrets import VaultError
 from proxy.stats import VaultStats
 
 log = logging.getLogger("clawgate.vault.control")
 
-MAX_LINE = 64 * 1024
+MAX_LINE = 4 * 1024 * 1024  # a `budgets` state with many groups; only the gateway can connect
 
 
 class ControlServer:
-    """Serves `ping`, `open_group`, `close_group`, `reload_secrets`, `stats`."""
+    """Serves `ping`, `open_group`, `close_group`, `reload_secrets`, `stats`, `budgets`."""
 
     def __init__(
         self,
@@ -36,7 +37,9 @@ class ControlServer:
         reload_secrets: Callable[[], Awaitable[int]],
         ca_cert: Path,
         stats: VaultStats | None = None,
+        budgets: VaultBudgets | None = None,
     ) -> None:
+        self.budgets = budgets
         self.socket_path = Path(socket_path)
         self.relay = relay
         self.reload_secrets = reload_secrets
@@ -122,4 +125,9 @@ class ControlServer:
         if op == "stats":  # counters for the gateway's /metrics; no hosts, paths or secrets
             snapshot = self.stats.snapshot() if self.stats is not None else {}
             return {"ok": True, "pid": os.getpid(), **snapshot}
+        if op == "budgets" and self.budgets is not None:  # the gateway's limits (proxy/budget.py)
+            try:
+                return {"ok": True, "limits": self.budgets.set_state(req)}
+            except BudgetStateError as e:
+                return {"ok": False, "error": f"budgets: {e}"}
         return {"ok": False, "error": f"unknown op {op!r}"}

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -143,6 +144,10 @@ class VaultProcess:
         self._lock = asyncio.Lock()  # serializes control requests and (re)starts
         self.ready = asyncio.Event()  # set while the vault answers; cleared while it is down
         self._lifeline: int | None = None  # write end of the vault's parent-death pipe
+        # The last `budgets` state (proxy/budget.py): replayed to a restarted vault before it
+        # serves any group, so a crash never opens a window without limits.
+        self._budgets: dict[str, Any] | None = None
+        self.on_restart: Callable[[], None] | None = None  # the gateway then pushes fresh state
 
     def _close_lifeline(self) -> None:
         if self._lifeline is not None:
@@ -239,6 +244,10 @@ class VaultProcess:
                     f"vault did not answer within {startup_s}s; log tail:\n{_tail(self.log_path)}"
                 )
             await asyncio.sleep(0.05)
+        if self._budgets is not None:
+            reply = await self._request_raw({"op": "budgets", **self._budgets})
+            if not reply.get("ok"):
+                log.error("vault: could not restore budgets: %s", reply.get("error"))
         for group, path in list(self._groups.items()):
             reply = await self._request_raw({"op": "open_group", "group": group, "socket": path})
             if not reply.get("ok"):
@@ -271,6 +280,8 @@ class VaultProcess:
                         return
                     await self._spawn(startup_s)
                 self.restarts += 1
+                if self.on_restart is not None:
+                    self.on_restart()
             except VaultUnavailable as e:
                 log.error("vault restart failed: %s", e)
                 if self._proc is not None and self._proc.returncode is None:
@@ -353,6 +364,15 @@ class VaultProcess:
     async def reload_secrets(self) -> int:
         """Re-read secrets.json; returns how many secrets the vault now injects."""
         return int((await self._request({"op": "reload_secrets"})).get("secrets", 0))
+
+    async def set_budgets(self, state: dict[str, Any]) -> None:
+        """The gateway's budget state (gateway/budget_state.py); kept for replay after a restart."""
+        previous, self._budgets = self._budgets, state  # kept even if the vault is down right now
+        async with self._lock:
+            reply = await self._request_raw({"op": "budgets", **state})
+        if not reply.get("ok"):  # refused as malformed: the vault keeps the previous state, so do we
+            self._budgets = previous
+            raise VaultUnavailable(f"vault refused budgets: {reply.get('error')}")
 
     async def healthy(self) -> bool:
         if self._proc is None or self._proc.returncode is not None:

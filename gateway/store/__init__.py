@@ -17,6 +17,7 @@ concern, one module per group of tables, each readable on its own:
     wallet.py        wallet requests, the daily spend ledger, policy settings
     usage.py         model tokens used per group, run and model (reported by the agents)
     metered.py       model calls metered by the vault, priced when stored (spend control's account)
+    budgets.py       /budget set overrides, budget notices sent, spend read from metered_usage
     retention.py     emptying and deleting old rows
 
 Why one class made of mixins rather than a repository object per concern: every concern must
@@ -36,6 +37,7 @@ from pathlib import Path
 
 from gateway.store import migrations
 from gateway.store.approvals import ApprovalStore
+from gateway.store.budgets import BudgetStore
 from gateway.store.connection import Database, StoreUnusable, connect
 from gateway.store.dead_letters import DeadLetterStore
 from gateway.store.groups import GroupStore
@@ -75,6 +77,7 @@ class Store(
     WalletStore,
     UsageStore,
     MeteredUsageStore,
+    BudgetStore,
     RetentionStore,
     Database,
 ):

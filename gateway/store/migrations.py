@@ -242,6 +242,26 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX messages_held ON messages (chat_id, sender_id) WHERE status = 'held';
     """,
+    # 10: model budgets (gateway.store.budgets): the owner's `/budget set` overrides (amount NULL =
+    # no limit) and the main-chat notices already sent, one per scope, limit, period and level.
+    """
+    CREATE TABLE budget_overrides (
+        scope TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        amount INTEGER CHECK (amount IS NULL OR amount >= 0),
+        set_by TEXT NOT NULL,
+        set_at REAL NOT NULL,
+        PRIMARY KEY (scope, kind)
+    );
+    CREATE TABLE budget_notices (
+        scope TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        period TEXT NOT NULL,
+        level TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (scope, kind, period, level)
+    );
+    """,
 ]
 
 

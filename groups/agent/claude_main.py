@@ -146,13 +146,15 @@ def system_prompt_append(cfg: config.Config) -> str:
 def error_summary(result: Any) -> str:
     """A chat-safe line for a failed result; "HTTP nnn" is what the gateway's retry reads."""
     status = getattr(result, "api_error_status", None)
-    detail = _one_line(
-        str(
-            getattr(result, "result", None)
-            or "; ".join(getattr(result, "errors", None) or [])
-            or getattr(result, "subtype", "")
-        )
+    raw = str(
+        getattr(result, "result", None)
+        or "; ".join(getattr(result, "errors", None) or [])
+        or getattr(result, "subtype", "")
     )
+    marker = raw.find("clawgate budget:")  # the vault's budget refusal (proxy/budget.py): final
+    if marker >= 0:
+        return _one_line(raw[marker:].split('"', 1)[0], 300)
+    detail = _one_line(raw)
     if isinstance(status, int):
         return (
             f"model error: HTTP {status} from upstream ({detail})"

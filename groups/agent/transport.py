@@ -13,6 +13,9 @@ import time
 from typing import Any, Dict, Optional
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 529})
+# The vault refuses a model call of a group over its budget with a 403 whose message starts
+# so (proxy/budget.py). It is final: the turn ends and the message is what the chat sees.
+BUDGET_MARKER = "clawgate budget:"
 MAX_ERROR_BODY = 65536
 
 
@@ -33,7 +36,24 @@ class ModelHTTPError(ModelError):
         self.body = body
         self.retry_after = retry_after
 
+    def budget_refusal(self) -> Optional[str]:
+        """The vault's budget message when this is its refusal, else None."""
+        if self.status != 403:
+            return None
+        try:
+            data = json.loads(self.body)
+        except ValueError:
+            return None
+        err = data.get("error") if isinstance(data, dict) else None
+        message = err.get("message") if isinstance(err, dict) else None
+        if isinstance(message, str) and message.startswith(BUDGET_MARKER):
+            return _one_line(message, 300)
+        return None
+
     def summary(self) -> str:
+        refused = self.budget_refusal()
+        if refused is not None:
+            return refused
         # "retry after Ns" is read by the gateway (gateway/failures.py): its retry waits that long.
         suffix = f" ({self.detail})" if self.detail else ""
         wait = f"; retry after {self.retry_after:g}s" if self.retry_after else ""

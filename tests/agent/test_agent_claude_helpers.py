@@ -113,6 +113,20 @@ def test_error_lines_are_short_and_carry_the_status_the_gateway_retries_on() -> 
     assert line == "model error: HTTP 401 from upstream"
     other = SimpleNamespace(result=None, errors=["boom\nTraceback (most recent call last)"], subtype="error")
     assert "\n" not in claude_main.error_summary(other)
+    # The vault's budget refusal (proxy/budget.py) is relayed as its own message, without "HTTP 403"
+    # (which the gateway would only report) and however long Claude Code's wrapping is.
+    refused = SimpleNamespace(
+        result="API Error: 403 "
+        + "x" * 400
+        + '{"type":"error","error":{"type":"permission_error","message":"clawgate budget: group '
+        + "team's daily USD budget ($2.00) is used up\"}}",
+        api_error_status=403,
+        subtype="",
+    )
+    assert (
+        claude_main.error_summary(refused)
+        == "clawgate budget: group team's daily USD budget ($2.00) is used up"
+    )
 
 
 def test_usage_reports_per_model_in_the_gateways_shape() -> None:

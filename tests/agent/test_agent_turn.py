@@ -53,3 +53,32 @@ def test_unexpected_exception_is_contained(tmp_path: Path) -> None:
     )
     assert runner.run("hi") == (None, "internal error: KeyError")
     assert logs[0][0] == "error" and "Traceback" in logs[0][1]
+
+
+def test_budget_refusal_ends_the_turn_at_once_with_the_vaults_message(tmp_path: Path) -> None:
+    """A 403 whose message starts "clawgate budget:" (proxy/budget.py) is final: no retry, no
+    further call, and the message is the turn's error, relayed to the chat as it is."""
+    message = "clawgate budget: group team's daily USD budget ($2.00) is used up; the owner can raise it"
+    refusals = {
+        "anthropic": (403, {"type": "error", "error": {"type": "permission_error", "message": message}}, {}),
+        "openai": (
+            403,
+            {"error": {"message": message, "type": "insufficient_quota", "code": "budget_exhausted"}},
+            {},
+        ),
+    }
+    for name, refusal in refusals.items():
+        server = FakeModelServer([refusal, refusal, refusal])
+        try:
+            cfg = Config(
+                model="m", base_url=server.url, group_dir=str(tmp_path / name), global_dir=str(tmp_path)
+            )
+            (tmp_path / name).mkdir()
+            provider = llm.AnthropicProvider(cfg) if name == "anthropic" else llm.OpenAIProvider(cfg)
+            store = history.HistoryStore(str(tmp_path / name), provider.name, provider.is_turn_start)
+            box = tools.Toolbox(str(tmp_path / name), lambda text: None)
+            runner = turn.TurnRunner(provider, store, lambda: "sys", box.execute, lambda lv, m: None)
+            assert runner.run("hello") == (None, message)
+        finally:
+            server.close()
+        assert len(server.requests) == 1, name  # the default transport retries would have made 3

@@ -20,7 +20,7 @@ from channels.console import OWNER_ID
 from core.models import Group
 from gateway.app import Gateway
 from gateway.approvals import REFUSE_USER
-from gateway.commands import PUBLIC, USAGE, Command, parse
+from gateway.commands import GROUP_COMMANDS, PUBLIC, USAGE, Command, parse
 from groups.folders import group_dirs
 from tests.fakes.channel import CaptureChannel
 from tests.fakes.model_server import FakeModelServer
@@ -165,7 +165,8 @@ async def test_help_shows_admins_everything_and_others_only_the_public_commands(
     assert await h.cmd("/help", MAIN, ADMIN) == everything  # admin by config
     assert await h.cmd("/help", MAIN, GUEST) == public  # not an admin
     await register_team(h)
-    assert await h.cmd("/help", TEAM, ADMIN) == public  # an admin, but not in the main chat
+    in_group = "\n".join(USAGE[name] for name in (*PUBLIC, *GROUP_COMMANDS))
+    assert await h.cmd("/help", TEAM, ADMIN) == in_group  # an admin, but not in the main chat
     assert await h.cmd("/help", STRANGER_CHAT, GUEST) == public  # unregistered chat
     for line in ("/status", "/register", "/dlq", "/retry"):
         assert line not in public
@@ -468,6 +469,7 @@ async def test_admin_commands_are_ignored_outside_main_and_from_non_admins(h: Ha
             (await h.gw.store.approval(approval_id)).state,  # type: ignore[union-attr]
             await h.gw.store.wallet_settings(),
             h.gw.wallet.engine.policy,
+            await h.gw.store.budget_overrides(),
         )
 
     every = {
@@ -492,6 +494,8 @@ async def test_admin_commands_are_ignored_outside_main_and_from_non_admins(h: Ha
         "deny": f"/deny {approval_id}",
         "wallet": "/wallet",
         "policy": "/policy set daily_limit 1000",
+        "usage": "/usage main",
+        "budget": "/budget set team daily 0",
     }
     assert sorted(every) == sorted(ADMIN_ONLY)  # a new admin command must be added here
     before_mem, before_db = snapshot(), await durable()
@@ -501,7 +505,9 @@ async def test_admin_commands_are_ignored_outside_main_and_from_non_admins(h: Ha
         (STRANGER_CHAT, ADMIN),  # an unregistered chat
         (MAIN, GUEST),  # the main chat, but not an admin
     ):
-        for text in every.values():
+        for name, text in every.items():
+            if chat == TEAM and name in GROUP_COMMANDS:
+                continue  # answered, about the group itself (test_usage_and_budget_set)
             assert await h.cmd(text, chat, sender) is None, (chat, sender, text)
         # Bad arguments are ignored just as silently: no usage text that reveals the command.
         assert await h.cmd("/register", chat, sender) is None
@@ -516,6 +522,38 @@ async def test_admin_commands_are_ignored_outside_main_and_from_non_admins(h: Ha
     before = len(h.model.requests)
     assert (await h.answered("anything new?")).startswith("echo: ")
     assert len(h.model.requests) > before
+
+
+async def test_usage_and_budget_set_validate_store_and_stay_in_their_group(h: Harness) -> None:
+    await register_team(h)
+    await h.usage("/budget set team daily lots", "not a USD amount")
+    await h.usage("/budget set team daily -1", "must not be negative")
+    await h.usage("/budget set team daily nan", "finite")
+    await h.usage("/budget set team weekly 1", "unknown limit 'weekly'")
+    await h.usage("/budget set nobody daily 1", "no registered group 'nobody'")
+    await h.usage("/budget set team daily-tokens 1.5", "whole number")
+    assert "no budgets set" in await h.ok("/budget")
+    said = await h.ok("/budget set team daily 2.50")
+    assert said.startswith("budget set: team daily: $2.50") and "$2.50 left" in said
+    assert (await h.ok("/budget set global monthly-tokens 5m")).startswith(
+        "budget set: global monthly-tokens: 5,000,000 tokens"
+    )
+    assert await h.gw.store.budget_overrides() == {
+        ("team", "daily_usd"): 2_500_000,
+        ("global", "monthly_tokens"): 5_000_000,
+    }
+    listing = await h.ok("/budget")
+    assert (
+        "team daily: $2.50 (set in chat)" in listing and "global monthly-tokens: 5,000,000 tokens" in listing
+    )
+    assert "global monthly_tokens 5,000,000 tokens: 0 tokens spent" in await h.ok("/usage")
+    # In the group itself, anyone sees that group's spend only, whatever they ask for.
+    mine = await h.cmd("/usage main", TEAM, GUEST)
+    assert mine is not None and "group team" in mine and "team daily_usd $2.50" in mine and "main" not in mine
+    assert (await h.ok("/budget set team daily default")).startswith(
+        "budget set: team daily: back to the config"
+    )
+    assert await h.gw.store.budget_overrides() == {("global", "monthly_tokens"): 5_000_000}
 
 
 async def test_approvals_reach_the_gateway_by_button_and_by_text(h: Harness) -> None:

@@ -29,6 +29,8 @@ from tests.fakes.channel import CaptureChannel
         ("refused by policy", False),
         ("model error: bad response (response is not JSON)", True),
         ("model error: HTTP 529 from upstream (overloaded); retry after 30s", True),
+        # the vault's budget refusal (proxy/budget.py), even naming a group like "connection-team"
+        ("clawgate budget: group connection-team's daily USD budget ($2.00) is used up", False),
     ],
 )
 def test_classification(error: str, transient: bool) -> None:

@@ -156,7 +156,8 @@ def _child(annotation: object) -> tuple[str, object]:
 def config_keys(model: type[BaseModel] = Config, prefix: Path_ = ()) -> set[Path_]:
     """Every key a user can set: values, and tables/arrays of sections through their keys."""
     found: set[Path_] = set()
-    for name, field in model.model_fields.items():
+    for attr, field in model.model_fields.items():
+        name = field.alias or attr  # `[budget.global]`: a keyword, so the field is `global_`
         kind, inner = _child(field.annotation)
         path = (*prefix, name)
         if kind == "model":
@@ -183,7 +184,8 @@ def resolve_key(path: Path_, model: type[BaseModel] = Config) -> Path_ | None:
         if not _is_model(current):
             return None  # a key below a plain value
         name = rest.pop(0)
-        field = current.model_fields.get(name)  # type: ignore[attr-defined]
+        fields = current.model_fields  # type: ignore[attr-defined]
+        field = next((f for a, f in fields.items() if (f.alias or a) == name), None)
         if field is None:
             return None
         resolved.append(name)
