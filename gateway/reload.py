@@ -54,7 +54,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 def changed_keys(old: Config, new: Config) -> list[str]:
     """Dotted keys whose value differs (SecretStr compares by secret; values are never returned)."""
-    before, after = _flatten(old.model_dump()), _flatten(new.model_dump())
+    before, after = _flatten(old.model_dump(by_alias=True)), _flatten(new.model_dump(by_alias=True))
     return sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
 
 

@@ -51,6 +51,18 @@ def test_reload_applies_only_the_live_keys_and_names_the_rest() -> None:
     assert plan.config.telegram.token is not None and plan.config.telegram.token.get_secret_value() == "1:a"
 
 
+def test_reload_applies_budget_changes_live() -> None:
+    old = cfg("[budget.groups.team]\ndaily_usd = 2\n")
+    new = cfg(
+        '[budget]\ntimezone = "Europe/Berlin"\n'
+        "[budget.groups.team]\ndaily_usd = 5\n[budget.global]\ndaily_tokens = 9\n"
+    )
+    plan = reload.plan(old, new)
+    assert plan.applied == ["budget.global.daily_tokens", "budget.groups.team.daily_usd", "budget.timezone"]
+    assert plan.needs_restart == []
+    assert plan.config.budget == new.budget  # gateway/app.py hands it to the guard, which pushes it
+
+
 def test_reload_of_an_unchanged_file_changes_nothing() -> None:
     plan = reload.plan(cfg("context_messages = 3\n"), cfg("context_messages = 3\n"))
     assert plan.applied == [] and plan.needs_restart == []
