@@ -118,7 +118,12 @@ class SenderGate:
                 self._host.queue.wake(group.folder)
         elif verdict == "context":
             await self._store.demote_held(group.chat_id, sender_id)
-        elif (group.folder, sender_id) not in self._asking:
+        if verdict != "held" and (asking := self._asking.pop((group.folder, sender_id), None)):
+            # Decided another way (/allow, /block, the CLI, a policy change): the open prompt is
+            # closed — after the held messages moved, so its asker finds nothing left to settle —
+            # and a later click on it cannot undo that decision.
+            await self._approvals.void(asking[0])
+        elif verdict == "held" and (group.folder, sender_id) not in self._asking:
             approval_id = new_approval_id()
             task = asyncio.create_task(
                 self._ask(group, sender_id, name, text, approval_id), name=f"sender:{group.folder}"
@@ -191,9 +196,6 @@ class SenderGate:
         if group.is_main:
             raise ValueError("the main chat is always limited to admins ([admin] users)")
         await self.decide(group, sender_id, state, by)
-        asking = self._asking.pop((group.folder, sender_id), None)
-        if asking is not None:
-            await self._approvals.void(asking[0])
 
     # -- life cycle ----------------------------------------------------------------------------
 

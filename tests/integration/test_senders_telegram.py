@@ -221,3 +221,35 @@ async def test_deny_keeps_the_sender_out_and_main_chat_answers_only_admins(env: 
     await env.say(MALLORY, "@Andy thanks")
     [reply] = await env.api_wait(lambda: env.sent_to(TEAM), timeout=120)
     assert "thanks" in reply["text"] and "pretty please" in str(env.model.requests[0].body)
+
+
+async def test_the_cli_allows_a_held_sender_in_the_running_gateway_and_closes_the_prompt(env: Env) -> None:
+    from click.testing import CliRunner
+
+    from gateway.cli import main as cli_main
+
+    await env.command(f"/register tg:{TEAM} team --senders approval")
+    await env.say(MALLORY, "@Andy held until the CLI says so")
+    [prompt] = await env.api_wait(env.prompts)
+    result = await asyncio.to_thread(CliRunner().invoke, cli_main, ["groups", "allow", "team", "tg:5151"])
+    assert result.exit_code == 0, result.output
+    assert "team: tg:5151 may trigger the assistant" in result.output
+    assert "the running gateway picked up the change" in result.output
+    [reply] = await env.api_wait(lambda: env.sent_to(TEAM), timeout=120)
+    assert "held until the CLI says so" in reply["text"]
+    # The prompt is closed (edited, no buttons): a later Deny click cannot undo the CLI's answer.
+    key = (prompt["chat"]["id"], prompt["message_id"])
+    edited = await env.api_wait(lambda: "edit_date" in env.api.messages[key] and env.api.messages[key])
+    assert "reply_markup" not in edited
+    assert (await env.click(prompt, f"ap:{approval_id_of(prompt)}:d", ADMIN)).startswith("already decided")
+    assert env.gw is not None and env.gw.senders.state("team", "tg:5151") == "allowed"
+    # And a policy change from the CLI applies at once too.
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli_main, ["groups", "set", "team", "--senders", "members"]
+    )
+    assert result.exit_code == 0 and "team: senders members" in result.output
+    await until(
+        lambda: asyncio.sleep(
+            0, env.gw is not None and env.gw.registry.by_folder("team").senders == "members"
+        )
+    )  # type: ignore[union-attr]
