@@ -134,7 +134,8 @@ class BudgetGuard:
 
     def start(self) -> None:
         if self._timer is None or self._timer.done():
-            self._timer = asyncio.create_task(self._run_timer(), name="budget-periods")
+            current = budget.day_period(self._clock(), self.zone).key  # the day the last push was for
+            self._timer = asyncio.create_task(self._run_timer(current), name="budget-periods")
 
     async def stop(self) -> None:
         if self._timer is not None:
@@ -143,14 +144,11 @@ class BudgetGuard:
                 await self._timer
             self._timer = None
 
-    async def _run_timer(self) -> None:
+    async def _run_timer(self, current: str) -> None:
         """At each new day (and month) the headroom starts over: the vault must hear it then."""
-        current = budget.day_period(self._clock(), self.zone).key
         while True:
             now = self._clock()
-            wait = min(max(budget.next_boundary(now, self.zone) - now, 0.0) + 0.5, MAX_TIMER_SLEEP_S)
-            await asyncio.sleep(wait)
-            day = budget.day_period(self._clock(), self.zone).key
+            day = budget.day_period(now, self.zone).key
             if day != current:
                 current = day
                 log.info("budget period %s begins; pushing fresh headroom to the vault", day)
@@ -158,6 +156,8 @@ class BudgetGuard:
                     await self.push()
                 except Exception:
                     log.exception("pushing budgets at the period boundary failed")
+            wait = max(budget.next_boundary(now, self.zone) - now, 0.0) + 0.5
+            await asyncio.sleep(min(wait, MAX_TIMER_SLEEP_S))
 
 
 async def budget_statuses(

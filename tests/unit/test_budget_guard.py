@@ -3,6 +3,7 @@ check, notices sent once (also across a restart), overrides, the shared limit, t
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -150,3 +151,35 @@ async def test_global_limit_is_shared_by_all_groups_and_yesterday_does_not_count
     assert (
         len(exhausted) == 1 and "shared" in exhausted[0] and "/budget set global daily-tokens" in exhausted[0]
     )
+
+
+async def test_a_new_day_pushes_fresh_headroom_to_the_vault(store: Store) -> None:
+    """The timer wakes just after the next local midnight and pushes, so yesterday's spend no
+    longer holds the group back in the vault either."""
+    now = [datetime(2026, 6, 15, 23, 59, 59, 700_000, tzinfo=UTC).timestamp()]
+    env = Env(store, config(groups={"team": {"daily_tokens": 100}}))
+    env.guard = BudgetGuard(
+        config(groups={"team": {"daily_tokens": 100}}),
+        lambda: {},
+        store,
+        env.sink,
+        lambda: ["team"],
+        env.guard._notify_main,
+        clock=lambda: now[0],
+    )
+    await env.spend("team", tokens=150, at=now[0] - 10)
+    await env.guard.push()
+    assert env.sink.states[-1]["limits"]["team"][0]["remaining"] == -50
+    env.guard.start()
+    try:
+        await asyncio.sleep(0.1)  # the timer is asleep until just after midnight
+        assert len(env.sink.states) == 1
+        now[0] += 1.0  # the clock passes midnight while the timer sleeps (0.3 s + 0.5 s margin)
+        for _ in range(100):
+            if len(env.sink.states) > 1:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await env.guard.stop()
+    [entry] = env.sink.states[-1]["limits"]["team"]
+    assert entry["key"] == "team:daily_tokens:2026-06-16" and entry["remaining"] == 100
