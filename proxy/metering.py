@@ -14,7 +14,8 @@ a model endpoint as they pass, and the budget code imports `model_endpoint` to d
 
 Why incremental and bounded: a stream can be long and the upstream is untrusted input, so the
 meter never holds a whole stream. It keeps the unfinished line (up to `MAX_LINE`) and the data of
-the current event (up to `MAX_EVENT`); an event larger than that (a Responses `response.completed`
+the current event (up to `MAX_EVENT`; a JSON body likewise up to `MAX_JSON`, so a hostile upstream
+costs at most about a MiB per flow); an event larger than that (a Responses `response.completed`
 repeats the whole answer) keeps only its first `HEAD` and last `TAIL` bytes, from which `model`
 and the last `"usage"` object are still read (both providers put usage after the content). Only
 events whose data contains `"usage"` are JSON-parsed at all, so the text deltas that make up
@@ -47,7 +48,7 @@ MAX_LINE = 64 * 1024  # an unfinished SSE line kept whole up to this; past it on
 MAX_EVENT = 1 << 20  # an event's data kept whole up to this; past it: HEAD + TAIL
 HEAD = 16 * 1024
 TAIL = 128 * 1024
-MAX_JSON = 8 << 20  # a non-streamed body kept whole up to this; past it: HEAD + TAIL
+MAX_JSON = 1 << 20  # a body kept whole up to this (what mitmproxy buffers anyway); past it: HEAD + TAIL
 MAX_DECODED = 256 << 20  # a compressed response decoded (for metering only) up to this
 MAX_MODEL = 100
 _DECODE_STEP = 1 << 20
