@@ -15,6 +15,7 @@ and redacted it; it is bounded again here and shown inside code blocks by the ch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,8 @@ async def ask_owner(gw: RunningGateway, request: dict[str, object]) -> dict[str,
     group = _field(request, "group", 64)
     if gw.registry.by_folder(group) is None:
         return {"ok": False, "error": f"unknown group {group!r}"}
+    if gw.registry.main is None:
+        return {"ok": False, "error": "there is no main chat to ask in"}
     method, host = _field(request, "method", 20), _field(request, "host", 253)
     port, path = _field(request, "port", 5), _field(request, "path", 300)
     body, rule = _field(request, "body", 1000), _field(request, "rule", 500)
@@ -72,8 +75,13 @@ async def ask_owner(gw: RunningGateway, request: dict[str, object]) -> dict[str,
             title, details, group, settings.timeout_s, approval_id=approval_id, allow_label=label
         )
     except asyncio.CancelledError:
-        # The vault hung up: its client is gone. Nobody may approve this one any more.
-        await asyncio.shield(gw.approvals.void(approval_id, by=WITHDRAWN_BY))
+        task = asyncio.current_task()
+        if task is not None and task.cancelling() and not gw.stopping:
+            # The vault hung up (gateway/control.py cancelled us): its client is gone, and nobody
+            # may approve this one any more. A gateway stopping (its vault going with it) leaves
+            # the record pending instead: the next start's recovery expires it, as for NEAR.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(gw.approvals.void(approval_id, by=WITHDRAWN_BY))
         raise
     record = await gw.store.approval(approval_id)
     by = record.decided_by if record is not None else None

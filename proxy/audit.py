@@ -267,6 +267,7 @@ COLUMNS = (
     "resp_bytes",
     "secret",
     "refusal",
+    "approval",
 )
 
 

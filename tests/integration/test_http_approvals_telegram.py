@@ -22,6 +22,7 @@ import pytest
 from channels.telegram import TelegramChannel
 from gateway.app import Gateway
 from gateway.approvals import REFUSE_CHAT, REFUSE_USER
+from gateway.http_approvals import WITHDRAWN_BY
 from proxy.audit import read_entries
 from proxy.rules import make_rule
 from proxy.secrets import SecretStore
@@ -101,6 +102,7 @@ async def env(dirs, model_server, sandbox_image, docker_client) -> AsyncIterator
     )
     gw = Gateway(config, config_dir, data_dir)
     await gw.start()
+    held: HeldEnv | None = None
     try:
         [channel] = gw.channels
         assert isinstance(channel, TelegramChannel) and channel.connected
@@ -113,7 +115,7 @@ async def env(dirs, model_server, sandbox_image, docker_client) -> AsyncIterator
             writer.close()
         held._writers.clear()
     finally:
-        await gw.stop(grace_s=5)
+        await (held.gw if held is not None else gw).stop(grace_s=5)  # a test may have restarted it
         api.stop()
         up.close()
 
@@ -213,3 +215,33 @@ async def test_client_hanging_up_withdraws_the_prompt_and_other_flows_keep_flowi
     assert toast.startswith("already decided: denied")
     await asyncio.sleep(0.5)
     assert env.sent("/deploy/gone") == []
+
+
+async def test_a_gateway_restart_while_held_forwards_nothing_and_expires_the_prompt(env: HeldEnv) -> None:
+    reader = await env.open("/deploy/restart")
+    prompt, approval_id = await env.held_prompt("/deploy/restart")
+    old = env.gw
+    await old.stop(grace_s=5)  # the vault goes with it: nobody waits for this decision any more
+    answer = await asyncio.wait_for(reader.read(), 15)
+    assert not answer.startswith(b"HTTP/1.1 200")
+    # Settled by the next start's recovery (expired) — or withdrawn, if the old gateway saw its
+    # vault hang up before it knew it was stopping; never approved, never by a person.
+    record = await _approval_after_restart(env, approval_id)
+    assert record in ("expired None", f"denied {WITHDRAWN_BY}"), record
+    edited = await env.edited(prompt)
+    assert "reply_markup" not in edited
+    assert "Expired at" in edited["text"] or "Denied by the vault" in edited["text"], edited["text"]
+    toast = await env.click(prompt, f"ap:{approval_id}:a", ADMIN)  # Telegram held it: still nothing
+    assert toast.startswith(("already decided: expired", "already decided: denied"))
+    await asyncio.sleep(0.5)
+    assert env.sent("/deploy/restart") == []
+
+
+async def _approval_after_restart(env: HeldEnv, approval_id: str) -> str:
+    """Start a new gateway on the same dirs (it recovers the previous run's approvals)."""
+    gw = Gateway(env.gw.config, env.gw.config_dir, env.gw.data_dir)
+    await gw.start()
+    env.gw = gw
+    record = await gw.store.approval(approval_id)
+    assert record is not None
+    return f"{record.state} {record.decided_by}"

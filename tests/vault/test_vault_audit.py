@@ -80,6 +80,8 @@ def test_vault_log_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         entry("main", now - timedelta(minutes=1), path="/new?q="),
         entry("family", now - timedelta(minutes=1), path="/fam", status=403)
         | {"refusal": "leak: GitHub token"},
+        entry("family", now - timedelta(minutes=1), path="/deploy", status=200)
+        | {"approval": "approved by tg:4242"},
     ]
     (state / "audit.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines) + "garbage\n")
     runner = CliRunner()
@@ -87,11 +89,12 @@ def test_vault_log_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert r.exit_code == 0, r.output
     assert r.output.splitlines()[0].split()[:4] == ["TS", "GROUP", "METHOD", "HOST"]
     assert "/old" in r.output and "/fam" in r.output and "leak: GitHub token" in r.output
+    assert r.output.splitlines()[0].split()[-1] == "APPROVAL" and "approved by tg:4242" in r.output
     r = runner.invoke(vault_cli, ["log", "--group", "main", "--since", "10m"])
     assert r.exit_code == 0, r.output
     assert "/new?q=" in r.output and "/old" not in r.output and "/fam" not in r.output
     r = runner.invoke(vault_cli, ["log", "--limit", "1", "--json"])
-    assert [json.loads(x)["path"] for x in r.output.splitlines()] == ["/fam"]
+    assert [json.loads(x)["path"] for x in r.output.splitlines()] == ["/deploy"]
     r = runner.invoke(vault_cli, ["log", "--since", "nonsense"])
     assert r.exit_code != 0 and "--since" in r.output
-    assert len(query(state, group="family")) == 1
+    assert len(query(state, group="family")) == 2
