@@ -49,7 +49,7 @@ class Snapshot:
     """What `refresh` read from the store, the pool, the queue and the vault."""
 
     store_ok: bool = False
-    messages: dict[str, int] = field(default_factory=dict)  # status -> count (pending/processing/dead)
+    messages: dict[str, int] = field(default_factory=dict)  # status -> count (pending/processing/held/dead)
     dead_letters: dict[str, int] = field(default_factory=dict)  # kind -> open letters
     approvals: dict[str, int] = field(default_factory=dict)  # state -> count
     spent_today_near: float | None = None
@@ -174,7 +174,7 @@ class _SnapshotCollector(Collector):
         queue = GaugeMetricFamily(
             "clawgate_queue_messages", "Messages waiting for or in a turn, by state", labels=["state"]
         )
-        for state in ("pending", "processing"):
+        for state in ("pending", "processing", "held"):  # held: waiting for the owner (gateway.senders)
             queue.add_metric([state], snap.messages.get(state, 0))
         yield queue
         lanes = GaugeMetricFamily(

@@ -108,7 +108,7 @@ class Store(
         """
         queries = {
             "messages": "SELECT status, COUNT(*) FROM messages WHERE status IN "
-            "('pending', 'processing', 'dead') GROUP BY status",
+            "('pending', 'processing', 'held', 'dead') GROUP BY status",
             "dead_letters": "SELECT kind, COUNT(*) FROM dead_letters GROUP BY kind",
             "approvals": "SELECT state, COUNT(*) FROM approvals GROUP BY state",
         }

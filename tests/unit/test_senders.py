@@ -183,6 +183,7 @@ async def test_approval_asks_once_admin_allows_and_the_held_messages_are_answere
     assert await w.say(BOB, "@Andy second") == "held"
     assert await w.say(BOB, "no trigger, just chatting") == "context"
     [approval_id] = await w.prompts(1)  # one prompt for the sender, not one per message
+    assert (await w.store.stats())["messages"].get("held") == 2  # /metrics: clawgate_queue_messages
     [(chat, prompt)] = w.tg.prompts
     assert chat == MAIN and BOB in prompt.title and "@Andy first" in prompt.details
     assert w.queue.woken == ["team"]  # Alice's only
