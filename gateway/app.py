@@ -205,6 +205,7 @@ class Gateway:
             secrets = SecretStore(self.config_dir).list()
             self._preflight(
                 preflight.model_key_findings(self.config, secrets, folders, main.folder if main else None)
+                + preflight.budget_findings(self.config, folders)
             )
         except (StartupError, VaultError) as exc:  # what was opened is closed by start()
             raise StartupError(getattr(exc, "message", str(exc))) from None

@@ -146,6 +146,10 @@ def _preflight(cfg: config_mod.Config, groups: list[str]) -> list[bool]:
     results += _findings(
         preflight.approval_policy_findings(cfg), f"[[vault.policy]]: {len(cfg.vault.policy)} valid entries"
     )
+    results += _findings(
+        preflight.budget_findings(cfg, groups),
+        f"[budget.groups]: {len(cfg.budget.groups)} registered group(s)",
+    )
     try:
         secrets = SecretStore(paths.config_dir()).list()
     except VaultError as exc:

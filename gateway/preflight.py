@@ -202,6 +202,22 @@ def model_key_findings(
     return findings
 
 
+def budget_findings(cfg: Config, groups: Iterable[str]) -> list[Finding]:
+    """A `[budget.groups.<folder>]` that names no registered group limits nothing: most likely a
+    misspelling, which would leave the intended group without its budget. Accepted (a budget may
+    be written before its group is registered), but said."""
+    registered = set(groups)
+    return [
+        Finding(
+            "warning",
+            f"[budget.groups.{folder}] names no registered group, so it limits nothing",
+            f"check its spelling (registered: {', '.join(sorted(registered))}; `clawgate groups list`)",
+        )
+        for folder in sorted(cfg.budget.groups)
+        if folder not in registered
+    ]
+
+
 def config_findings(cfg: Config, config_dir: Path, groups: Iterable[str]) -> list[Finding]:
     """Everything checkable from the config files and the registered groups' folder names."""
     findings = channel_findings(cfg) + private_upstream_findings(cfg)

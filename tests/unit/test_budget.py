@@ -141,3 +141,13 @@ def test_words_name_the_limit_and_the_command_to_raise_it() -> None:
     assert "owner can raise it" in budget.chat_refusal(over)
     [entry] = budget.vault_limits([over])
     assert entry == {"key": over.key, "unit": "usd_micros", "remaining": -100_000, "message": message}
+
+
+def test_a_budget_for_an_unregistered_folder_is_a_startup_warning() -> None:
+    from gateway.preflight import budget_findings
+
+    config = parse("[budget.groups.team]\ndaily_usd = 1\n[budget.groups.tema]\ndaily_usd = 1\n", SRC)
+    [finding] = budget_findings(config, ["main", "team"])
+    assert finding.level == "warning" and "[budget.groups.tema]" in finding.what
+    assert "main, team" in finding.fix
+    assert budget_findings(config, ["team", "tema"]) == []
