@@ -118,7 +118,7 @@ async def run_async(samples: int = 20) -> dict[str, float]:
                 "vault": {
                     "allow_private_upstreams": [hp],
                     "egress": {"team": ["*"]},
-                    "approval": {"timeout_s": 60, "allow_for_minutes": 0},
+                    "approval": {"timeout_s": 60, "allow_for_minutes": 0, "max_prompts_per_minute": 600},
                 }
             }
         )

@@ -203,6 +203,9 @@ class VaultApprovalConfig(_Section):
     max_held_per_group: int = Field(
         4, ge=1, le=100, description="requests of one group held at once; more are answered 429"
     )
+    max_prompts_per_minute: int = Field(
+        10, ge=1, le=600, description="prompts one group may cause per minute; more are answered 429"
+    )
 
 
 Decision = Literal["approved", "denied", "expired"]

@@ -172,7 +172,9 @@ class VaultAddon:
 
     def set_policy(self, policy: Policy) -> None:
         self.enforcer.set_policy(policy)
-        self.holder.configure(policy.approval_timeout_s, policy.max_held_per_group)
+        self.holder.configure(
+            policy.approval_timeout_s, policy.max_held_per_group, policy.max_prompts_per_minute
+        )
 
     # -- identity --
 
@@ -353,7 +355,7 @@ class VaultAddon:
             self._inject(flow)
             return
         flow.response = http.Response.make(
-            403,
+            verdict.status,
             refusal_json(verdict.reason or verdict.outcome, req.method, req.host, path),
             {"Content-Type": "application/json"},
         )

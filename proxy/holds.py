@@ -33,6 +33,7 @@ made visible, so the prompt cannot be forged by the sandbox's bytes.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -181,6 +182,7 @@ class Verdict:
     forward: bool
     outcome: str  # for the audit log: "approved by tg:1", "denied by …", "expired", "allowed (…)"
     reason: str = ""  # for the agent, on a refusal
+    status: int = 403  # on a refusal: 429 when the group asks too much, else 403
 
 
 class Holder:
@@ -189,13 +191,28 @@ class Holder:
     def __init__(self, gateway_socket: Path | None, clock: Callable[[], float] = time.monotonic) -> None:
         self.gateway_socket = gateway_socket
         self.allowances = Allowances(clock)
+        self.clock = clock
         self.timeout_s = 120.0
         self.max_held_per_group = 4
+        self.max_prompts_per_minute = 10
         self.held: dict[str, int] = {}  # group -> requests held right now
+        self._asked: dict[str, collections.deque[float]] = {}  # group -> when it last caused prompts
 
-    def configure(self, timeout_s: float, max_held_per_group: int) -> None:
+    def configure(self, timeout_s: float, max_held_per_group: int, max_prompts_per_minute: int = 10) -> None:
         self.timeout_s = timeout_s
         self.max_held_per_group = max_held_per_group
+        self.max_prompts_per_minute = max_prompts_per_minute
+
+    def _may_ask(self, group: str) -> bool:
+        """A hostile group must not flood the main chat with prompts (each one withdrawn at once)."""
+        now = self.clock()
+        asked = self._asked.setdefault(group, collections.deque())
+        while asked and asked[0] <= now - 60:
+            asked.popleft()
+        if len(asked) >= self.max_prompts_per_minute:
+            return False
+        asked.append(now)
+        return True
 
     async def decide(
         self,
@@ -211,7 +228,10 @@ class Holder:
             return Verdict(False, "refused: no gateway to ask", "no owner can be asked from this vault")
         if self.held.get(group, 0) >= self.max_held_per_group:
             reason = f"{self.max_held_per_group} requests of this group already wait for the owner"
-            return Verdict(False, "refused: too many held", reason)
+            return Verdict(False, "refused: too many held", reason, 429)
+        if not self._may_ask(group):
+            reason = f"this group asked the owner {self.max_prompts_per_minute} times in the last minute"
+            return Verdict(False, "refused: too many prompts", reason, 429)
         self.held[group] = self.held.get(group, 0) + 1
         try:
             return await self._ask(group, demand, question, client_gone)

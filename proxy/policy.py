@@ -59,6 +59,7 @@ class Policy:
     approval_entries: tuple[PolicyEntry, ...] = ()  # [[vault.policy]] (proxy/holds.py)
     approval_timeout_s: float = 120.0
     max_held_per_group: int = 4
+    max_prompts_per_minute: int = 10
 
     def patterns_for(self, group: str) -> Sequence[str]:
         if group in self.egress:
@@ -216,6 +217,7 @@ def load_policy(config_dir: Path, policy_config: Path | None = None) -> Policy:
         approval_entries=entries,
         approval_timeout_s=v.approval.timeout_s,
         max_held_per_group=v.approval.max_held_per_group,
+        max_prompts_per_minute=v.approval.max_prompts_per_minute,
     )
 
 

@@ -233,3 +233,27 @@ async def test_a_bad_policy_entry_stops_the_start_before_any_side_effect(tmp_pat
     with pytest.raises(StartupError, match=r"\[\[vault.policy\]\] entry 1"):
         await gw.start()
     assert not (tmp_path / "data").exists()
+
+
+async def test_a_group_may_cause_only_so_many_prompts_a_minute(tmp_path: Path) -> None:
+    from proxy.holds import Demand, Holder
+
+    now = [1000.0]
+    holder = Holder(tmp_path / "no-gateway.sock", clock=lambda: now[0])  # nobody listens: 403
+    holder.configure(timeout_s=5, max_held_per_group=4, max_prompts_per_minute=3)
+    demand = Demand(key="k", label="k", conditions=(None,))
+
+    async def ask(group: str = "team") -> tuple[int, str]:
+        verdict = await holder.decide(group, demand, {}, lambda: False)
+        assert not verdict.forward
+        return verdict.status, verdict.outcome
+
+    for _ in range(3):
+        assert await ask() == (403, "refused: gateway unavailable")
+    assert await ask() == (429, "refused: too many prompts")
+    assert await ask("other") == (403, "refused: gateway unavailable")  # per group
+    now[0] += 60
+    assert await ask() == (403, "refused: gateway unavailable")
+    holder.allowances.grant("team", "k", 30)  # an allowance asks nobody: not counted, not capped
+    for _ in range(5):
+        assert (await holder.decide("team", demand, {}, lambda: False)).forward
