@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -184,3 +186,22 @@ async def test_malformed_state_is_refused_and_the_previous_one_stays(
     assert model.requests == []
     await vault.set_budgets({"prices": {}, "limits": {}})
     assert (await post(dirs["team"] / "vault.sock", model.port, "/v1/messages", CALL))[0] == 200
+
+
+async def test_a_restarted_vault_gets_the_last_state_before_it_serves_a_group(
+    vault: VaultProcess, model: FakeModelServer, dirs: dict[str, Path]
+) -> None:
+    """The supervisor restarts a crashed vault and replays the budgets before re-opening the group
+    sockets, so there is no window without limits; the gateway is then told to push fresh ones."""
+    await vault.set_budgets({"prices": {}, "limits": {"team": [limit("team:daily_tokens:d", 0)]}})
+    restarted = asyncio.Event()
+    vault.on_restart = restarted.set
+    before, pid = vault.restarts, vault.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    await asyncio.wait_for(restarted.wait(), 60)
+    assert vault.restarts == before + 1 and vault.pid != pid
+    model.requests.clear()
+    assert (await post(dirs["team"] / "vault.sock", model.port, "/v1/messages", CALL))[0] == 403
+    assert (await post(dirs["other"] / "vault.sock", model.port, "/v1/messages", CALL))[0] == 200
+    assert [r.path for r in model.requests] == ["/v1/messages"]
