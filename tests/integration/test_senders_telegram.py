@@ -253,3 +253,25 @@ async def test_the_cli_allows_a_held_sender_in_the_running_gateway_and_closes_th
             0, env.gw is not None and env.gw.registry.by_folder("team").senders == "members"
         )
     )  # type: ignore[union-attr]
+
+
+async def test_a_held_message_survives_a_gateway_restart_and_is_asked_about_again(env: Env) -> None:
+    await env.command(f"/register tg:{TEAM} team --senders approval")
+    await env.say(MALLORY, "@Andy asked before the restart")
+    [old] = await env.api_wait(env.prompts)
+    await env.stop()
+    await env.start()
+    # The old prompt is expired (nobody waits for it any more) and a new one asks again.
+    key = (old["chat"]["id"], old["message_id"])
+    expired = await env.api_wait(lambda: "edit_date" in env.api.messages[key] and env.api.messages[key])
+    assert "reply_markup" not in expired and "Expired" in expired["text"]
+    [_, new] = await env.api_wait(lambda: len(env.prompts()) == 2 and env.prompts())
+    assert approval_id_of(new) != approval_id_of(old) and "tg:5151" in new["text"]
+    assert await env.status_of("@Andy asked before the restart") == "held" and env.model.requests == []
+    assert (await env.click(old, f"ap:{approval_id_of(old)}:a", ADMIN)).startswith("already decided: expired")
+    assert (await env.click(new, f"ap:{approval_id_of(new)}:a", ADMIN)).startswith("Approved")
+    [reply] = await env.api_wait(lambda: env.sent_to(TEAM), timeout=120)
+    assert "asked before the restart" in reply["text"]
+    assert env.gw is not None
+    await env.gw.drain()
+    assert len(env.sent_to(TEAM)) == 1 and len(env.model.requests) == 1
