@@ -206,15 +206,12 @@ class VaultConfig(_Section):
             )
         return value
 
-    @model_validator(mode="after")
-    def _hold_fits_idle(self) -> VaultConfig:
-        # A held request moves no bytes; the relay would cut it as idle before the owner decides.
-        if self.approval.timeout_s >= self.idle_timeout_s:
-            raise ValueError(
-                f"approval.timeout_s ({self.approval.timeout_s:g}) must be shorter than "
-                f"idle_timeout_s ({self.idle_timeout_s:g})"
-            )
-        return self
+    @property
+    def hold_timeout_s(self) -> float:
+        """How long a request is held for the owner: `approval.timeout_s`, but at most 0.9 ×
+        `idle_timeout_s` — a held connection moves no bytes, and the relay must not cut it as
+        idle before the owner's decision (gateway/preflight.py warns when this shortens it)."""
+        return min(self.approval.timeout_s, self.idle_timeout_s * 0.9)
 
     @field_validator("allow_private_upstreams")
     @classmethod

@@ -72,7 +72,7 @@ async def ask_owner(gw: RunningGateway, request: dict[str, object]) -> dict[str,
     approval_id = new_approval_id()
     try:
         decision = await gw.approvals.request_approval(
-            title, details, group, settings.timeout_s, approval_id=approval_id, allow_label=label
+            title, details, group, gw.config.vault.hold_timeout_s, approval_id=approval_id, allow_label=label
         )
     except asyncio.CancelledError:
         task = asyncio.current_task()

@@ -157,6 +157,16 @@ def approval_policy_findings(cfg: Config) -> list[Finding]:
         policy_entries(cfg.vault.policy)
     except RuleError as exc:
         return [Finding("error", str(exc), "use host patterns like api.example.com and paths like /a/*")]
+    v = cfg.vault
+    if v.hold_timeout_s < v.approval.timeout_s:
+        return [
+            Finding(
+                "warning",
+                f"[vault.approval] timeout_s = {v.approval.timeout_s:g} is not shorter than [vault] "
+                f"idle_timeout_s = {v.idle_timeout_s:g}: requests are held only {v.hold_timeout_s:g}s",
+                "lower timeout_s or raise idle_timeout_s",
+            )
+        ]
     return []
 
 

@@ -215,7 +215,7 @@ def load_policy(config_dir: Path, policy_config: Path | None = None) -> Policy:
         idle_timeout_s=v.idle_timeout_s,
         unscoped=v.unscoped,
         approval_entries=entries,
-        approval_timeout_s=v.approval.timeout_s,
+        approval_timeout_s=v.hold_timeout_s,
         max_held_per_group=v.approval.max_held_per_group,
         max_prompts_per_minute=v.approval.max_prompts_per_minute,
     )

@@ -21,6 +21,7 @@ from core.config import ConfigError, parse
 from core.http_approval import MAX_DEPTH, MAX_EVAL_BYTES, BodyCondition, VaultPolicyEntry
 from gateway.approvals import NO_ALLOWANCE
 from gateway.http_approvals import allow_label
+from gateway.preflight import approval_policy_findings
 from proxy.holds import Allowances, demand_for, neutralise, policy_entries, refusal_json, summarize_body
 from proxy.rules import Rule, RuleError, make_rule
 from tests.fakes.clock import FakeClock
@@ -104,8 +105,11 @@ def test_config_checks_the_policy_and_the_hold_timeout(tmp_path: Path) -> None:
     )
     [entry] = cfg.vault.policy
     assert entry.body is not None and entry.body.equals == 100 and cfg.vault.approval.allow_for_minutes == 0
-    with pytest.raises(ConfigError, match="approval.timeout_s"):
-        parse("[vault]\nidle_timeout_s = 100\n[vault.approval]\ntimeout_s = 100\n", tmp_path / "c.toml")
+    short = parse("[vault]\nidle_timeout_s = 200\n[vault.approval]\ntimeout_s = 200\n", tmp_path / "c.toml")
+    assert short.vault.hold_timeout_s == 180  # the relay (idle_timeout_s) never cuts a hold first
+    assert cfg.vault.hold_timeout_s == 30
+    [finding] = approval_policy_findings(short)
+    assert finding.level == "warning" and "held only 180s" in finding.what
     with pytest.raises(ConfigError, match="methods"):
         parse('[[vault.policy]]\nhost = "x.com"\nmethods = ["PO ST"]\n', tmp_path / "c.toml")
     with pytest.raises(ConfigError, match="group"):
@@ -222,7 +226,6 @@ async def test_void_names_who_withdrew_it(w: World) -> None:
 
 async def test_a_bad_policy_entry_stops_the_start_before_any_side_effect(tmp_path: Path) -> None:
     from gateway.app import Gateway, StartupError
-    from gateway.preflight import approval_policy_findings
 
     cfg = parse('[[vault.policy]]\nhost = "api.x.com"\npath = "pay/*"\napprove = true\n', tmp_path / "c.toml")
     [finding] = approval_policy_findings(cfg)
