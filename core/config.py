@@ -398,6 +398,43 @@ class MetricsConfig(_Section):
         return self
 
 
+class DashboardConfig(_Section):
+    """The owner's web dashboard (dashboard/, served by `clawgate run`); off unless enabled.
+
+    Unlike `[metrics]` it has authentication (one-time login links, sessions, CSRF tokens), but it
+    can approve wallet transactions: reachable only from this machine unless the owner says so.
+    """
+
+    enabled: bool = False
+    bind: str = Field("127.0.0.1", min_length=1, description="an IP address; loopback unless allow_remote")
+    port: int = Field(8765, ge=0, le=65535, description="0 = any free port (logged at start)")
+    allow_remote: bool = Field(
+        False, description="required to bind a non-loopback address (a warning is logged at start)"
+    )
+
+    @field_validator("bind")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host = value.strip("[]")
+        if host.lower() == "localhost":
+            return "127.0.0.1"
+        try:
+            return str(ipaddress.ip_address(host))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address (e.g. 127.0.0.1 or ::1)") from None
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> DashboardConfig:
+        # A session can approve NEAR transfers and held HTTP requests: a stolen login link or a
+        # guessed one must at least need a shell on this machine, unless the owner decided so.
+        if not is_loopback(self.bind) and not self.allow_remote:
+            raise ValueError(
+                f"dashboard.bind = {self.bind!r} is not a loopback address. Use 127.0.0.1, or set "
+                "dashboard.allow_remote = true to serve the dashboard to other machines (put TLS in front)"
+            )
+        return self
+
+
 class RetentionConfig(_Section):
     """How long message bodies stay in the database (gateway.retention); 0 days = forever.
 
@@ -435,6 +472,7 @@ class Config(_Section):
     wallet: WalletConfig = WalletConfig()
     ipc: IpcConfig = IpcConfig()
     metrics: MetricsConfig = MetricsConfig()
+    dashboard: DashboardConfig = DashboardConfig()
     retention: RetentionConfig = RetentionConfig()
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     prices: dict[str, ModelPrice] = Field(

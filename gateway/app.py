@@ -58,6 +58,8 @@ from proxy.process import VaultProcess, VaultUnavailable
 from proxy.secrets import SecretStore, VaultError
 
 if TYPE_CHECKING:  # imported only when [metrics] is enabled: prometheus-client is not needed otherwise
+    from dashboard.server import DashboardServer
+    from gateway.dashboard_backend import GatewayDashboard
     from gateway.metrics import GatewayMetrics
     from gateway.metrics_http import MetricsServer
 
@@ -95,6 +97,8 @@ class Gateway:
         self._stopping = False
         self.metrics: GatewayMetrics | None = None  # set when [metrics] is enabled
         self.metrics_server: MetricsServer | None = None
+        self.dashboard: GatewayDashboard | None = None  # set when [dashboard] is enabled
+        self.dashboard_server: DashboardServer | None = None
         # The control socket's requests (gateway.control_requests); `status` needs start() done.
         self._control = ControlRequests(self, lambda: self.commands.status_text())
         self.lock = DataDirLock(data_dir)
@@ -288,6 +292,8 @@ class Gateway:
         self.retention.start()
         undo.push_async_callback(_quietly, self.budget.stop)
         self.budget.start()  # pushes fresh headroom at each day boundary
+        undo.push_async_callback(_quietly, self._close_dashboard)
+        await self._start_dashboard()  # everything it shows exists now; a taken port is a StartupError
         self._started = True
         self.started_at = time.time()
         await self.outbox.flush()
@@ -317,6 +323,21 @@ class Gateway:
             self.metrics_server = await serve(self.config.metrics, self, self.metrics)
         except EndpointUnavailable as exc:
             raise StartupError(str(exc)) from None
+
+    async def _start_dashboard(self) -> None:
+        if not self.config.dashboard.enabled:
+            return
+        from gateway.dashboard_backend import DashboardUnavailable, serve
+
+        try:
+            self.dashboard, self.dashboard_server = await serve(self)
+        except DashboardUnavailable as exc:
+            raise StartupError(str(exc)) from None
+
+    async def _close_dashboard(self) -> None:
+        server, self.dashboard_server, self.dashboard = self.dashboard_server, None, None
+        if server is not None:
+            await server.close()
 
     def _preflight(self, findings: list[preflight.Finding]) -> None:
         """Warnings are logged and kept for `run` to print; the first error stops the start."""
@@ -359,6 +380,8 @@ class Gateway:
 
     async def ingest(self, message: InboundMessage) -> str:
         status = await self.router.ingest(message)
+        if self.dashboard is not None:
+            self.dashboard.publish(message, status)  # the overview's live feed
         if (
             self.metrics is not None and status != "bot"
         ):  # counted once stored; the label is the channel's name, never the chat
@@ -459,6 +482,7 @@ class Gateway:
             return
         self._started = False
         self._stopping = True
+        await self._close_dashboard()  # no decision from a page while the parts it calls stop
         for channel in self.channels:
             with contextlib.suppress(Exception):
                 await channel.disconnect()

@@ -18,6 +18,7 @@ from core import config as config_mod
 from core import paths
 from gateway.admin_cli import dlq_cli, groups_register, groups_set, groups_unregister, status_cli
 from gateway.backup_cli import backup_cli
+from gateway.dashboard_cli import dashboard_cli
 from gateway.senders_cli import groups_allow, groups_block, groups_senders
 from gateway.tasks_cli import tasks_cli
 from gateway.usage_cli import usage_cli
@@ -395,6 +396,7 @@ main.add_command(tasks_cli)
 main.add_command(dlq_cli)
 main.add_command(status_cli)
 main.add_command(usage_cli)
+main.add_command(dashboard_cli)
 main.add_command(backup_cli)
 groups.add_command(groups_register)
 groups.add_command(groups_unregister)

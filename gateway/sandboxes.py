@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,7 @@ class LiveSandbox:
     idle_timer: asyncio.TimerHandle | None = None
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
     disk_watch: asyncio.Task[None] | None = field(default=None, repr=False)
+    started_at: float = field(default_factory=time.time)  # the dashboard shows the uptime
 
 
 class SandboxPool:

@@ -49,6 +49,15 @@ class ApprovalStore(Database):
         ) as cur:
             return [Approval(*row) for row in await cur.fetchall()]
 
+    async def decided_approvals(self, limit: int = 50) -> list[Approval]:
+        """The most recently decided (or expired) approvals, newest first: the dashboard's history."""
+        async with self._conn.execute(
+            f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE state != 'pending' "
+            "ORDER BY decided_at DESC, created_at DESC LIMIT ?",
+            (limit,),
+        ) as cur:
+            return [Approval(*row) for row in await cur.fetchall()]
+
     async def set_approval_ref(self, approval_id: str, ref: str) -> None:
         """Where the channel posted the prompt, so it can be edited after a restart."""
         await self._write("UPDATE approvals SET message_ref = ? WHERE id = ?", (ref, approval_id))

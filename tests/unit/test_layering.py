@@ -2,6 +2,8 @@
 
     core                      plain data and settings; imports nothing else from the project
     channels, groups, proxy   import only `core` and themselves (never each other, never gateway)
+    dashboard                 the web dashboard: imports only `core` (the gateway hands it a
+                              `dashboard.backend.Backend`; it never reaches into the gateway)
     groups.agent              runs inside the sandbox on the image's Python: imports nothing
                               from the project, not even the rest of `groups`
     gateway                   wires everything together; may import anything
@@ -28,7 +30,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("core", "gateway", "channels", "groups", "proxy")
+PACKAGES = ("core", "gateway", "channels", "groups", "proxy", "dashboard")
 
 # layer -> the layers it may import (its own is always allowed)
 ALLOWED: dict[str, frozenset[str]] = {
@@ -36,8 +38,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "channels": frozenset({"core"}),
     "groups": frozenset({"core"}),
     "proxy": frozenset({"core"}),
+    "dashboard": frozenset({"core"}),
     "groups.agent": frozenset(),
-    "gateway": frozenset({"core", "channels", "groups", "groups.agent", "proxy"}),
+    "gateway": frozenset({"core", "channels", "groups", "groups.agent", "proxy", "dashboard"}),
 }
 
 
@@ -201,6 +204,7 @@ def test_the_walk_sees_the_code_base() -> None:
     seen = {(e.source, e.target) for e in edges}
     assert ("gateway.app", "gateway.store") in seen  # from x import y
     assert ("gateway.app", "gateway.metrics") in seen  # under TYPE_CHECKING
+    assert ("gateway.dashboard_backend", "dashboard.server") in seen
     assert ("gateway.cli", "gateway.app") in seen  # inside a function
     assert ("groups.agent.__main__", "groups.agent.config") in seen  # from . import y
     assert ("groups.agent.llm", "groups.agent.transport") in seen

@@ -1,0 +1,137 @@
+"""The narrow interface between the dashboard and the gateway: plain view data and one Protocol.
+
+The dashboard package imports nothing from `gateway` (tests/unit/test_layering.py): the gateway
+implements `Backend` (gateway/dashboard_backend.py) and hands it over. Everything a page shows is
+one of these records, built by the gateway from what it already tracks, so what the dashboard can
+read — and, through `decide`, change — is listed here in one place. No record has a field for a
+secret value, key material or a token; the dashboard cannot show what it is never given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True)
+class ChannelState:
+    name: str
+    connected: bool
+
+
+@dataclass(frozen=True)
+class SandboxState:
+    group: str
+    backend: str  # docker | bwrap
+    runtime: str  # runc | runsc for docker; the agent runtime beside it
+    uptime_s: float
+
+
+@dataclass(frozen=True)
+class TaskState:
+    id: int
+    group: str
+    kind: str
+    spec: str
+    next_run_at: float | None
+
+
+@dataclass(frozen=True)
+class GroupSpend:
+    group: str
+    cost_usd: float
+    tokens: int
+    calls: int
+
+
+@dataclass(frozen=True)
+class Overview:
+    channels: list[ChannelState]
+    sandboxes: list[SandboxState]
+    lanes_running: int
+    lanes_waiting: int
+    dead_letters: int
+    next_tasks: list[TaskState]
+    vault_up: bool
+    vault_restarts: int
+    spend_today: list[GroupSpend]
+    spend_day: str  # the budget day the spend is counted in (its time zone's date)
+    uptime_s: float
+
+
+@dataclass(frozen=True)
+class ApprovalView:
+    id: str
+    title: str
+    details: str
+    requester_group: str
+    created_at: float
+    expires_at: float
+    state: str
+    decided_by: str | None
+    decided_at: float | None
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """One group message for the live feed (already stored by the gateway when published)."""
+
+    group: str
+    sender: str
+    text: str
+    at: float
+
+
+class Backend(Protocol):
+    """What the running gateway offers the dashboard."""
+
+    feed: Feed
+
+    async def overview(self) -> Overview: ...
+
+    async def approvals(self) -> tuple[list[ApprovalView], list[ApprovalView]]:
+        """(pending, recently decided) — newest first."""
+        ...
+
+    async def decide(self, approval_id: str, decision: Literal["approve", "deny"], user: str) -> str:
+        """Decide as admin `user` through the chat buttons' path; returns what a clicker is told."""
+        ...
+
+
+FEED_TEXT_CHARS = 500
+FEED_KEEP = 50
+SUBSCRIBER_QUEUE = 100
+
+
+@dataclass
+class Feed:
+    """Recent group messages and the live subscribers (server-sent event streams) to push them to.
+
+    A subscriber that does not keep up loses items rather than growing the gateway's memory:
+    its queue is bounded and a full queue drops the new item for that subscriber only.
+    """
+
+    recent: deque[FeedItem] = field(default_factory=lambda: deque(maxlen=FEED_KEEP))
+    _subscribers: set[asyncio.Queue[FeedItem]] = field(default_factory=set)
+
+    def publish(self, group: str, sender: str, text: str, at: float | None = None) -> None:
+        item = FeedItem(group, sender, text[:FEED_TEXT_CHARS], time.time() if at is None else at)
+        self.recent.append(item)
+        for queue in self._subscribers:
+            if not queue.full():
+                queue.put_nowait(item)
+
+    def subscribe(self) -> asyncio.Queue[FeedItem]:
+        queue: asyncio.Queue[FeedItem] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[FeedItem]) -> None:
+        self._subscribers.discard(queue)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)

@@ -1,0 +1,153 @@
+"""The gateway's side of the dashboard: what its pages read, and the one path they decide through.
+
+`dashboard/` imports nothing from `gateway`; this module implements its `Backend` Protocol from
+the running gateway's own objects (names it through `gateway.running.RunningGateway`), so the
+dashboard's reach is exactly the methods here.
+
+Who a dashboard user is. A login link is minted by `clawgate dashboard url`, i.e. by someone with
+a shell on the gateway's machine and access to its data dir — the owner of the install, already
+the console owner (`console:owner`, always an admin) and already able to do anything the CLI
+does. A link acts as `console:owner` unless it names another admin (`--as tg:123`, which must be
+in `[admin] users`). Each decision is then a `ButtonPress` from that identity in the main chat,
+handed to `Approvals.on_button` — the chat buttons' exactly-once path, which checks the identity
+is an admin at that moment (so removing someone from `[admin] users` takes effect at once). The
+dashboard adds no privilege a main-chat admin does not have, and the history shows who decided.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from channels.base import ButtonPress
+from core.models import Approval, InboundMessage
+from dashboard.backend import (
+    ApprovalView,
+    ChannelState,
+    Feed,
+    GroupSpend,
+    Overview,
+    SandboxState,
+    TaskState,
+)
+from dashboard.server import DashboardServer, DashboardUnavailable
+from gateway import budget
+from gateway.approvals import UNKNOWN
+from gateway.running import RunningGateway
+from gateway.sandboxes import group_runtime
+from gateway.store.budgets import SpendRow
+from proxy.process import VaultUnavailable
+
+VAULT_PROBE_S = 2.0
+NEXT_TASKS = 5
+HISTORY = 50
+
+__all__ = ["DashboardUnavailable", "GatewayDashboard", "serve"]
+
+
+class GatewayDashboard:
+    """`dashboard.backend.Backend` over a running gateway."""
+
+    def __init__(self, gw: RunningGateway) -> None:
+        self._gw = gw
+        self.feed = Feed()
+
+    def publish(self, message: InboundMessage, status: str) -> None:
+        """A message the router stored: shown live if it belongs to a registered group."""
+        if status == "bot" or message.is_from_bot:
+            return
+        group = self._gw.registry.for_chat(message.chat_id)
+        if group is None:
+            return
+        self.feed.publish(group.folder, message.sender_name or message.sender_id, message.text)
+
+    async def overview(self) -> Overview:
+        gw = self._gw
+        now = time.time()
+        settings = gw.config.sandbox
+        sandboxes = [
+            SandboxState(
+                group=folder,
+                backend=settings.backend,
+                runtime=(
+                    f"{settings.runtime} · {group_runtime(gw.config, live.group)}"
+                    if settings.backend == "docker"
+                    else group_runtime(gw.config, live.group)
+                ),
+                uptime_s=now - live.started_at,
+            )
+            for folder, live in sorted(gw.pool.live.items())
+        ]
+        vault_up = False
+        with contextlib.suppress(VaultUnavailable, OSError, TimeoutError):
+            vault_up = await asyncio.wait_for(gw.vault.healthy(), VAULT_PROBE_S)
+        stats = await gw.store.stats()
+        tasks = [t for t in await gw.store.tasks(statuses=["active"]) if t.next_run_at is not None]
+        tasks.sort(key=lambda t: t.next_run_at or 0.0)
+        day = budget.day_period(now, ZoneInfo(gw.config.budget.timezone))
+        spend: dict[str, GroupSpend] = {}
+        for row in await gw.store.spend_by_model(None, day.start):
+            was = spend.get(row.group, GroupSpend(row.group, 0.0, 0, 0))
+            spend[row.group] = GroupSpend(
+                row.group,
+                was.cost_usd + row.cost_micros / 1_000_000,
+                was.tokens + _tokens(row),
+                was.calls + row.calls,
+            )
+        return Overview(
+            channels=[ChannelState(c.name, bool(c.connected)) for c in gw.channels],
+            sandboxes=sandboxes,
+            lanes_running=len(gw.queue.busy),
+            lanes_waiting=len(gw.queue.waiting),
+            dead_letters=sum(stats.get("dead_letters", {}).values()),
+            next_tasks=[TaskState(t.id, t.folder, t.kind, t.spec, t.next_run_at) for t in tasks[:NEXT_TASKS]],
+            vault_up=vault_up,
+            vault_restarts=gw.vault.restarts,
+            spend_today=sorted(spend.values(), key=lambda s: -s.cost_usd),
+            spend_day=day.key,
+            uptime_s=now - gw.started_at,
+        )
+
+    async def approvals(self) -> tuple[list[ApprovalView], list[ApprovalView]]:
+        pending = await self._gw.store.pending_approvals()
+        decided = await self._gw.store.decided_approvals(HISTORY)
+        return (
+            [_view(a) for a in sorted(pending, key=lambda a: -a.created_at)],
+            [_view(a) for a in decided],
+        )
+
+    async def decide(self, approval_id: str, decision: Literal["approve", "deny"], user: str) -> str:
+        main = self._gw.registry.main
+        if main is None:
+            return UNKNOWN
+        press = ButtonPress(approval_id, decision, user_id=user, user_name="dashboard", chat_id=main.chat_id)
+        return await self._gw.approvals.on_button(press)
+
+
+def _tokens(row: SpendRow) -> int:
+    return row.input_tokens + row.output_tokens + row.cache_read_tokens + row.cache_write_tokens
+
+
+def _view(a: Approval) -> ApprovalView:
+    return ApprovalView(
+        id=a.id,
+        title=a.title,
+        details=a.details,
+        requester_group=a.requester_group,
+        created_at=a.created_at,
+        expires_at=a.expires_at,
+        state=a.state,
+        decided_by=a.decided_by,
+        decided_at=a.decided_at,
+    )
+
+
+async def serve(gw: RunningGateway) -> tuple[GatewayDashboard, DashboardServer]:
+    """Bind the dashboard (or DashboardUnavailable); it serves once the gateway has started."""
+    backend = GatewayDashboard(gw)
+    server = DashboardServer(gw.config.dashboard, gw.data_dir, backend)
+    await server.start()
+    return backend, server
