@@ -190,6 +190,7 @@ async def run(args: argparse.Namespace) -> int:
     addon.budgets = VaultBudgets()  # the gateway pushes limits over the control socket
     stats = VaultStats()
     audit = AuditAddon(AuditLog(Path(args.state_dir) / AUDIT_FILE), addon.group_of, stats)
+    addon.on_held = audit.held
     leaks = LeakAddon(addon.group_of, args.gateway_socket)
 
     def unscoped(group: str, secret: str, host: str, refused: bool) -> None:

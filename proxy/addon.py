@@ -26,7 +26,7 @@ import ipaddress
 import logging
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from mitmproxy import connection, http
@@ -161,6 +161,7 @@ class VaultAddon:
         # by connections the vault makes itself, never named by a client.
         self.internal: set[Address] = set()
         self.holder = Holder(None)  # asks the owner about held requests; socket set by __main__
+        self.on_held: Callable[[http.HTTPFlow], None] | None = None  # the audit log's "held" line
 
     # -- configuration --
 
@@ -342,6 +343,8 @@ class VaultAddon:
         }
         log.info("vault[%s]: holding %s %s%s for the owner's approval", group, req.method, req.host, path)
         client = flow.client_conn
+        if self.on_held is not None and not self.holder.allowances.active(group, demand.key):
+            self.on_held(flow)
         verdict = await self.holder.decide(
             group, demand, question, lambda: not client.state & ConnectionState.CAN_READ
         )

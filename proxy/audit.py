@@ -7,7 +7,9 @@ parameter names kept: `/search?q=&page=`), `status` (None when the upstream fail
 `flow.metadata["clawgate.secret"|"clawgate.rule"]`), `refusal` (why the vault answered
 itself: `flow.metadata["clawgate.refusal"]`, or `error` for upstream failures) and
 `approval` (a held request's outcome, proxy/holds.py: `approved by tg:1`, `denied by …`,
-`expired`, `withdrawn: the client disconnected`, `allowed (…)`; None if not held).
+`expired`, `withdrawn: the client disconnected`, `allowed (…)`; None if not held). A request
+that starts waiting for the owner also gets a line of its own at once, `approval: "held"`
+with no status, so a hold that never ends (the vault killed) is still on record.
 
 Writing never blocks the proxy: records are buffered in memory and a background task
 appends them once per `FLUSH_S` in a worker thread; the file is rotated by size
@@ -150,7 +152,14 @@ class AuditAddon:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         flow.metadata["clawgate.audit_path"] = strip_query_values(flow.request.path)
 
-    def _write(self, flow: http.HTTPFlow, status: int | None, refusal: str | None) -> None:
+    def held(self, flow: http.HTTPFlow) -> None:
+        """A line the moment a request starts waiting for the owner (`approval: "held"`, no
+        status yet); its outcome follows in the request's own line when it is decided."""
+        self._write(flow, None, None, count=False)
+
+    def _write(
+        self, flow: http.HTTPFlow, status: int | None, refusal: str | None, count: bool = True
+    ) -> None:
         req = flow.request
         resp = flow.response
         start = req.timestamp_start or time.time()
@@ -159,7 +168,7 @@ class AuditAddon:
         # a refusal answered early by the vault itself keeps the host the client asked for
         host, port = meta.get("clawgate.audit_target") or (req.host, req.port)
         group = self._group_of(flow.client_conn)
-        if self.stats is not None:
+        if self.stats is not None and count:
             self.stats.record(group, refusal)
         self.audit.record(
             {
@@ -176,7 +185,7 @@ class AuditAddon:
                 "secret": meta.get("clawgate.secret"),
                 "rule": meta.get("clawgate.rule"),
                 "refusal": refusal,
-                "approval": meta.get("clawgate.approval"),
+                "approval": meta.get("clawgate.approval") if count else "held",
             }
         )
 

@@ -151,7 +151,7 @@ async def test_request_waits_for_the_admins_approve_and_is_forwarded_once(env: H
 
     await asyncio.sleep(1.0)  # the vault's audit log is flushed every 0.5 s
     entries = [e for e in read_entries(env.gw.data_dir / "vault") if e["path"] == "/deploy/prod"]
-    assert [e["approval"] for e in entries] == ["approved by tg:4242"] and entries[0]["status"] == 200
+    assert [(e["approval"], e["status"]) for e in entries] == [("held", None), ("approved by tg:4242", 200)]
 
 
 async def test_deny_and_expiry_forward_nothing(env: HeldEnv) -> None:

@@ -281,7 +281,12 @@ async def test_allowance_lets_the_same_rule_through_for_a_while(setup, env) -> N
 
 async def test_outcomes_are_in_the_audit_log(setup, env) -> None:
     await asyncio.sleep(1.2)  # the audit log is flushed every 0.5 s
-    outcomes = [e.get("approval") for e in read_entries(env["state"])]
+    entries = list(read_entries(env["state"]))
+    outcomes = [e.get("approval") for e in entries]
+    held = [e for e in entries if e.get("approval") == "held"]
+    assert held and all(e["status"] is None for e in held)  # a line as soon as a hold starts
+    decided = len([o for o in outcomes if o not in (None, "held") and not o.startswith("allowed")])
+    assert len(held) == decided  # … and one with the outcome for each
     assert "approved by tg:4242" in outcomes
     assert "denied by tg:4242" in outcomes
     assert "expired" in outcomes
