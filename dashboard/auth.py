@@ -157,11 +157,11 @@ def csrf_ok(session: Session, submitted: str | None) -> bool:
 def same_origin(origin: str | None, fetch_site: str | None, own_origin: str) -> bool:
     """A state-changing request must prove it comes from our own pages.
 
-    `Sec-Fetch-Site`, when the browser sends it, must be `same-origin`; `Origin`, when sent,
-    must be ours. A request with neither (no browser sends a POST like that) is refused too.
+    `Sec-Fetch-Site` (a header no page can set) decides when the browser sends it: it must be
+    `same-origin`; `Origin` may then be ours or `null` — Chromium sends `null` on a same-origin
+    form POST because our `Referrer-Policy` is `no-referrer`. Without `Sec-Fetch-Site`, `Origin`
+    must be ours. A request with neither (no browser posts like that) is refused.
     """
-    if fetch_site is not None and fetch_site != "same-origin":
-        return False
-    if origin is not None:
-        return origin == own_origin
-    return fetch_site == "same-origin"
+    if fetch_site is not None:
+        return fetch_site == "same-origin" and origin in (None, "null", own_origin)
+    return origin == own_origin

@@ -62,6 +62,8 @@ def test_csrf_and_origin_rules() -> None:
     assert not same_origin(own, "cross-site", own)
     assert not same_origin(own, "same-site", own)  # another port on this host is another site's page
     assert not same_origin("null", None, own)
+    assert same_origin("null", "same-origin", own)  # Chromium's same-origin POST under no-referrer
+    assert not same_origin("http://evil.example", "same-origin", own)
     assert not same_origin(None, None, own)
 
 

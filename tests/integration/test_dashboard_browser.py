@@ -1,0 +1,235 @@
+"""The dashboard in a real browser: Debian's headless Chromium driven by Selenium.
+
+A real Gateway (Docker sandbox with the real agent, vault process, SQLite) whose main chat is a
+Telegram supergroup on the fake Bot API and whose wallet talks to a fake NEAR node on loopback
+(the set-up of tests/integration/test_wallet_telegram.py), with `[dashboard]` on. The browser
+logs in with a link from the same code as `clawgate dashboard url`, watches a team message
+arrive on the overview without a reload, approves a NEAR transfer the team's agent asked for,
+and a second attempt (a stale dashboard tab and the chat button) changes nothing.
+
+Selenium is synchronous and the gateway serves the browser from this test's event loop, so
+every browser call runs in a worker thread (`Browser`). Screenshots of each page go to
+`CLAWGATE_ARTIFACTS` (default: the test's tmp dir). Without chromium, chromedriver or selenium
+the test skips — unless `CLAWGATE_REQUIRE_BROWSER=1` (CI), where it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dashboard.auth import mint_login
+from gateway.wallet.keystore import KeyStore
+from tests.integration.test_wallet_telegram import AGENT_TIMEOUT
+from tests.integration.wallet_support import (
+    ADMIN,
+    KEY_NAME,
+    MAIN,
+    RECEIVER,
+    YOCTO,
+    SecretForms,
+    WalletEnv,
+    wallet_gateway,
+)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+DASHBOARD = "[dashboard]\nenabled = true\nport = 0\n"
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1000",
+)
+
+
+def _missing() -> str | None:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not (os.path.exists(path) or shutil.which(os.path.basename(path))):
+            return f"{path} is missing (Debian: apt-get install chromium chromium-driver)"
+    return None
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    where = Path(os.environ.get("CLAWGATE_ARTIFACTS") or tmp_path / "artifacts") / "dashboard"
+    where.mkdir(parents=True, exist_ok=True)
+    return where
+
+
+@pytest.fixture
+def driver() -> Iterator[Any]:
+    reason = _missing()
+    if reason is not None:
+        if os.environ.get("CLAWGATE_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"CLAWGATE_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="clawgate-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or CHROMIUM
+    for flag in (*FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    # An explicit driver and browser: Selenium Manager has nothing to look up or download.
+    service = Service(executable_path=shutil.which("chromedriver") or CHROMEDRIVER)
+    browser = webdriver.Chrome(service=service, options=options)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+class Browser:
+    """The Selenium driver, each call in a thread so the gateway's loop keeps serving pages."""
+
+    def __init__(self, driver: Any, base: str, artifacts: Path) -> None:
+        self.driver = driver
+        self.base = base
+        self.artifacts = artifacts
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    async def get(self, path: str) -> None:
+        await self.run(self.driver.get, self.base + path)
+
+    async def text(self, css: str) -> str:
+        from selenium.webdriver.common.by import By
+
+        return str(await self.run(lambda: self.driver.find_element(By.CSS_SELECTOR, css).text))
+
+    async def click(self, css: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        await self.run(lambda: self.driver.find_element(By.CSS_SELECTOR, css).click())
+
+    async def wait_text(self, css: str, needle: str, timeout: float = 30) -> str:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        def found(d: Any) -> str | bool:
+            texts = [e.text for e in d.find_elements(By.CSS_SELECTOR, css)]
+            return next((t for t in texts if needle in t), False)
+
+        from selenium.common.exceptions import TimeoutException
+
+        try:
+            return str(await self.run(lambda: WebDriverWait(self.driver, timeout).until(found)))
+        except TimeoutException:
+            body = await self.run(lambda: self.driver.find_element(By.TAG_NAME, "body").text)
+            raise AssertionError(f"no {css} with {needle!r} on {self.driver.current_url}:\n{body}") from None
+
+    async def screenshot(self, name: str) -> None:
+        path = self.artifacts / f"{name}.png"
+        assert await self.run(self.driver.save_screenshot, str(path)), path
+        assert path.stat().st_size > 1000
+
+
+@pytest.fixture
+async def env(dirs, model_server, sandbox_image, docker_client) -> AsyncIterator[WalletEnv]:  # type: ignore[no-untyped-def]
+    async with wallet_gateway(dirs, model_server, sandbox_image, extra_toml=DASHBOARD) as wallet_env:
+        yield wallet_env
+
+
+async def test_login_live_feed_and_a_near_approval_from_the_browser(
+    env: WalletEnv, driver: Any, artifacts: Path
+) -> None:
+    server = env.gw.dashboard_server
+    assert server is not None and server.port
+    browser = Browser(driver, f"http://127.0.0.1:{server.port}", artifacts)
+
+    # Without a session: nothing but the way to get one.
+    await browser.get("/")
+    assert "Not logged in" in await browser.text("h1")
+    await browser.screenshot("0-signed-out")
+
+    # The login link works once; the session sees the overview.
+    token = mint_login(env.data_dir, "console:owner")
+    await browser.get(f"/login?t={token}")
+    assert await browser.text("h1") == "Overview"
+    assert "telegram" in await browser.text("#channels") and "connected" in await browser.text("#channels")
+    assert "up" in await browser.text("#state")
+
+    # A team message appears on the open page, pushed by the server (no reload).
+    env.say_in_team("hello dashboard, from the team")
+    line = await browser.wait_text("#feed li", "hello dashboard, from the team")
+    assert "team" in line
+    await browser.screenshot("1-overview")
+
+    # The team's agent asks for 25 NEAR: the prompt is in the main chat and on the dashboard.
+    env.say_in_team(f"@Andy send 25 NEAR to {RECEIVER}")
+    prompt, approval_id, _ = await env.prompt(0, AGENT_TIMEOUT)
+    await browser.get("/")  # a reload lists the team's live sandbox (it waits for the decision)
+    row = await browser.wait_text("#sandboxes tr", "team")
+    assert "docker" in row and "runc" in row
+    await browser.get("/approvals")
+    title = await browser.text(f"#approval-{approval_id} h3")
+    assert f"25 NEAR → {RECEIVER}" in title
+    await browser.screenshot("2-approvals-pending")
+
+    # A second tab keeps the pending page for the second attempt below.
+    first = driver.current_window_handle
+    await browser.run(driver.switch_to.new_window, "tab")
+    stale = driver.current_window_handle
+    await browser.get("/approvals")
+    await browser.run(driver.switch_to.window, first)
+
+    # Approve from the dashboard: exactly one transaction, the chat prompt edited.
+    await browser.click(f"#approval-{approval_id} button.approve")
+    flash = await browser.wait_text(".flash", "Approved")
+    assert flash.startswith("Approved: NEAR request #")
+    assert await asyncio.to_thread(env.near.wait_for_submissions, 1, 30)
+    [signed] = env.near.submitted
+    assert env.near.balance(RECEIVER) == 25 * YOCTO
+    edited = await env.edited(prompt)
+    assert "Approved by console:owner" in edited
+    await env.text_in(MAIN, f"Transaction: {signed.hash}")
+    history = await browser.text("#history")
+    assert "approved" in history and "console:owner" in history
+    await browser.screenshot("3-approvals-decided")
+
+    # A second attempt changes nothing: the stale tab's Approve, then the chat's button.
+    await browser.run(driver.switch_to.window, stale)
+    await browser.click(f"#approval-{approval_id} button.approve")
+    again = await browser.wait_text(".flash", "already decided")
+    assert again.startswith("already decided: approved by console:owner")
+    toast = await env.click(prompt, f"ap:{approval_id}:a", ADMIN)
+    assert toast.startswith("already decided: approved")
+    await asyncio.sleep(0.5)
+    assert len(env.near.submitted) == 1
+    assert [r["hash"] for r in env.near.received] == [signed.hash]
+    await browser.screenshot("4-second-attempt")
+
+    # No page showed the login token or the wallet's private key, in any spelling.
+    with KeyStore(env.config_dir).signer(KEY_NAME) as pair:
+        forms = SecretForms.of(pair.export_secret())
+    for page in ("/", "/approvals"):
+        await browser.get(page)
+        source = str(await browser.run(lambda: driver.page_source))
+        assert token not in source
+        assert forms.find(source) == [], page
+    assert sorted(p.name for p in await asyncio.to_thread(lambda: list(artifacts.iterdir()))) == [
+        "0-signed-out.png",
+        "1-overview.png",
+        "2-approvals-pending.png",
+        "3-approvals-decided.png",
+        "4-second-attempt.png",
+    ]
