@@ -87,3 +87,49 @@ async def test_a_slow_feed_subscriber_loses_items_instead_of_growing_memory() ->
     assert feed.recent[-1].text == f"m{SUBSCRIBER_QUEUE + 19}" and len(feed.recent) == 50
     feed.unsubscribe(queue)
     assert feed.subscribers == 0
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    config_dir, data_dir = tmp_path / "cfg", tmp_path / "data"
+    config_dir.mkdir()
+    monkeypatch.setenv("CLAWGATE_CONFIG_DIR", str(config_dir))
+    monkeypatch.setenv("CLAWGATE_DATA_DIR", str(data_dir))
+    return config_dir, data_dir
+
+
+def test_dashboard_url_prints_a_link_that_works_once(home: tuple[Path, Path]) -> None:
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    config_dir, data_dir = home
+    (config_dir / "config.toml").write_text(
+        '[admin]\nusers = ["tg:42"]\n[dashboard]\nenabled = true\nport = 9911\n'
+    )
+    result = CliRunner().invoke(main, ["dashboard", "url"])
+    assert result.exit_code == 0, result.output
+    [url] = [line for line in result.stdout.splitlines() if line.startswith("http")]
+    assert url.startswith("http://127.0.0.1:9911/login?t=")
+    token = url.partition("?t=")[2]
+    assert consume_login(data_dir, token) == "console:owner"
+    assert consume_login(data_dir, token) is None
+
+    result = CliRunner().invoke(main, ["dashboard", "url", "--as", "tg:42"])
+    assert result.exit_code == 0, result.output
+    assert consume_login(data_dir, result.stdout.strip().partition("?t=")[2]) == "tg:42"
+
+    result = CliRunner().invoke(main, ["dashboard", "url", "--as", "tg:666"])
+    assert result.exit_code != 0 and "'tg:666' is not an admin" in result.output
+    assert list(logins_dir(data_dir).iterdir()) == []  # nothing minted for a refused identity
+
+
+def test_dashboard_url_says_when_the_dashboard_is_off(home: tuple[Path, Path]) -> None:
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    result = CliRunner().invoke(main, ["dashboard", "url"])
+    assert result.exit_code == 0
+    assert "[dashboard] enabled = false" in result.stderr
+    assert result.stdout.startswith("http://127.0.0.1:8765/login?t=")
