@@ -76,6 +76,14 @@ class ApprovalView:
 
 
 @dataclass(frozen=True)
+class DeadLetterView:
+    id: int
+    kind: str  # run (a group's unanswered messages) | reply (an undelivered reply)
+    ref: str  # the group folder (run) or the chat (reply)
+    reason: str
+
+
+@dataclass(frozen=True)
 class FeedItem:
     """One group message for the live feed (already stored by the gateway when published)."""
 
@@ -98,6 +106,12 @@ class Backend(Protocol):
 
     async def decide(self, approval_id: str, decision: Literal["approve", "deny"], user: str) -> str:
         """Decide as admin `user` through the chat buttons' path; returns what a clicker is told."""
+        ...
+
+    async def dead_letters(self) -> list[DeadLetterView]: ...
+
+    async def dead_letter_action(self, letter_id: int, action: Literal["retry", "drop"], user: str) -> str:
+        """`/retry` or `/drop` as admin `user` (the chat commands' code); returns their answer."""
         ...
 
 

@@ -111,6 +111,8 @@ class DashboardServer:
         app.router.add_get("/", self._overview)
         app.router.add_get("/approvals", self._approvals)
         app.router.add_post("/approvals/{id}", self._decide)
+        app.router.add_get("/dead-letters", self._dead_letters)
+        app.router.add_post("/dead-letters/{id}", self._dead_letter_action)
         app.router.add_post("/logout", self._logout)
         app.router.add_get("/events", self._events)
         app.router.add_static("/static/", STATIC, follow_symlinks=False, show_index=False)
@@ -217,6 +219,24 @@ class DashboardServer:
         answer = await self._backend.decide(request.match_info["id"], choice, session.user)
         session.flash.append(answer)
         raise web.HTTPSeeOther("/approvals")
+
+    async def _dead_letters(self, request: web.Request) -> web.StreamResponse:
+        letters = await self._backend.dead_letters()
+        return self._session_page(request, "dead_letters.html", letters=letters)
+
+    async def _dead_letter_action(self, request: web.Request) -> web.StreamResponse:
+        session = request[SESSION_KEY]
+        form = await request.post()
+        action = form.get("action")
+        try:
+            letter_id = int(request.match_info["id"])
+        except ValueError:
+            letter_id = -1
+        if action not in ("retry", "drop") or letter_id < 0:
+            return self._page("refused.html", status=400, reason="a dead letter id and retry or drop")
+        choice: Literal["retry", "drop"] = "retry" if action == "retry" else "drop"
+        session.flash.append(await self._backend.dead_letter_action(letter_id, choice, session.user))
+        raise web.HTTPSeeOther("/dead-letters")
 
     async def _logout(self, request: web.Request) -> web.StreamResponse:
         self.sessions.end(request[SESSION_KEY].id)

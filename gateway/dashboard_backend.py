@@ -27,6 +27,7 @@ from core.models import Approval, InboundMessage
 from dashboard.backend import (
     ApprovalView,
     ChannelState,
+    DeadLetterView,
     Feed,
     GroupSpend,
     Overview,
@@ -34,8 +35,8 @@ from dashboard.backend import (
     TaskState,
 )
 from dashboard.server import DashboardServer, DashboardUnavailable
-from gateway import budget
-from gateway.approvals import UNKNOWN
+from gateway import budget, dead_letters
+from gateway.approvals import REFUSE_USER, UNKNOWN
 from gateway.running import RunningGateway
 from gateway.sandboxes import group_runtime
 from gateway.store.budgets import SpendRow
@@ -125,6 +126,20 @@ class GatewayDashboard:
             return UNKNOWN
         press = ButtonPress(approval_id, decision, user_id=user, user_name="dashboard", chat_id=main.chat_id)
         return await self._gw.approvals.on_button(press)
+
+    async def dead_letters(self) -> list[DeadLetterView]:
+        return [DeadLetterView(*row) for row in reversed(await self._gw.store.dead_letters())]
+
+    async def dead_letter_action(self, letter_id: int, action: Literal["retry", "drop"], user: str) -> str:
+        """The main chat's `/retry` and `/drop` (gateway/commands.py), by an admin only."""
+        if not self._gw.approvals.is_admin(user):  # e.g. removed from [admin] users since the login
+            return REFUSE_USER
+        if action == "retry":
+            done = await dead_letters.retry(self._gw, letter_id)
+            return f"dead letter #{letter_id} queued again" if done else f"no dead letter #{letter_id}"
+        if await self._gw.store.drop_dead_letter(letter_id):
+            return f"dropped dead letter #{letter_id}"
+        return f"no dead letter #{letter_id}"
 
 
 def _tokens(row: SpendRow) -> int:

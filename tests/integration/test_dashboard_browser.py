@@ -5,7 +5,8 @@ Telegram supergroup on the fake Bot API and whose wallet talks to a fake NEAR no
 (the set-up of tests/integration/test_wallet_telegram.py), with `[dashboard]` on. The browser
 logs in with a link from the same code as `clawgate dashboard url`, watches a team message
 arrive on the overview without a reload, approves a NEAR transfer the team's agent asked for,
-and a second attempt (a stale dashboard tab and the chat button) changes nothing.
+sees a second attempt (a stale dashboard tab and the chat button) change nothing, and retries a
+dead letter.
 
 Selenium is synchronous and the gateway serves the browser from this test's event loop, so
 every browser call runs in a worker thread (`Browser`). Screenshots of each page go to
@@ -19,12 +20,14 @@ import asyncio
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from core.models import InboundMessage
 from dashboard.auth import mint_login
 from gateway.wallet.keystore import KeyStore
 from tests.integration.test_wallet_telegram import AGENT_TIMEOUT
@@ -33,6 +36,7 @@ from tests.integration.wallet_support import (
     KEY_NAME,
     MAIN,
     RECEIVER,
+    TEAM,
     YOCTO,
     SecretForms,
     WalletEnv,
@@ -143,6 +147,13 @@ class Browser:
         assert path.stat().st_size > 1000
 
 
+def env_message(text: str) -> InboundMessage:
+    """A team message as the Telegram channel would have stored it."""
+    return InboundMessage(
+        f"tg:{TEAM}", f"dl-{time.time_ns()}", "tg:6161", "Bob", text, time.time(), "telegram"
+    )
+
+
 @pytest.fixture
 async def env(dirs, model_server, sandbox_image, docker_client) -> AsyncIterator[WalletEnv]:  # type: ignore[no-untyped-def]
     async with wallet_gateway(dirs, model_server, sandbox_image, extra_toml=DASHBOARD) as wallet_env:
@@ -218,10 +229,25 @@ async def test_login_live_feed_and_a_near_approval_from_the_browser(
     assert [r["hash"] for r in env.near.received] == [signed.hash]
     await browser.screenshot("4-second-attempt")
 
+    # A dead letter of the team is retried from the dashboard: its message reaches the model again.
+    team = env.gw.registry.by_folder("team")
+    assert team is not None
+    stuck = "@Andy this one failed for good"
+    await env.gw.store.ingest(env_message(stuck), "pending")
+    letter = await env.gw.store.dead_letter_pending(team, "test: retries used up")
+    await browser.run(driver.switch_to.window, first)
+    await browser.get("/dead-letters")
+    assert "test: retries used up" in await browser.text(f"#letter-{letter}")
+    await browser.screenshot("5-dead-letters")
+    await browser.click(f"#letter-{letter} button.approve")
+    assert (await browser.wait_text(".flash", "queued again")) == f"dead letter #{letter} queued again"
+    assert await env.gw.store.dead_letter(letter) is None
+    await env.model_saw("this one failed for good", AGENT_TIMEOUT)
+
     # No page showed the login token or the wallet's private key, in any spelling.
     with KeyStore(env.config_dir).signer(KEY_NAME) as pair:
         forms = SecretForms.of(pair.export_secret())
-    for page in ("/", "/approvals"):
+    for page in ("/", "/approvals", "/dead-letters"):
         await browser.get(page)
         source = str(await browser.run(lambda: driver.page_source))
         assert token not in source
@@ -232,4 +258,5 @@ async def test_login_live_feed_and_a_near_approval_from_the_browser(
         "2-approvals-pending.png",
         "3-approvals-decided.png",
         "4-second-attempt.png",
+        "5-dead-letters.png",
     ]

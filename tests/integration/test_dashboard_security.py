@@ -224,3 +224,47 @@ async def test_a_taken_port_stops_the_start(dirs, model_server, sandbox_image, d
         with pytest.raises(StartupError, match=rf"dashboard: cannot listen on 127.0.0.1:{port}"):
             await gw.start([CaptureChannel()])
     assert containers(docker_client, gw) == []
+
+
+async def test_a_dead_letter_is_retried_from_the_dashboard_and_answered(gateway: Gateway) -> None:
+    """Retry is the chat's /retry: the messages go back to the queue and the real agent answers."""
+    channel: CaptureChannel = gateway.test_channel  # type: ignore[attr-defined]
+    main = gateway.registry.main
+    assert main is not None
+    # A message that failed for good: stored, then dead-lettered before any turn took it.
+    await gateway.store.ingest(channel.message("@Andy please answer after the retry"), "pending")
+    letter = await gateway.store.dead_letter_pending(main, "test: the model was down")
+    rec = Recorder()
+    async with client_for(gateway) as client:
+        token = await login(rec, client, gateway.data_dir)
+        status, page = await rec.get(client, "/")
+        assert status == 200 and 'href="/dead-letters">1<' in page
+        status, page = await rec.get(client, "/dead-letters")
+        assert status == 200 and f'id="letter-{letter}"' in page and "test: the model was down" in page
+        session = gateway.dashboard_server.sessions  # type: ignore[union-attr]
+        [csrf] = [s.csrf for s in session._by_id.values()]
+        headers = {"Origin": base(gateway), "Sec-Fetch-Site": "same-origin"}
+
+        status, _ = await rec.post(
+            client,
+            f"/dead-letters/{letter}",
+            headers={**headers, "Sec-Fetch-Site": "cross-site"},
+            data={"action": "retry", "csrf": csrf},
+        )
+        assert status == 403 and await gateway.store.dead_letter(letter) is not None
+
+        status, _ = await rec.post(
+            client, f"/dead-letters/{letter}", headers=headers, data={"action": "retry", "csrf": csrf}
+        )
+        assert status == 303
+        [(chat, reply)] = await channel.wait_for(1, timeout=120)
+        assert chat == "console:main" and "please answer after the retry" in reply  # the echo model
+        status, page = await rec.get(client, "/dead-letters")
+        assert f"dead letter #{letter} queued again" in page and "No dead letter." in page
+        status, _ = await rec.post(
+            client, f"/dead-letters/{letter}", headers=headers, data={"action": "drop", "csrf": csrf}
+        )
+        _, page = await rec.get(client, "/dead-letters")
+        assert f"no dead letter #{letter}" in page
+        await gateway.drain()
+    rec.assert_clean(REAL_KEY, token)
