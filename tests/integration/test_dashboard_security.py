@@ -268,3 +268,34 @@ async def test_a_dead_letter_is_retried_from_the_dashboard_and_answered(gateway:
         assert f"no dead letter #{letter}" in page
         await gateway.drain()
     rec.assert_clean(REAL_KEY, token)
+
+
+async def test_a_session_of_an_admin_who_was_removed_decides_nothing(gateway: Gateway) -> None:
+    """The dashboard adds no privilege: its identity is judged at each decision, like a click."""
+    channel: CaptureChannel = gateway.test_channel  # type: ignore[attr-defined]
+    gateway.approvals.set_admins(["tg:42"])
+    asking = asyncio.create_task(gateway.approvals.request_approval("Pay 1 NEAR", "to bob", "main"))
+    await channel.wait_until(lambda: len(channel.prompts) == 1)
+    approval_id = channel.prompts[0][1].id
+    rec = Recorder()
+    async with client_for(gateway) as client:
+        token = mint_login(gateway.data_dir, "tg:42")
+        status, _ = await rec.get(client, f"/login?t={token}")
+        assert status == 303
+        gateway.approvals.set_admins([])  # a reload took tg:42 out of [admin] users
+        [csrf] = [s.csrf for s in gateway.dashboard_server.sessions._by_id.values()]  # type: ignore[union-attr]
+        headers = {"Origin": base(gateway), "Sec-Fetch-Site": "same-origin"}
+        form = {"decision": "approve", "csrf": csrf}
+        status, _ = await rec.post(client, f"/approvals/{approval_id}", headers=headers, data=form)
+        assert status == 303
+        _, page = await rec.get(client, "/approvals")
+        assert "only an admin can approve or deny this" in page
+        record = await gateway.store.approval(approval_id)
+        assert record is not None and record.state == "pending" and not asking.done()
+
+        gateway.approvals.set_admins(["tg:42"])  # back in the list: the same session decides
+        status, _ = await rec.post(client, f"/approvals/{approval_id}", headers=headers, data=form)
+        assert await asyncio.wait_for(asking, 10) == "approved"
+        record = await gateway.store.approval(approval_id)
+        assert record is not None and record.decided_by == "tg:42"
+    rec.assert_clean(REAL_KEY, token)
