@@ -40,6 +40,28 @@ class TaskState:
 
 
 @dataclass(frozen=True)
+class TaskRow:
+    """A scheduled task with its last runs (newest first) for the Tasks page."""
+
+    id: int
+    group: str
+    prompt: str
+    kind: str
+    spec: str
+    status: str  # active | paused | cancelled | done
+    next_run_at: float | None
+    runs: list[TaskRunRow]
+
+
+@dataclass(frozen=True)
+class TaskRunRow:
+    scheduled_for: float
+    started_at: float
+    status: str  # running | ok | error
+    outcome: str  # the result's or the error's first characters
+
+
+@dataclass(frozen=True)
 class GroupSpend:
     group: str
     cost_usd: float
@@ -112,6 +134,12 @@ class Backend(Protocol):
 
     async def dead_letter_action(self, letter_id: int, action: Literal["retry", "drop"], user: str) -> str:
         """`/retry` or `/drop` as admin `user` (the chat commands' code); returns their answer."""
+        ...
+
+    async def tasks(self) -> list[TaskRow]: ...
+
+    async def task_action(self, task_id: int, action: Literal["pause", "resume", "cancel"], user: str) -> str:
+        """`/pause`, `/resume` or `/cancel` as admin `user` (the scheduler's own update)."""
         ...
 
 

@@ -113,6 +113,8 @@ class DashboardServer:
         app.router.add_post("/approvals/{id}", self._decide)
         app.router.add_get("/dead-letters", self._dead_letters)
         app.router.add_post("/dead-letters/{id}", self._dead_letter_action)
+        app.router.add_get("/tasks", self._tasks)
+        app.router.add_post("/tasks/{id}", self._task_action)
         app.router.add_post("/logout", self._logout)
         app.router.add_get("/events", self._events)
         app.router.add_static("/static/", STATIC, follow_symlinks=False, show_index=False)
@@ -237,6 +239,25 @@ class DashboardServer:
         choice: Literal["retry", "drop"] = "retry" if action == "retry" else "drop"
         session.flash.append(await self._backend.dead_letter_action(letter_id, choice, session.user))
         raise web.HTTPSeeOther("/dead-letters")
+
+    async def _tasks(self, request: web.Request) -> web.StreamResponse:
+        return self._session_page(request, "tasks.html", tasks=await self._backend.tasks())
+
+    async def _task_action(self, request: web.Request) -> web.StreamResponse:
+        session = request[SESSION_KEY]
+        form = await request.post()
+        action = form.get("action")
+        try:
+            task_id = int(request.match_info["id"])
+        except ValueError:
+            task_id = -1
+        if action not in ("pause", "resume", "cancel") or task_id < 0:
+            return self._page("refused.html", status=400, reason="a task id and pause, resume or cancel")
+        choice: Literal["pause", "resume", "cancel"] = (
+            "pause" if action == "pause" else "resume" if action == "resume" else "cancel"
+        )
+        session.flash.append(await self._backend.task_action(task_id, choice, session.user))
+        raise web.HTTPSeeOther("/tasks")
 
     async def _logout(self, request: web.Request) -> web.StreamResponse:
         self.sessions.end(request[SESSION_KEY].id)

@@ -32,6 +32,8 @@ from dashboard.backend import (
     GroupSpend,
     Overview,
     SandboxState,
+    TaskRow,
+    TaskRunRow,
     TaskState,
 )
 from dashboard.server import DashboardServer, DashboardUnavailable
@@ -45,6 +47,7 @@ from proxy.process import VaultUnavailable
 VAULT_PROBE_S = 2.0
 NEXT_TASKS = 5
 HISTORY = 50
+TASK_RUNS = 5
 
 __all__ = ["DashboardUnavailable", "GatewayDashboard", "serve"]
 
@@ -137,9 +140,40 @@ class GatewayDashboard:
         if action == "retry":
             done = await dead_letters.retry(self._gw, letter_id)
             return f"dead letter #{letter_id} queued again" if done else f"no dead letter #{letter_id}"
-        if await self._gw.store.drop_dead_letter(letter_id):
+        if await self._gw.store.drop_dead_letter(letter_id):  # what /drop does
             return f"dropped dead letter #{letter_id}"
         return f"no dead letter #{letter_id}"
+
+    async def tasks(self) -> list[TaskRow]:
+        rows = []
+        for t in reversed(await self._gw.store.tasks()):
+            runs = (await self._gw.store.task_runs(t.id))[-TASK_RUNS:]
+            rows.append(
+                TaskRow(
+                    t.id,
+                    t.folder,
+                    t.prompt[:200],
+                    t.kind,
+                    t.spec,
+                    t.status,
+                    t.next_run_at,
+                    [
+                        TaskRunRow(r.scheduled_for, r.started_at, r.status, (r.error or r.result or "")[:200])
+                        for r in reversed(runs)
+                    ],
+                )
+            )
+        return rows
+
+    async def task_action(self, task_id: int, action: Literal["pause", "resume", "cancel"], user: str) -> str:
+        """What `/pause`, `/resume`, `/cancel` do (gateway/commands.py): the scheduler's update."""
+        if not self._gw.approvals.is_admin(user):
+            return REFUSE_USER
+        try:
+            task = await self._gw.scheduler.update(task_id, action)
+        except ValueError as exc:
+            return str(exc)
+        return f"task {task['id']}: {task['status']}"
 
 
 def _tokens(row: SpendRow) -> int:

@@ -5,8 +5,8 @@ Telegram supergroup on the fake Bot API and whose wallet talks to a fake NEAR no
 (the set-up of tests/integration/test_wallet_telegram.py), with `[dashboard]` on. The browser
 logs in with a link from the same code as `clawgate dashboard url`, watches a team message
 arrive on the overview without a reload, approves a NEAR transfer the team's agent asked for,
-sees a second attempt (a stale dashboard tab and the chat button) change nothing, and retries a
-dead letter.
+sees a second attempt (a stale dashboard tab and the chat button) change nothing, retries a
+dead letter and pauses a task.
 
 Selenium is synchronous and the gateway serves the browser from this test's event loop, so
 every browser call runs in a worker thread (`Browser`). Screenshots of each page go to
@@ -244,10 +244,19 @@ async def test_login_live_feed_and_a_near_approval_from_the_browser(
     assert await env.gw.store.dead_letter(letter) is None
     await env.model_saw("this one failed for good", AGENT_TIMEOUT)
 
+    # A team task is paused from the Tasks page.
+    task = await env.gw.scheduler.schedule("team", "daily report", every_s=86400, created_by="console:owner")
+    await browser.get("/tasks")
+    await browser.click(f"#task-{task['id']} button[value=pause]")
+    assert (await browser.wait_text(".flash", "paused")) == f"task {task['id']}: paused"
+    stored = await env.gw.store.task(int(task["id"]))
+    assert stored is not None and stored.status == "paused"
+    await browser.screenshot("6-tasks")
+
     # No page showed the login token or the wallet's private key, in any spelling.
     with KeyStore(env.config_dir).signer(KEY_NAME) as pair:
         forms = SecretForms.of(pair.export_secret())
-    for page in ("/", "/approvals", "/dead-letters"):
+    for page in ("/", "/approvals", "/dead-letters", "/tasks"):
         await browser.get(page)
         source = str(await browser.run(lambda: driver.page_source))
         assert token not in source
@@ -259,4 +268,5 @@ async def test_login_live_feed_and_a_near_approval_from_the_browser(
         "3-approvals-decided.png",
         "4-second-attempt.png",
         "5-dead-letters.png",
+        "6-tasks.png",
     ]

@@ -299,3 +299,35 @@ async def test_a_session_of_an_admin_who_was_removed_decides_nothing(gateway: Ga
         record = await gateway.store.approval(approval_id)
         assert record is not None and record.decided_by == "tg:42"
     rec.assert_clean(REAL_KEY, token)
+
+
+async def test_tasks_are_paused_resumed_and_cancelled_through_the_scheduler(gateway: Gateway) -> None:
+    task = await gateway.scheduler.schedule("main", "say <hi>", every_s=3600, created_by="console:owner")
+    task_id = int(task["id"])
+    rec = Recorder()
+    async with client_for(gateway) as client:
+        token = await login(rec, client, gateway.data_dir)
+        _, page = await rec.get(client, "/tasks")
+        assert f'id="task-{task_id}"' in page and "say &lt;hi&gt;" in page and ">Pause<" in page
+        [csrf] = [s.csrf for s in gateway.dashboard_server.sessions._by_id.values()]  # type: ignore[union-attr]
+        headers = {"Origin": base(gateway), "Sec-Fetch-Site": "same-origin"}
+        for action, state in (("pause", "paused"), ("resume", "active"), ("cancel", "cancelled")):
+            status, _ = await rec.post(
+                client, f"/tasks/{task_id}", headers=headers, data={"action": action, "csrf": csrf}
+            )
+            assert status == 303
+            stored = await gateway.store.task(task_id)
+            assert stored is not None and stored.status == state, action
+            _, page = await rec.get(client, "/tasks")
+            assert f"task {task_id}: {state}" in page
+        assert ">Pause<" not in page and ">Cancel<" not in page  # a cancelled task has no buttons
+        status, _ = await rec.post(
+            client, f"/tasks/{task_id}", headers=headers, data={"action": "x", "csrf": csrf}
+        )
+        assert status == 400
+        status, _ = await rec.post(
+            client, "/tasks/999", headers=headers, data={"action": "pause", "csrf": csrf}
+        )
+        _, page = await rec.get(client, "/tasks")
+        assert "no task" in page
+    rec.assert_clean(REAL_KEY, token)
