@@ -149,8 +149,14 @@ async def test_request_waits_for_the_admins_approve_and_is_forwarded_once(env: H
     await asyncio.sleep(0.5)
     assert len(env.sent("/deploy/prod")) == 1
 
-    await asyncio.sleep(1.0)  # the vault's audit log is flushed every 0.5 s
-    entries = [e for e in read_entries(env.gw.data_dir / "vault") if e["path"] == "/deploy/prod"]
+    def logged() -> list[dict[str, Any]]:  # the vault's audit log is flushed every 0.5 s
+        return [e for e in read_entries(env.gw.data_dir / "vault") if e["path"] == "/deploy/prod"]
+
+    for _ in range(100):
+        if len(logged()) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    entries = logged()
     assert [(e["approval"], e["status"]) for e in entries] == [("held", None), ("approved by tg:4242", 200)]
 
 
