@@ -62,6 +62,35 @@ class TaskRunRow:
 
 
 @dataclass(frozen=True)
+class SpendLine:
+    group: str
+    model: str
+    tokens: int
+    cost_usd: float
+    calls: int
+
+
+@dataclass(frozen=True)
+class BudgetLine:
+    scope: str  # a group folder or "global"
+    limit: str  # e.g. daily_usd, monthly_tokens
+    period: str
+    spent: str  # already formatted in the limit's unit
+    amount: str
+    share: float  # spent / amount
+    exhausted: bool
+
+
+@dataclass(frozen=True)
+class SpendView:
+    day: str
+    month: str
+    today: list[SpendLine]
+    this_month: list[SpendLine]
+    budgets: list[BudgetLine]
+
+
+@dataclass(frozen=True)
 class GroupSpend:
     group: str
     cost_usd: float
@@ -137,6 +166,10 @@ class Backend(Protocol):
         ...
 
     async def tasks(self) -> list[TaskRow]: ...
+
+    async def spend(self) -> SpendView:
+        """Metered spend per group and model today and this month, and every budget's state."""
+        ...
 
     async def task_action(self, task_id: int, action: Literal["pause", "resume", "cancel"], user: str) -> str:
         """`/pause`, `/resume` or `/cancel` as admin `user` (the scheduler's own update)."""

@@ -114,6 +114,7 @@ class DashboardServer:
         app.router.add_get("/dead-letters", self._dead_letters)
         app.router.add_post("/dead-letters/{id}", self._dead_letter_action)
         app.router.add_get("/tasks", self._tasks)
+        app.router.add_get("/spend", self._spend)
         app.router.add_post("/tasks/{id}", self._task_action)
         app.router.add_post("/logout", self._logout)
         app.router.add_get("/events", self._events)
@@ -239,6 +240,9 @@ class DashboardServer:
         choice: Literal["retry", "drop"] = "retry" if action == "retry" else "drop"
         session.flash.append(await self._backend.dead_letter_action(letter_id, choice, session.user))
         raise web.HTTPSeeOther("/dead-letters")
+
+    async def _spend(self, request: web.Request) -> web.StreamResponse:
+        return self._session_page(request, "spend.html", s=await self._backend.spend())
 
     async def _tasks(self, request: web.Request) -> web.StreamResponse:
         return self._session_page(request, "tasks.html", tasks=await self._backend.tasks())

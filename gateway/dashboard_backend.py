@@ -26,12 +26,15 @@ from channels.base import ButtonPress
 from core.models import Approval, InboundMessage
 from dashboard.backend import (
     ApprovalView,
+    BudgetLine,
     ChannelState,
     DeadLetterView,
     Feed,
     GroupSpend,
     Overview,
     SandboxState,
+    SpendLine,
+    SpendView,
     TaskRow,
     TaskRunRow,
     TaskState,
@@ -39,6 +42,7 @@ from dashboard.backend import (
 from dashboard.server import DashboardServer, DashboardUnavailable
 from gateway import budget, dead_letters
 from gateway.approvals import REFUSE_USER, UNKNOWN
+from gateway.budget_state import budget_statuses
 from gateway.running import RunningGateway
 from gateway.sandboxes import group_runtime
 from gateway.store.budgets import SpendRow
@@ -174,6 +178,44 @@ class GatewayDashboard:
         except ValueError as exc:
             return str(exc)
         return f"task {task['id']}: {task['status']}"
+
+    async def spend(self) -> SpendView:
+        """The numbers of `clawgate usage` (gateway/usage_report.py), laid out for a page."""
+        gw = self._gw
+        now = time.time()
+        zone = ZoneInfo(gw.config.budget.timezone)
+        day, month = budget.day_period(now, zone), budget.month_period(now, zone)
+        folders = [g.folder for g in gw.registry.all()]
+        statuses = await budget_statuses(gw.config.budget, gw.store, folders, now)
+        return SpendView(
+            day=day.key,
+            month=month.key,
+            today=[_line(r) for r in await gw.store.spend_by_model(None, day.start)],
+            this_month=[_line(r) for r in await gw.store.spend_by_model(None, month.start)],
+            budgets=[
+                BudgetLine(
+                    s.scope,
+                    s.kind,
+                    s.period.key,
+                    _amount(s.spent, s.unit),
+                    _amount(s.limit, s.unit),
+                    s.share,
+                    s.exhausted,
+                )
+                for scoped in statuses.values()
+                for s in scoped
+            ],
+        )
+
+
+def _line(row: SpendRow) -> SpendLine:
+    return SpendLine(row.group, row.model, _tokens(row), row.cost_micros / 1_000_000, row.calls)
+
+
+def _amount(value: int, unit: str) -> str:
+    if unit == "usd_micros":
+        return f"${value / 1_000_000:,.2f}"
+    return f"{value:,} tokens"
 
 
 def _tokens(row: SpendRow) -> int:

@@ -252,11 +252,14 @@ async def test_login_live_feed_and_a_near_approval_from_the_browser(
     stored = await env.gw.store.task(int(task["id"]))
     assert stored is not None and stored.status == "paused"
     await browser.screenshot("6-tasks")
+    await browser.get("/spend")
+    assert "team" in await browser.text("#month")  # the team's metered model calls this month
+    await browser.screenshot("7-spend")
 
     # No page showed the login token or the wallet's private key, in any spelling.
     with KeyStore(env.config_dir).signer(KEY_NAME) as pair:
         forms = SecretForms.of(pair.export_secret())
-    for page in ("/", "/approvals", "/dead-letters", "/tasks"):
+    for page in ("/", "/approvals", "/dead-letters", "/tasks", "/spend"):
         await browser.get(page)
         source = str(await browser.run(lambda: driver.page_source))
         assert token not in source
@@ -269,4 +272,5 @@ async def test_login_live_feed_and_a_near_approval_from_the_browser(
         "4-second-attempt.png",
         "5-dead-letters.png",
         "6-tasks.png",
+        "7-spend.png",
     ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -331,3 +332,34 @@ async def test_tasks_are_paused_resumed_and_cancelled_through_the_scheduler(gate
         _, page = await rec.get(client, "/tasks")
         assert "no task" in page
     rec.assert_clean(REAL_KEY, token)
+
+
+async def test_spend_shows_metered_calls_and_how_close_each_budget_is(  # type: ignore[no-untyped-def]
+    dirs, model_server, sandbox_image, docker_client
+) -> None:
+    from gateway.store.metered import MeteredRow
+
+    config_dir, data_dir = dirs
+    SecretStore(config_dir).add("anthropic", REAL_KEY, model_server.host_port, "x-api-key", "{value}")
+    extra = DASHBOARD + "[budget.global]\ndaily_usd = 2\n[budget.groups.main]\ndaily_tokens = 1000\n"
+    gw = Gateway(config_for(model_server, sandbox_image, extra=extra), config_dir, data_dir)
+    await gw.start([CaptureChannel()])
+    try:
+        now = time.time()
+        row = MeteredRow(
+            "call-1", "main", None, "anthropic", "claude-x", 600, 300, 0, 0, 1_500_000, True, now
+        )
+        assert await gw.store.add_metered_usage([row]) == 1
+        rec = Recorder()
+        async with client_for(gw) as client:
+            token = await login(rec, client, gw.data_dir)
+            status, page = await rec.get(client, "/spend")
+            assert status == 200
+            assert "claude-x" in page and "$1.50" in page and "900" in page
+            assert "daily_usd" in page and "$1.50" in page and "$2.00" in page and "75.0%" in page
+            assert (
+                "daily_tokens" in page and "900 tokens" in page and "1,000 tokens" in page and "90.0%" in page
+            )
+        rec.assert_clean(REAL_KEY, token)
+    finally:
+        await gw.stop(grace_s=5)
