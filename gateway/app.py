@@ -15,11 +15,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from channels.base import Channel, ChannelUnavailable
-from core.config import Config, ConfigError
-from core.config import load as load_config
+from core.config import Config
 from core.models import Group, InboundMessage
 from core.paths import DATABASE
 from core.pricing import PriceTable
@@ -36,6 +34,7 @@ from gateway.control import SOCKET_NAME as CONTROL_SOCKET
 from gateway.control import ControlServer
 from gateway.control_requests import ControlRequests
 from gateway.disk import DiskGuard
+from gateway.endpoints import EndpointError, Endpoints
 from gateway.instance_lock import AlreadyRunning, DataDirLock
 from gateway.logs import FILE_ONLY
 from gateway.outbox import Outbox
@@ -43,6 +42,7 @@ from gateway.queue import GroupQueue
 from gateway.registry import GroupRegistry
 from gateway.retention import Retention
 from gateway.router import Router
+from gateway.running import RunningGateway
 from gateway.runs import RunExecutor
 from gateway.sandboxes import SandboxPool
 from gateway.scheduler import ChatLauncher, Scheduler
@@ -56,12 +56,6 @@ from groups.sandbox.select import make_backend
 from proxy.policy import write_policy_config
 from proxy.process import VaultProcess, VaultUnavailable
 from proxy.secrets import SecretStore, VaultError
-
-if TYPE_CHECKING:  # imported only when [metrics] is enabled: prometheus-client is not needed otherwise
-    from dashboard.server import DashboardServer
-    from gateway.dashboard_backend import GatewayDashboard
-    from gateway.metrics import GatewayMetrics
-    from gateway.metrics_http import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +89,7 @@ class Gateway:
         self.started_at = time.time()
         self._started = False
         self._stopping = False
-        self.metrics: GatewayMetrics | None = None  # set when [metrics] is enabled
-        self.metrics_server: MetricsServer | None = None
-        self.dashboard: GatewayDashboard | None = None  # set when [dashboard] is enabled
-        self.dashboard_server: DashboardServer | None = None
+        self.endpoints = Endpoints()  # /metrics and the dashboard, when enabled (gateway.endpoints)
         # The control socket's requests (gateway.control_requests); `status` needs start() done.
         self._control = ControlRequests(self, lambda: self.commands.status_text())
         self.lock = DataDirLock(data_dir)
@@ -178,8 +169,8 @@ class Gateway:
             await self.vault.start()
         except (SandboxUnavailable, VaultUnavailable) as exc:
             raise StartupError(str(exc)) from None
-        undo.push_async_callback(_quietly, self._close_metrics_server)
-        await self._start_metrics_server()  # a taken port is a StartupError
+        undo.push_async_callback(_quietly, self.endpoints.close_metrics)
+        await self._serve(self.endpoints.start_metrics)  # a taken port is a StartupError
         recovered = await self.store.recover_interrupted()
         if recovered:
             log.warning("%d message(s) of interrupted runs will be answered again", recovered)
@@ -252,8 +243,8 @@ class Gateway:
         )
         self.services.tasks = self.scheduler
         self.executor.finish_observers.append(self.scheduler.run_finished)
-        if self.metrics is not None:
-            self.executor.finish_observers.append(self.metrics.observe_finished_run(self))
+        if self.endpoints.metrics is not None:
+            self.executor.finish_observers.append(self.endpoints.metrics.observe_finished_run(self))
         self.commands = AdminCommands(self)
         # Approval prompts in the main chat (gateway.approvals); the wallet asks through it.
         self.approvals = Approvals(self.store, self.registry, self.channels, self.config.admin.users)
@@ -292,8 +283,8 @@ class Gateway:
         self.retention.start()
         undo.push_async_callback(_quietly, self.budget.stop)
         self.budget.start()  # pushes fresh headroom at each day boundary
-        undo.push_async_callback(_quietly, self._close_dashboard)
-        await self._start_dashboard()  # everything it shows exists now; a taken port is a StartupError
+        undo.push_async_callback(_quietly, self.endpoints.close_dashboard)
+        await self._serve(self.endpoints.start_dashboard)  # everything it shows exists now
         self._started = True
         self.started_at = time.time()
         await self.outbox.flush()
@@ -311,33 +302,11 @@ class Gateway:
     def stopping(self) -> bool:
         return self._stopping
 
-    async def _start_metrics_server(self) -> None:
-        """Bound early, so a busy port fails the start-up; it answers 503 until start() is done."""
-        if not self.config.metrics.enabled:
-            return
-        from gateway.metrics import GatewayMetrics
-        from gateway.metrics_http import EndpointUnavailable, serve
-
-        self.metrics = GatewayMetrics()  # a registry per gateway: several in one process never collide
+    async def _serve(self, start: Callable[[RunningGateway], Awaitable[None]]) -> None:
         try:
-            self.metrics_server = await serve(self.config.metrics, self, self.metrics)
-        except EndpointUnavailable as exc:
+            await start(self)
+        except EndpointError as exc:
             raise StartupError(str(exc)) from None
-
-    async def _start_dashboard(self) -> None:
-        if not self.config.dashboard.enabled:
-            return
-        from gateway.dashboard_backend import DashboardUnavailable, serve
-
-        try:
-            self.dashboard, self.dashboard_server = await serve(self)
-        except DashboardUnavailable as exc:
-            raise StartupError(str(exc)) from None
-
-    async def _close_dashboard(self) -> None:
-        server, self.dashboard_server, self.dashboard = self.dashboard_server, None, None
-        if server is not None:
-            await server.close()
 
     def _preflight(self, findings: list[preflight.Finding]) -> None:
         """Warnings are logged and kept for `run` to print; the first error stops the start."""
@@ -380,12 +349,11 @@ class Gateway:
 
     async def ingest(self, message: InboundMessage) -> str:
         status = await self.router.ingest(message)
-        if self.dashboard is not None:
-            self.dashboard.publish(message, status)  # the overview's live feed
-        if (
-            self.metrics is not None and status != "bot"
-        ):  # counted once stored; the label is the channel's name, never the chat
-            self.metrics.received(self._channel_name(message.chat_id) or "unknown")
+        if self.endpoints.dashboard is not None:
+            self.endpoints.dashboard.publish(message, status)  # the overview's live feed
+        metrics = self.endpoints.metrics
+        if metrics is not None and status != "bot":  # counted once stored; labelled by channel, never chat
+            metrics.received(self._channel_name(message.chat_id) or "unknown")
         return status
 
     async def _run_command(self, command: Command, message: InboundMessage, group: Group | None) -> None:
@@ -415,28 +383,16 @@ class Gateway:
         return None if main is None else main.chat_id
 
     def reload_config(self) -> bool:
-        """SIGHUP: re-read config.toml, apply what can change live, name what needs a restart.
-
-        An invalid file changes nothing: the gateway keeps the configuration it runs with.
-        """
-        try:
-            new = self._adjust(load_config(self.config_dir))
-        except ConfigError as exc:
-            log.error("reload refused, still running with the previous configuration: %s", exc)
+        """SIGHUP: apply what can change live (gateway.reload); an invalid file changes nothing."""
+        config = reload_mod.reread(self.config_dir, self.config, self._adjust)
+        if config is None:
             return False
-        plan = reload_mod.plan(self.config, new)
-        for key in plan.needs_restart:
-            log.warning("%s changed: needs a restart", key)
-        self.config = plan.config
-        self.executor.config = plan.config
-        self.outbox.set_retry_policy(plan.config.retry)
-        self.approvals.set_admins(plan.config.admin.users)
-        self.budget.config = plan.config.budget
+        self.config = config
+        self.executor.config = config
+        self.outbox.set_retry_policy(config.retry)
+        self.approvals.set_admins(config.admin.users)
+        self.budget.config = config.budget
         asyncio.create_task(self.budget.push(), name="budget-push-after-reload")
-        log.warning(
-            "configuration reloaded: %s",
-            "applied " + ", ".join(plan.applied) if plan.applied else "nothing to apply live",
-        )
         return True
 
     # -- callbacks between the parts ------------------------------------------------------
@@ -482,7 +438,7 @@ class Gateway:
             return
         self._started = False
         self._stopping = True
-        await self._close_dashboard()  # no decision from a page while the parts it calls stop
+        await self.endpoints.close_dashboard()  # no decision from a page while the parts it calls stop
         for channel in self.channels:
             with contextlib.suppress(Exception):
                 await channel.disconnect()
@@ -503,14 +459,9 @@ class Gateway:
             await self.wallet.aclose()
         await self._close_partial()
 
-    async def _close_metrics_server(self) -> None:
-        server, self.metrics_server = self.metrics_server, None
-        if server is not None:
-            await server.close()
-
     async def _close_partial(self) -> None:
         with contextlib.suppress(Exception):
-            await self._close_metrics_server()
+            await self.endpoints.close_metrics()
         with contextlib.suppress(Exception):
             await self.vault.stop()
         with contextlib.suppress(Exception):

@@ -8,10 +8,16 @@ The list is explicit on purpose: a new key is "needs a restart" until someone pr
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from core.config import Config
+from core.config import Config, ConfigError
+from core.config import load as load_config
+
+log = logging.getLogger(__name__)
 
 # Read on every turn, command or send; replacing the value is all it takes.
 LIVE_KEYS: frozenset[str] = frozenset(
@@ -72,3 +78,25 @@ def plan(old: Config, new: Config) -> ReloadPlan:
         }
     )
     return ReloadPlan(effective, applied, [key for key in changed if not _live(key)])
+
+
+def reread(config_dir: Path, current: Config, adjust: Callable[[Config], Config]) -> Config | None:
+    """Re-read config.toml for a SIGHUP: the configuration to run with from now on, or None.
+
+    An invalid file changes nothing: the gateway keeps the configuration it runs with (None).
+    Otherwise every key that needs a restart is named, and the returned Config keeps its old
+    value for those, so nothing is half-applied.
+    """
+    try:
+        new = adjust(load_config(config_dir))
+    except ConfigError as exc:
+        log.error("reload refused, still running with the previous configuration: %s", exc)
+        return None
+    result = plan(current, new)
+    for key in result.needs_restart:
+        log.warning("%s changed: needs a restart", key)
+    log.warning(
+        "configuration reloaded: %s",
+        "applied " + ", ".join(result.applied) if result.applied else "nothing to apply live",
+    )
+    return result.config

@@ -163,7 +163,7 @@ async def env(dirs, model_server, sandbox_image, docker_client) -> AsyncIterator
 async def test_login_live_feed_and_a_near_approval_from_the_browser(
     env: WalletEnv, driver: Any, artifacts: Path
 ) -> None:
-    server = env.gw.dashboard_server
+    server = env.gw.endpoints.dashboard_server
     assert server is not None and server.port
     browser = Browser(driver, f"http://127.0.0.1:{server.port}", artifacts)
 

@@ -75,8 +75,8 @@ def client_for(gw: Gateway) -> aiohttp.ClientSession:
 
 
 def base(gw: Gateway) -> str:
-    assert gw.dashboard_server is not None and gw.dashboard_server.port
-    return f"http://127.0.0.1:{gw.dashboard_server.port}"
+    assert gw.endpoints.dashboard_server is not None and gw.endpoints.dashboard_server.port
+    return f"http://127.0.0.1:{gw.endpoints.dashboard_server.port}"
 
 
 async def login(rec: Recorder, client: aiohttp.ClientSession, data_dir: Path) -> str:
@@ -130,7 +130,7 @@ async def test_a_forged_cross_site_post_is_refused_and_decides_nothing(gateway: 
         token = await login(rec, client, gateway.data_dir)
         _, page = await rec.get(client, "/approvals")
         assert "Pay 5 NEAR" in page and f"/approvals/{approval_id}" in page
-        session = gateway.dashboard_server.sessions  # type: ignore[union-attr]
+        session = gateway.endpoints.dashboard_server.sessions  # type: ignore[union-attr]
         [csrf] = [s.csrf for s in session._by_id.values()]
         own, evil = base(gateway), "https://evil.example"
         forged = [
@@ -242,7 +242,7 @@ async def test_a_dead_letter_is_retried_from_the_dashboard_and_answered(gateway:
         assert status == 200 and 'href="/dead-letters">1<' in page
         status, page = await rec.get(client, "/dead-letters")
         assert status == 200 and f'id="letter-{letter}"' in page and "test: the model was down" in page
-        session = gateway.dashboard_server.sessions  # type: ignore[union-attr]
+        session = gateway.endpoints.dashboard_server.sessions  # type: ignore[union-attr]
         [csrf] = [s.csrf for s in session._by_id.values()]
         headers = {"Origin": base(gateway), "Sec-Fetch-Site": "same-origin"}
 
@@ -284,7 +284,7 @@ async def test_a_session_of_an_admin_who_was_removed_decides_nothing(gateway: Ga
         status, _ = await rec.get(client, f"/login?t={token}")
         assert status == 303
         gateway.approvals.set_admins([])  # a reload took tg:42 out of [admin] users
-        [csrf] = [s.csrf for s in gateway.dashboard_server.sessions._by_id.values()]  # type: ignore[union-attr]
+        [csrf] = [s.csrf for s in gateway.endpoints.dashboard_server.sessions._by_id.values()]  # type: ignore[union-attr]
         headers = {"Origin": base(gateway), "Sec-Fetch-Site": "same-origin"}
         form = {"decision": "approve", "csrf": csrf}
         status, _ = await rec.post(client, f"/approvals/{approval_id}", headers=headers, data=form)
@@ -310,7 +310,7 @@ async def test_tasks_are_paused_resumed_and_cancelled_through_the_scheduler(gate
         token = await login(rec, client, gateway.data_dir)
         _, page = await rec.get(client, "/tasks")
         assert f'id="task-{task_id}"' in page and "say &lt;hi&gt;" in page and ">Pause<" in page
-        [csrf] = [s.csrf for s in gateway.dashboard_server.sessions._by_id.values()]  # type: ignore[union-attr]
+        [csrf] = [s.csrf for s in gateway.endpoints.dashboard_server.sessions._by_id.values()]  # type: ignore[union-attr]
         headers = {"Origin": base(gateway), "Sec-Fetch-Site": "same-origin"}
         for action, state in (("pause", "paused"), ("resume", "active"), ("cancel", "cancelled")):
             status, _ = await rec.post(

@@ -65,7 +65,7 @@ async def test_answered_message_moves_counters_and_vault_counts_refusals_and_lea
     gateway, model_server, docker_client
 ) -> None:
     channel: CaptureChannel = gateway.test_channel
-    port = gateway.metrics_server.port
+    port = gateway.endpoints.metrics_server.port
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
         _, before = await scrape(client)
         assert value(before, "clawgate_messages_received_total", channel="capture") == 0
@@ -120,7 +120,7 @@ print(codes)
 
 
 async def test_healthz_reports_the_vault_down_while_it_is_restarted(gateway) -> None:
-    port = gateway.metrics_server.port
+    port = gateway.endpoints.metrics_server.port
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
         ok = await client.get("/healthz")
         assert ok.status_code == 200, ok.text
@@ -157,7 +157,7 @@ async def test_healthz_reports_the_vault_down_while_it_is_restarted(gateway) -> 
 
 async def test_healthz_is_503_when_a_channel_disconnects(gateway) -> None:
     channel: CaptureChannel = gateway.test_channel
-    port = gateway.metrics_server.port
+    port = gateway.endpoints.metrics_server.port
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
         channel.connected = False
         down = await client.get("/healthz")
@@ -197,7 +197,7 @@ def _vault_alive(pid: int | None) -> bool:
 
 
 async def test_disabled_by_default_nothing_listens(gateway_default) -> None:
-    assert gateway_default.metrics_server is None
+    assert gateway_default.endpoints.metrics_server is None
 
 
 @pytest.fixture
