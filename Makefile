@@ -38,8 +38,15 @@ image: venv
 run: venv image
 	$(BIN)/clawgate run
 
+# The tests mostly wait (containers, processes, timeouts), so they run in parallel pytest-xdist
+# workers, each test file on one worker (`--dist loadfile`: a file's module fixtures are
+# built once). Serially, e.g. to debug: `make test TEST_WORKERS=0`; one file or test:
+# `make test TEST_WORKERS=0 PYTEST_ARGS=tests/vault/test_vault_e2e.py`.
+TEST_WORKERS ?= 4
+PYTEST_ARGS ?=
+
 test: venv
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: venv
 	@$(BIN)/python -m benchmarks.run

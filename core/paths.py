@@ -36,3 +36,21 @@ def ensure_private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o700)
     return path
+
+
+# Linux keeps a unix socket's path in sockaddr_un.sun_path: 108 bytes, the last one the closing
+# NUL. A longer path cannot be bound or connected to at all; Python then raises a bare OSError
+# ("AF_UNIX path too long") deep inside whichever process binds it. Checked up front instead
+# (gateway.preflight, proxy.process, proxy.relay), naming the path and the fix.
+SUN_PATH_MAX = 107
+
+
+def socket_path_problem(path: Path) -> str | None:
+    """Why `path` cannot be a unix socket (too long for sun_path), or None when it can."""
+    size = len(os.fsencode(path))
+    if size <= SUN_PATH_MAX:
+        return None
+    return (
+        f"the unix socket path {path} is {size} bytes, over Linux's limit of {SUN_PATH_MAX}"
+        " (sockaddr_un.sun_path)"
+    )

@@ -110,6 +110,8 @@ class Gateway:
         static = preflight.channel_findings(self.config, served)
         static += preflight.private_upstream_findings(self.config)
         static += preflight.approval_policy_findings(self.config)
+        folders = preflight.registered_folders(self.data_dir) or ["main"]
+        static += preflight.socket_path_findings(self.data_dir, folders)
         self._preflight(static)  # before any side effect
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)

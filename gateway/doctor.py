@@ -103,7 +103,14 @@ async def run_checks() -> bool:
     if key.exists():
         mode = key.stat().st_mode & 0o777
         results.append(_report(mode == 0o600, f"master key mode {oct(mode)}", f"chmod 600 {key}"))
-    results.extend(_preflight(cfg, preflight.registered_folders(paths.data_dir()) or ["main"]))
+    folders = preflight.registered_folders(paths.data_dir()) or ["main"]
+    results.extend(_preflight(cfg, folders))
+    results.extend(
+        _findings(
+            preflight.socket_path_findings(paths.data_dir(), folders),
+            f"socket paths under {paths.data_dir()} fit a unix socket",
+        )
+    )
     if os.geteuid() == 0:
         results.append(
             _report(

@@ -21,6 +21,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from core.config import AGENT_RUNTIMES, AgentRuntime, Config
+from core.paths import socket_path_problem
 from proxy.rules import host_matches, model_key_usable
 from proxy.secrets import SecretInfo, SecretStore, VaultError
 
@@ -57,6 +58,36 @@ def registered_folders(data_dir: Path) -> list[str]:
     except sqlite3.Error:
         return []  # unreadable or an old schema: the database check says why
     return [str(folder) for (folder,) in rows]
+
+
+def socket_paths(data_dir: Path, folders: Iterable[str]) -> list[Path]:
+    """Every unix socket the gateway and its vault bind under `data_dir` for these groups."""
+    from gateway.control import SOCKET_NAME
+    from gateway.sandboxes import GROUP_SOCKETS
+    from groups.folders import group_dirs
+    from proxy.process import CONTROL_SOCKET
+
+    fixed = [data_dir / "run" / SOCKET_NAME, data_dir / "vault" / CONTROL_SOCKET]
+    return fixed + [group_dirs(data_dir, f).run / name for f in folders for name in GROUP_SOCKETS]
+
+
+def socket_path_findings(data_dir: Path, folders: Iterable[str]) -> list[Finding]:
+    """A data dir so deep that a socket path exceeds sun_path stops `run` with one line.
+
+    Without this the vault died at start with a traceback ("AF_UNIX path too long"), or a
+    group's sandbox failed at its first message.
+    """
+    for path in socket_paths(data_dir, folders):
+        problem = socket_path_problem(path)
+        if problem is not None:
+            return [
+                Finding(
+                    "error",
+                    f"data dir {data_dir} is too deep for its sockets: {problem}",
+                    "set CLAWGATE_DATA_DIR (or XDG_DATA_HOME) to a shorter directory",
+                )
+            ]
+    return []
 
 
 def configured_channels(cfg: Config) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from core.config import AGENT_RUNTIMES, AgentRuntime, Config
 from core.models import Group
+from core.paths import socket_path_problem
 from gateway import fdlimit
 from gateway.disk import DiskGuard
 from gateway.ipc import GroupIpc
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 PROXY_PORT = 3128
 CA_IN_CONTAINER = "/run/clawgate/ca.pem"
 AGENT_CONNECT_TIMEOUT_S = 60
+IPC_SOCKET, VAULT_SOCKET = "ipc.sock", "vault.sock"  # in the group's run dir, /run/clawgate inside
+GROUP_SOCKETS = (IPC_SOCKET, VAULT_SOCKET)
 
 
 def agent_environment(
@@ -211,6 +214,10 @@ class SandboxPool:
                 raise self._out_of_descriptors()
             raise SandboxUnavailable("the credential vault is not running; refusing to start a sandbox")
         dirs = folders.group_dirs(self._data_dir, group.folder)
+        for name in GROUP_SOCKETS:  # a folder registered after start-up's check (gateway.preflight)
+            problem = socket_path_problem(dirs.run / name)
+            if problem is not None:
+                raise SandboxUnavailable(f"{problem}; use a shorter data dir or group folder name")
         try:  # each group its own uid (groups.uids): nothing keyed by uid is shared between groups
             identity = await asyncio.to_thread(
                 group_identity, self._data_dir, group.folder, self._config.sandbox.run_as_uid
@@ -221,7 +228,7 @@ class SandboxPool:
         await asyncio.to_thread(folders.prepare, dirs, owner, is_main=group.is_main)
         ipc = GroupIpc(
             Caller(group.folder, group.is_main, group.chat_id),
-            dirs.run / "ipc.sock",
+            dirs.run / IPC_SOCKET,
             self._services,
             IpcLimits.from_config(self._config),
         )
@@ -232,7 +239,7 @@ class SandboxPool:
                 raise self._out_of_descriptors() from None
             raise SandboxUnavailable(f"cannot open the group's IPC socket: {exc}") from None
         try:
-            await self._vault.open_group(group.folder, str(dirs.run / "vault.sock"))
+            await self._vault.open_group(group.folder, str(dirs.run / VAULT_SOCKET))
             await asyncio.to_thread(shutil.copyfile, self._vault.ca_cert_path, dirs.run / "ca.pem")
             (dirs.run / "ca.pem").chmod(0o644)
             plan = await asyncio.to_thread(  # the allowlist is re-read on every start

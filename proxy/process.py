@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from core.paths import ensure_private_dir
+from core.paths import ensure_private_dir, socket_path_problem
 
 log = logging.getLogger("clawgate.vault.process")
 
@@ -170,6 +170,9 @@ class VaultProcess:
             self._supervisor = asyncio.create_task(self._supervise(timeout), name="vault-supervisor")
 
     async def _spawn(self, startup_s: float) -> None:
+        problem = socket_path_problem(self.control_socket)
+        if problem is not None:  # else the vault dies at start with an OSError traceback
+            raise VaultUnavailable(f"cannot start the vault: {problem}; use a shorter data dir")
         ensure_private_dir(self.state_dir)
         self.ready.clear()
         self.listen_port = _free_port()

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
+from core.paths import socket_path_problem
 from proxy.addon import PeerRegistry
 
 log = logging.getLogger("clawgate.vault.relay")
@@ -102,8 +103,9 @@ class Relay:
             raise RelayError(f"socket path must be absolute: {socket_path}")
         if not path.parent.is_dir():
             raise RelayError(f"socket directory does not exist: {path.parent}")
-        if len(os.fsencode(path)) >= 104:
-            raise RelayError(f"socket path too long for a unix socket: {path}")
+        problem = socket_path_problem(path)
+        if problem is not None:
+            raise RelayError(problem)
         if group in self._groups:
             await self.close_group(group)
         _remove_stale(path)

@@ -20,6 +20,33 @@ if str(ROOT) not in sys.path:
 from tests.fakes.model_server import FakeModelServer  # noqa: E402
 
 REQUIRE_DOCKER = os.environ.get("CLAWGATE_REQUIRE_DOCKER") == "1"
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ... under pytest-xdist (make test)
+UIDS_PER_WORKER = 1000
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if WORKER.startswith("gw") and WORKER[2:].isdigit():
+        own_uid_range(int(WORKER[2:]))
+
+
+def own_uid_range(worker: int) -> None:
+    """Give xdist worker `worker` its own `[sandbox] run_as_uid` default, as README asks of two
+    gateways on one host.
+
+    Every test's data dir numbers its groups from 1 (groups.uids), so without this the first
+    group of every worker runs as uid 10001 — and RLIMIT_NPROC counts a uid's processes
+    host-wide: one worker's fork bomb (tests/integration/test_sandbox_hardening.py) would stop
+    another worker's agent from forking. A config that sets `run_as_uid` keeps its value.
+    """
+    from core.config import Config, SandboxConfig
+
+    field = SandboxConfig.model_fields["run_as_uid"]
+    field.default = int(field.default) + worker * UIDS_PER_WORKER
+    SandboxConfig.model_rebuild(force=True)
+    Config.model_fields["sandbox"].default = SandboxConfig()
+    Config.model_rebuild(force=True)
+
+
 TEST_IMAGE = os.environ.get("CLAWGATE_TEST_IMAGE", "clawgate-sandbox:latest")
 
 
@@ -98,15 +125,29 @@ def claude_image(sandbox_image: str, docker_client) -> str:  # type: ignore[no-u
 
 
 @pytest.fixture
-def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    """Private config and data dirs; the data dir sits under /tmp-like short paths for unix sockets."""
+def short_tmp() -> Iterator[Path]:
+    """A fresh directory with a short path, removed afterwards: for anything holding unix sockets.
+
+    A socket path must fit sun_path (107 bytes, `core.paths.SUN_PATH_MAX`); `tmp_path` is
+    /tmp/pytest-of-<user>/pytest-<n>/[popen-gw<k>/]<test name, up to 30>0/ (up to ~75 bytes
+    under xdist), which leaves too little for `data/run/<folder>/vault.sock`.
+    """
+    path = Path(tempfile.mkdtemp(prefix="cg", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def dirs(tmp_path: Path, short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """Private config and data dirs; the data dir has a short path, for its unix sockets."""
     config_dir = tmp_path / "config"
-    data_dir = tmp_path / "data"
+    data_dir = short_tmp / "data"
     config_dir.mkdir()
     monkeypatch.setenv("CLAWGATE_CONFIG_DIR", str(config_dir))
     monkeypatch.setenv("CLAWGATE_DATA_DIR", str(data_dir))
-    yield config_dir, data_dir
-    shutil.rmtree(data_dir, ignore_errors=True)
+    return config_dir, data_dir
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from tests.fakes.channel import CaptureChannel
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.bwrap_support import alive, bwrap_rootfs, descendants, link_rootfs
 from tests.integration.test_gateway_docker import config_for as docker_config_for
+from tests.waits import drained
 
 __all__ = ["bwrap_rootfs"]
 
@@ -85,7 +86,7 @@ async def test_message_reaches_agent_and_reply_returns_with_vault_injected_key(g
     await gateway.ingest(channel.message("second message"))
     await channel.wait_for(2)
     assert sandbox_of(gateway, "main").id == first_id  # warm reuse  # type: ignore[union-attr]
-    await gateway.drain()
+    await drained(gateway)
     statuses = {m.status for m in await gateway.store.messages_for_chat("console:main")}
     assert statuses == {"done"}
 

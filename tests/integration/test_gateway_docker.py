@@ -21,6 +21,7 @@ from groups.sandbox.docker import LABEL_GROUP, LABEL_INSTANCE
 from proxy.secrets import SecretStore
 from tests.fakes.channel import CaptureChannel
 from tests.fakes.model_server import FakeModelServer
+from tests.waits import drained
 
 REAL_KEY = "sk-ant-api03-REALSECRET-" + "x" * 20
 
@@ -117,7 +118,7 @@ async def test_message_reaches_agent_and_reply_returns_with_vault_injected_key(
     await gateway.ingest(channel.message("second message"))
     await channel.wait_for(2)
     assert [c.id for c in containers(docker_client, gateway, "main")] == [first_id]  # warm reuse
-    await gateway.drain()
+    await drained(gateway)
     statuses = {m.status for m in await gateway.store.messages_for_chat("console:main")}
     assert statuses == {"done"}
 

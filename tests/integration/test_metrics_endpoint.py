@@ -22,6 +22,7 @@ from gateway.app import Gateway, StartupError
 from proxy.secrets import SecretStore
 from tests.fakes.channel import CaptureChannel
 from tests.integration.test_gateway_docker import REAL_KEY, config_for, containers
+from tests.waits import drained
 
 METRICS = "[metrics]\nenabled = true\nport = 0\n"
 # A well-known credential format (never a real key): the vault's leak scanner blocks it by format.
@@ -74,7 +75,7 @@ async def test_answered_message_moves_counters_and_vault_counts_refusals_and_lea
 
         await gateway.ingest(channel.message("hello metrics"))
         await channel.wait_for(1)
-        await gateway.drain()
+        await drained(gateway)
         text, after = await scrape(client)
         assert value(after, "clawgate_messages_received_total", channel="capture") == 1
         assert value(after, "clawgate_messages_answered_total") == 1

@@ -52,6 +52,7 @@ from tests.fakes.channel import CaptureChannel
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.bwrap_support import bwrap_rootfs, link_rootfs
 from tests.integration.runsc_support import require_runsc
+from tests.waits import drained
 
 __all__ = ["bwrap_rootfs"]  # a session fixture the bwrap tier pulls in by name
 
@@ -211,7 +212,7 @@ class Attacker:
         self.model.responses.append((200, call))
         await self.gateway.ingest(channel.message(f"@Andy please run {tool_id}", chat_id=chat))
         await channel.wait_for(replies + 1, timeout=timeout_s + 120)
-        await self.gateway.drain()
+        await drained(self.gateway, timeout_s + 120, f"the turn that ran {tool_id}")
         for record in reversed(self.model.requests):
             result = tool_result(record.body, tool_id)
             if result is not None:

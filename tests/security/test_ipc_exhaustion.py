@@ -28,12 +28,14 @@ from tests.security.conftest import HOSTILE, MAIN_CHAT, Attacker, Tier, add_mode
 HALF_LINES = 1500  # each holds 250 KB of a line that never ends
 BARE = 1500  # connections that only sit there
 PER_PROCESS = 700  # under every tier's nofile limit (bwrap: 1024)
+THREADS = 16  # per process: 5 x 17 tasks, well under the sandbox's pids limit
 
 FLOOD = r"""
-import json, os, resource, socket, sys, time
-half_lines, bare, per_process = map(int, sys.argv[1:4])
+import json, os, resource, socket, sys, threading, time
+half_lines, bare, per_process, threads = map(int, sys.argv[1:5])
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+threading.stack_size(256 * 1024)
 line = b'{"id": 1, "method": "log", "params": {"level": "info", "message": "' + b"x" * 250_000
 jobs = [True] * half_lines + [False] * bare
 children = []
@@ -41,20 +43,30 @@ for n, start in enumerate(range(0, len(jobs), per_process)):
     if os.fork():
         children.append(n)
         continue
-    held, failed = [], 0
-    for half in jobs[start:start + per_process]:
-        s = socket.socket(socket.AF_UNIX)
-        s.settimeout(0.25)  # past the cap the backlog is full: a connect that waits counts as failed
-        try:
-            s.connect("/run/clawgate/ipc.sock")
-            s.settimeout(2)
-            if half:
-                s.sendall(line)
-        except OSError:
-            failed += 1
-            s.close()
-            continue
-        held.append(s)
+    held, failures = [], []
+    def attack(mine):
+        for half in mine:
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(0.25)  # past the cap the backlog is full: a connect that waits counts as failed
+            try:
+                s.connect("/run/clawgate/ipc.sock")
+                s.settimeout(2)
+                if half:
+                    s.sendall(line)
+            except OSError:
+                failures.append(1)
+                s.close()
+                continue
+            held.append(s)
+    # The same connects as one after the other, `threads` at a time: the ones that wait out
+    # their 0.25 s on a full backlog wait together, not in a row.
+    mine = jobs[start:start + per_process]
+    pool = [threading.Thread(target=attack, args=(mine[i::threads],)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    failed = len(failures)
     time.sleep(1)
     kept = refused = 0
     for s in held:  # refused: the gateway answered with one error line and closed
@@ -170,7 +182,7 @@ async def test_thousands_of_connections_and_half_sent_lines_from_a_sandbox(
     fds, rss = gateway_fds(), gateway_rss_mb()
     out = await attacker.shell(
         f"cat > /tmp/flood.py <<'EOF'\n{FLOOD}\nEOF\n"
-        f"setsid python3 /tmp/flood.py {HALF_LINES} {BARE} {PER_PROCESS} "
+        f"setsid python3 /tmp/flood.py {HALF_LINES} {BARE} {PER_PROCESS} {THREADS} "
         "> /tmp/flood.log 2>&1 < /dev/null &\n"
         "for i in $(seq 1500); do grep -q FLOOD /tmp/flood.log && break; sleep 0.1; done; cat /tmp/flood.log",
         timeout_s=300,

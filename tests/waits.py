@@ -1,0 +1,22 @@
+"""Bounded versions of the gateway's open-ended waits, for tests.
+
+`Gateway.drain()` waits, by design, until every accepted message is answered; a test whose
+turn never finishes would wait there forever (a sandbox that blocked on an IPC reply did,
+once, and stalled CI). Every wait in a test is bounded and says what it waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+
+async def drained(gateway: Any, timeout_s: float = 300, what: str = "the accepted messages") -> None:
+    """`gateway.drain()`, failing the test after `timeout_s` with what was still pending."""
+    try:
+        await asyncio.wait_for(gateway.drain(), timeout_s)
+    except TimeoutError:
+        live = getattr(getattr(gateway, "pool", None), "live", {})
+        raise AssertionError(
+            f"the gateway did not finish {what} within {timeout_s:g}s (live sandboxes: {sorted(live)})"
+        ) from None
