@@ -40,13 +40,14 @@ run: venv image
 
 # The tests mostly wait (containers, processes, timeouts), so they run in parallel pytest-xdist
 # workers, each test file on one worker (`--dist loadfile`: a file's module fixtures are
-# built once). Serially, e.g. to debug: `make test TEST_WORKERS=0`; one file or test:
+# built once), the slowest suites handed out first (tests/conftest.py, SLOW_SUITES_FIRST).
+# Serially, e.g. to debug: `make test TEST_WORKERS=0`; one file or test:
 # `make test TEST_WORKERS=0 PYTEST_ARGS=tests/vault/test_vault_e2e.py`.
 TEST_WORKERS ?= 4
 PYTEST_ARGS ?=
 
 test: venv
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: venv
 	@$(BIN)/python -m benchmarks.run

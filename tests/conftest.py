@@ -29,6 +29,26 @@ def pytest_configure(config: pytest.Config) -> None:
         own_uid_range(int(WORKER[2:]))
 
 
+# Under xdist the files are handed out in collection order (Makefile: --no-loadscope-reorder):
+# the suites whose files wait longest (gateways killed and restarted, containers on every
+# tier) go first, so that no worker picks up a minute-long file while the others run out of
+# work. A stable sort: each file's tests stay together and in order.
+SLOW_SUITES_FIRST = ("tests/e2e/", "tests/chaos/", "tests/security/", "tests/integration/", "tests/fuzz/")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not WORKER:
+        return  # a serial run keeps the usual order
+
+    def rank(item: pytest.Item) -> int:
+        return next(
+            (i for i, prefix in enumerate(SLOW_SUITES_FIRST) if item.nodeid.startswith(prefix)),
+            len(SLOW_SUITES_FIRST),
+        )
+
+    items.sort(key=rank)
+
+
 def own_uid_range(worker: int) -> None:
     """Give xdist worker `worker` its own `[sandbox] run_as_uid` default, as README asks of two
     gateways on one host.

@@ -50,7 +50,7 @@ def tree(root: Path) -> dict[str, bytes]:
 
 
 async def test_backup_made_while_running_restores_into_empty_dirs(
-    dirs, model_server, sandbox_image, tmp_path: Path
+    dirs, model_server, sandbox_image, tmp_path: Path, short_tmp: Path
 ) -> None:
     data_dir = setup(dirs, model_server, sandbox_image)
     env = dict(os.environ)
@@ -85,7 +85,7 @@ async def test_backup_made_while_running_restores_into_empty_dirs(
             gateway.kill()
         await gateway.wait()
 
-    new_config, new_data = tmp_path / "restored-config", tmp_path / "restored-data"
+    new_config, new_data = tmp_path / "restored-config", short_tmp / "restored-data"  # holds sockets
     new_env = dict(env, CLAWGATE_CONFIG_DIR=str(new_config), CLAWGATE_DATA_DIR=str(new_data))
 
     # a wrong passphrase: a clear error and nothing written

@@ -135,7 +135,7 @@ async def test_sighup_with_an_invalid_config_keeps_running_unchanged(
 async def test_sigterm_stops_cleanly_exit_0_containers_and_vault_gone(
     dirs, model_server, sandbox_image, docker_client
 ) -> None:
-    _, data_dir = setup(dirs, model_server, sandbox_image)
+    config_dir, data_dir = setup(dirs, model_server, sandbox_image)
     proc = await start(dict(os.environ))
     try:
         await wait_ready(proc)
@@ -147,7 +147,7 @@ async def test_sigterm_stops_cleanly_exit_0_containers_and_vault_gone(
         assert containers(docker_client, data_dir) == []
         assert await gone_within(vault, 10)
         log = gateway_log(data_dir)
-        assert f"config {data_dir.parent / 'config'}, data {data_dir}" in log and "channels console" in log
+        assert f"config {config_dir}, data {data_dir}" in log and "channels console" in log
         assert re.search(r"turn group=main run=\d+ messages=1 duration=[\d.]+s outcome=ok", log), log
         assert "zebra-quokka" not in log  # the per-turn line carries no content
         assert "stopped clawgate" in log
