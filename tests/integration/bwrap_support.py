@@ -16,6 +16,7 @@ import pytest
 
 from groups.sandbox.base import SandboxSpec
 from groups.sandbox.bwrap import ROOTFS_DIR, BwrapBackend
+from tests.conftest import exclusive_file_lock
 
 REQUIRE = os.environ.get("CLAWGATE_REQUIRE_DOCKER") == "1"
 
@@ -33,8 +34,14 @@ def bwrap_rootfs(docker_client, sandbox_image, tmp_path_factory) -> Path:  # typ
 
     if shutil.which("bwrap") is None:
         unusable("bubblewrap is not installed (apt-get install bubblewrap)")
-    store = tmp_path_factory.mktemp("bwrap-data") / ROOTFS_DIR
-    export_rootfs(docker_client, sandbox_image, store)
+    # One export per pytest run: xdist workers (basetemp .../pytest-<n>/popen-gw<k>) share the
+    # run's directory, the first exports under the lock and the others find it done.
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    store = base / "bwrap-data" / ROOTFS_DIR
+    with exclusive_file_lock(f"bwrap-rootfs-{base}"):
+        export_rootfs(docker_client, sandbox_image, store)
     done = subprocess.run(
         ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "true"], capture_output=True, text=True, check=False
     )
