@@ -49,7 +49,9 @@ async def test_hostile_agent_in_non_main_container_is_confined(
     try:
         await gw.registry.register(Group("team", "console:team", "team", "@Andy"))
         await gw.ingest(
-            channel.message("@Andy hi", chat_id="console:team", sender="u1", sender_name="mallory")
+            channel.message(
+                "@Andy hi", chat_id="console:team", sender="console:mallory", sender_name="mallory"
+            )
         )
         await channel.wait_for(1)
         [container] = containers(docker_client, gw, "team")
