@@ -135,6 +135,77 @@ class DeadLetterView:
 
 
 @dataclass(frozen=True)
+class SecretView:
+    """A stored secret as the Vault page lists it: metadata only (the store never decrypts here)."""
+
+    name: str
+    rules: list[str]  # each rule described: host, path, methods, action, header/format, approval
+    groups: list[str]
+    created_at: str
+    last_used: str
+
+
+@dataclass(frozen=True)
+class VaultView:
+    secrets: list[SecretView]
+    settings: list[tuple[str, str]]  # [vault] keys and their values (egress, rate limit, sizes …)
+    policies: list[str]  # [[vault.policy]] entries, one line each
+    error: str | None  # the secrets file could not be read (its reason, never a value)
+
+
+@dataclass(frozen=True)
+class SecretForm:
+    """The Vault page's add form: the options of `clawgate vault add`, as posted (unvalidated)."""
+
+    name: str
+    host: str
+    path: str
+    methods: tuple[str, ...]
+    action: str
+    header: str
+    fmt: str
+    query_param: str
+    preset: str
+    groups: str
+    replace: bool
+    approve: bool
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """The audit log's filters and page, as given in the URL (validated by the backend)."""
+
+    group: str = ""
+    host: str = ""
+    status: str = ""  # 403, 4xx or none
+    kind: str = ""  # refused | leak | approval
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    ts: str
+    group: str
+    method: str
+    host: str
+    path: str
+    status: str
+    ms: str
+    secret: str
+    refusal: str
+    approval: str
+
+
+@dataclass(frozen=True)
+class AuditView:
+    rows: list[AuditRow]
+    offset: int
+    limit: int
+    has_more: bool
+    note: str | None  # a refused filter, or the scan bound reached
+
+
+@dataclass(frozen=True)
 class FeedItem:
     """One group message for the live feed (already stored by the gateway when published)."""
 
@@ -173,6 +244,30 @@ class Backend(Protocol):
 
     async def task_action(self, task_id: int, action: Literal["pause", "resume", "cancel"], user: str) -> str:
         """`/pause`, `/resume` or `/cancel` as admin `user` (the scheduler's own update)."""
+        ...
+
+    async def vault(self) -> VaultView:
+        """The secrets' metadata and the vault's egress, rate and approval policies."""
+        ...
+
+    async def audit(self, q: AuditQuery) -> AuditView:
+        """One page of the vault's audit log, newest first, read without loading it whole."""
+        ...
+
+    async def vault_add(self, form: SecretForm, value: str, user: str) -> str:
+        """`clawgate vault add` as admin `user`; returns a line naming the secret (never the value)."""
+        ...
+
+    async def vault_rotate(self, name: str, value: str, user: str) -> str:
+        """`clawgate vault rotate`."""
+        ...
+
+    async def vault_scope(self, name: str, groups: str, user: str) -> str:
+        """`clawgate vault scope`."""
+        ...
+
+    async def vault_remove(self, name: str, user: str) -> str:
+        """`clawgate vault remove`."""
         ...
 
 

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from core.config import DashboardConfig, is_loopback
 from dashboard.auth import COOKIE, SESSION_TTL_S, Session, Sessions, consume_login, csrf_ok, same_origin
-from dashboard.backend import Backend, FeedItem
+from dashboard.backend import AuditQuery, Backend, FeedItem, SecretForm
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,9 @@ class DashboardServer:
         app.router.add_get("/tasks", self._tasks)
         app.router.add_get("/spend", self._spend)
         app.router.add_post("/tasks/{id}", self._task_action)
+        app.router.add_get("/vault", self._vault)
+        app.router.add_post("/vault/secrets", self._vault_add)
+        app.router.add_post("/vault/secrets/{name}", self._vault_change)
         app.router.add_post("/logout", self._logout)
         app.router.add_get("/events", self._events)
         app.router.add_static("/static/", STATIC, follow_symlinks=False, show_index=False)
@@ -262,6 +265,75 @@ class DashboardServer:
         )
         session.flash.append(await self._backend.task_action(task_id, choice, session.user))
         raise web.HTTPSeeOther("/tasks")
+
+    async def _vault(self, request: web.Request) -> web.StreamResponse:
+        q = request.query
+        try:
+            offset = max(0, int(q.get("offset", "0")))
+        except ValueError:
+            offset = 0
+        query = AuditQuery(
+            group=q.get("group", ""),
+            host=q.get("host", ""),
+            status=q.get("status", ""),
+            kind=q.get("kind", ""),
+            offset=offset,
+        )
+        vault, audit = await self._backend.vault(), await self._backend.audit(query)
+        shown = {
+            k: v
+            for k, v in (
+                ("group", query.group),
+                ("host", query.host),
+                ("status", query.status),
+                ("kind", query.kind),
+            )
+            if v
+        }
+        return self._session_page(request, "vault.html", v=vault, a=audit, q=query, filters=shown)
+
+    async def _vault_add(self, request: web.Request) -> web.StreamResponse:
+        """`clawgate vault add` from the page. The value goes to the backend and nowhere else:
+        the answer is a redirect, and the page it leads to names the secret only."""
+        session = request[SESSION_KEY]
+        form = await request.post()
+
+        def text(key: str) -> str:
+            value = form.get(key)
+            return value if isinstance(value, str) else ""
+
+        secret = SecretForm(
+            name=text("name"),
+            host=text("host"),
+            path=text("path"),
+            methods=tuple(m for m in text("methods").replace(" ", ",").split(",") if m),
+            action=text("action"),
+            header=text("header"),
+            fmt=text("format"),
+            query_param=text("query_param"),
+            preset=text("preset"),
+            groups=text("groups"),
+            replace=text("replace") == "on",
+            approve=text("approve") == "on",
+        )
+        session.flash.append(await self._backend.vault_add(secret, text("value"), session.user))
+        raise web.HTTPSeeOther("/vault")
+
+    async def _vault_change(self, request: web.Request) -> web.StreamResponse:
+        session = request[SESSION_KEY]
+        form = await request.post()
+        name = request.match_info["name"]
+        action, value, groups = form.get("action"), form.get("value"), form.get("groups")
+        if action == "rotate" and isinstance(value, str):
+            answer = await self._backend.vault_rotate(name, value, session.user)
+        elif action == "scope" and isinstance(groups, str):
+            answer = await self._backend.vault_scope(name, groups, session.user)
+        elif action == "remove":
+            answer = await self._backend.vault_remove(name, session.user)
+        else:
+            return self._page("refused.html", status=400, reason="rotate (with a value), scope or remove")
+        session.flash.append(answer)
+        raise web.HTTPSeeOther("/vault")
 
     async def _logout(self, request: web.Request) -> web.StreamResponse:
         self.sessions.end(request[SESSION_KEY].id)

@@ -26,6 +26,8 @@ from channels.base import ButtonPress
 from core.models import Approval, InboundMessage
 from dashboard.backend import (
     ApprovalView,
+    AuditQuery,
+    AuditView,
     BudgetLine,
     ChannelState,
     DeadLetterView,
@@ -33,14 +35,16 @@ from dashboard.backend import (
     GroupSpend,
     Overview,
     SandboxState,
+    SecretForm,
     SpendLine,
     SpendView,
     TaskRow,
     TaskRunRow,
     TaskState,
+    VaultView,
 )
 from dashboard.server import DashboardServer, DashboardUnavailable
-from gateway import budget, dead_letters
+from gateway import budget, dashboard_vault, dead_letters
 from gateway.approvals import REFUSE_USER, UNKNOWN
 from gateway.budget_state import budget_statuses
 from gateway.running import RunningGateway
@@ -206,6 +210,24 @@ class GatewayDashboard:
                 for s in scoped
             ],
         )
+
+    async def vault(self) -> VaultView:
+        return await dashboard_vault.vault_view(self._gw)
+
+    async def audit(self, q: AuditQuery) -> AuditView:
+        return await dashboard_vault.audit_view(self._gw, q)
+
+    async def vault_add(self, form: SecretForm, value: str, user: str) -> str:
+        return await dashboard_vault.add(self._gw, form, value, user)
+
+    async def vault_rotate(self, name: str, value: str, user: str) -> str:
+        return await dashboard_vault.rotate(self._gw, name, value, user)
+
+    async def vault_scope(self, name: str, groups: str, user: str) -> str:
+        return await dashboard_vault.scope(self._gw, name, groups, user)
+
+    async def vault_remove(self, name: str, user: str) -> str:
+        return await dashboard_vault.remove(self._gw, name, user)
 
 
 def _line(row: SpendRow) -> SpendLine:

@@ -12,39 +12,20 @@ import click
 from core.paths import config_dir, data_dir
 from proxy.cli_secrets import rotate_cmd, scope_cmd, show_cmd, test_cmd
 from proxy.cli_support import read_value, registered_folders, reload_running_vault, secret_store
-from proxy.rules import ACTIONS, Rule, RuleError, host_matches, make_rule
+from proxy.rules import ACTIONS
 from proxy.rules import PRESETS as RULE_PRESETS
-from proxy.secrets import DEFAULT_GROUPS, VaultError
-
-PRESETS: dict[str, tuple[str, str]] = {
-    "anthropic": ("x-api-key", "{value}"),
-    "openai": ("Authorization", "Bearer {value}"),
-}
-DEFAULT_HEADER = "Authorization"
-DEFAULT_FORMAT = "Bearer {value}"
+from proxy.secret_ops import NewSecret, add_secret, build_rule, remove_secret
+from proxy.secrets import VaultError
 
 
-def default_groups(rule: Rule) -> tuple[list[str], str]:
-    """Who may use a new secret when `--groups` is not given, and why (printed to the user).
-
-    The model key is needed by every group that runs turns: scoped to main alone, a second
-    group's model calls carry the placeholder and fail with 401 (issue 12). Other keys stay
-    with main unless widened, as before.
-    """
-    from urllib.parse import urlsplit
-
+def _model_base_url() -> str | None:
+    """The configured model's base URL (the model key's default groups), None if unreadable."""
     from core.config import ConfigError, load
 
     try:
-        base_url = load(config_dir()).model.base_url
+        return load(config_dir()).model.base_url
     except ConfigError:
-        return list(DEFAULT_GROUPS), "the default"
-    parts = urlsplit(base_url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    if not host_matches(rule.host, (parts.hostname or "").lower(), port):
-        return list(DEFAULT_GROUPS), "the default for keys other than the model's"
-    folders = list(dict.fromkeys(["main", *registered_folders()]))
-    return folders, "the model host's key: every registered group"
+        return None
 
 
 @click.group(name="vault")
@@ -63,7 +44,7 @@ def vault_cli() -> None:
     default=None,
     help="How to inject (default set_header; presets choose for you).",
 )
-@click.option("--header", default=None, help=f"Header for header actions (default {DEFAULT_HEADER}).")
+@click.option("--header", default=None, help="Header for header actions (default Authorization).")
 @click.option(
     "--format", "fmt", default=None, help="Template with {value}, e.g. 'token {value}', /bot{value}."
 )
@@ -98,43 +79,21 @@ def add_cmd(
     approve: bool,
 ) -> None:
     """Store secret NAME. The value comes from stdin, --from-env, or a hidden prompt."""
+    spec = NewSecret(
+        name, host, path, methods, action, header, fmt, query_param, preset, groups, replace, approve
+    )
     try:
-        if preset:
-            p_action, p_header, p_fmt, p_host = RULE_PRESETS[preset]
-            host = host or p_host
-            action, header, fmt = action or p_action, header or p_header, fmt or p_fmt
-        if not host:
-            raise click.ClickException("--host is required (or a --preset with a default host)")
-        rule = make_rule(host, path, methods, action or "set_header", header, fmt, query_param, approve)
-    except RuleError as e:
-        raise click.ClickException(str(e)) from None
-    value = read_value(from_env)
-    if groups is None:
-        group_list, why = default_groups(rule)
-        click.echo(f"groups: {','.join(group_list)} ({why}; choose with --groups)", err=True)
-    else:
-        group_list = [g.strip() for g in groups.split(",")]
-    legacy = rule.action == "set_header" and rule.path == "/*" and not rule.methods and not rule.approve
-    try:
-        if legacy:  # the v1 record form: host + header + format
-            info = secret_store().add(
-                name,
-                value,
-                host,
-                header=rule.header or "",
-                fmt=rule.format,
-                replace=replace,
-                groups=group_list,
-            )
-        else:
-            info = secret_store().add(name, value, rules=[rule], replace=replace, groups=group_list)
+        build_rule(spec)  # a bad option is refused before the value is asked for
     except VaultError as e:
         raise click.ClickException(e.message) from None
-    if info.rules:
-        click.echo(f"stored secret {info.name}: {rule.describe()} (groups {', '.join(info.groups)})")
-    else:
-        scope = ", ".join(info.groups)
-        click.echo(f"stored secret {info.name} for {info.host} (header {info.header}, groups {scope})")
+    value = read_value(from_env)
+    try:
+        added = add_secret(secret_store(), spec, value, _model_base_url(), registered_folders())
+    except VaultError as e:
+        raise click.ClickException(e.message) from None
+    if added.groups_note:
+        click.echo(added.groups_note, err=True)
+    click.echo(added.summary)
     reload_running_vault()
 
 
@@ -159,11 +118,9 @@ def list_cmd() -> None:
 def remove_cmd(name: str) -> None:
     """Delete secret NAME."""
     try:
-        removed = secret_store().remove(name)
+        remove_secret(secret_store(), name)
     except VaultError as e:
         raise click.ClickException(e.message) from None
-    if not removed:
-        raise click.ClickException(f"no secret named {name!r}")
     click.echo(f"removed secret {name}")
     reload_running_vault()
 

@@ -12,6 +12,7 @@ import click
 from core.paths import config_dir
 from proxy.cli_support import read_value, reload_running_vault, secret_store
 from proxy.rules import PLACEHOLDER, Rule
+from proxy.secret_ops import rotate_secret, scope_secret
 from proxy.secrets import SecretInfo, VaultError
 
 
@@ -44,9 +45,8 @@ def show_cmd(name: str) -> None:
 @click.option("--groups", required=True, help="Comma list of groups that may use it; '*' = all.")
 def scope_cmd(name: str, groups: str) -> None:
     """Set which groups may use NAME (its value and rules stay)."""
-    _get(name)
     try:
-        info = secret_store().set_groups(name, [g.strip() for g in groups.split(",")])
+        info = scope_secret(secret_store(), name, groups)
     except VaultError as e:
         raise click.ClickException(e.message) from None
     click.echo(f"secret {name}: groups {', '.join(info.groups)}")
@@ -58,10 +58,10 @@ def scope_cmd(name: str, groups: str) -> None:
 @click.option("--from-env", "from_env", metavar="VAR", default=None, help="Read the new value from $VAR.")
 def rotate_cmd(name: str, from_env: str | None) -> None:
     """Give NAME a new value (stdin, --from-env or prompt), keeping its rules and groups."""
-    _get(name)
+    _get(name)  # an unknown name is refused before the value is asked for
     value = read_value(from_env)
     try:
-        secret_store().rotate(name, value)
+        rotate_secret(secret_store(), name, value)
     except VaultError as e:
         raise click.ClickException(e.message) from None
     click.echo(f"rotated secret {name}")
