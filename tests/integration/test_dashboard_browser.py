@@ -6,7 +6,7 @@ Telegram supergroup on the fake Bot API and whose wallet talks to a fake NEAR no
 logs in with a link from the same code as `clawgate dashboard url`, watches a team message
 arrive on the overview without a reload, approves a NEAR transfer the team's agent asked for,
 sees a second attempt (a stale dashboard tab and the chat button) change nothing, retries a
-dead letter and pauses a task.
+dead letter, pauses a task, adds a vault secret and filters the audit log.
 
 Selenium is synchronous and the gateway serves the browser from this test's event loop, so
 every browser call runs in a worker thread (`Browser`). Screenshots of each page go to
@@ -30,6 +30,9 @@ import pytest
 from core.models import InboundMessage
 from dashboard.auth import mint_login
 from gateway.wallet.keystore import KeyStore
+from proxy import audit_pages
+from proxy.secrets import SecretStore
+from tests.integration.test_dashboard_vault import DASH_VALUE, dash_headers, through_vault
 from tests.integration.test_wallet_telegram import AGENT_TIMEOUT
 from tests.integration.wallet_support import (
     ADMIN,
@@ -124,6 +127,16 @@ class Browser:
         from selenium.webdriver.common.by import By
 
         await self.run(lambda: self.driver.find_element(By.CSS_SELECTOR, css).click())
+
+    async def type(self, css: str, text: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        def typed() -> None:
+            field = self.driver.find_element(By.CSS_SELECTOR, css)
+            field.clear()
+            field.send_keys(text)
+
+        await self.run(typed)
 
     async def wait_text(self, css: str, needle: str, timeout: float = 30) -> str:
         from selenium.webdriver.common.by import By
@@ -256,13 +269,65 @@ async def test_login_live_feed_and_a_near_approval_from_the_browser(
     assert "team" in await browser.text("#month")  # the team's metered model calls this month
     await browser.screenshot("7-spend")
 
-    # No page showed the login token or the wallet's private key, in any spelling.
+    from selenium.webdriver.common.by import By
+
+    # The Vault page: a secret is added from the form; the page names it, never shows the value,
+    # and the running vault injects it into a request sent through it.
+    await browser.get("/vault")
+    hp = env.model.host_port
+    for field, text in (
+        ("name", "dashkey"),
+        ("value", DASH_VALUE),
+        ("host", hp),
+        ("path", "/dash/*"),
+        ("header", "X-Dash-Key"),
+        ("format", "{value}"),
+        ("groups", "vaulttest"),
+    ):
+        await browser.type(f"#add-secret [name={field}]", text)
+    assert (
+        await browser.run(
+            lambda: driver.find_element(By.CSS_SELECTOR, "#add-secret [name=value]").get_attribute("type")
+        )
+        == "password"
+    )
+    await browser.click("#add-secret button[type=submit]")
+    assert (await browser.wait_text(".flash", "stored secret dashkey")).startswith("stored secret dashkey: ")
+    assert "vaulttest" in await browser.text("#secret-dashkey")
+    info = SecretStore(env.config_dir).get("dashkey")
+    assert info is not None and info.groups == ("vaulttest",)
+    await browser.screenshot("8-vault-added")
+    sock = env.data_dir / "t-vault.sock"
+    await env.gw.vault.open_group("vaulttest", sock)
+    answer = await through_vault(sock, f"http://{hp}/dash/browser", hp)
+    assert answer.startswith(b"HTTP/1.1 200") and dash_headers(env.model, "/dash/browser") == [DASH_VALUE]
+
+    # The audit log filtered by group: only that group's request is listed (once the vault has
+    # flushed its line, every half second).
+    for _ in range(40):
+        logged = await asyncio.to_thread(
+            audit_pages.page, env.data_dir / "vault", audit_pages.AuditFilter(group="vaulttest")
+        )
+        if logged.entries:
+            break
+        await asyncio.sleep(0.25)
+    await browser.type("#audit-filter [name=group]", "vaulttest")
+    await browser.click("#audit-filter button[type=submit]")
+    row = await browser.wait_text("#audit tr.audit-row", "/dash/browser")
+    assert "dashkey" in row and "200" in row
+    groups = await browser.run(
+        lambda: [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#audit tr.audit-row td:nth-child(2)")]
+    )
+    assert groups == ["vaulttest"]
+    await browser.screenshot("9-vault-audit-filtered")
+
+    # No page showed the login token, the vault secret's value or the wallet's private key, in any spelling.
     with KeyStore(env.config_dir).signer(KEY_NAME) as pair:
         forms = SecretForms.of(pair.export_secret())
-    for page in ("/", "/approvals", "/dead-letters", "/tasks", "/spend"):
+    for page in ("/", "/approvals", "/dead-letters", "/tasks", "/spend", "/vault"):
         await browser.get(page)
         source = str(await browser.run(lambda: driver.page_source))
-        assert token not in source
+        assert token not in source and DASH_VALUE not in source
         assert forms.find(source) == [], page
     assert sorted(p.name for p in await asyncio.to_thread(lambda: list(artifacts.iterdir()))) == [
         "0-signed-out.png",
@@ -273,4 +338,6 @@ async def test_login_live_feed_and_a_near_approval_from_the_browser(
         "5-dead-letters.png",
         "6-tasks.png",
         "7-spend.png",
+        "8-vault-added.png",
+        "9-vault-audit-filtered.png",
     ]
