@@ -13,6 +13,9 @@
 - mount cases: generated mount requests checked against the allowlist (invariant 3).
 - disk walk: one disk-quota measurement of a 20,000-entry group folder (`groups.groupfs.usage`),
   next to a plain `os.walk` + `lstat` of the same tree (see benchmarks/disk_walk.py).
+- audit page: one page of a full-size vault audit log for the dashboard's Vault page (read
+  backwards in blocks), time and peak memory, next to `clawgate vault log`'s whole-log read
+  (see benchmarks/audit_page.py).
 - load: 100 groups, 10,000 messages, a model with a small delay (see benchmarks/load.py).
 - vault: HTTPS requests/s and added latency through the vault, next to a bare mitmdump and
   direct to the upstream, in rounds that alternate the subjects (medians and per-round
@@ -50,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.agent_runtimes import run as agent_runtimes_run  # noqa: E402
+from benchmarks.audit_page import run as audit_page_run  # noqa: E402
 from benchmarks.disk_walk import run as disk_walk_run  # noqa: E402
 from benchmarks.fuzz import run as fuzz_run  # noqa: E402
 from benchmarks.harness import IMAGE, bench_gateway, ensure_image  # noqa: E402
@@ -210,6 +214,7 @@ async def main() -> None:
     ingest, raw_ingest, synchronous = await ingest_throughput()
     mount_cases = await asyncio.to_thread(mount_cases_run)
     disk_walk = await asyncio.to_thread(disk_walk_run)  # the disk-quota measurement vs os.walk
+    audit_page = await asyncio.to_thread(audit_page_run)  # a Vault page of the audit log vs the CLI's read
     load = await run_load("bwrap")
     vault = await vault_run()  # HTTPS via the vault vs bare mitmdump vs direct (benchmarks/vault.py)
     near_sign = await asyncio.to_thread(wallet_sign_run)  # analyze + policy + sign vs bare ed25519
@@ -240,6 +245,7 @@ async def main() -> None:
         "raw_sqlite_msgs_per_s": round(raw_ingest),
         "mount_cases_checked": mount_cases,
         **disk_walk,
+        **audit_page,
         **ipc_flood,
         **load,
         **vault,
