@@ -200,3 +200,29 @@ async def test_forged_posts_to_the_vault_forms_change_nothing(gateway: Gateway) 
         assert info is not None and info.groups == ("main",)
         assert [v for i, v in store.load_all() if i.name == "anthropic"] == [REAL_KEY]
     rec.assert_clean(REAL_KEY, DASH_VALUE, token)
+
+
+async def test_the_audit_log_pages_newest_first(gateway: Gateway, model_server: FakeModelServer) -> None:
+    hp = model_server.host_port
+    sock = gateway.data_dir / "t-vault.sock"
+    await gateway.vault.open_group("pager", sock)
+    for i in range(55):
+        answer = await through_vault(sock, f"http://{hp}/page/{i:02d}", hp)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    rec = Recorder()
+    async with client_for(gateway) as client:
+        token = await login(rec, client, gateway.data_dir)
+        first = await page_until(rec, client, "/vault?group=pager", "/page/54")
+        assert first.count('class="audit-row"') == 50 and "/page/05" in first and "/page/04" not in first
+        assert first.index("/page/54") < first.index("/page/05")  # newest first
+        assert 'id="newer"' not in first
+        assert 'id="older" href="/vault?group=pager&amp;offset=50#audit-log"' in first
+        _, older = await rec.get(client, "/vault?group=pager&offset=50")
+        assert older.count('class="audit-row"') == 5 and "/page/04" in older and "/page/05" not in older
+        assert (
+            'id="older"' not in older
+            and 'id="newer" href="/vault?group=pager&amp;offset=0#audit-log"' in older
+        )
+        _, page = await rec.get(client, "/vault?group=pager&offset=nonsense")
+        assert page.count('class="audit-row"') == 50  # a bad offset is the first page
+    rec.assert_clean(REAL_KEY, token)
