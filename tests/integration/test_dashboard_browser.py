@@ -146,13 +146,22 @@ class Browser:
             texts = [e.text for e in d.find_elements(By.CSS_SELECTOR, css)]
             return next((t for t in texts if needle in t), False)
 
-        from selenium.common.exceptions import TimeoutException
+        from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 
+        # A click that submits a form navigates while we look: elements of the page being left go
+        # stale between find and read, and the wait goes on with the new page.
+        wait = WebDriverWait(self.driver, timeout, ignored_exceptions=(StaleElementReferenceException,))
         try:
-            return str(await self.run(lambda: WebDriverWait(self.driver, timeout).until(found)))
+            return str(await self.run(lambda: wait.until(found)))
         except TimeoutException:
             body = await self.run(lambda: self.driver.find_element(By.TAG_NAME, "body").text)
             raise AssertionError(f"no {css} with {needle!r} on {self.driver.current_url}:\n{body}") from None
+
+    async def wait_url(self, fragment: str, timeout: float = 30) -> None:
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        wait = WebDriverWait(self.driver, timeout)
+        await self.run(lambda: wait.until(lambda d: fragment in d.current_url))
 
     async def screenshot(self, name: str) -> None:
         path = self.artifacts / f"{name}.png"
@@ -313,6 +322,7 @@ async def test_login_live_feed_and_a_near_approval_from_the_browser(
         await asyncio.sleep(0.25)
     await browser.type("#audit-filter [name=group]", "vaulttest")
     await browser.click("#audit-filter button[type=submit]")
+    await browser.wait_url("group=vaulttest")  # the unfiltered page being left lists that row too
     row = await browser.wait_text("#audit tr.audit-row", "/dash/browser")
     assert "dashkey" in row and "200" in row
     groups = await browser.run(
