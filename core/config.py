@@ -365,6 +365,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _listen_address(value: str) -> str:
+    """An IP address to listen on, normalised (`localhost` → 127.0.0.1, `[::1]` → ::1)."""
+    host = value.strip("[]")
+    if host.lower() == "localhost":
+        return "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address (e.g. 127.0.0.1 or ::1)") from None
+
+
 class MetricsConfig(_Section):
     """The opt-in `/healthz` + Prometheus `/metrics` endpoint (gateway.metrics_http)."""
 
@@ -378,13 +389,7 @@ class MetricsConfig(_Section):
     @field_validator("listen")
     @classmethod
     def _address(cls, value: str) -> str:
-        host = value.strip("[]")
-        if host.lower() == "localhost":
-            return "127.0.0.1"
-        try:
-            return str(ipaddress.ip_address(host))
-        except ValueError:
-            raise ValueError(f"{value!r} is not an IP address (e.g. 127.0.0.1 or ::1)") from None
+        return _listen_address(value)
 
     @model_validator(mode="after")
     def _loopback_unless_allowed(self) -> MetricsConfig:
@@ -415,13 +420,7 @@ class DashboardConfig(_Section):
     @field_validator("bind")
     @classmethod
     def _address(cls, value: str) -> str:
-        host = value.strip("[]")
-        if host.lower() == "localhost":
-            return "127.0.0.1"
-        try:
-            return str(ipaddress.ip_address(host))
-        except ValueError:
-            raise ValueError(f"{value!r} is not an IP address (e.g. 127.0.0.1 or ::1)") from None
+        return _listen_address(value)
 
     @model_validator(mode="after")
     def _loopback_unless_allowed(self) -> DashboardConfig:
