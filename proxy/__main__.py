@@ -70,6 +70,15 @@ class _Ready:
         self.event.set()
 
 
+def _bound_port(master: Master) -> int:
+    """The TCP port mitmproxy's listener is bound to (asked for as 0, so the kernel's choice)."""
+    server = master.addons.get("proxyserver")
+    ports = {addr[1] for addr in server.listen_addrs()}
+    if len(ports) != 1:
+        raise RuntimeError(f"expected one mitmproxy listener, found {sorted(ports)}")
+    return int(ports.pop())
+
+
 def watch_parent(loop: asyncio.AbstractEventLoop, fd: int, stop: Callable[[], None]) -> None:
     """Stop when the gateway's end of the lifeline pipe closes (it died, however it died).
 
@@ -98,7 +107,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config-dir", type=Path, required=True, help="holds master.key and secrets.json")
     p.add_argument("--state-dir", type=Path, required=True, help="CA and runtime state")
     p.add_argument("--control-socket", type=Path, required=True)
-    p.add_argument("--listen-port", type=int, required=True)
+    # 0 (the default): the kernel picks a free port when mitmproxy binds, and the control
+    # socket's `ping` reports it. A port chosen beforehand by the gateway could be taken by
+    # another process between the choice and the bind.
+    p.add_argument("--listen-port", type=int, default=0)
     p.add_argument("--allow-private", action="append", default=[], metavar="HOST:PORT")
     p.add_argument(
         "--upstream-ca",
@@ -253,11 +265,12 @@ async def run(args: argparse.Namespace) -> int:
         ready_task.cancel()
         print("clawgate vault: mitmproxy failed to start", file=sys.stderr, flush=True)
         return 1
+    relay.target = ("127.0.0.1", _bound_port(master))  # before any group socket is opened
     reporter.start()
     try:
         await control.start()  # only now: a successful ping means the proxy is listening
         print(
-            f"clawgate vault: listening on 127.0.0.1:{args.listen_port}, control {args.control_socket}",
+            f"clawgate vault: listening on 127.0.0.1:{relay.target[1]}, control {args.control_socket}",
             file=sys.stderr,
             flush=True,
         )

@@ -108,7 +108,12 @@ class ControlServer:
     async def _dispatch(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req["op"]
         if op == "ping":
-            return {"ok": True, "ca_cert": str(self.ca_cert), "groups": sorted(self.relay.groups)}
+            return {
+                "ok": True,
+                "ca_cert": str(self.ca_cert),
+                "groups": sorted(self.relay.groups),
+                "port": self.relay.target[1],
+            }
         if op == "open_group":
             group, sock = req.get("group"), req.get("socket")
             if not isinstance(group, str) or not isinstance(sock, str):

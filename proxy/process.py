@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,13 +35,6 @@ STABLE_AFTER = 60.0
 
 class VaultUnavailable(Exception):
     """The vault process is not running or does not answer (callers must fail closed)."""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -175,7 +167,7 @@ class VaultProcess:
             raise VaultUnavailable(f"cannot start the vault: {problem}; use a shorter data dir")
         ensure_private_dir(self.state_dir)
         self.ready.clear()
-        self.listen_port = _free_port()
+        self.listen_port = None  # the vault binds port 0; its first ping says which port it got
         cmd = [
             self.python,
             "-m",
@@ -186,8 +178,6 @@ class VaultProcess:
             str(self.state_dir),
             "--control-socket",
             str(self.control_socket),
-            "--listen-port",
-            str(self.listen_port),
             "--log-file",
             str(self.log_path),
         ]
@@ -240,6 +230,8 @@ class VaultProcess:
             with contextlib.suppress(VaultUnavailable, OSError):
                 reply = await self._request_raw({"op": "ping"}, wait_s=2)
                 if reply.get("ok"):
+                    port = reply.get("port")
+                    self.listen_port = port if isinstance(port, int) else None
                     break
             if loop.time() > deadline:
                 await self._kill(proc)

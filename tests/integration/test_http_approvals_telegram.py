@@ -38,6 +38,7 @@ from tests.integration.test_telegram_approvals import (
 )
 from tests.vault.test_vault_e2e import read_response
 from tests.vault.test_vault_holds_e2e import RecordingUpstream
+from tests.waits import prompt_posted
 
 SECRET = "ghx-REAL-approval-e2e-424242"
 TIMEOUT_S = 6.0
@@ -229,7 +230,7 @@ async def test_a_gateway_restart_while_held_forwards_nothing_and_expires_the_pro
     old = env.gw
     # The fake shows the prompt before its answer reaches the gateway; a stop in between cuts the
     # post, and a prompt the gateway cannot know it posted is denied (fail closed), not recovered.
-    await _prompt_posted(old, approval_id)
+    await prompt_posted(old, approval_id)
     await old.stop(grace_s=5)  # the vault goes with it: nobody waits for this decision any more
     answer = await asyncio.wait_for(reader.read(), 15)
     assert not answer.startswith(b"HTTP/1.1 200")
@@ -244,16 +245,6 @@ async def test_a_gateway_restart_while_held_forwards_nothing_and_expires_the_pro
     assert toast.startswith(("already decided: expired", "already decided: denied"))
     await asyncio.sleep(0.5)
     assert env.sent("/deploy/restart") == []
-
-
-async def _prompt_posted(gw: Gateway, approval_id: str) -> None:
-    """Until the gateway has stored the prompt's message id, i.e. its post has returned."""
-    for _ in range(300):
-        record = await gw.store.approval(approval_id)
-        if record is not None and record.message_ref is not None:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the gateway never stored where it posted approval {approval_id}")
 
 
 async def _approval_after_restart(env: HeldEnv, approval_id: str) -> str:

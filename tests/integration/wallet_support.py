@@ -38,6 +38,7 @@ from tests.fakes.near_rpc import FakeNearRpc
 from tests.fakes.telegram_api import FakeBotApi, check_html
 from tests.integration.test_gateway_docker import config_for
 from tests.integration.test_telegram_approvals import telegram_main_chat_toml
+from tests.waits import prompt_posted
 
 MAIN = -1009000000001  # the owner's main chat (a supergroup)
 TEAM = -1009000000002  # a registered, non-main group whose agent asks for money
@@ -195,6 +196,7 @@ class WalletEnv:
         approve, deny = (b["callback_data"] for b in buttons)
         match = re.fullmatch(r"ap:([A-Za-z0-9_-]+):a", approve)
         assert match is not None and deny == f"ap:{match.group(1)}:d", buttons
+        await prompt_posted(self.gw, match.group(1))  # so a stop that follows cannot cut the post
         return message, match.group(1), plain(message)
 
     async def click(self, message: dict[str, Any], data: str, user: dict[str, Any]) -> str:
