@@ -107,7 +107,8 @@ class DashboardServer:
         """Bind, or raise DashboardUnavailable (a start-up error: a configured dashboard must exist)."""
         app = web.Application(client_max_size=MAX_FORM_BYTES, middlewares=[self._auth])
         app.on_response_prepare.append(_headers)
-        app.router.add_get("/login", self._login)
+        # No HEAD: a link checker or prefetcher probing the link must not use up the one login.
+        app.router.add_get("/login", self._login, allow_head=False)
         app.router.add_get("/", self._overview)
         app.router.add_get("/approvals", self._approvals)
         app.router.add_post("/approvals/{id}", self._decide)

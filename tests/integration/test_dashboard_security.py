@@ -100,6 +100,9 @@ async def test_no_page_without_a_session_and_the_link_works_once(gateway: Gatewa
         assert status == 200  # static files are public: they hold nothing
 
         token = mint_login(gateway.data_dir, "console:owner")
+        # A HEAD (link checkers, prefetchers) neither logs in nor uses the link up.
+        async with client.head(f"/login?t={token}", allow_redirects=False) as r:
+            assert r.status == 405 and "Set-Cookie" not in r.headers
         async with client.get(f"/login?t={token}", allow_redirects=False) as r:
             assert r.status == 303 and r.headers["Location"] == "/"
             set_cookie = r.headers["Set-Cookie"]
