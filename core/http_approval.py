@@ -31,6 +31,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.json_nesting import nesting_exceeds
+
 MAX_EVAL_BYTES = 64 * 1024
 MAX_DEPTH = 32
 MAX_POINTER = 256
@@ -113,36 +115,12 @@ def _same(a: object, b: object) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _depth_ok(text: str) -> bool:
-    """Bounded nesting before json.loads (whose recursion a hostile body could exhaust)."""
-    depth = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > MAX_DEPTH:
-                return False
-        elif ch in "]}":
-            depth -= 1
-    return True
-
-
 def _resolve(body: bytes, pointer: str) -> tuple[bool, object]:
     """(True, value) at `pointer`; (False, None) if absent; (False, _UNKNOWN) if unparsable."""
     try:
-        text = body.decode("utf-8")
-        if not _depth_ok(text):
+        if nesting_exceeds(body, MAX_DEPTH):  # before json.loads, whose recursion it could exhaust
             return False, _UNKNOWN
-        doc = json.loads(text)
+        doc = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         return False, _UNKNOWN
     if pointer == "":

@@ -16,8 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_SQUARE = bytes.maketrans(b"{}", b"[]")  # depth does not care which kind of bracket
+from core.json_nesting import nesting_exceeds
 
 
 class ReadError(Exception):
@@ -59,47 +58,6 @@ async def read_line(
     if len(first) + len(rest) > max_line_bytes:
         raise ReadError("too_large", f"request line longer than {max_line_bytes} bytes")
     return first + rest
-
-
-def _skeleton(line: bytes) -> bytes:
-    """The brackets of `line` outside JSON strings, all as `[`/`]`; only C-speed bytes methods.
-
-    Escapes go first (escaped backslashes paired left to right, as a JSON lexer pairs them,
-    then escaped quotes), so every quote left delimits a string: the even pieces between
-    quotes are outside strings.
-    """
-    text = line.replace(b"\\\\", b"").replace(b'\\"', b"")
-    return b"".join(text.split(b'"')[::2]).translate(_SQUARE, _NOT_BRACKETS)
-
-
-def nesting_exceeds(line: bytes, limit: int) -> bool:
-    """True if the JSON text in `line` nests arrays/objects more than `limit` deep.
-
-    Explicit and cheap even for a hostile 256 KiB line: on the bracket skeleton, each pass
-    removes the innermost `[]` pairs, so a pair still standing after `limit` passes holds
-    something more than `limit` deep. What is left then holds no matched pair, only
-    unmatched brackets, whose depth the removals did not change; a short walk measures it
-    (it stops at the first one too deep or at a stray `]`, which `json.loads` reports).
-    """
-    if line.count(b"[") + line.count(b"{") <= limit:
-        return False
-    skeleton = _skeleton(line)
-    for _ in range(limit):
-        reduced = skeleton.replace(b"[]", b"")
-        if len(reduced) == len(skeleton):
-            break
-        skeleton = reduced
-    else:
-        if b"[]" in skeleton:
-            return True
-    depth = 0
-    for byte in skeleton:
-        depth += 1 if byte == 0x5B else -1  # ord("[")
-        if depth > limit:
-            return True
-        if depth < 0:
-            return False
-    return False
 
 
 def loads(line: bytes, max_depth: int) -> object:

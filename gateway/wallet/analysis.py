@@ -29,6 +29,7 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
+from core.json_nesting import nesting_exceeds
 from core.wallet.amounts import U128_MAX, YOCTO_PER_NEAR
 from gateway.wallet.tokens import TokenMove, token_move, token_totals
 from gateway.wallet.transactions import (
@@ -110,7 +111,7 @@ def render_args(args: bytes) -> str:
         return f"<{len(args)} bytes>"
     try:
         text = args.decode("utf-8")
-        if _nesting(text) > MAX_ARGS_DEPTH:  # the parser's own limit differs between Python versions
+        if nesting_exceeds(args, MAX_ARGS_DEPTH):  # the parser's own limit differs between Python versions
             return f"<{len(args)} bytes>"
         json.loads(text)
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -119,30 +120,6 @@ def render_args(args: bytes) -> str:
     shown = safe_text(text, MAX_ARGS_CHARS)
     # Valid JSON never ends with "…", so the ellipsis means safe_text cut it short.
     return f"{shown} ({len(args)} bytes)" if shown.endswith("…") else shown
-
-
-def _nesting(text: str) -> int:
-    """Deepest [ / { nesting outside JSON strings (a quick scan; strings may hide brackets)."""
-    if "[" not in text and "{" not in text:
-        return 0
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    return deepest
 
 
 def format_tgas(gas: int) -> str:

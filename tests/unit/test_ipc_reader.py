@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.ipc_reader import ReadError, loads, nesting_exceeds, read_line
+from core.json_nesting import nesting_exceeds
+from gateway.ipc_reader import ReadError, loads, read_line
 
 
 def feed(limit: int, *chunks: bytes, eof: bool = False) -> asyncio.StreamReader:
