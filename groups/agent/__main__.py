@@ -7,13 +7,11 @@ we wait for the first message, so cold start stays fast.
 """
 
 import contextlib
-import os
-import signal
 import sys
 import threading
 import time
 
-from . import config, egress_relay
+from . import boot, config
 from .ipc_client import IPCClient, IPCClosed, IPCError
 
 
@@ -31,10 +29,6 @@ def _prewarm() -> None:
         from . import compaction, history, llm, prompt, tools, turn  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - the real import will report it properly
         _stderr("warning", f"prewarm failed: {exc}")
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(0)
 
 
 def serve(cfg: config.Config, client: IPCClient) -> int:
@@ -83,27 +77,13 @@ def serve(cfg: config.Config, client: IPCClient) -> int:
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        cfg = config.load()
-    except config.ConfigError as exc:
-        _stderr("error", f"configuration: {exc}")
-        return 2
-    try:
-        os.chdir(cfg.group_dir)
-    except OSError as exc:
-        _stderr("warning", f"cannot chdir to {cfg.group_dir}: {exc}")
-    try:
-        egress_relay.start(cfg.proxy_port, cfg.vault_socket)
-    except OSError as exc:
-        _stderr("error", f"egress relay cannot listen on 127.0.0.1:{cfg.proxy_port}: {exc}")
-        return 1
+    cfg = boot.prepare(_stderr)
+    if isinstance(cfg, int):
+        return cfg
     threading.Thread(target=_prewarm, name="prewarm", daemon=True).start()
-    try:
-        client = IPCClient.connect(cfg.ipc_socket)
-    except OSError as exc:
-        _stderr("error", f"cannot connect to IPC socket {cfg.ipc_socket}: {exc}")
-        return 1
+    client = boot.connect(cfg, _stderr)
+    if isinstance(client, int):
+        return client
     try:
         return serve(cfg, client)
     except IPCClosed:

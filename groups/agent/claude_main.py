@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import sys
 import traceback
 from typing import Any, Dict, List, Optional, Tuple
@@ -28,7 +27,7 @@ _SDK = os.environ.get("CLAWGATE_CLAUDE_SDK", "/opt/clawgate/claude-sdk")
 if os.path.isdir(_SDK) and _SDK not in sys.path:
     sys.path.append(_SDK)  # after the stdlib: the SDK's packages never shadow anything
 
-from . import config, egress_relay, prompt  # noqa: E402
+from . import boot, config, prompt  # noqa: E402
 from .claude_tools import SERVER_NAME, ClawgateTools, mcp_server, tool_specs  # noqa: E402
 from .ipc_client import IPCClient, IPCClosed, IPCError  # noqa: E402
 
@@ -342,26 +341,10 @@ async def serve(cfg: config.Config, client: IPCClient) -> int:
             await turns.close()
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(0)
-
-
 def main() -> int:
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        cfg = config.load()
-    except config.ConfigError as exc:
-        _stderr("error", f"configuration: {exc}")
-        return 2
-    try:
-        os.chdir(cfg.group_dir)
-    except OSError as exc:
-        _stderr("warning", f"cannot chdir to {cfg.group_dir}: {exc}")
-    try:
-        egress_relay.start(cfg.proxy_port, cfg.vault_socket)
-    except OSError as exc:
-        _stderr("error", f"egress relay cannot listen on 127.0.0.1:{cfg.proxy_port}: {exc}")
-        return 1
+    cfg = boot.prepare(_stderr)
+    if isinstance(cfg, int):
+        return cfg
     try:
         import anyio
     except ImportError as exc:
@@ -370,11 +353,9 @@ def main() -> int:
             f"the Claude Agent SDK is missing from this image ({exc}): clawgate image build --runtime claude",
         )
         return 1
-    try:
-        client = IPCClient.connect(cfg.ipc_socket)
-    except OSError as exc:
-        _stderr("error", f"cannot connect to IPC socket {cfg.ipc_socket}: {exc}")
-        return 1
+    client = boot.connect(cfg, _stderr)
+    if isinstance(client, int):
+        return client
     try:
         return anyio.run(serve, cfg, client)
     except IPCClosed:
