@@ -30,6 +30,28 @@ class PrivateFileError(Exception):
     """A user-facing problem with a private file; the message never contains key material."""
 
 
+def _read_private(fd: int, label: str, path: object, limit: int) -> bytes:
+    """Up to `limit` bytes of an opened file that only we may read, else PrivateFileError.
+
+    Checked on the open descriptor (not the path), so what is checked is what is read; `fd`
+    is closed either way.
+    """
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise PrivateFileError(f"{label} is not a regular file")
+        if st.st_mode & 0o077:
+            raise PrivateFileError(
+                f"{label} is accessible by group/others"
+                f" (mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {path}`"
+            )
+        if st.st_uid != os.getuid():
+            raise PrivateFileError(f"{label} is owned by another user")
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
 def ensure_dir(directory: Path) -> None:
     if not directory.exists():
         directory.mkdir(parents=True, mode=0o700, exist_ok=True)
@@ -85,20 +107,7 @@ def read_master_key(key_path: Path, *, create: bool, what: str = "the stored sec
         return _create_master_key(key_path, what)
     except OSError as e:
         raise PrivateFileError(f"cannot open master key {key_path}: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise PrivateFileError(f"master key {key_path} is not a regular file")
-        if st.st_mode & 0o077:
-            raise PrivateFileError(
-                f"master key {key_path} is accessible by group/others"
-                f" (mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {key_path}`"
-            )
-        if st.st_uid != os.getuid():
-            raise PrivateFileError(f"master key {key_path} is owned by another user")
-        key = os.read(fd, KEY_BYTES + 1)
-    finally:
-        os.close(fd)
+    key = _read_private(fd, f"master key {key_path}", key_path, KEY_BYTES + 1)
     if len(key) != KEY_BYTES:
         raise PrivateFileError(f"master key {key_path} is corrupt (expected {KEY_BYTES} bytes)")
     return key
@@ -145,20 +154,7 @@ def read_or_create_token(path: Path, make: Callable[[], str], pattern: str, what
         return _create_token(path, token, pattern, what)
     except OSError as e:
         raise PrivateFileError(f"cannot open {what} file {path}: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise PrivateFileError(f"{what} file {path} is not a regular file")
-        if st.st_mode & 0o077:
-            raise PrivateFileError(
-                f"{what} file {path} is accessible by group/others"
-                f" (mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {path}`"
-            )
-        if st.st_uid != os.getuid():
-            raise PrivateFileError(f"{what} file {path} is owned by another user")
-        raw = os.read(fd, MAX_TOKEN_BYTES + 1)
-    finally:
-        os.close(fd)
+    raw = _read_private(fd, f"{what} file {path}", path, MAX_TOKEN_BYTES + 1)
     try:
         token = raw.decode("ascii").strip()
     except UnicodeDecodeError:
