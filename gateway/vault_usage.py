@@ -20,7 +20,8 @@ from datetime import datetime
 from typing import Any
 
 from core.pricing import PriceTable, cost_micros
-from gateway.store import MeteredRow, Store, UsageTotal
+from gateway.store import MeteredRow, Store
+from gateway.store.budgets import SpendRow
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def start_of_day(now: float) -> float:
     return datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
-def spend_by_group(totals: Iterable[UsageTotal]) -> dict[str, tuple[int, int]]:
+def spend_by_group(totals: Iterable[SpendRow]) -> dict[str, tuple[int, int]]:
     """Per group: (tokens of all four kinds, cost in USD millionths), summed over its models."""
     out: dict[str, tuple[int, int]] = {}
     for t in totals:

@@ -42,7 +42,7 @@ from gateway.store.connection import Database, StoreUnusable, connect
 from gateway.store.dead_letters import DeadLetterStore
 from gateway.store.groups import GroupStore
 from gateway.store.messages import MessageStore, storable
-from gateway.store.metered import MeteredRow, MeteredUsageStore, UsageTotal
+from gateway.store.metered import MeteredRow, MeteredUsageStore
 from gateway.store.migrations import MIGRATIONS
 from gateway.store.outbox import NOTICE_SEQ, OutboxStore
 from gateway.store.retention import RetentionStore
@@ -59,7 +59,6 @@ __all__ = [
     "SPENDING_STATES",
     "Store",
     "StoreUnusable",
-    "UsageTotal",
     "UsageTotals",
     "storable",
 ]

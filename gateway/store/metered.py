@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from gateway.store.budgets import SpendRow
 from gateway.store.connection import Database
 
 TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
@@ -35,24 +36,6 @@ class MeteredRow:
     cost_micros: int
     complete: bool
     at: float
-
-
-@dataclass(frozen=True, slots=True)
-class UsageTotal:
-    """Metered usage of one group and model over a period."""
-
-    group: str
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int
-    cache_write_tokens: int
-    cost_micros: int
-    calls: int
-
-    @property
-    def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
 
 
 def _values(r: MeteredRow, running: int | None) -> tuple[object, ...]:
@@ -103,7 +86,7 @@ class MeteredUsageStore(Database):
 
     async def metered_totals(
         self, group: str | None, since: float, until: float | None = None
-    ) -> list[UsageTotal]:
+    ) -> list[SpendRow]:
         """Sums per group and model (of one group if `group`) of calls at `since` <= at < `until`."""
         where = ["at >= ?"]
         args: list[object] = [since]
@@ -120,7 +103,7 @@ class MeteredUsageStore(Database):
             args,
         ) as cur:
             rows = await cur.fetchall()
-        return [UsageTotal(str(r[0]), str(r[1]), *(int(v or 0) for v in r[2:])) for r in rows]
+        return [SpendRow(str(r[0]), str(r[1]), *(int(v or 0) for v in r[2:])) for r in rows]
 
     async def metered_row_ids(self, group: str | None = None) -> list[str]:
         """The stored record ids (tests and the chaos checks count exactly-once with them)."""
