@@ -18,7 +18,6 @@ run as a script.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import sys
 import tempfile
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.blocking import run_blocking  # noqa: E402
 from channels.base import ButtonPress  # noqa: E402
 from core.config import Config  # noqa: E402
 from core.models import Group  # noqa: E402
@@ -200,13 +200,7 @@ async def run_async(samples: int = 20) -> dict[str, float]:
 
 
 def run(samples: int = 20) -> dict[str, float]:
-    """Synchronous entry point; safe to call from inside a running event loop (uses a thread then)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(run_async(samples))
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, run_async(samples)).result()
+    return run_blocking(lambda: run_async(samples))
 
 
 if __name__ == "__main__":

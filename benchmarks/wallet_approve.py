@@ -17,7 +17,6 @@ No Docker needed. Prints one JSON object when run as a script.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import sys
 import tempfile
@@ -31,6 +30,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
+from benchmarks.blocking import run_blocking  # noqa: E402
 from channels.base import ButtonPress  # noqa: E402
 from core.models import Group  # noqa: E402
 from core.wallet.settings import WalletConfig, WalletPolicy  # noqa: E402
@@ -158,13 +158,7 @@ async def run_async(samples: int = 20) -> dict[str, float]:
 
 
 def run(samples: int = 20) -> dict[str, float]:
-    """Synchronous entry point; safe to call from inside a running event loop (uses a thread then)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(run_async(samples))
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, run_async(samples)).result()
+    return run_blocking(lambda: run_async(samples))
 
 
 if __name__ == "__main__":
