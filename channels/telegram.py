@@ -23,21 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import html
-import json
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from telegram import (
-    BotCommand,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
     LinkPreviewOptions,
     Message,
     Update,
@@ -69,7 +62,10 @@ from channels.base import (
     OnButton,
     OnMessage,
 )
-from channels.telegram_format import LIMIT, html_to_plain, render
+from channels.telegram_approvals import decided_text, keyboard, parse_callback, pending_text
+from channels.telegram_attachments import save_attachment
+from channels.telegram_commands import sync_commands
+from channels.telegram_format import LIMIT, apply_trigger, html_to_plain, render
 from channels.telegram_poll import UpdatePoller
 from channels.telegram_send import HandoffRequest, not_accepted, retry_after_s
 from channels.telegram_webhook import WebhookServer, check_secret, webhook_secret
@@ -87,9 +83,7 @@ class StoreUnavailable(RuntimeError):
 
 
 PREFIX = "tg:"
-CALLBACK_PREFIX = "ap:"
 WEBHOOK_PATH = "/clawgate-telegram"
-COMMANDS_STATE_FILE = "telegram-commands.sha256"
 MAX_RETRY_AFTER_S = 300.0
 SEND_ATTEMPTS = 5
 TYPING_REFRESH_S = 4.0
@@ -253,7 +247,8 @@ class TelegramChannel:
         self._app = app  # disconnect() shuts down whatever initialize() got to
         await app.initialize()
         self.bot_id, self.bot_username = app.bot.id, app.bot.username
-        await self._sync_commands()
+        if self._commands is not None:
+            await sync_commands(app.bot, self._commands, self._data_dir)
         allowed = ["message", "channel_post", "callback_query"]
         if self._mode == "webhook":
             url, listen, port, secret = self._webhook
@@ -318,29 +313,6 @@ class TelegramChannel:
         if self._app is None:
             raise ConnectionError("telegram channel is not connected")
         return self._app.bot
-
-    async def _sync_commands(self) -> None:
-        """`setMyCommands` only when the list differs from the one last registered (hash on disk).
-
-        The menu is what the gateway passes in (`commands`, from gateway.commands.menu); without
-        one, the bot's menu is left as it is.
-        """
-        if self._commands is None:
-            return
-        digest = hashlib.sha256(
-            json.dumps([self.bot_id, self._commands], sort_keys=True).encode()
-        ).hexdigest()
-        state = self._data_dir / COMMANDS_STATE_FILE if self._data_dir is not None else None
-        if state is not None and state.exists() and state.read_text().strip() == digest:
-            return
-        try:
-            await self._bot.set_my_commands([BotCommand(n, d) for n, d in self._commands])
-        except Exception as exc:  # the menu is a convenience; never fatal
-            log.warning("telegram: setMyCommands failed: %s", type(exc).__name__)
-            return
-        if state is not None:
-            state.parent.mkdir(parents=True, exist_ok=True)
-            state.write_text(digest + "\n")
 
     # -- inbound -----------------------------------------------------------------------------
 
@@ -442,23 +414,9 @@ class TelegramChannel:
         )
 
     def _apply_trigger(self, message: Message, text: str) -> str:
-        """A mention of the bot or a reply to it becomes `@<assistant> <text without the mention>`."""
-        if text.lstrip().startswith("/"):
-            return text  # commands: `/cmd@bot` is understood by the command parser
-        mentioned = False
-        if self.bot_username:
-            mention = re.compile(rf"(?<![\w@])@{re.escape(self.bot_username)}(?!\w)", re.IGNORECASE)
-            text, count = mention.subn("", text)
-            mentioned = count > 0
-            text = re.sub(r"[ \t]{2,}", " ", text).strip()
         reply = message.reply_to_message
         replied = bool(reply and reply.from_user and reply.from_user.id == self.bot_id)
-        if not (mentioned or replied):
-            return text
-        trigger = f"@{self._assistant}"
-        if re.search(rf"(?<![\w@]){re.escape(trigger)}(?!\w)", text, re.IGNORECASE):
-            return text
-        return f"{trigger} {text}".strip()
+        return apply_trigger(text, self.bot_username, replied, self._assistant)
 
     async def _migrate(self, old: int, new: int) -> None:
         if self._migrated.get(old) == new:
@@ -473,55 +431,21 @@ class TelegramChannel:
                 await result
 
     async def _save_attachment(self, message: Message, chat_id: str) -> str | None:
-        """Photos and documents in a registered group go to its inbox (size-capped).
-
-        The inbox is a host-owned directory outside the group folder, mounted read-only into
-        the sandbox at `/workspace/inbox`: the agent cannot plant a link or a FIFO where we
-        write. The file is fetched into memory (bounded by `max_file_bytes`) and handed to the
-        gateway's writer (`group_inbox`), which writes it with O_EXCL|O_NOFOLLOW all the same.
-        """
-        if self._group_inbox is None or not (message.photo or message.document):
+        if self._group_inbox is None:
             return None
-        if message.document is not None:
-            item: Any = message.document
-            original = message.document.file_name or "document"
-        else:
-            item, original = message.photo[-1], "photo.jpg"
-        try:
-            save = self._group_inbox(chat_id)
-        except OSError as exc:
-            return f"[attachment {original!r} not saved: {exc.strerror or exc}]"
-        if save is None:
-            return None
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", original).strip("._") or "file"
-        name = f"{message.message_id}-{safe}"[:120]
-        too_big = f"[attachment {original!r} not saved: larger than {self._max_file_bytes} bytes]"
-        if item.file_size is not None and item.file_size > self._max_file_bytes:
-            return too_big
-        try:
-            remote = await self._bot.get_file(item.file_id)
-            if remote.file_size is not None and remote.file_size > self._max_file_bytes:
-                return too_big
-            data = bytes(await remote.download_as_bytearray())
-            if len(data) > self._max_file_bytes:
-                return too_big
-            seen_as = await save(name, data)
-        except Exception as exc:
-            log.warning("telegram: could not save attachment: %s", type(exc).__name__)
-            return f"[attachment {original!r} could not be saved]"
-        return f"[attachment saved: {seen_as}]"
+        return await save_attachment(self._bot, message, self._group_inbox, chat_id, self._max_file_bytes)
 
     async def _handle_callback(self, update: Update) -> None:
         query = update.callback_query
         if query is None:
             return
-        match = re.fullmatch(r"ap:([A-Za-z0-9_-]{1,56}):([adf])", query.data or "")
+        parsed = parse_callback(query.data)
         answer = "This button is not recognised."
-        if match is not None and self._on_button is not None:
+        if parsed is not None and self._on_button is not None:
             chat = query.message.chat.id if query.message is not None else 0
             press = ButtonPress(
-                approval_id=match.group(1),
-                decision=_DECISIONS[match.group(2)],
+                approval_id=parsed[0],
+                decision=parsed[1],
                 user_id=f"{PREFIX}{query.from_user.id}",
                 user_name=query.from_user.full_name or query.from_user.username or "",
                 chat_id=f"{PREFIX}{chat}",
@@ -619,25 +543,13 @@ class TelegramChannel:
 
     async def send_approval(self, chat_id: str, prompt: ApprovalPrompt) -> str:
         chat, thread = self._target(chat_id)
-        rows = [
-            [
-                InlineKeyboardButton("✅ Approve", callback_data=_callback(prompt.id, "a")),
-                InlineKeyboardButton("❌ Deny", callback_data=_callback(prompt.id, "d")),
-            ]
-        ]
-        if prompt.allow_label:
-            allow = InlineKeyboardButton(f"⏱ {prompt.allow_label}", callback_data=_callback(prompt.id, "f"))
-            rows.append([allow])
-        keyboard = InlineKeyboardMarkup(rows)
-        expires = datetime.fromtimestamp(prompt.expires_at, UTC).strftime("%H:%M UTC")
-        hint = f"Expires at {expires}. Approve or deny below, or /approve {prompt.id}."
-        body = _approval_text(prompt, hint)
+        body, buttons = pending_text(prompt), keyboard(prompt)
         message = await self._call(
             lambda c: self._bot.send_message(
                 c,
                 body,
                 parse_mode=ParseMode.HTML,
-                reply_markup=keyboard,
+                reply_markup=buttons,
                 message_thread_id=thread,
                 link_preview_options=NO_PREVIEW,
             ),
@@ -651,15 +563,7 @@ class TelegramChannel:
         chat_text, _, message_text = ref.rpartition(":")
         chat, message_id = int(chat_text), int(message_text)
         chat = self._migrated.get(chat, chat)
-        when = datetime.fromtimestamp(outcome.decided_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
-        if outcome.state == "expired":
-            status = f"⌛ Expired at {when} (denied)"
-        else:
-            mark = "✅ Approved" if outcome.state == "approved" else "❌ Denied"
-            status = f"{mark} by {outcome.decided_by or 'unknown'} at {when}"
-        if outcome.note:
-            status += f" ({outcome.note})"
-        body = _approval_text(prompt, status)
+        body = decided_text(prompt, outcome)
         try:
             # editMessageText without reply_markup removes the inline keyboard
             await self._call(
@@ -675,30 +579,3 @@ class TelegramChannel:
         except BadRequest as exc:
             if "not modified" not in str(exc).lower():
                 raise
-
-
-_DECISIONS: dict[str, Literal["approve", "deny", "allow"]] = {"a": "approve", "d": "deny", "f": "allow"}
-
-
-def _callback(approval_id: str, action: str) -> str:
-    data = f"{CALLBACK_PREFIX}{approval_id}:{action}"
-    if len(data.encode()) > 64:
-        raise ValueError(f"approval id {approval_id!r} too long for Telegram callback data (64 bytes)")
-    return data
-
-
-def _approval_text(prompt: ApprovalPrompt, status: str) -> str:
-    """The title and details come (in part) from the requesting agent: escaped, and inside
-    <code>/<pre>, where Telegram makes no links, @mentions, hashtags or clickable /commands
-    of them, so the agent's text can neither link elsewhere nor pass for our status line."""
-    head = (
-        f"🔐 <b>Approval needed</b> ({html.escape(prompt.id)})\n"
-        f"<code>{html.escape(prompt.title)}</code>\n"
-        f"Requested by group <code>{html.escape(prompt.requester_group)}</code>\n\n"
-    )
-    tail = f"\n\n{html.escape(status)}"
-    room = LIMIT - len(head) - len(tail) - 20
-    details = html.escape(prompt.details)
-    while len(details) > room:  # cut the raw text, never an escaped entity
-        details = html.escape(prompt.details[: len(html.unescape(details)) * 9 // 10]) + "…"
-    return head + (f"<pre>{details}</pre>" if details.strip() else "") + tail

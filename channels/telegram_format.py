@@ -162,3 +162,25 @@ def _apply(stack: list[tuple[str, str]], atom: str) -> list[tuple[str, str]]:
 def render(text: str, limit: int = LIMIT) -> list[str]:
     """Markdown in, Telegram HTML messages out (each within `limit`)."""
     return split_html(markdown_to_html(text), limit)
+
+
+def apply_trigger(text: str, bot_username: str | None, replied_to_bot: bool, assistant: str) -> str:
+    """A mention of the bot or a reply to it becomes `@<assistant> <text without the mention>`.
+
+    The gateway's trigger rule knows only the assistant's name, not the bot's username, so
+    the channel rewrites Telegram's two ways of addressing the bot into that one form.
+    """
+    if text.lstrip().startswith("/"):
+        return text  # commands: `/cmd@bot` is understood by the command parser
+    mentioned = False
+    if bot_username:
+        mention = re.compile(rf"(?<![\w@])@{re.escape(bot_username)}(?!\w)", re.IGNORECASE)
+        text, count = mention.subn("", text)
+        mentioned = count > 0
+        text = re.sub(r"[ \t]{2,}", " ", text).strip()
+    if not (mentioned or replied_to_bot):
+        return text
+    trigger = f"@{assistant}"
+    if re.search(rf"(?<![\w@]){re.escape(trigger)}(?!\w)", text, re.IGNORECASE):
+        return text
+    return f"{trigger} {text}".strip()
