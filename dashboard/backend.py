@@ -206,6 +206,61 @@ class AuditView:
 
 
 @dataclass(frozen=True)
+class MountLine:
+    """One extra mount as groups/mounts.py decided it when the group's sandbox would start."""
+
+    host_path: str
+    container_path: str  # where it lands (granted) or what was asked for (refused)
+    mode: str  # ro | rw; "" when refused
+    reason: str  # why refused (the allowlist check's own words); "" when granted
+
+
+@dataclass(frozen=True)
+class GroupView:
+    folder: str
+    chat_id: str
+    channel: str  # the chat id's namespace: tg, slack, console
+    is_main: bool
+    trigger: str | None  # None: answers every message (no trigger)
+    policy: str  # open | members | approval; the main chat: admins
+    senders: str  # the policy as /senders says it
+    listed: list[tuple[str, str]]  # (sender id, allowed | blocked)
+    runtime: str  # the agent runtime it runs: builtin | claude
+    runtime_set: str  # its own setting: builtin | claude | default ([agent] runtime)
+    backend: str  # the sandbox backend (and the Docker runtime)
+    live: bool  # a sandbox is running for it now
+    granted: list[MountLine]
+    refused: list[MountLine]
+    mount_notes: list[str]  # the allowlist's error, downgrades to read-only, missing roots
+    budgets: list[BudgetLine]  # the limits in force for this group (the Spend page's lines)
+    spent_today: str
+    spent_month: str
+
+
+@dataclass(frozen=True)
+class GroupsView:
+    groups: list[GroupView]
+    day: str
+    month: str
+    default_trigger: str
+    default_runtime: str
+    default_policy: str
+
+
+GroupCommandName = Literal["register", "unregister", "senders", "allow", "block", "budget", "set"]
+
+
+@dataclass(frozen=True)
+class GroupCommand:
+    """A change from the Groups page: a chat admin command's name and argument list, exactly as a
+    main-chat admin would type them (`set`: `clawgate groups set`'s NAME --runtime R), unvalidated —
+    the command's own code validates them."""
+
+    name: GroupCommandName
+    args: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class FeedItem:
     """One group message for the live feed (already stored by the gateway when published)."""
 
@@ -268,6 +323,14 @@ class Backend(Protocol):
 
     async def vault_remove(self, name: str, user: str) -> str:
         """`clawgate vault remove`."""
+        ...
+
+    async def groups(self) -> GroupsView:
+        """Every registered group: registration, trigger, senders, runtime, mounts, budget."""
+        ...
+
+    async def group_command(self, command: GroupCommand, user: str) -> str:
+        """The chat command (or `clawgate groups set`) as admin `user`; returns its answer."""
         ...
 
 

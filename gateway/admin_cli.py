@@ -57,11 +57,12 @@ def _one_line(text: str, width: int = 120) -> str:
 
 
 def _check_chat_id(chat_id: str) -> str:
-    if not chat_id or chat_id != chat_id.strip() or any(c.isspace() or not c.isprintable() for c in chat_id):
-        raise click.ClickException(f"invalid chat id {chat_id!r}: send /chatid in that chat to learn it")
-    if len(chat_id) > 200:
-        raise click.ClickException("invalid chat id: longer than 200 characters")
-    return chat_id
+    from gateway.registry import validate_chat_id
+
+    try:
+        return validate_chat_id(chat_id)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _check_trigger(trigger: str) -> str:
@@ -154,28 +155,22 @@ def groups_register(
 )
 def groups_set(name: str, runtime: str | None, senders: str | None) -> None:
     """Change a registered group's settings (its running container restarts on the next message)."""
+    from gateway.group_settings import set_group
     from gateway.registry import GroupRegistry
 
     if runtime is None and senders is None:
         raise click.UsageError("nothing to change: give --runtime and/or --senders")
 
-    async def update(store: Store) -> None:
+    async def update(store: Store) -> str:
         registry = GroupRegistry(store)
         await registry.load()
-        if registry.by_folder(name) is None:
-            raise ValueError(f"no registered group {name!r} (see `clawgate groups list`)")
-        if senders is not None:
-            await registry.set_senders(name, senders)
-        if runtime is not None:
-            await registry.set_runtime(name, None if runtime == "default" else runtime)
+        return await set_group(registry, name, runtime, senders)
 
     try:
-        _with_store(update)
+        done = _with_store(update)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    changed = [f"runtime {runtime}"] if runtime else []
-    changed += [f"senders {senders}"] if senders else []
-    click.echo(f"{name}: {', '.join(changed)}")
+    click.echo(done)
     _announce("groups")
 
 

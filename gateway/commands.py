@@ -103,6 +103,12 @@ def is_admin(message: InboundMessage, admins: list[str]) -> bool:
     return message.sender_id == OWNER_ID or message.sender_id in admins
 
 
+def _is_trigger(word: str) -> bool:
+    """`@` and a word, as `clawgate groups register --trigger` requires (no space: a trigger is
+    one word, and a quoted "@a b" from the chat or a dashboard field is not one)."""
+    return word.startswith("@") and len(word) > 1 and not any(c.isspace() for c in word)
+
+
 def _age(seconds: float) -> str:
     seconds = max(0, int(seconds))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -239,7 +245,7 @@ class AdminCommands:
                     requires = False
                 elif flag == "--runtime" and rest:
                     runtime = rest.pop(0)
-                elif flag == "--trigger" and rest and rest[0].startswith("@") and len(rest[0]) > 1:
+                elif flag == "--trigger" and rest and _is_trigger(rest[0]):
                     trigger = rest.pop(0)
                 elif flag == "--senders" and rest:
                     policy = validate_policy(rest.pop(0))

@@ -79,14 +79,7 @@ class ControlRequests:
     async def _reload(self, what: object) -> None:
         gw = self._gw
         if what == "groups":
-            await gw.registry.load()
-            for folder, live in gw.pool.live.items():
-                group = gw.registry.by_folder(folder)
-                # `clawgate groups unregister`: its container goes too; `groups set --runtime`:
-                # the next message starts the other runtime's image.
-                if group is None or group.runtime != live.group.runtime:
-                    await gw.pool.stop(folder)
-            await gw.senders.reload()  # `clawgate groups allow|block|set --senders`
+            await reload_groups(gw)
         elif what == "tasks" and gw.services.tasks is not None:
             await gw.scheduler.reload()  # the scheduler is services.tasks once it is wired
         elif what == "dlq":
@@ -115,3 +108,16 @@ class ControlRequests:
             f"clawgate vault scope {secret} --groups {scope}"
         )
         return {"ok": True}
+
+
+async def reload_groups(gw: RunningGateway) -> None:
+    """What a change to the groups in the database means for the running gateway (the CLI's
+    `clawgate groups …` asks for it over the socket; the dashboard's `groups set` calls it)."""
+    await gw.registry.load()
+    for folder, live in list(gw.pool.live.items()):
+        group = gw.registry.by_folder(folder)
+        # `clawgate groups unregister`: its container goes too; `groups set --runtime`:
+        # the next message starts the other runtime's image.
+        if group is None or group.runtime != live.group.runtime:
+            await gw.pool.stop(folder)
+    await gw.senders.reload()  # `clawgate groups allow|block|set --senders`

@@ -32,7 +32,9 @@ from dashboard.backend import (
     ChannelState,
     DeadLetterView,
     Feed,
+    GroupCommand,
     GroupSpend,
+    GroupsView,
     Overview,
     SandboxState,
     SecretForm,
@@ -44,7 +46,7 @@ from dashboard.backend import (
     VaultView,
 )
 from dashboard.server import DashboardServer, DashboardUnavailable
-from gateway import budget, dashboard_vault, dead_letters
+from gateway import budget, dashboard_groups, dashboard_vault, dead_letters
 from gateway.approvals import REFUSE_USER, UNKNOWN
 from gateway.budget_state import budget_statuses
 from gateway.running import RunningGateway
@@ -189,14 +191,21 @@ class GatewayDashboard:
         now = time.time()
         zone = ZoneInfo(gw.config.budget.timezone)
         day, month = budget.day_period(now, zone), budget.month_period(now, zone)
-        folders = [g.folder for g in gw.registry.all()]
-        statuses = await budget_statuses(gw.config.budget, gw.store, folders, now)
         return SpendView(
             day=day.key,
             month=month.key,
             today=[_line(r) for r in await gw.store.spend_by_model(None, day.start)],
             this_month=[_line(r) for r in await gw.store.spend_by_model(None, month.start)],
-            budgets=[
+            budgets=[line for lines in (await self._budget_lines(now)).values() for line in lines],
+        )
+
+    async def _budget_lines(self, now: float) -> dict[str, list[BudgetLine]]:
+        """Scope -> its budgets' state, as the Spend page shows them (the Groups page too)."""
+        gw = self._gw
+        folders = [g.folder for g in gw.registry.all()]
+        statuses = await budget_statuses(gw.config.budget, gw.store, folders, now)
+        return {
+            scope: [
                 BudgetLine(
                     s.scope,
                     s.kind,
@@ -206,10 +215,16 @@ class GatewayDashboard:
                     s.share,
                     s.exhausted,
                 )
-                for scoped in statuses.values()
                 for s in scoped
-            ],
-        )
+            ]
+            for scope, scoped in statuses.items()
+        }
+
+    async def groups(self) -> GroupsView:
+        return await dashboard_groups.groups_view(self._gw, await self._budget_lines(time.time()))
+
+    async def group_command(self, command: GroupCommand, user: str) -> str:
+        return await dashboard_groups.run(self._gw, command, user)
 
     async def vault(self) -> VaultView:
         return await dashboard_vault.vault_view(self._gw)

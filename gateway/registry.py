@@ -17,6 +17,20 @@ from groups.folders import validate_folder
 
 log = logging.getLogger(__name__)
 
+MAX_CHAT_ID = 200
+
+
+def validate_chat_id(chat_id: str) -> str:
+    """`chat_id` unchanged, or ValueError. One rule for `/register`, `clawgate groups register` and
+    the dashboard: a chat id no channel can produce (blank, spaces, control characters) would
+    register a group that never hears a message."""
+    if not chat_id or chat_id != chat_id.strip() or any(c.isspace() or not c.isprintable() for c in chat_id):
+        shown = chat_id if len(chat_id) <= 60 else chat_id[:60] + "…"
+        raise ValueError(f"invalid chat id {shown!r}: send /chatid in that chat to learn it")
+    if len(chat_id) > MAX_CHAT_ID:
+        raise ValueError(f"invalid chat id: longer than {MAX_CHAT_ID} characters")
+    return chat_id
+
 
 class GroupRegistry:
     def __init__(self, store: Store) -> None:
@@ -45,6 +59,7 @@ class GroupRegistry:
     async def register(self, group: Group, members: tuple[str, ...] = (), by: str | None = None) -> None:
         """Register `group`; `members` are its first allowed senders (ids checked by core.senders)."""
         validate_folder(group.folder)
+        validate_chat_id(group.chat_id)
         if group.folder in self._by_folder:
             raise ValueError(f"a group with folder {group.folder!r} is already registered")
         if group.chat_id in self._by_chat:

@@ -1,0 +1,343 @@
+"""The dashboard's Groups page against a real gateway (Docker sandbox, vault process, SQLite).
+
+A real aiohttp client, logged in with a link from `clawgate dashboard url`'s code, registers a
+group from the page and finds it in the database and in the chat's `/groups`; every bad
+registration gets exactly the answer the chat's `/register` gives for the same arguments and
+changes nothing. Sender policy, allow/block, runtime and budget change through the chat's (or the
+CLI's) code; Unregister needs its confirmation box; forged cross-site POSTs change nothing; HTML in
+a trigger or chat id is shown escaped; a mount the allowlist refuses is listed with the reason the
+sandbox start would log. Every response is scanned for the model key, the login token and the
+session id.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yarl
+from markupsafe import escape
+
+from channels.console import OWNER_ID
+from core.models import Group, InboundMessage
+from dashboard.auth import COOKIE, mint_login
+from gateway.app import Gateway
+from gateway.commands import Command
+from gateway.dashboard_groups import REFUSED
+from groups.mounts import ALLOWLIST_FILE, plan_mounts
+from tests.integration.test_dashboard_security import Recorder, base, client_for, gateway, login
+from tests.integration.test_dashboard_vault import csrf_of
+from tests.integration.test_gateway_docker import REAL_KEY
+
+__all__ = ["gateway"]  # the fixture, shared with the security tests
+
+TEAM_CHAT = "tg:-1001234"
+
+
+def own(gw: Gateway) -> dict[str, str]:
+    return {"Origin": base(gw), "Sec-Fetch-Site": "same-origin"}
+
+
+async def chat(gw: Gateway, name: str, *args: str) -> str:
+    """The answer the main chat's `/name args…` gets from the console owner (the chat's own code)."""
+    main = gw.registry.main
+    assert main is not None
+    message = InboundMessage(
+        main.chat_id, f"t-{time.time_ns()}", OWNER_ID, "owner", f"/{name}", time.time(), "console"
+    )
+    reply = await gw.commands.execute(Command(name, list(args)), message, main)
+    assert reply is not None
+    return reply
+
+
+async def registered(gw: Gateway) -> list[tuple[str, str, str, bool, str | None, str]]:
+    """What the database holds, not what the registry remembers."""
+    return sorted(
+        (g.folder, g.chat_id, g.trigger, g.requires_trigger, g.runtime, g.senders)
+        for g in await gw.store.groups()
+    )
+
+
+async def flash_after(
+    rec: Recorder, client: aiohttp.ClientSession, gw: Gateway, path: str, form: dict[str, str]
+) -> str:
+    """Post a form as the page does; the page it redirects to, with the answer as its flash."""
+    status, _ = await rec.post(client, path, headers=own(gw), data={"csrf": csrf_of(gw), **form})
+    assert status == 303
+    status, page = await rec.get(client, "/groups")
+    assert status == 200
+    return page
+
+
+def session_id(client: aiohttp.ClientSession, gw: Gateway) -> str:
+    return client.cookie_jar.filter_cookies(yarl.URL(base(gw)))[COOKIE].value
+
+
+async def test_register_from_the_page_and_bad_registrations_get_the_chats_answer(gateway: Gateway) -> None:
+    rec = Recorder()
+    async with client_for(gateway) as client:
+        token = await login(rec, client, gateway.data_dir)
+        status, page = await rec.get(client, "/groups")
+        assert status == 200 and 'id="group-main"' in page and 'id="register-group"' in page
+        assert 'aria-current="page">Groups' in page
+
+        form = {
+            "chat_id": TEAM_CHAT,
+            "name": "team",
+            "trigger": "@Bob",
+            "senders": "members",
+            "members": "tg:11,tg:12",
+            "runtime": "builtin",
+        }
+        page = await flash_after(rec, client, gateway, "/groups", form)
+        said = (
+            f"registered team for {TEAM_CHAT} (trigger @Bob, runtime builtin, senders members: tg:11, tg:12)"
+        )
+        assert f'<p class="flash" role="status">{said}</p>' in page
+        assert (
+            "team",
+            TEAM_CHAT,
+            "@Bob",
+            True,
+            "builtin",
+            "members",
+        ) in await registered(gateway)
+        assert (
+            "team: tg:-1001234, @Bob, never active, runtime builtin, senders members (2 allowed, 0 blocked)"
+            in (await chat(gateway, "groups"))
+        )
+        assert 'id="group-team"' in page and "<code>tg:11</code> allowed" in page
+        assert "senders members (2 allowed, 0 blocked)" in page
+
+        # Each bad registration: the page's flash is the chat's own answer, and nothing changes.
+        before = await registered(gateway)
+        bad = [
+            ({"chat_id": "tg:-1 2", "name": "spaced"}, "invalid chat id"),
+            ({"chat_id": "", "name": "blank"}, "invalid chat id"),
+            ({"chat_id": "tg:-1005", "name": "team"}, "already registered"),
+            ({"chat_id": TEAM_CHAT, "name": "again"}, "already registered"),
+            ({"chat_id": "tg:-1006", "name": "rt", "runtime": "codex"}, "unknown runtime"),
+            ({"chat_id": "tg:-1007", "name": "../x"}, "invalid group folder"),
+            ({"chat_id": "tg:-1008", "name": "<script>alert(1)</script>"}, "invalid group folder"),
+            ({"chat_id": "tg:-1009", "name": "trig", "trigger": "Bob"}, "unexpected argument"),
+            ({"chat_id": "tg:-1010", "name": "trig", "trigger": "@a b"}, "unexpected argument"),
+            (
+                {"chat_id": "tg:-1011", "name": "mem", "members": "<img src=x onerror=alert(1)>"},
+                "invalid sender",
+            ),
+            ({"chat_id": "tg:-1012", "name": "pol", "senders": "everyone"}, "unknown sender policy"),
+        ]
+        for form, reason in bad:
+            args = [form["chat_id"], form["name"]]
+            for key in ("trigger", "runtime", "senders", "members"):
+                if key in form:
+                    args += [f"--{key}", form[key]]
+            expected = await chat(gateway, "register", *args)
+            assert expected.startswith("usage: /register") and reason in expected, (form, expected)
+            page = await flash_after(rec, client, gateway, "/groups", form)
+            assert f'<p class="flash" role="status">{escape(expected)}</p>' in page, form
+            assert await registered(gateway) == before, form
+            assert "<script>alert(1)" not in page and "<img src=x" not in page
+        assert {g.folder for g in gateway.registry.all()} == {"main", "team"}
+    rec.assert_clean(REAL_KEY, token, session_id(client, gateway))
+
+
+async def test_edit_senders_runtime_budget_and_unregister_with_its_confirmation(gateway: Gateway) -> None:
+    rec = Recorder()
+    async with client_for(gateway) as client:
+        token = await login(rec, client, gateway.data_dir)
+        sid = session_id(client, gateway)
+        await flash_after(rec, client, gateway, "/groups", {"chat_id": TEAM_CHAT, "name": "team"})
+        assert gateway.registry.by_folder("team") is not None
+        path = "/groups/team"
+
+        # Sender policy: /senders team approval.
+        page = await flash_after(rec, client, gateway, path, {"action": "senders", "policy": "approval"})
+        assert "team: senders approval (0 allowed, 0 blocked)" in page
+        assert ("team", TEAM_CHAT, "@Andy", True, None, "approval") in await registered(gateway)
+        expected = await chat(gateway, "senders", "team", "everyone")
+        page = await flash_after(rec, client, gateway, path, {"action": "senders", "policy": "everyone"})
+        assert str(escape(expected)) in page and "unknown sender policy" in expected
+        assert ("team", TEAM_CHAT, "@Andy", True, None, "approval") in await registered(gateway)
+
+        # Allow and block a sender: /allow, /block (stored, and the gate knows at once).
+        page = await flash_after(rec, client, gateway, path, {"action": "allow", "sender": "tg:42"})
+        assert "team: tg:42 may trigger the assistant" in page
+        page = await flash_after(rec, client, gateway, path, {"action": "block", "sender": "tg:43"})
+        assert "team: tg:43 is blocked (their messages are context only)" in page
+        listed = {"tg:42": "allowed", "tg:43": "blocked"}
+        assert gateway.senders.senders("team") == listed
+        assert (await gateway.store.group_senders())["team"] == listed
+        assert "<code>tg:42</code> allowed" in page and "<code>tg:43</code> blocked" in page
+        hostile = '"><script>alert(1)</script>'
+        expected = await chat(gateway, "allow", "team", hostile)
+        page = await flash_after(rec, client, gateway, path, {"action": "allow", "sender": hostile})
+        assert "invalid sender id" in expected and str(escape(expected)) in page
+        assert "<script>alert(1)" not in page
+        assert (await gateway.store.group_senders())["team"] == listed
+
+        # Runtime: `clawgate groups set team --runtime …` (the CLI's code and answer).
+        page = await flash_after(rec, client, gateway, path, {"action": "runtime", "runtime": "claude"})
+        assert "team: runtime claude" in page
+        assert ("team", TEAM_CHAT, "@Andy", True, "claude", "approval") in await registered(gateway)
+        page = await flash_after(rec, client, gateway, path, {"action": "runtime", "runtime": "codex"})
+        assert "unknown runtime &#39;codex&#39;: use one of builtin, claude, default" in page
+        assert gateway.registry.by_folder("team").runtime == "claude"  # type: ignore[union-attr]
+        await flash_after(rec, client, gateway, path, {"action": "runtime", "runtime": "default"})
+        assert ("team", TEAM_CHAT, "@Andy", True, None, "approval") in await registered(gateway)
+
+        # Budget: /budget set team daily 5; a bad amount gets /budget's answer and changes nothing.
+        page = await flash_after(
+            rec, client, gateway, path, {"action": "budget", "limit": "daily", "amount": "5"}
+        )
+        assert "budget set: team daily: $5.00" in page
+        assert (await gateway.store.budget_overrides())[("team", "daily_usd")] == 5_000_000
+        assert "daily_usd" in page and "$0.00 of $5.00" in page
+        expected = await chat(gateway, "budget", "set", "team", "daily", "-3")
+        page = await flash_after(
+            rec, client, gateway, path, {"action": "budget", "limit": "daily", "amount": "-3"}
+        )
+        assert expected.startswith("usage: /budget") and str(escape(expected)) in page
+        assert (await gateway.store.budget_overrides())[("team", "daily_usd")] == 5_000_000
+
+        # The main group: its own answers (no sender policy, never unregistered).
+        expected = await chat(gateway, "unregister", "main")
+        page = await flash_after(
+            rec, client, gateway, "/groups/main", {"action": "unregister", "confirm": "yes"}
+        )
+        assert "the main group cannot be unregistered" in expected and str(escape(expected)) in page
+        assert gateway.registry.main is not None
+
+        # Unregister: without the box ticked nothing happens; with it, /unregister.
+        page = await flash_after(rec, client, gateway, path, {"action": "unregister"})
+        assert "team was not unregistered: tick the box to confirm" in page
+        assert "team" in {g[0] for g in await registered(gateway)}
+        page = await flash_after(rec, client, gateway, path, {"action": "unregister", "confirm": "yes"})
+        assert "unregistered team (its folder is kept)" in page
+        assert "team" not in {g[0] for g in await registered(gateway)}
+        assert gateway.registry.by_folder("team") is None and 'id="group-team"' not in page
+        page = await flash_after(rec, client, gateway, path, {"action": "unregister", "confirm": "yes"})
+        assert "no registered group &#39;team&#39;" in page
+        page = await flash_after(rec, client, gateway, path, {"action": "format-disk"})
+        assert "unknown action" in page
+    rec.assert_clean(REAL_KEY, token, sid)
+
+
+async def test_forged_posts_to_the_groups_forms_change_nothing(gateway: Gateway) -> None:
+    rec = Recorder()
+    async with client_for(gateway) as client:
+        token = await login(rec, client, gateway.data_dir)
+        await flash_after(rec, client, gateway, "/groups", {"chat_id": TEAM_CHAT, "name": "team"})
+        before = await registered(gateway)
+        csrf = csrf_of(gateway)
+        own_site, evil = base(gateway), "https://evil.example"
+        attempts = [
+            ("/groups", {"chat_id": "tg:-666", "name": "planted", "no_trigger": "on"}),
+            ("/groups/team", {"action": "unregister", "confirm": "yes"}),
+            ("/groups/team", {"action": "senders", "policy": "open"}),
+            ("/groups/team", {"action": "allow", "sender": "tg:666"}),
+            ("/groups/team", {"action": "budget", "limit": "daily", "amount": "off"}),
+            ("/groups/team", {"action": "runtime", "runtime": "claude"}),
+        ]
+        headers_and_tokens = [
+            ({"Origin": evil, "Sec-Fetch-Site": "cross-site"}, {}),
+            ({"Origin": evil, "Sec-Fetch-Site": "cross-site"}, {"csrf": csrf}),
+            ({"Origin": evil}, {"csrf": csrf}),
+            ({"Origin": own_site, "Sec-Fetch-Site": "same-origin"}, {}),
+            ({"Origin": own_site, "Sec-Fetch-Site": "same-origin"}, {"csrf": "x" * 43}),
+        ]
+        for path, form in attempts:
+            for headers, extra in headers_and_tokens:
+                status, body = await rec.post(client, path, headers=headers, data={**form, **extra})
+                assert status == 403 and "Refused" in body, (path, headers, extra)
+        assert await registered(gateway) == before
+        assert gateway.senders.senders("team") == {}
+        assert await gateway.store.budget_overrides() == {}
+    # A session whose admin has since left [admin] users: every form gets the refusal, no change.
+    async with client_for(gateway) as former:
+        status, _ = await rec.get(former, f"/login?t={mint_login(gateway.data_dir, 'tg:999')}")
+        assert status == 303
+        [csrf_former] = [
+            s.csrf for s in gateway.endpoints.dashboard_server.sessions._by_id.values() if s.user == "tg:999"
+        ]  # type: ignore[union-attr]
+        for path, form in attempts:
+            status, _ = await rec.post(former, path, headers=own(gateway), data={**form, "csrf": csrf_former})
+            assert status == 303
+            _, page = await rec.get(former, "/groups")
+            assert REFUSED in page, (path, form)
+        assert await registered(gateway) == before
+        assert gateway.senders.senders("team") == {} and await gateway.store.budget_overrides() == {}
+    async with client_for(gateway) as stranger:  # no session at all
+        status, _ = await rec.post(stranger, "/groups", data={"chat_id": "tg:-667", "name": "planted"})
+        assert status == 401
+    assert await registered(gateway) == before
+    rec.assert_clean(REAL_KEY, token)
+
+
+@pytest.fixture
+def mount_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    """An allowed root with a granted and a blocked directory, and a directory outside it."""
+    shared = tmp_path.resolve() / "shared"
+    (shared / "docs").mkdir(parents=True)
+    (shared / ".ssh").mkdir()
+    outside = tmp_path.resolve() / "outside"
+    outside.mkdir()
+    return shared, outside
+
+
+async def test_html_is_shown_escaped_and_a_refused_mount_says_why(
+    gateway: Gateway, mount_dirs: tuple[Path, Path]
+) -> None:
+    shared, outside = mount_dirs
+    allowlist = {"allowed_roots": [{"path": str(shared)}], "blocked_patterns": [], "non_main_read_only": True}
+    (gateway.config_dir / ALLOWLIST_FILE).write_text(json.dumps(allowlist))
+    rec = Recorder()
+    async with client_for(gateway) as client:
+        token = await login(rec, client, gateway.data_dir)
+        trigger, chat_id = "@<script>alert('t')</script>", "tg:<b>-42</b>"
+        page = await flash_after(
+            rec, client, gateway, "/groups", {"chat_id": chat_id, "name": "xss", "trigger": trigger}
+        )
+        assert gateway.registry.by_folder("xss") is not None  # the chat accepts both: one word each
+        assert "<script>alert(" not in page and "<b>-42</b>" not in page
+        assert (
+            f"<code>{escape(trigger)}</code>" in page
+            and f'<code class="chat">{escape(chat_id)}</code>' in page
+        )
+
+        mounts = [
+            {"host_path": str(shared / "docs"), "read_write": True},
+            {"host_path": str(shared / ".ssh")},
+            {"host_path": str(outside)},
+        ]
+        await gateway.registry.set_mounts("xss", mounts)
+        group = gateway.registry.by_folder("xss")
+        assert isinstance(group, Group)
+        plan = plan_mounts(
+            group,
+            gateway.config_dir / ALLOWLIST_FILE,
+            gateway.config_dir,
+            gateway.data_dir,
+            gateway.config.mounts.project_root,
+        )
+        reasons = dict((r.host_path, reason) for r, reason in plan.refused)
+        assert set(reasons) == {str(shared / ".ssh"), str(outside)}
+        assert "not under an allowed root" in reasons[str(outside)]
+        _, page = await rec.get(client, "/groups")
+        card = page[page.index('id="group-xss"') :]
+        granted = f"<code>{shared / 'docs'}</code> → <code>/workspace/extra/docs</code> (ro)"
+        assert f'<span class="ok">granted</span> {granted}' in card  # read-only: not the main group
+        for host, reason in reasons.items():
+            assert f'<span class="bad">refused</span> <code>{host}</code>: {escape(reason)}' in card
+        assert "read-only" in card  # the downgrade is noted
+
+        # Without a valid allowlist nothing is granted, and the page says why.
+        (gateway.config_dir / ALLOWLIST_FILE).write_text("{not json")
+        _, page = await rec.get(client, "/groups")
+        card = page[page.index('id="group-xss"') :]
+        assert "granted</span>" not in card and card.count('<span class="bad">refused</span>') == 3
+        assert "no extra mounts without a valid allowlist" in card and "allowlist: " in card
+    rec.assert_clean(REAL_KEY, token)
