@@ -16,6 +16,8 @@
 - audit page: one page of a full-size vault audit log for the dashboard's Vault page (read
   backwards in blocks), time and peak memory, next to `clawgate vault log`'s whole-log read
   (see benchmarks/audit_page.py).
+- activity: the dashboard's turn and spend charts' queries over 100,000 runs and 100,000
+  metered calls, next to fetching the same raw rows (see benchmarks/activity_charts.py).
 - load: 100 groups, 10,000 messages, a model with a small delay (see benchmarks/load.py).
 - vault: HTTPS requests/s and added latency through the vault, next to a bare mitmdump and
   direct to the upstream, in rounds that alternate the subjects (medians and per-round
@@ -52,6 +54,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.activity_charts import run as activity_charts_run  # noqa: E402
 from benchmarks.agent_runtimes import run as agent_runtimes_run  # noqa: E402
 from benchmarks.audit_page import run as audit_page_run  # noqa: E402
 from benchmarks.disk_walk import run as disk_walk_run  # noqa: E402
@@ -215,6 +218,7 @@ async def main() -> None:
     mount_cases = await asyncio.to_thread(mount_cases_run)
     disk_walk = await asyncio.to_thread(disk_walk_run)  # the disk-quota measurement vs os.walk
     audit_page = await asyncio.to_thread(audit_page_run)  # a Vault page of the audit log vs the CLI's read
+    activity = await asyncio.to_thread(activity_charts_run)  # the dashboard's charts over 100k rows
     load = await run_load("bwrap")
     vault = await vault_run()  # HTTPS via the vault vs bare mitmdump vs direct (benchmarks/vault.py)
     near_sign = await asyncio.to_thread(wallet_sign_run)  # analyze + policy + sign vs bare ed25519
@@ -246,6 +250,7 @@ async def main() -> None:
         "mount_cases_checked": mount_cases,
         **disk_walk,
         **audit_page,
+        **activity,
         **ipc_flood,
         **load,
         **vault,

@@ -15,6 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from dashboard.activity import SpendHistory, TurnActivity
+
 
 @dataclass(frozen=True)
 class ChannelState:
@@ -28,6 +30,7 @@ class SandboxState:
     backend: str  # docker | bwrap
     runtime: str  # runc | runsc for docker; the agent runtime beside it
     uptime_s: float
+    memory_bytes: int | None = None  # None: could not be read in time (shown as "—")
 
 
 @dataclass(frozen=True)
@@ -295,6 +298,14 @@ class Backend(Protocol):
 
     async def spend(self) -> SpendView:
         """Metered spend per group and model today and this month, and every budget's state."""
+        ...
+
+    async def turn_activity(self) -> list[TurnActivity]:
+        """Turns ended, failed and their latency over the last hour and day (dashboard/activity.py)."""
+        ...
+
+    async def spend_history(self) -> SpendHistory:
+        """Metered cost per group, model and budget day over the last 30 days."""
         ...
 
     async def task_action(self, task_id: int, action: Literal["pause", "resume", "cancel"], user: str) -> str:

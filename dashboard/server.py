@@ -27,6 +27,7 @@ from aiohttp import web
 
 from core.config import DashboardConfig, is_loopback
 from dashboard import groups_page
+from dashboard.activity import spend_charts, turn_charts
 from dashboard.auth import COOKIE, SESSION_TTL_S, Session, Sessions, consume_login, csrf_ok, same_origin
 from dashboard.backend import AuditQuery, Backend, FeedItem, SecretForm
 
@@ -211,7 +212,9 @@ class DashboardServer:
     async def _overview(self, request: web.Request) -> web.StreamResponse:
         overview = await self._backend.overview()
         feed = list(reversed(self._backend.feed.recent))
-        return self._session_page(request, "overview.html", o=overview, feed=feed, now=time.time())
+        charts = [chart for a in await self._backend.turn_activity() for chart in turn_charts(a)]
+        context = {"o": overview, "feed": feed, "now": time.time(), "charts": charts}
+        return self._session_page(request, "overview.html", **context)
 
     async def _approvals(self, request: web.Request) -> web.StreamResponse:
         pending, history = await self._backend.approvals()
@@ -248,7 +251,8 @@ class DashboardServer:
         raise web.HTTPSeeOther("/dead-letters")
 
     async def _spend(self, request: web.Request) -> web.StreamResponse:
-        return self._session_page(request, "spend.html", s=await self._backend.spend())
+        charts = spend_charts(await self._backend.spend_history())
+        return self._session_page(request, "spend.html", s=await self._backend.spend(), charts=charts)
 
     async def _tasks(self, request: web.Request) -> web.StreamResponse:
         return self._session_page(request, "tasks.html", tasks=await self._backend.tasks())

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 from channels.base import ButtonPress
 from core.models import Approval, InboundMessage
+from dashboard.activity import SpendHistory, TurnActivity
 from dashboard.backend import (
     ApprovalView,
     AuditQuery,
@@ -46,7 +47,7 @@ from dashboard.backend import (
     VaultView,
 )
 from dashboard.server import DashboardServer, DashboardUnavailable
-from gateway import budget, dashboard_groups, dashboard_vault, dead_letters
+from gateway import budget, dashboard_activity, dashboard_groups, dashboard_vault, dead_letters
 from gateway.approvals import REFUSE_USER, UNKNOWN
 from gateway.budget_state import budget_statuses
 from gateway.running import RunningGateway
@@ -68,6 +69,7 @@ class GatewayDashboard:
     def __init__(self, gw: RunningGateway) -> None:
         self._gw = gw
         self.feed = Feed()
+        self._memory = dashboard_activity.MemoryReader()
 
     def publish(self, message: InboundMessage, status: str) -> None:
         """A message the router stored: shown live if it belongs to a registered group."""
@@ -82,6 +84,8 @@ class GatewayDashboard:
         gw = self._gw
         now = time.time()
         settings = gw.config.sandbox
+        live_now = gw.pool.live
+        memory = await self._memory.read(live_now)
         sandboxes = [
             SandboxState(
                 group=folder,
@@ -92,8 +96,9 @@ class GatewayDashboard:
                     else group_runtime(gw.config, live.group)
                 ),
                 uptime_s=now - live.started_at,
+                memory_bytes=memory.get(folder),
             )
-            for folder, live in sorted(gw.pool.live.items())
+            for folder, live in sorted(live_now.items())
         ]
         vault_up = False
         with contextlib.suppress(VaultUnavailable, OSError, TimeoutError):
@@ -225,6 +230,12 @@ class GatewayDashboard:
 
     async def group_command(self, command: GroupCommand, user: str) -> str:
         return await dashboard_groups.run(self._gw, command, user)
+
+    async def turn_activity(self) -> list[TurnActivity]:
+        return await dashboard_activity.turn_activity(self._gw, time.time())
+
+    async def spend_history(self) -> SpendHistory:
+        return await dashboard_activity.spend_history(self._gw, time.time())
 
     async def vault(self) -> VaultView:
         return await dashboard_vault.vault_view(self._gw)

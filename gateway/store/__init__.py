@@ -19,6 +19,7 @@ concern, one module per group of tables, each readable on its own:
     metered.py       model calls metered by the vault, priced when stored (spend control's account)
     budgets.py       /budget set overrides, budget notices sent, spend read from metered_usage
     retention.py     emptying and deleting old rows
+    activity.py      turns per time bucket and cost per day, for the dashboard's charts
 
 Why one class made of mixins rather than a repository object per concern: every concern must
 share one connection and one lock (a transaction of one concern must never interleave with a
@@ -36,6 +37,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.store import migrations
+from gateway.store.activity import ActivityStore
 from gateway.store.approvals import ApprovalStore
 from gateway.store.budgets import BudgetStore
 from gateway.store.connection import Database, StoreUnusable, connect
@@ -78,6 +80,7 @@ class Store(
     MeteredUsageStore,
     BudgetStore,
     RetentionStore,
+    ActivityStore,
     Database,
 ):
     """All reads and writes of the gateway's database."""

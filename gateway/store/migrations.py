@@ -262,6 +262,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (scope, kind, period, level)
     );
     """,
+    # 11: the dashboard's turn charts (gateway.store.activity) read runs by when they ended.
+    """
+    CREATE INDEX runs_finished ON runs (finished_at);
+    """,
 ]
 
 

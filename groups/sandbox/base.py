@@ -60,6 +60,10 @@ class RunningSandbox(Protocol):
 
     async def logs_tail(self, max_bytes: int = 4096) -> str: ...
 
+    async def memory_bytes(self) -> int | None:
+        """Memory in use now, best effort: None when it cannot be read (the dashboard shows "—")."""
+        ...
+
 
 class SandboxBackend(Protocol):
     async def check(self, image: str) -> None: ...

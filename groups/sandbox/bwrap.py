@@ -60,6 +60,7 @@ from groups.folders import INBOX_IN_SANDBOX
 from groups.sandbox import seccomp
 from groups.sandbox.base import SandboxSpec, SandboxUnavailable
 from groups.sandbox.bind_fds import BindSourceChanged, open_bind_source
+from groups.sandbox.memory import sandbox_usage
 
 log = logging.getLogger(__name__)
 
@@ -444,6 +445,13 @@ class BwrapSandbox:
     async def logs_tail(self, max_bytes: int = 4096) -> str:
         raw = b"".join(self._log)
         return raw[-min(max_bytes, MAX_LOG_BYTES) :].decode("utf-8", "replace")
+
+    async def memory_bytes(self) -> int | None:
+        """The sandbox's memory cgroup usage, or its process tree's RSS (groups/sandbox/memory.py)."""
+        if self.exited.done():
+            return None
+        has_memory = "memory" in self._cgroup.applied
+        return await asyncio.to_thread(sandbox_usage, self._cgroup.dirs, has_memory, self.pid)
 
 
 # ---------------------------------------------------------------- launching bwrap

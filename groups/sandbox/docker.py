@@ -26,12 +26,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import docker
-from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.errors import DockerException, ImageNotFound, InvalidVersion, NotFound
 from docker.models.containers import Container
 from docker.types import Mount, Ulimit
 
 from groups.folders import INBOX_IN_SANDBOX
 from groups.sandbox.base import SandboxSpec, SandboxUnavailable
+from groups.sandbox.memory import docker_usage
 from groups.sandbox.runsc import runtime_problem
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,24 @@ class DockerSandbox:
         except DockerException:
             return ""
         return raw[-min(max_bytes, MAX_LOG_BYTES) :].decode("utf-8", "replace")
+
+    async def memory_bytes(self) -> int | None:
+        """Memory in use now (one stats sample, not a stream); None if the engine gives none.
+
+        The caller bounds the wait: an engine that hangs leaves this thread until docker-py's
+        own request timeout, so the caller must not start a second read while one is pending.
+        """
+        return await asyncio.to_thread(self._memory_bytes)
+
+    def _memory_bytes(self) -> int | None:
+        try:
+            try:
+                stats = self._container.stats(stream=False, one_shot=True)
+            except InvalidVersion:  # engine API < 1.41: the two-sample read (about a second)
+                stats = self._container.stats(stream=False)
+        except (DockerException, OSError, ValueError):
+            return None
+        return docker_usage(stats) if isinstance(stats, dict) else None
 
 
 class DockerBackend:
