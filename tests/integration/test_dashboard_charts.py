@@ -2,7 +2,8 @@
 
 A real Gateway (Docker sandbox with the real agent, vault process, SQLite) answers one message;
 the Overview then shows that sandbox's memory as read from the Docker engine (a number, not
-"—") and exactly one answered turn in the last hour's charts. Metered calls of a group whose
+"—") and exactly one answered turn in the last hour's charts; a bwrap sandbox shows its memory
+too (its cgroup, or its process tree from /proc). Metered calls of a group whose
 name is markup are drawn on the Spend page as text, and a real headless Chromium renders both
 pages (screenshots `overview-charts` and `spend-charts`) without running any of it.
 """
@@ -24,8 +25,11 @@ from gateway.store.metered import MeteredRow
 from proxy.secrets import SecretStore
 from tests.fakes.channel import CaptureChannel
 from tests.integration.browser_support import Browser
+from tests.integration.bwrap_support import bwrap_rootfs, link_rootfs
 from tests.integration.test_dashboard_security import DASHBOARD, Recorder, base, client_for, login
 from tests.integration.test_gateway_docker import REAL_KEY, config_for, containers
+
+__all__ = ["bwrap_rootfs"]
 
 SVG = "{http://www.w3.org/2000/svg}"
 EVIL_GROUP = '<img src=x onerror="document.title=1">team'
@@ -97,6 +101,30 @@ async def test_a_memory_read_that_fails_is_a_dash_not_an_error_page(gateway: Gat
         await login(rec, client, gateway.data_dir)
         status, page = await rec.get(client, "/")
     assert status == 200 and '<td class="memory">—</td>' in page
+
+
+async def test_a_bwrap_sandbox_shows_its_memory_too(dirs, model_server, sandbox_image, bwrap_rootfs) -> None:  # type: ignore[no-untyped-def]
+    config_dir, data_dir = dirs
+    link_rootfs(data_dir, bwrap_rootfs)
+    SecretStore(config_dir).add("anthropic", REAL_KEY, model_server.host_port, "x-api-key", "{value}")
+    config = config_for(model_server, sandbox_image, extra=DASHBOARD, backend="bwrap")
+    gw = Gateway(config, config_dir, data_dir)
+    await gw.start([CaptureChannel()])
+    gw.test_channel = gw.channels[0]  # type: ignore[attr-defined]
+    try:
+        await one_turn(gw)
+        [live] = gw.pool.live.values()
+        direct = await live.sandbox.memory_bytes()
+        assert direct is not None and direct > 1024 * 1024  # at least the agent's Python
+        rec = Recorder()
+        async with client_for(gw) as client:
+            await login(rec, client, gw.data_dir)
+            status, page = await rec.get(client, "/")
+        assert status == 200
+        [row] = re.findall(r"<tr><td>main</td>.*?</tr>", page, re.S)
+        assert "bwrap" in row and re.search(r'<td class="memory">[\d.]+ MiB</td>', row), row
+    finally:
+        await gw.stop(grace_s=5)
 
 
 async def test_overview_and_spend_charts_in_the_browser(
