@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from dashboard.activity import SpendHistory, TurnActivity
+from dashboard.wallet_view import WalletQuery, WalletView
 
 
 @dataclass(frozen=True)
@@ -342,6 +343,10 @@ class Backend(Protocol):
 
     async def group_command(self, command: GroupCommand, user: str) -> str:
         """The chat command (or `clawgate groups set`) as admin `user`; returns its answer."""
+        ...
+
+    async def wallet(self, q: WalletQuery) -> WalletView:
+        """`/wallet` and `/policy` as the chat shows them, and one page of the wallet's requests."""
         ...
 
 

@@ -26,7 +26,7 @@ import jinja2
 from aiohttp import web
 
 from core.config import DashboardConfig, is_loopback
-from dashboard import groups_page
+from dashboard import groups_page, wallet_page
 from dashboard.activity import spend_charts, turn_charts
 from dashboard.auth import COOKIE, SESSION_TTL_S, Session, Sessions, consume_login, csrf_ok, same_origin
 from dashboard.backend import AuditQuery, Backend, FeedItem, SecretForm
@@ -123,6 +123,7 @@ class DashboardServer:
         app.router.add_post("/vault/secrets", self._vault_add)
         app.router.add_post("/vault/secrets/{name}", self._vault_change)
         groups_page.add_routes(app, self._backend, self._session_page, lambda r: r[SESSION_KEY])
+        wallet_page.add_routes(app, self._backend, self._session_page)
         app.router.add_post("/logout", self._logout)
         app.router.add_get("/events", self._events)
         app.router.add_static("/static/", STATIC, follow_symlinks=False, show_index=False)

@@ -47,7 +47,15 @@ from dashboard.backend import (
     VaultView,
 )
 from dashboard.server import DashboardServer, DashboardUnavailable
-from gateway import budget, dashboard_activity, dashboard_groups, dashboard_vault, dead_letters
+from dashboard.wallet_view import WalletQuery, WalletView
+from gateway import (
+    budget,
+    dashboard_activity,
+    dashboard_groups,
+    dashboard_vault,
+    dashboard_wallet,
+    dead_letters,
+)
 from gateway.approvals import REFUSE_USER, UNKNOWN
 from gateway.budget_state import budget_statuses
 from gateway.running import RunningGateway
@@ -254,6 +262,9 @@ class GatewayDashboard:
 
     async def vault_remove(self, name: str, user: str) -> str:
         return await dashboard_vault.remove(self._gw, name, user)
+
+    async def wallet(self, q: WalletQuery) -> WalletView:
+        return await dashboard_wallet.wallet_view(self._gw, q)
 
 
 def _line(row: SpendRow) -> SpendLine:

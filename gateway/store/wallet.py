@@ -201,6 +201,26 @@ class WalletStore(Database):
         ) as cur:
             return [_wallet_request(row) for row in await cur.fetchall()]
 
+    async def wallet_requests_page(
+        self, *, group: str | None = None, state: str | None = None, offset: int = 0, limit: int = 50
+    ) -> list[WalletRequest]:
+        """Most recent first, optionally of one group and/or in one state: at most `limit` rows
+        from `offset` (the dashboard asks for one more than it shows, to know if there are more)."""
+        clauses: list[str] = []
+        args: list[object] = []
+        if group:
+            clauses.append("group_folder = ?")
+            args.append(group)
+        if state:
+            clauses.append("state = ?")
+            args.append(state)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        async with self._conn.execute(
+            f"SELECT {_WALLET_COLUMNS} FROM wallet_requests {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+            (*args, max(0, limit), max(0, offset)),
+        ) as cur:
+            return [_wallet_request(row) for row in await cur.fetchall()]
+
     async def wallet_settings(self) -> dict[str, str]:
         """Policy overrides set with `/policy set` (JSON-encoded values by setting name)."""
         async with self._conn.execute("SELECT name, value FROM wallet_settings ORDER BY name") as cur:

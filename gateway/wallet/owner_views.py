@@ -1,5 +1,6 @@
 """What the owner reads and changes about the wallet from the main chat: the approval prompts,
-`/wallet`, `/policy` and `/policy set`.
+`/wallet`, `/policy` and `/policy set`. The dashboard's Wallet page reads the same `wallet_status`
+and `policy_text` (gateway/dashboard_wallet.py), so both show one computation of the limits.
 
 These are views, not decisions: the verdicts are :class:`~gateway.wallet.policy.PolicyEngine`'s
 and the spend is the store's.  A `/policy set` override is validated exactly like the config file
@@ -10,9 +11,12 @@ config loader would refuse; only :data:`SETTABLE` keys can be changed from chat,
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import httpx
 from pydantic import ValidationError
 
 from core.wallet.amounts import format_near
@@ -43,29 +47,108 @@ _LISTS = ("transfer_whitelist", "stake_validators")
 _BOOLS = ("deny_full_access_operations", "deny_delete_account")
 
 
+@dataclass(frozen=True)
+class KeyStatus:
+    """A key's public data with its live balance (or why there is none) and the groups that may use it."""
+
+    key: KeyInfo
+    balance: str  # "12.5 NEAR" or "balance unavailable (why)"
+    available: bool
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DayLimit:
+    """One daily limit and today's spend against it: the line `/wallet` prints, and its numbers."""
+
+    unit: str  # "NEAR", or a token contract
+    spent: int  # yoctoNEAR, or the token's base units
+    limit: int | None  # None: that token has no limit (its transfers always ask)
+    line: str
+
+
+@dataclass(frozen=True)
+class WalletStatus:
+    """What `/wallet` shows, as data: the chat prints it (`status_text`), the dashboard lays it out."""
+
+    keys: list[KeyStatus]
+    day: str  # the UTC day the limits count
+    limits: list[DayLimit]
+    pending: list[int]  # request ids waiting for the owner
+
+
+async def balance_of(rpc: NearRpc, account_id: str, timeout_s: float | None = None) -> tuple[str, bool]:
+    """(text, available): the account's balance, or why it is unavailable — never an exception.
+
+    `timeout_s` bounds the whole lookup, retries included (the dashboard must not hang on a node
+    that accepts and never answers); the node's answer is checked by `NearRpc.account`.
+    """
+    try:
+        view = await asyncio.wait_for(rpc.account(account_id), timeout_s)
+    except RpcError as exc:
+        return f"balance unavailable ({exc})", False
+    except TimeoutError:
+        return f"balance unavailable (no answer within {timeout_s:g}s)", False
+    except httpx.HTTPError as exc:  # what the client's transport wraps no further (a bad encoding …)
+        return f"balance unavailable ({type(exc).__name__})", False
+    return f"{format_near(view.amount)} NEAR", True
+
+
+def day_limits(spent: DaySpend, policy: WalletPolicy, day: str) -> list[DayLimit]:
+    """Today's NEAR spend (value and fees) and each token's, against the policy's daily limits."""
+    limit = format_near(policy.daily_limit)
+    near = DayLimit(
+        "NEAR",
+        spent.near,
+        policy.daily_limit,
+        f"Today's spend ({day} UTC): {format_near(spent.near)} of {limit} NEAR (value and fees)",
+    )
+    tokens = [
+        DayLimit(
+            contract,
+            spent.tokens.get(contract, 0),
+            None if (cap := policy.token_limits.get(contract)) is None else cap.daily_limit,
+            token_line(contract, spent, policy),
+        )
+        for contract in sorted(set(spent.tokens) | set(policy.token_limits))
+    ]
+    return [near, *tokens]
+
+
+async def wallet_status(
+    policy: WalletPolicy,
+    keys: KeyStore,
+    rpc: NearRpc,
+    store: Store,
+    now: float,
+    balance_timeout_s: float | None = None,
+) -> WalletStatus:
+    """Each key with its live balance (looked up concurrently) and groups, today's spend, requests waiting."""
+    listed = keys.list()
+    balances = await asyncio.gather(*(balance_of(rpc, k.account_id, balance_timeout_s) for k in listed))
+    statuses = [
+        KeyStatus(key, text, available, tuple(policy.groups_for_key(key.name)))
+        for key, (text, available) in zip(listed, balances, strict=True)
+    ]
+    today = utc_day(now)
+    limits = day_limits(await store.wallet_day(today), policy, today)
+    pending = await store.wallet_requests(state="pending", limit=1000)
+    return WalletStatus(statuses, today, limits, [r.id for r in pending])
+
+
 async def status_text(policy: WalletPolicy, keys: KeyStore, rpc: NearRpc, store: Store, now: float) -> str:
     """`/wallet`: each key with its live balance and groups, today's spend, requests waiting."""
-    listed = keys.list()
-    lines = ["Wallet keys:" if listed else "Wallet keys: none (add one with `clawgate wallet generate`)"]
-    for key in listed:
-        try:
-            view = await rpc.account(key.account_id)
-            balance = f"{format_near(view.amount)} NEAR"
-        except RpcError as exc:
-            balance = f"balance unavailable ({exc})"
-        groups = ", ".join(policy.groups_for_key(key.name))
+    status = await wallet_status(policy, keys, rpc, store, now)
+    lines = ["Wallet keys:" if status.keys else "Wallet keys: none (add one with `clawgate wallet generate`)"]
+    for s in status.keys:
+        key = s.key
         lines.append(
-            f"• {key.name}: {key.account_id} ({key.network}, {key.permission.describe()}) — {balance};"
-            f" groups: {groups}"
+            f"• {key.name}: {key.account_id} ({key.network}, {key.permission.describe()}) — {s.balance};"
+            f" groups: {', '.join(s.groups)}"
         )
-    today = utc_day(now)
-    spent = await store.wallet_day(today)
-    limit = format_near(policy.daily_limit)
-    lines.append(f"Today's spend ({today} UTC): {format_near(spent.near)} of {limit} NEAR (value and fees)")
-    lines.extend(token_line(c, spent, policy) for c in sorted(set(spent.tokens) | set(policy.token_limits)))
-    pending = await store.wallet_requests(state="pending", limit=1000)
-    if pending:
-        lines.append(f"Waiting for approval: {', '.join(f'#{r.id}' for r in pending)}")
+    lines.extend(limit.line for limit in status.limits)
+    if status.pending:
+        lines.append(f"Waiting for approval: {', '.join(f'#{i}' for i in status.pending)}")
     return "\n".join(lines)
 
 

@@ -51,6 +51,7 @@ from gateway.wallet.rpc_results import (
     decode_block_hash,
     expect_dict,
     tx_outcome,
+    u128_amount,
 )
 from gateway.wallet.transactions import SignedTransaction
 
@@ -137,7 +138,7 @@ class NearRpc:
                 block_height=int(res["block_height"]),
                 permission=res.get("permission"),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise RpcError(f"NEAR RPC view_access_key returned an unexpected result ({exc!r})") from None
 
     async def latest_block_hash(self) -> bytes:
@@ -165,13 +166,13 @@ class NearRpc:
             raise cls(f"account {account_id}: {snip(err)}", data=err)
         try:
             return AccountView(
-                amount=int(res["amount"]),
-                locked=int(res.get("locked", 0)),
+                amount=u128_amount(res["amount"]),
+                locked=u128_amount(res.get("locked", 0)),
                 storage_usage=int(res.get("storage_usage", 0)),
-                code_hash=str(res.get("code_hash", "")),
+                code_hash=str(res.get("code_hash", ""))[:64],
                 block_height=int(res["block_height"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # int(inf) is an OverflowError
             raise RpcError(f"NEAR RPC view_account returned an unexpected result ({exc!r})") from None
 
     async def view_call(

@@ -9,9 +9,11 @@ to the three states the wallet acts on: success, failure (with a readable reason
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.wallet.amounts import U128_MAX
 from gateway.wallet.base58 import b58decode
 from gateway.wallet.rpc_errors import RpcError, describe_failure
 
@@ -65,6 +67,23 @@ def expect_dict(result: object, what: str) -> dict[str, Any]:
     if not isinstance(result, dict):
         raise RpcError(f"NEAR RPC {what} returned an unexpected result (not an object)")
     return result
+
+
+_DECIMAL = re.compile(r"[0-9]{1,39}")  # u128's maximum has 39 digits
+
+
+def u128_amount(value: object) -> int:
+    """A yoctoNEAR amount as NEAR sends it (a decimal string; a JSON integer is accepted too).
+
+    ``ValueError`` for anything else: a float (``1e400`` parses to infinity), a negative number,
+    more than u128 holds — a hostile node's balance must not reach ``format_near`` or a page.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("amount is not a decimal string")
+    text = str(value)
+    if not _DECIMAL.fullmatch(text) or int(text) > U128_MAX:
+        raise ValueError("amount is not a u128 decimal")
+    return int(text)
 
 
 def decode_block_hash(text: object) -> bytes:

@@ -394,6 +394,12 @@ class WalletService:
             self.engine.policy, self._keys, self._rpc, self._store, self.clock.now()
         )
 
+    async def status(self, balance_timeout_s: float | None = None) -> owner_views.WalletStatus:
+        """`/wallet` as data (the dashboard's Wallet page), each balance lookup bounded by the timeout."""
+        return await owner_views.wallet_status(
+            self.engine.policy, self._keys, self._rpc, self._store, self.clock.now(), balance_timeout_s
+        )
+
     def policy_text(self) -> str:
         return owner_views.policy_text(self.engine.policy)
 
