@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from core.config import Config
 from core.models import Group
-from gateway.ipc_protocol import Caller, IpcError, UsageReport
+from gateway.ipc_protocol import Caller, IpcError
 from gateway.registry import GroupRegistry
 from gateway.runs import RunExecutor
 from gateway.store import Store
@@ -66,18 +66,6 @@ class AgentServices:
     def folder_of_chat(self, chat_id: str) -> str | None:
         group = self._registry.for_chat(chat_id)
         return None if group is None else group.folder
-
-    async def record_usage(self, caller: Caller, report: UsageReport) -> None:
-        await self._store.add_model_usage(
-            caller.folder,
-            report.run_id,
-            report.model,
-            input_tokens=report.input_tokens,
-            output_tokens=report.output_tokens,
-            cache_read_tokens=report.cache_read_tokens,
-            cache_write_tokens=report.cache_write_tokens,
-            calls=report.calls,
-        )
 
     async def send_message(self, caller: Caller, run_id: int | None, chat_id: str, text: str) -> None:
         assert self._executor is not None, "bind_executor() was not called"

@@ -27,14 +27,12 @@ from typing import Any
 
 from gateway.ipc_limits import IpcLimits, LogGate, Pacer, TokenBucket, line_cost
 from gateway.ipc_protocol import (
-    MAX_MODELS_PER_RUN,
     Caller,
     IpcError,
     IpcServices,
     Turn,
     TurnResult,
     authorize,
-    usage_report,
     validate,
 )
 from gateway.ipc_reader import ReadError, loads, read_line
@@ -96,7 +94,6 @@ class GroupIpc:
         self._results: dict[int, asyncio.Future[TurnResult]] = {}
         self._received: dict[int, asyncio.Future[float]] = {}
         self._current_run: int | None = None
-        self._usage_models: dict[int, set[str]] = {}  # models reported per run (bounded)
         self._handlers: set[asyncio.Task[object]] = set()
         self._open = 0  # connections from accept to close (the cap counts these)
         self.refused_connections = 0
@@ -375,28 +372,7 @@ class GroupIpc:
             return {}
         if method == "status":
             return {}
-        if method == "usage":
-            return await self._usage(params)
         return await self._dispatch_service(method, params)
-
-    async def _usage(self, params: dict[str, Any]) -> object:
-        """Record a report about a run this socket was handed, which may still be open or just done.
-
-        The group is the socket's (invariant 4); the run must be one given to this agent, its
-        current or an outstanding one, so a report cannot be pinned on another group's run.
-        """
-        report = usage_report(params)
-        run_id = report.run_id
-        if run_id != self._current_run and run_id not in self._results:
-            raise IpcError("unknown_run", "no such run for this group")
-        models = self._usage_models.setdefault(run_id, set())
-        if report.model not in models and len(models) >= MAX_MODELS_PER_RUN:
-            raise IpcError("too_many_models", f"at most {MAX_MODELS_PER_RUN} models per run")
-        models.add(report.model)
-        for old in [r for r in self._usage_models if r != run_id and r != self._current_run]:
-            del self._usage_models[old]  # only the live runs' sets are kept
-        await self._services.record_usage(self.caller, report)
-        return {}
 
     async def _dispatch_service(self, method: str, params: dict[str, Any]) -> object:
         """Requests that act on the gateway: authorized here, in one place, before anything runs."""

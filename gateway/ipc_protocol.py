@@ -43,15 +43,6 @@ _SCHEMAS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "turn_done": {"run_id": (int, True), "text": (_OPT_STR, False), "error": (_OPT_STR, False)},
     "log": {"level": (str, True), "message": (str, True)},
     "status": {"state": (str, True)},
-    "usage": {
-        "run_id": (int, True),
-        "model": (str, True),
-        "input_tokens": (int, True),
-        "output_tokens": (int, True),
-        "cache_read_tokens": (int, True),
-        "cache_write_tokens": (int, True),
-        "calls": (int, True),
-    },
     "schedule_task": {
         "prompt": (str, True),
         "group": (str, False),
@@ -101,7 +92,6 @@ _POLICY: dict[str, str] = {
     "turn_done": "any",
     "log": "any",
     "status": "any",
-    "usage": "any",  # always about the caller's own run (checked in gateway.ipc)
     "send_message": "self",
     "schedule_task": "self",
     "list_tasks": "self",
@@ -141,53 +131,8 @@ def authorize(caller: Caller, method: str, target_folder: str | None) -> None:
     raise IpcError("forbidden", f"{method} is not allowed for this group")
 
 
-# What one `usage` report may claim: per model and run, summed over a turn of at most
-# `[agent] max_model_calls` calls. Larger numbers are refused, not clipped (a bug or a lie).
-MAX_USAGE_TOKENS = 10**10
-MAX_USAGE_CALLS = 10_000
-MAX_MODEL_NAME = 200
-MAX_MODELS_PER_RUN = 8
-_USAGE_COUNTS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
-
-
-@dataclass(frozen=True, slots=True)
-class UsageReport:
-    """Tokens one model used during one run of a group, as its agent reported them."""
-
-    run_id: int
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int
-    cache_write_tokens: int
-    calls: int
-
-
-def usage_report(params: dict[str, Any]) -> UsageReport:
-    """Bounds on a schema-checked `usage` request: a clear refusal rather than a silly row."""
-    model = params["model"]
-    if not 0 < len(model) <= MAX_MODEL_NAME or not model.isprintable():
-        raise IpcError("bad_params", f"model must be 1-{MAX_MODEL_NAME} printable characters")
-    for key in _USAGE_COUNTS:
-        if not 0 <= params[key] <= MAX_USAGE_TOKENS:
-            raise IpcError("bad_params", f"{key} must be between 0 and {MAX_USAGE_TOKENS}")
-    if not 0 <= params["calls"] <= MAX_USAGE_CALLS:
-        raise IpcError("bad_params", f"calls must be between 0 and {MAX_USAGE_CALLS}")
-    return UsageReport(
-        run_id=params["run_id"],
-        model=model,
-        input_tokens=params["input_tokens"],
-        output_tokens=params["output_tokens"],
-        cache_read_tokens=params["cache_read_tokens"],
-        cache_write_tokens=params["cache_write_tokens"],
-        calls=params["calls"],
-    )
-
-
 class IpcServices(Protocol):
     """What the gateway does on an agent's behalf once a request is authorized."""
-
-    async def record_usage(self, caller: Caller, report: UsageReport) -> None: ...
 
     def folder_of_chat(self, chat_id: str) -> str | None: ...
 

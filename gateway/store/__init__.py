@@ -51,7 +51,6 @@ from gateway.store.retention import RetentionStore
 from gateway.store.runs import RunStore
 from gateway.store.senders import SenderStore
 from gateway.store.tasks import TaskStore
-from gateway.store.usage import UsageStore, UsageTotals
 from gateway.store.wallet import SPENDING_STATES, WalletStore
 
 __all__ = [
@@ -61,7 +60,6 @@ __all__ = [
     "SPENDING_STATES",
     "Store",
     "StoreUnusable",
-    "UsageTotals",
     "storable",
 ]
 
@@ -76,7 +74,6 @@ class Store(
     TaskStore,
     ApprovalStore,
     WalletStore,
-    UsageStore,
     MeteredUsageStore,
     BudgetStore,
     RetentionStore,

@@ -7,6 +7,7 @@ we wait for the first message, so cold start stays fast.
 """
 
 import contextlib
+import json
 import sys
 import threading
 import time
@@ -64,12 +65,8 @@ def serve(cfg: config.Config, client: IPCClient) -> int:
         except IPCError as exc:  # only a latency metric; never worth dropping the turn
             log("warning", f"received({run_id}) failed: {exc}")
         text, error = runner.run(user_prompt)
-        # Before turn_done, while the run is still open at the gateway (it checks the run id).
-        for report in runner.usage.reports():
-            try:
-                client.usage(run_id, report)
-            except IPCError as exc:  # counted or not, the answer must still go out
-                log("warning", f"usage({run_id}) rejected: {exc}")
+        for report in runner.usage.reports():  # for the sandbox's log only: spend is metered by the vault
+            _stderr("info", f"run {run_id} used {json.dumps(report, sort_keys=True)}")
         try:
             client.turn_done(run_id, text, error)
         except IPCError as exc:

@@ -171,7 +171,10 @@ def _count(value: Any) -> int:
 
 
 def usage_reports(result: Any, configured_model: str) -> List[Dict[str, Any]]:
-    """The turn's tokens per model, in the shape of the gateway's ``usage`` IPC request.
+    """The turn's tokens per model as Claude Code counted them, for the sandbox's log.
+
+    Only an account of what a working agent used: spend control relies on what the vault
+    metered, never on what a sandbox says about itself.
 
     Claude Code reports ``modelUsage`` per model without a call count: ``num_turns`` (its model
     round trips) is attributed to the one model when there is one, else one call each.
@@ -326,12 +329,8 @@ async def serve(cfg: config.Config, client: IPCClient) -> int:
             except IPCError as exc:
                 log("warning", f"received({run_id}) failed: {exc}")
             text, error = await turns.run(user_prompt)
-            # Before turn_done, while the run is still open at the gateway (it checks the run id).
-            for report in turns.usage:
-                try:
-                    await anyio.to_thread.run_sync(client.usage, run_id, report)
-                except IPCError as exc:  # counted or not, the answer must still go out
-                    log("warning", f"usage({run_id}) rejected: {exc}")
+            for report in turns.usage:  # for the sandbox's log only: spend is metered by the vault
+                _stderr("info", f"run {run_id} used {json.dumps(report, sort_keys=True)}")
             try:
                 await anyio.to_thread.run_sync(client.turn_done, run_id, text, error)
             except IPCError as exc:

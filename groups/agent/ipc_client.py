@@ -100,10 +100,6 @@ class IPCClient:
     def turn_done(self, run_id: int, text: str | None, error: str | None) -> None:
         self.call("turn_done", {"run_id": run_id, "text": text, "error": error})
 
-    def usage(self, run_id: int, report: dict) -> None:
-        """Tokens one model used during run ``run_id`` (see ``llm.UsageMeter.reports``)."""
-        self.call("usage", {"run_id": run_id, **report})
-
     def log(self, level: str, message: str) -> None:
         self.call("log", {"level": level, "message": message})
 

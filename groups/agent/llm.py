@@ -11,7 +11,7 @@ are added to a copy at send time, never stored in history, so they cannot pile u
 OpenAI-compatible servers cache by themselves and get no marks.
 
 Every model call reports its token usage (``Usage``); the loop adds it to a ``UsageMeter``
-that the runtime sends to the gateway after the turn.
+that the runtime writes to the sandbox's log after the turn (spend is metered by the vault).
 """
 
 import json
@@ -91,7 +91,7 @@ class UsageMeter:
             row[field] += getattr(usage, field)
 
     def reports(self) -> List[Dict[str, Any]]:
-        """One entry per model, in the shape of the gateway's ``usage`` IPC request."""
+        """One entry per model, for the sandbox's log (the vault meters what counts)."""
         return [
             {
                 "model": model,

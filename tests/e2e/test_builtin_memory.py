@@ -3,7 +3,7 @@ pipe, the real sandbox container, the real vault, a scripted Anthropic-compatibl
 The vault's metered account of every call must equal what the model server reported.
 
 What the model server received proves the `cache_control` breakpoints and that the summary rides
-along; the database proves usage was stored for the group; restarting the gateway (which also
+along; the database proves the vault metered every call for the group; restarting the gateway (which also
 replaces the container) proves the summary is kept with the group's history, and `/compact`
 forces a summary at the next turn.
 """
@@ -169,17 +169,8 @@ async def test_caching_usage_and_compaction_across_a_gateway_restart(
         assert history["summary"].startswith(f"SUMMARY-{model.summaries} remembers")
         assert history["compacted_turns"] >= 1
 
-        # 3. usage stored per group and model, tool-loop and summary calls alike
+        # 3. tool-loop and summary calls alike are counted, by the vault (checked in step 6)
         turns, summaries = len(model.turns()), len(model.summary_requests())
-        store = await Store.open(data_dir / "clawgate.db")
-        try:
-            (usage,) = await store.model_usage("main")
-        finally:
-            await store.close()
-        assert (usage.group, usage.model, usage.calls, usage.runs) == ("main", "fake", turns + summaries, 8)
-        assert usage.input_tokens == 11 * turns + 500 * summaries
-        assert usage.output_tokens == 22 * turns + 55 * summaries
-        assert (usage.cache_read_tokens, usage.cache_write_tokens) == (333 * turns, 44 * turns)
         first_run_ended = time.time()
 
         # 4. a gateway restart (and so a new container): the summary is still sent

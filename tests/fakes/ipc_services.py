@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from gateway.ipc_protocol import Caller, UsageReport
+from gateway.ipc_protocol import Caller
 
 CHATS = {"tg:-1": "team", "tg:-2": "other", "console:main": "main"}
 
@@ -18,14 +18,10 @@ class RecordingServices:
         self.sent: list[tuple[str, int | None, str, str]] = []
         self.calls: list[tuple[str, Any]] = []
         self.tasks: dict[str, dict[str, Any]] = {}
-        self.usage: list[tuple[str, UsageReport]] = []
         self._ids = itertools.count(1)
 
     def folder_of_chat(self, chat_id: str) -> str | None:
         return CHATS.get(chat_id)
-
-    async def record_usage(self, caller: Caller, report: UsageReport) -> None:
-        self.usage.append((caller.folder, report))
 
     async def send_message(self, caller: Caller, run_id: int | None, chat_id: str, text: str) -> None:
         self.sent.append((caller.folder, run_id, chat_id, text))
