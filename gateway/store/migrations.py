@@ -266,6 +266,11 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX runs_finished ON runs (finished_at);
     """,
+    # 12: agents no longer report their own token counts (spend is what the vault meters, in
+    # metered_usage); their old reports decided nothing and go with the table.
+    """
+    DROP TABLE model_usage;
+    """,
 ]
 
 
