@@ -279,3 +279,13 @@ def test_a_readme_config_key_the_models_lack_is_found(readme: str) -> None:
     for written in ("```toml\n[vault]\nretries = 3\n```", "`[vault] retries`", "`vault.retries`"):
         problems = config_problems(readme + "\n" + written + "\n")
         assert "README names config key vault.retries, which the config models do not have" in problems
+
+
+def test_every_local_file_the_readme_links_or_shows_exists(readme: str) -> None:
+    """A screenshot moved or a doc renamed leaves a broken image or link on the project's front page."""
+    root = README.parent
+    targets = re.findall(r"\]\(([^)\s]+)\)", readme)
+    local = [t.split("#", 1)[0] for t in targets if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
+    assert "docs/images/dashboard-overview.png" in local  # the dashboard's screenshot (issue 16)
+    missing = [t for t in local if t and not (root / t).exists()]
+    assert missing == [], missing
