@@ -13,11 +13,8 @@ from __future__ import annotations
 import re
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from dashboard.auth import mint_login
 from gateway.app import Gateway
@@ -26,26 +23,13 @@ from proxy.secrets import SecretStore
 from tests.fakes.channel import CaptureChannel
 from tests.integration.browser_support import Browser
 from tests.integration.bwrap_support import bwrap_rootfs, link_rootfs
-from tests.integration.test_dashboard_security import DASHBOARD, Recorder, base, client_for, login
-from tests.integration.test_gateway_docker import REAL_KEY, config_for, containers
+from tests.integration.test_dashboard_security import DASHBOARD, Recorder, base, client_for, gateway, login
+from tests.integration.test_gateway_docker import REAL_KEY, config_for
 
-__all__ = ["bwrap_rootfs"]
+__all__ = ["bwrap_rootfs", "gateway"]  # fixtures
 
 SVG = "{http://www.w3.org/2000/svg}"
 EVIL_GROUP = '<img src=x onerror="document.title=1">team'
-
-
-@pytest.fixture
-async def gateway(dirs, model_server, sandbox_image, docker_client) -> AsyncIterator[Gateway]:  # type: ignore[no-untyped-def]
-    config_dir, data_dir = dirs
-    SecretStore(config_dir).add("anthropic", REAL_KEY, model_server.host_port, "x-api-key", "{value}")
-    channel = CaptureChannel()
-    gw = Gateway(config_for(model_server, sandbox_image, extra=DASHBOARD), config_dir, data_dir)
-    await gw.start([channel])
-    gw.test_channel = channel  # type: ignore[attr-defined]
-    yield gw
-    await gw.stop(grace_s=5)
-    assert containers(docker_client, gw) == []
 
 
 async def one_turn(gw: Gateway) -> None:
