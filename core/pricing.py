@@ -13,8 +13,12 @@ USD cannot see spend it cannot price (the owner sets `[prices."<model>"]` or `[p
 Defaults: list prices taken 2026-12-02 from Anthropic's pricing page
 (platform.claude.com/docs/en/about-claude/pricing; `cache_write` is the default 5-minute
 cache-write price) and OpenAI's (platform.openai.com/docs/pricing; `cache_read` is the "cached
-input" price; OpenAI has no cache-write charge). Batch, long-context and priority tiers are not
-modelled: the vault sees the standard per-token usage, so those are priced at list price.
+input" price; OpenAI has no cache-write charge). Legacy Completions and embedding models: OpenAI's
+list prices taken the same day from developers.openai.com/api/docs/models/<model>
+(gpt-3.5-turbo-instruct $1.50 in / $2 out, davinci-002 $2 / $2; embeddings, input only:
+text-embedding-3-small $0.02, text-embedding-3-large $0.13, text-embedding-ada-002 $0.10).
+Batch, long-context and priority tiers are not modelled: the vault sees the standard per-token
+usage, so those are priced at list price.
 """
 
 from __future__ import annotations
@@ -118,6 +122,13 @@ DEFAULT_PRICES: dict[str, Price] = {
     "o3-pro": _openai(20.0, 20.0, 80.0),
     "o3-mini": _openai(1.1, 0.55, 4.4),
     "o4-mini": _openai(1.1, 0.275, 4.4),
+    # OpenAI, legacy Completions models
+    "gpt-3.5-turbo-instruct": _openai(1.5, 1.5, 2.0),
+    "davinci-002": _openai(2.0, 2.0, 2.0),
+    # OpenAI embeddings: input tokens only
+    "text-embedding-3-small": _openai(0.02, 0.02, 0.0),
+    "text-embedding-3-large": _openai(0.13, 0.13, 0.0),
+    "text-embedding-ada-002": _openai(0.1, 0.1, 0.0),
 }
 
 

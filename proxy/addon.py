@@ -290,20 +290,16 @@ class VaultAddon:
         )
 
     def _budget_check(self, flow: http.HTTPFlow) -> bool:
-        """A model call of a group whose budget is used up gets a 403; True if refused."""
+        """A model call past the budget, or spend it cannot meter, gets a 403; True if refused."""
         if self.budgets is None:
             return False
-        group = self.group_of(flow.client_conn) or ""
-        refused = self.budgets.refusal(group, flow.request.method, flow.request.path)
-        if refused is None:
-            return False
-        flow.response, reason = refused
-        flow.metadata.setdefault("clawgate.refusal", reason)
-        return True
+        return self.budgets.screen(self.group_of(flow.client_conn) or "", flow)
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is None:
             self._policy_refusal(flow, self.enforcer.check_request_size(flow, have_body=True))
+        if flow.response is None and self.budgets is not None:  # `background: true` is in the body
+            self.budgets.screen_body(self.group_of(flow.client_conn) or "", flow)
         demand = flow.metadata.pop("clawgate.hold", None)
         if isinstance(demand, Demand) and flow.response is None:
             await self._hold(flow, demand)

@@ -5,7 +5,9 @@ parameter names kept: `/search?q=&page=`), `status` (None when the upstream fail
 `req_bytes`, `resp_bytes` (0 for streamed bodies, which the vault does not buffer),
 `ms` (request start to response end), `secret` / `rule` (what the vault applied, from
 `flow.metadata["clawgate.secret"|"clawgate.rule"]`), `refusal` (why the vault answered
-itself: `flow.metadata["clawgate.refusal"]`, or `error` for upstream failures) and
+itself: `flow.metadata["clawgate.refusal"]`, or `error` for upstream failures), `spend`
+("unmetered: <what>" for a call that costs money the vault cannot meter, let through because no
+budget applies to the group: proxy/spend_paths.py, proxy/budget.py; None otherwise) and
 `approval` (a held request's outcome, proxy/holds.py: `approved by tg:1`, `denied by …`,
 `expired`, `withdrawn: the client disconnected`, `allowed (…)`; None if not held). A request
 that starts waiting for the owner also gets a line of its own at once, `approval: "held"`
@@ -185,6 +187,7 @@ class AuditAddon:
                 "secret": meta.get("clawgate.secret"),
                 "rule": meta.get("clawgate.rule"),
                 "refusal": refusal,
+                "spend": meta.get("clawgate.spend"),
                 "approval": meta.get("clawgate.approval") if count else "held",
             }
         )
@@ -276,6 +279,7 @@ COLUMNS = (
     "resp_bytes",
     "secret",
     "refusal",
+    "spend",
     "approval",
 )
 

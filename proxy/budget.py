@@ -4,11 +4,16 @@ The gateway decides the limits and pushes, per scope (a group folder, or "*" for
 groups share), each limit's remaining headroom with the `budgets` control op
 (docs/SPEND-INTERFACE in the lead's notes; gateway/budget_state.py builds it). Here:
 
-- `refusal`: a model call (proxy/metering.py `model_endpoint`: the one definition of "a model
-  call", on any upstream host) from group G is answered 403 when any limit of G or of "*" has
-  remaining <= 0 — in the provider's own error shape, so SDKs surface the message and do not
-  retry (they retry 408/409/429/5xx, never 403). The message starts "clawgate budget:", which
-  the builtin agent recognises as final (groups/agent/transport.py).
+- `screen` (request headers) and `screen_body` (the buffered body): what a request costs is
+  classified once, in proxy/spend_paths.py (on any upstream host). A metered model call from
+  group G is answered 403 when any limit of G or of "*" has remaining <= 0; a call the vault
+  cannot meter (batches, images, audio, realtime, fine-tuning, background Responses, unknown
+  writes to a provider's API) is answered 403 while ANY limit applies to G, since a budget that
+  cannot see the spend would not bound it. Both in the provider's own error shape, so SDKs
+  surface the message and do not retry (they retry 408/409/429/5xx, never 403). The message
+  starts "clawgate budget:", which the builtin agent recognises as final
+  (groups/agent/transport.py). Without a budget such calls pass, marked "unmetered" in the
+  audit log (`clawgate.spend`) so the owner can find them.
 - `on_usage`: registered as a metering listener; the addon calls it synchronously while it
   relays the chunk that carries a response's final usage, i.e. before the client has the end
   of that response. Every applicable limit is decremented at once (tokens = the four counts
@@ -16,7 +21,8 @@ groups share), each limit's remaining headroom with the `budgets` control op
 
 What this cannot stop: calls already in flight when the headroom reaches 0 (their cost is
 only known at their end). That is the "at most one call per concurrent connection" overshoot
-of invariant 16. Non-model requests (package downloads, other APIs) are never refused here.
+of invariant 16. Requests of class "free" or "other" (package downloads, other APIs) are
+never refused here.
 A vault that has not been told anything yet refuses nothing; the gateway pushes the state
 right after the vault starts, before any sandbox exists.
 """
@@ -33,7 +39,9 @@ from typing import Any, Literal
 from mitmproxy import http
 
 from core.pricing import Price, PriceTable, cost_micros
-from proxy.metering import Usage, model_endpoint
+from proxy.bodies import may_have_large_body
+from proxy.metering import Usage
+from proxy.spend_paths import Call, background_requested, classify
 
 log = logging.getLogger("clawgate.vault.budget")
 
@@ -42,6 +50,22 @@ MARKER = "clawgate budget:"
 MAX_MESSAGE = 300
 MAX_SCOPES = 10_000
 MAX_LIMITS_PER_SCOPE = 16
+CALL = "clawgate.spend_call"  # flow metadata: the request's class, from `screen` to `screen_body`
+SPEND = "clawgate.spend"  # flow metadata the audit log writes: "unmetered: <what>"
+_BACKGROUND = Call(
+    "unmeterable",
+    "openai",
+    None,
+    "OpenAI background response",
+    "its usage arrives only later, through a GET the vault does not match to it",
+)
+_UNCHECKED = Call(
+    "unmeterable",
+    "openai",
+    None,
+    "OpenAI Responses request with a body the vault cannot check for background mode",
+    "it is over 1 MiB, of unknown length, compressed or nested too deep to read",
+)
 
 
 class BudgetStateError(ValueError):
@@ -116,6 +140,15 @@ def refusal_response(kind: str, message: str) -> http.Response:
     return http.Response.make(403, json.dumps(body), {"Content-Type": "application/json"})
 
 
+def unmeterable_message(call: Call) -> str:
+    """Names what, why and how the owner allows it; the same words in the chat and the audit log."""
+    return (
+        f"{MARKER} {call.what} is refused while a model budget applies to this group: {call.why}, "
+        "so it could not be counted against the budget. The owner can allow it by removing the "
+        "group's and the global limits (/budget set <group|global> <limit> off)."
+    )
+
+
 class VaultBudgets:
     """The headroom the gateway pushed, decremented as responses are metered."""
 
@@ -142,17 +175,59 @@ class VaultBudgets:
                     return limit
         return None
 
-    def refusal(self, group: str, method: str, path: str) -> tuple[http.Response, str] | None:
-        """A 403 (and the audit log's reason) for a model call of a group with no headroom left;
+    def applies(self, group: str) -> bool:
+        """Any limit in force for the group (its own or the shared one), exhausted or not."""
+        with self._lock:
+            return bool(self._applicable(group))
+
+    def refusal(self, group: str, call: Call) -> tuple[http.Response, str] | None:
+        """A 403 (and the audit log's reason) for a call the group's budget does not allow;
         None to let it through."""
-        kind = model_endpoint(method, path)
-        if kind is None:
-            return None
-        over = self.exhausted(group)
-        if over is None:
-            return None
-        log.warning("vault[%s]: refused a model call: budget %s exhausted", group, over.key)
-        return refusal_response(kind, over.message), f"{MARKER} {over.key} exhausted"
+        if call.kind == "metered":
+            over = self.exhausted(group)
+            if over is None:
+                return None
+            log.warning("vault[%s]: refused a model call: budget %s exhausted", group, over.key)
+            return refusal_response(call.provider, over.message), f"{MARKER} {over.key} exhausted"
+        if call.kind in ("unmeterable", "unknown") and self.applies(group):
+            log.warning("vault[%s]: refused %s: it cannot be metered under a budget", group, call.what)
+            return refusal_response(
+                call.provider, unmeterable_message(call)
+            ), f"{MARKER} unmeterable: {call.what}"
+        return None
+
+    def screen(self, group: str, flow: http.HTTPFlow) -> bool:
+        """At request headers: refuse (True) or let pass, marking unmeterable spend on the flow."""
+        req = flow.request
+        call = classify(req.method, req.path, req.host)
+        flow.metadata[CALL] = call
+        if call.check_background and self.applies(group) and may_have_large_body(req):
+            call = _UNCHECKED  # streamed to the upstream before the vault could read `background`
+        return self._verdict(group, flow, call)
+
+    def screen_body(self, group: str, flow: http.HTTPFlow) -> bool:
+        """At the buffered body: a Responses request asking for `background` is unmeterable."""
+        call: Call | None = flow.metadata.get(CALL)
+        req = flow.request
+        if call is None or not call.check_background or flow.response is not None or req.stream:
+            return False
+        if req.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
+            background = None
+        else:
+            background = background_requested(req.raw_content or b"")
+        if background is False or (background is None and not self.applies(group)):
+            return False
+        return self._verdict(group, flow, _BACKGROUND if background else _UNCHECKED)
+
+    def _verdict(self, group: str, flow: http.HTTPFlow, call: Call) -> bool:
+        refused = self.refusal(group, call)
+        if refused is not None:
+            flow.response, reason = refused
+            flow.metadata.setdefault("clawgate.refusal", reason)
+            return True
+        if call.kind in ("unmeterable", "unknown"):
+            flow.metadata[SPEND] = f"unmetered: {call.what}"
+        return False
 
     def on_usage(self, group: str, usage: Usage) -> None:
         """Metering listener: subtract a response's usage from every limit that applies."""

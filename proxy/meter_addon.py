@@ -4,11 +4,12 @@ For a request to a model endpoint (`proxy.metering.model_endpoint`, on any host)
 
 - `Accept-Encoding: identity` is sent upstream, so the response can be read without decompressing
   it (see proxy/metering.py; gzip/deflate answers are still metered).
-- An OpenAI chat request that streams without `stream_options.include_usage` is rewritten to ask
-  for it: otherwise its stream would carry no token counts, and a sandbox could hide its spend by
-  how it asks. A small body is rewritten whole in `request`; a body the vault streams (over 1 MiB
-  or of unknown length) is held back until complete — bounded by `[vault] max_request_bytes`,
-  which the body gate enforces first — and sent chunked, since its length may change.
+- An OpenAI chat or legacy completions request that streams without
+  `stream_options.include_usage` is rewritten to ask for it: otherwise its stream would carry no
+  token counts, and a sandbox could hide its spend by how it asks. A small body is rewritten
+  whole in `request`; a body the vault streams (over 1 MiB or of unknown length) is held back
+  until complete — bounded by `[vault] max_request_bytes`, which the body gate enforces first —
+  and sent chunked, since its length may change.
 - The response is read by a `Meter` chained in front of the response's stream callable (the size
   cap of proxy/policy.py), or from the buffered body in `response` for a small one. The moment
   the final usage is known — for a stream, while relaying the chunk that carries it, before the
@@ -38,6 +39,7 @@ _ENDPOINT = "clawgate.model_endpoint"
 _MODEL = "clawgate.request_model"
 _METER = "clawgate.meter"
 _GROUP = "clawgate.meter_group"  # kept on the flow: the client may be gone when a cut stream ends
+_STREAM_USAGE = ("openai-chat", "openai-completions")  # streams that carry usage only when asked
 
 
 class _Chain:
@@ -116,7 +118,7 @@ class MeterAddon:
             flow.metadata[_ENDPOINT] = endpoint
             flow.metadata[_GROUP] = group
             flow.request.headers["accept-encoding"] = "identity"
-            if endpoint == "openai-chat" and flow.request.stream:
+            if endpoint in _STREAM_USAGE and flow.request.stream:
                 flow.request.stream = _HoldWhole(flow, flow.request.stream)
                 # Its length may change: HTTP/1 sends it chunked, HTTP/2 frames it anyway.
                 flow.request.headers.pop("content-length", None)
@@ -132,11 +134,11 @@ class MeterAddon:
         try:
             body = flow.request.raw_content or b""
             flow.metadata[_MODEL] = request_model(body)
-            if endpoint == "openai-chat" and body:
+            if endpoint in _STREAM_USAGE and body:
                 if flow.request.headers.get("content-encoding", "identity").strip().lower() != "identity":
                     flow.response = http.Response.make(
                         415,
-                        "clawgate vault: a compressed chat-completions request body cannot be checked"
+                        "clawgate vault: a compressed (chat) completions request body cannot be checked"
                         " for streamed usage; send it uncompressed.\n",
                         {"Content-Type": "text/plain; charset=utf-8"},
                     )

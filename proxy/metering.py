@@ -11,6 +11,14 @@ a model endpoint as they pass, and the budget code imports `model_endpoint` to d
   chunk (sent only with `stream_options.include_usage`, which `ensure_stream_usage` forces on).
 - OpenAI Responses (`POST /v1/responses`): a JSON body's `usage`; a stream's
   `response.completed` (or `.incomplete` / `.failed`) event's `response.usage`.
+- OpenAI legacy Completions (`POST /v1/completions`): read exactly like Chat Completions (same
+  `usage` fields, same `include_usage` rule for streams).
+- OpenAI Embeddings (`POST /v1/embeddings`): a JSON body's `usage.prompt_tokens`, all input. A
+  large answer (thousands of vectors) keeps only its head and tail, which still hold `usage`;
+  its `model` comes after the vectors, so the request's model names it then.
+
+Which requests are model calls at all, and which spend money that cannot be read here, is
+decided in one place: `proxy/spend_paths.py`.
 
 Why incremental and bounded: a stream can be long and the upstream is untrusted input, so the
 meter never holds a whole stream. It keeps the unfinished line (up to `MAX_LINE`) and the data of
@@ -35,15 +43,20 @@ import json
 import re
 import zlib
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-Endpoint = Literal["anthropic", "openai-chat", "openai-responses"]
+from proxy.spend_paths import Endpoint, model_endpoint
 
-_PATHS: dict[str, Endpoint] = {
-    "/v1/messages": "anthropic",
-    "/v1/chat/completions": "openai-chat",
-    "/v1/responses": "openai-responses",
-}
+__all__ = [
+    "Endpoint",
+    "Meter",
+    "Usage",
+    "ensure_stream_usage",
+    "meter_body",
+    "model_endpoint",
+    "request_model",
+]
+
 MAX_LINE = 64 * 1024  # an unfinished SSE line kept whole up to this; past it only `data:` goes on
 MAX_EVENT = 1 << 20  # an event's data kept whole up to this; past it: HEAD + TAIL
 HEAD = 16 * 1024
@@ -59,17 +72,6 @@ _USAGE_OBJ = re.compile(rb'"usage"\s*:\s*\{')
 _MODEL = re.compile(rb'"model"\s*:\s*"((?:[^"\\]|\\.){1,200})"')
 _STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
 _TYPE = re.compile(rb'"type"\s*:\s*"([A-Za-z0-9_.]{1,100})"')
-
-
-def model_endpoint(method: str, path: str) -> Endpoint | None:
-    """Which model API a request calls, on any host; None if it is not a model call.
-
-    Matched on the path without its query (`/v1/messages?beta=true` is what Claude Code sends),
-    so local model servers and test fakes count exactly like the providers' own hosts.
-    """
-    if method.upper() != "POST":
-        return None
-    return _PATHS.get(path.split("?", 1)[0].split("#", 1)[0].rstrip("/") or "/")
 
 
 def provider_of(endpoint: Endpoint) -> str:
@@ -116,9 +118,10 @@ def request_model(body: bytes) -> str:
 
 
 def ensure_stream_usage(body: bytes) -> bytes | None:
-    """An OpenAI chat request body that streams, rewritten to ask for usage; None if unchanged.
+    """An OpenAI chat (or legacy completions) request body that streams, rewritten to ask for
+    usage; None if unchanged.
 
-    Without `stream_options.include_usage` a streamed chat completion carries no token counts,
+    Without `stream_options.include_usage` a streamed (chat) completion carries no token counts,
     so a sandbox could hide its spend by how it asks. Bodies that are not a JSON object, or do
     not stream, are left exactly as they are (the upstream answers malformed ones itself).
     """
@@ -455,7 +458,7 @@ class Meter:
                     self._take(message.get("usage"))
             elif kind == "message_delta" and self._take(obj.get("usage")):
                 self._final = self.done = True
-        elif self.endpoint == "openai-chat":
+        elif self.endpoint != "openai-responses":  # chat and legacy completions stream alike
             self._model_from(obj)
             if self._take(obj.get("usage")):
                 self._final = self.done = True
@@ -501,7 +504,7 @@ class Meter:
                     self.counts[key] = value
                     got = True
         else:
-            chat = self.endpoint == "openai-chat"
+            chat = self.endpoint != "openai-responses"  # completions and embeddings: chat's names
             prompt = _int(usage.get("prompt_tokens" if chat else "input_tokens"))
             output = _int(usage.get("completion_tokens" if chat else "output_tokens"))
             details = usage.get("prompt_tokens_details" if chat else "input_tokens_details")

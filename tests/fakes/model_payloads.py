@@ -1,4 +1,5 @@
-"""Recorded-shape model responses (Anthropic Messages, OpenAI Chat Completions and Responses).
+"""Recorded-shape model responses (Anthropic Messages; OpenAI Chat Completions, Responses, legacy
+Completions and Embeddings).
 
 Shapes follow what the providers send today (field order and extra fields included: cache
 breakdowns, service tiers, `usage: null` on every chat chunk, `sequence_number`s, pings), with
@@ -287,6 +288,73 @@ def responses_sse(
     out.append(ev("response.output_text.done", item_id=item_id, output_index=0, content_index=0, text=text))
     out.append(ev("response.completed", response=_response(t, model, text, "completed")))
     return b"".join(out)
+
+
+# -- OpenAI legacy Completions and Embeddings --
+
+
+def completions_usage(t: Tokens) -> dict[str, Any]:
+    return {"prompt_tokens": t.input, "completion_tokens": t.output, "total_tokens": t.input + t.output}
+
+
+def completions_json(t: Tokens, model: str = "gpt-3.5-turbo-instruct", text: str = "Hello!") -> bytes:
+    return json.dumps(
+        {
+            "id": "cmpl-uqkvlQyYK7bGYrRHQ0eXlWi7",
+            "object": "text_completion",
+            "created": 1589478378,
+            "model": model,
+            "system_fingerprint": "fp_44709d6fcb",
+            "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": "length"}],
+            "usage": completions_usage(t),
+        }
+    ).encode()
+
+
+def completions_sse(
+    t: Tokens, model: str = "gpt-3.5-turbo-instruct", words: list[str] | None = None, usage: bool = True
+) -> bytes:
+    """A legacy completions stream; the usage chunk (empty `choices`) only with `include_usage`."""
+
+    def chunk(choices: list[dict[str, Any]], tokens: Tokens | None) -> dict[str, Any]:
+        return {
+            "id": "cmpl-7iA7iJjj8V2zOkCGvWF2hAkDWBQZe",
+            "object": "text_completion",
+            "created": 1690759702,
+            "choices": choices,
+            "model": model,
+            "system_fingerprint": "fp_44709d6fcb",
+            "usage": completions_usage(tokens) if tokens is not None else None,
+        }
+
+    out = []
+    for word in words or ["\n\n", "This", " is", " a", " test"]:
+        out.append(
+            _sse(None, chunk([{"text": word, "index": 0, "logprobs": None, "finish_reason": None}], None))
+        )
+    out.append(
+        _sse(None, chunk([{"text": "", "index": 0, "logprobs": None, "finish_reason": "length"}], None))
+    )
+    if usage:
+        out.append(_sse(None, chunk([], t)))
+    out.append(_sse(None, "[DONE]"))
+    return b"".join(out)
+
+
+def embeddings_json(
+    t: Tokens, model: str = "text-embedding-3-small", vectors: int = 2, dims: int = 8
+) -> bytes:
+    """An embeddings answer: the vectors first, then `model` and `usage` (input tokens only)."""
+    data = [
+        {
+            "object": "embedding",
+            "index": i,
+            "embedding": [round(0.001 * (i + d) - 0.0123, 7) for d in range(dims)],
+        }
+        for i in range(vectors)
+    ]
+    usage = {"prompt_tokens": t.input, "total_tokens": t.input}
+    return json.dumps({"object": "list", "data": data, "model": model, "usage": usage}).encode()
 
 
 def anthropic_error() -> bytes:

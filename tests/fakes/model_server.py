@@ -156,6 +156,14 @@ def recorded_answer(record: Recorded, tokens: shapes.Tokens, model: str | None =
             events = data.split(b"\n\n")
             data = b"\n\n".join(e for e in events if b'"usage":{' not in e)
         return Raw(200, "text/event-stream", data, pieces=7)
+    if record.path.split("?")[0].endswith("/v1/completions"):
+        if not stream:
+            return Raw(200, "application/json", shapes.completions_json(tokens, **kw))
+        options = body.get("stream_options")
+        usage = isinstance(options, dict) and options.get("include_usage") is True
+        return Raw(200, "text/event-stream", shapes.completions_sse(tokens, usage=usage, **kw), pieces=5)
+    if record.path.split("?")[0].endswith("/v1/embeddings"):
+        return Raw(200, "application/json", shapes.embeddings_json(tokens, **kw))
     if record.path.split("?")[0].endswith("/responses"):
         if not stream:
             return Raw(200, "application/json", shapes.responses_json(tokens, **kw))

@@ -21,12 +21,17 @@ from tests.fakes.model_payloads import (
     anthropic_sse,
     chat_json,
     chat_sse,
+    completions_json,
+    completions_sse,
+    embeddings_json,
     responses_json,
     responses_sse,
 )
 
 T = Tokens(input=1234, output=567, cache_read=8901, cache_write=234)
 T_OPENAI = Tokens(input=1234, output=567, cache_read=8901)
+T_PLAIN = Tokens(input=1234, output=567)  # legacy completions report no cached tokens
+T_EMBED = Tokens(input=4321)  # embeddings: input only
 
 
 def expected(provider: str, model: str, t: Tokens, complete: bool = True) -> Usage:
@@ -42,6 +47,7 @@ CASES = [
     ),
     ("openai-chat", chat_sse(T_OPENAI), expected("openai", "gpt-4o-mini-2024-07-18", T_OPENAI)),
     ("openai-responses", responses_sse(T_OPENAI), expected("openai", "gpt-4.1-2025-04-14", T_OPENAI)),
+    ("openai-completions", completions_sse(T_PLAIN), expected("openai", "gpt-3.5-turbo-instruct", T_PLAIN)),
 ]
 
 
@@ -55,6 +61,34 @@ def test_model_endpoint() -> None:
     assert model_endpoint("POST", "/v1/messages/count_tokens") is None
     assert model_endpoint("POST", "/v1/models") is None
     assert model_endpoint("POST", "/api/v1/messages") is None
+    assert model_endpoint("POST", "/v1/completions") == "openai-completions"
+    assert model_endpoint("POST", "/v1/embeddings?x=1") == "openai-embeddings"
+    assert model_endpoint("POST", "/v1/%63hat/completions") == "openai-chat"  # escapes cannot hide a call
+    assert model_endpoint("POST", "/v1/messages/batches") is None  # unmeterable, not metered
+
+
+def test_legacy_completions_stream_without_include_usage_is_incomplete_and_rewritten() -> None:
+    """Like chat: without `include_usage` the stream has no counts, which is why the vault asks."""
+    meter = Meter("openai-completions", sse=True, request_model="gpt-3.5-turbo-instruct")
+    assert meter.feed(completions_sse(T_PLAIN, usage=False)) is None
+    assert meter.finish() == Usage("openai", "gpt-3.5-turbo-instruct", 0, 0, 0, 0, False)
+    body = json.dumps({"model": "gpt-3.5-turbo-instruct", "prompt": "hi", "stream": True}).encode()
+    rewritten = ensure_stream_usage(body)
+    assert rewritten is not None and json.loads(rewritten)["stream_options"] == {"include_usage": True}
+
+
+def test_embeddings_answer_larger_than_the_cap_is_still_metered() -> None:
+    """Thousands of vectors: only head and tail are kept; usage is in the tail, and `model`
+    (after the vectors) comes from the request then."""
+    body = embeddings_json(T_EMBED, model="text-embedding-3-large", vectors=400, dims=512)
+    assert len(body) > metering.MAX_JSON
+    meter = Meter("openai-embeddings", sse=False, request_model="text-embedding-3-large")
+    for i in range(0, len(body), 65536):
+        assert meter.feed(body[i : i + 65536]) is None
+    assert meter.finish() == expected("openai", "text-embedding-3-large", T_EMBED)
+    # An error answer carries no usage and costs nothing.
+    error = b'{"error": {"message": "bad", "type": "invalid_request_error"}}'
+    assert meter_body("openai-embeddings", error, sse=False, status=400) is None
 
 
 @pytest.mark.parametrize(
@@ -63,6 +97,16 @@ def test_model_endpoint() -> None:
         ("anthropic", anthropic_json(T), expected("anthropic", "claude-sonnet-4-5-20250929", T)),
         ("openai-chat", chat_json(T_OPENAI), expected("openai", "gpt-4o-2024-08-06", T_OPENAI)),
         ("openai-responses", responses_json(T_OPENAI), expected("openai", "gpt-4.1-2025-04-14", T_OPENAI)),
+        (
+            "openai-completions",
+            completions_json(T_PLAIN),
+            expected("openai", "gpt-3.5-turbo-instruct", T_PLAIN),
+        ),
+        (
+            "openai-embeddings",
+            embeddings_json(T_EMBED),
+            expected("openai", "text-embedding-3-small", T_EMBED),
+        ),
     ],
 )
 def test_json_bodies(endpoint: metering.Endpoint, body: bytes, want: Usage) -> None:

@@ -1,0 +1,224 @@
+"""What a request to a model provider costs, as far as the vault can know: the one path table.
+
+Every request a sandbox sends is put in one of these classes (`classify`), on any host unless
+said otherwise, so local model servers and test fakes count exactly like the providers' hosts:
+
+- **metered**: the response carries the call's token counts and `proxy/metering.py` reads them
+  as they pass (Anthropic Messages, OpenAI Chat Completions, Responses, legacy Completions,
+  Embeddings). Refused only once a budget's headroom is gone (`proxy/budget.py`).
+- **unmeterable**: it spends the owner's money, but no response the vault relays says how much
+  at the moment of the call — a batch or a fine-tuning job runs later and bills then; images,
+  speech and transcription are priced per image / character / minute, not per token in the
+  price table; the legacy Anthropic Text Completions answer has no token counts; a Realtime
+  session's usage travels in WebSocket frames; an Assistants run spends in the background; a
+  `background: true` Response (`check_background`, read from the body by `background_requested`)
+  reports its usage only through a later GET. While any budget applies to the group these are
+  refused (a budget that cannot see spend is no budget); without one they pass and the audit
+  log marks them "unmetered".
+- **free**: known not to bill by itself (token counting, uploads, cancelling, moderation, ...).
+- **unknown**: any other write (not GET/HEAD/OPTIONS/DELETE) under `/v1/` on a provider's own API
+  host (`PROVIDER_HOSTS`). Providers add paid endpoints faster than this table grows, so on
+  their hosts what the table does not know is treated like unmeterable spend, not like free.
+- **other**: everything else (package mirrors, other APIs): not the budget's business.
+
+Paths are compared the way a lenient server might read them, so spelling cannot slip a call
+past the table: query and fragment dropped, percent-escapes decoded (repeatedly, so `%2562`
+counts as `b`), backslashes as slashes, `;params` dropped, empty and `.` segments dropped,
+case folded, and `..` both resolved and kept as a segment — the stricter reading of the two
+wins. Matching over-approximates on purpose: refusing a request the upstream would have 404ed
+costs nothing, relaying one it would have billed unseen costs money.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import unquote
+
+from core.json_nesting import nesting_exceeds
+
+Endpoint = Literal["anthropic", "openai-chat", "openai-responses", "openai-completions", "openai-embeddings"]
+Kind = Literal["metered", "unmeterable", "free", "unknown", "other"]
+
+PROVIDER_HOSTS = {"api.anthropic.com": "anthropic", "api.openai.com": "openai"}
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+MAX_CHECKED_BODY = 4 << 20  # a body larger than this is not parsed for `background`
+MAX_NESTING = 128
+_UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
+_SEVERITY: dict[Kind, int] = {"other": 0, "free": 1, "metered": 2, "unknown": 3, "unmeterable": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request's class; `provider` picks the error shape of a refusal."""
+
+    kind: Kind
+    provider: str = "openai"
+    endpoint: Endpoint | None = None  # metered: which parser reads the response
+    what: str = ""  # e.g. "OpenAI batch creation", for refusals and the audit log
+    why: str = ""  # why the vault cannot meter it
+    check_background: bool = False  # POST /v1/responses: `background: true` is unmeterable
+
+
+_BATCH = "a batch runs later and bills then, in results the vault never relays"
+_JOB = "training is billed while the job runs, long after the call"
+_UNITS = "it is priced per {}, not per token in the vault's price table"
+_ASYNC = "the run spends tokens in the background and its usage shows only on later reads"
+
+
+def _m(endpoint: Endpoint, what: str, *, background: bool = False) -> Call:
+    provider = "anthropic" if endpoint == "anthropic" else "openai"
+    return Call("metered", provider, endpoint, what, check_background=background)
+
+
+def _u(provider: str, what: str, why: str) -> Call:
+    return Call("unmeterable", provider, None, what, why)
+
+
+_FREE = Call("free")
+
+# (path pattern, any method?, class). `*` is one segment, `**` any rest (also none). Write
+# methods only unless "any method"; the first matching row wins. The README's "Model spend"
+# section lists the same paths (tests/unit/test_spend_paths.py keeps them in step).
+TABLE: tuple[tuple[str, bool, Call], ...] = (
+    # metered
+    ("/v1/messages", False, _m("anthropic", "Anthropic Messages")),
+    ("/v1/chat/completions", False, _m("openai-chat", "OpenAI Chat Completions")),
+    ("/v1/responses", False, _m("openai-responses", "OpenAI Responses", background=True)),
+    ("/v1/completions", False, _m("openai-completions", "OpenAI legacy Completions")),
+    ("/v1/embeddings", False, _m("openai-embeddings", "OpenAI Embeddings")),
+    # unmeterable
+    ("/v1/messages/batches", False, _u("anthropic", "Anthropic message batch creation", _BATCH)),
+    ("/v1/batches", False, _u("openai", "OpenAI batch creation", _BATCH)),
+    (
+        "/v1/complete",
+        False,
+        _u("anthropic", "Anthropic legacy Text Completions", "its answer has no token counts"),
+    ),
+    ("/v1/images/generations", False, _u("openai", "OpenAI image generation", _UNITS.format("image"))),
+    ("/v1/images/edits", False, _u("openai", "OpenAI image edit", _UNITS.format("image"))),
+    ("/v1/images/variations", False, _u("openai", "OpenAI image variation", _UNITS.format("image"))),
+    ("/v1/audio/speech", False, _u("openai", "OpenAI text-to-speech", _UNITS.format("character or audio"))),
+    ("/v1/audio/transcriptions", False, _u("openai", "OpenAI transcription", _UNITS.format("audio minute"))),
+    (
+        "/v1/audio/translations",
+        False,
+        _u("openai", "OpenAI audio translation", _UNITS.format("audio minute")),
+    ),
+    ("/v1/realtime/**", True, _u("openai", "OpenAI Realtime", "its usage travels in WebSocket frames")),
+    ("/v1/fine_tuning/jobs/*/cancel", False, _FREE),
+    ("/v1/fine_tuning/jobs/*/pause", False, _FREE),
+    ("/v1/fine_tuning/jobs", False, _u("openai", "OpenAI fine-tuning job", _JOB)),
+    ("/v1/fine_tuning/jobs/*/resume", False, _u("openai", "OpenAI fine-tuning job resume", _JOB)),
+    ("/v1/fine-tunes", False, _u("openai", "OpenAI legacy fine-tune", _JOB)),
+    ("/v1/threads/runs", False, _u("openai", "OpenAI Assistants run", _ASYNC)),
+    ("/v1/threads/*/runs", False, _u("openai", "OpenAI Assistants run", _ASYNC)),
+    ("/v1/threads/*/runs/*/submit_tool_outputs", False, _u("openai", "OpenAI Assistants run", _ASYNC)),
+    ("/v1/videos", False, _u("openai", "OpenAI video generation", _UNITS.format("second of video"))),
+    ("/v1/videos/*/remix", False, _u("openai", "OpenAI video remix", _UNITS.format("second of video"))),
+    # free (matters on the providers' hosts, where anything unlisted is "unknown")
+    ("/v1/messages/count_tokens", False, _FREE),
+    ("/v1/messages/batches/*/cancel", False, _FREE),
+    ("/v1/batches/*/cancel", False, _FREE),
+    ("/v1/responses/input_tokens", False, _FREE),
+    ("/v1/responses/*/cancel", False, _FREE),
+    ("/v1/chat/completions/*", False, _FREE),  # updates a stored completion's metadata
+    ("/v1/threads/*/runs/*/cancel", False, _FREE),
+    ("/v1/files", False, _FREE),
+    ("/v1/uploads/**", False, _FREE),
+    ("/v1/moderations", False, _FREE),
+    ("/v1/conversations/**", False, _FREE),
+)
+_ROWS = tuple((tuple(p.strip("/").split("/")), any_method, call) for p, any_method, call in TABLE)
+
+
+def _segments(path: str, resolve_dots: bool) -> tuple[str, ...]:
+    raw = path.split("#", 1)[0].split("?", 1)[0]
+    for _ in range(4):  # `%2562` -> `%62` -> `b`: a double-decoding server must not see more than we do
+        decoded = unquote(raw, errors="replace")
+        if decoded == raw:
+            break
+        raw = decoded
+    raw = raw.split("#", 1)[0].split("?", 1)[0].replace("\\", "/")
+    out: list[str] = []
+    for segment in raw.split("/"):
+        segment = segment.split(";", 1)[0].strip().lower()
+        if segment in ("", "."):
+            continue
+        if segment == ".." and resolve_dots:
+            if out:
+                out.pop()
+            continue
+        out.append(segment)
+    return tuple(out)
+
+
+def normalize_path(path: str) -> str:
+    """The path as the table reads it (dot segments resolved): `/V1//./Batches/?x` -> `/v1/batches`."""
+    return "/" + "/".join(_segments(path, True))
+
+
+def _match(pattern: tuple[str, ...], segments: tuple[str, ...]) -> bool:
+    if pattern and pattern[-1] == "**":
+        head = pattern[:-1]
+        return len(segments) >= len(head) and all(p in ("*", s) for p, s in zip(head, segments, strict=False))
+    return len(pattern) == len(segments) and all(
+        p in ("*", s) for p, s in zip(pattern, segments, strict=True)
+    )
+
+
+def _lookup(write: bool, segments: tuple[str, ...], host: str) -> Call:
+    for pattern, any_method, call in _ROWS:
+        if (write or any_method) and _match(pattern, segments):
+            return call
+    provider = PROVIDER_HOSTS.get(host)
+    if write and provider is not None and segments[:1] == ("v1",):
+        shown = _UNPRINTABLE.sub("?", "/".join(segments))  # the client's text: no newline reaches a log
+        what = f"{'Anthropic' if provider == 'anthropic' else 'OpenAI'} /{shown}"[:120]
+        return Call("unknown", provider, None, what, "the vault does not know what this endpoint costs")
+    return Call("other")
+
+
+def classify(method: str, path: str, host: str = "") -> Call:
+    """The class of one request (see the module docstring); the stricter of two path readings."""
+    write = method.strip().upper() not in READ_METHODS
+    host = host.strip().lower().rstrip(".")
+    found = [_lookup(write, _segments(path, resolve), host) for resolve in (True, False)]
+    return max(found, key=lambda call: _SEVERITY[call.kind])
+
+
+def model_endpoint(method: str, path: str) -> Endpoint | None:
+    """Which metered model API a request calls, on any host; None if it is not one."""
+    call = classify(method, path)
+    return call.endpoint if call.kind == "metered" else None
+
+
+class _Object(list[tuple[str, object]]):
+    """A JSON object as its key/value pairs, duplicates kept (an upstream may take either)."""
+
+
+def background_requested(body: bytes) -> bool | None:
+    """Whether a Responses request body asks for `background`; None if that cannot be told.
+
+    True for a top-level `background` that is anything but false/null (a string "true" too:
+    how an upstream coerces it is not ours to guess), in any duplicate of the key. None for a
+    body too large or too deeply nested to parse safely, or malformed JSON that mentions the
+    word or escapes (whatever reads it upstream might be more lenient). The caller refuses on
+    True and on None while a budget applies.
+    """
+    if len(body) > MAX_CHECKED_BODY:
+        return None
+    ascii_like = not body[:4].count(0)  # json.loads also reads UTF-16/32, where no byte test works
+    if ascii_like and b"background" not in body and b"\\u" not in body:
+        return False
+    if nesting_exceeds(body, MAX_NESTING):
+        return None
+    try:
+        top = json.loads(body, object_pairs_hook=_Object)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None if not ascii_like or b"background" in body or b"\\u" in body else False
+    if not isinstance(top, _Object):
+        return False
+    return any(key == "background" and value is not False and value is not None for key, value in top)

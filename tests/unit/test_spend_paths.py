@@ -1,0 +1,194 @@
+"""proxy/spend_paths.py: which requests are metered, unmeterable, free or unknown, however a
+hostile sandbox spells the path, and whether a Responses body asks for background mode; plus
+the budget's verdict on each class (proxy/budget.py) and the README's list kept in step."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from proxy.budget import MARKER, VaultBudgets
+from proxy.spend_paths import MAX_CHECKED_BODY, TABLE, background_requested, classify, normalize_path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "host", "kind", "label"),
+    [
+        # metered, with the query strings and spellings clients really send
+        ("POST", "/v1/messages?beta=true", "", "metered", "anthropic"),
+        ("POST", "/v1/chat/completions", "", "metered", "openai-chat"),
+        ("POST", "/v1/responses/", "", "metered", "openai-responses"),
+        ("POST", "/v1/completions", "", "metered", "openai-completions"),
+        ("POST", "/v1/embeddings", "api.openai.com", "metered", "openai-embeddings"),
+        ("post", "/V1/Embeddings#frag", "", "metered", "openai-embeddings"),
+        # unmeterable, on any host
+        ("POST", "/v1/messages/batches", "", "unmeterable", "Anthropic message batch creation"),
+        ("POST", "/v1/batches", "127.0.0.1", "unmeterable", "OpenAI batch creation"),
+        ("POST", "/v1/complete", "", "unmeterable", "Anthropic legacy Text Completions"),
+        ("POST", "/v1/images/generations", "", "unmeterable", "OpenAI image generation"),
+        ("POST", "/v1/images/edits", "", "unmeterable", "OpenAI image edit"),
+        ("POST", "/v1/images/variations", "", "unmeterable", "OpenAI image variation"),
+        ("POST", "/v1/audio/speech", "", "unmeterable", "OpenAI text-to-speech"),
+        ("POST", "/v1/audio/transcriptions", "", "unmeterable", "OpenAI transcription"),
+        ("POST", "/v1/audio/translations", "", "unmeterable", "OpenAI audio translation"),
+        ("GET", "/v1/realtime?model=gpt-realtime", "", "unmeterable", "OpenAI Realtime"),
+        ("POST", "/v1/realtime/client_secrets", "", "unmeterable", "OpenAI Realtime"),
+        ("OPTIONS", "/v1/realtime/calls/x", "", "unmeterable", "OpenAI Realtime"),
+        ("HEAD", "/v1/realtime", "", "unmeterable", "OpenAI Realtime"),
+        ("POST", "/v1/fine_tuning/jobs", "", "unmeterable", "OpenAI fine-tuning job"),
+        ("POST", "/v1/fine_tuning/jobs/ftjob-1/resume", "", "unmeterable", "OpenAI fine-tuning job resume"),
+        ("POST", "/v1/threads/thread_1/runs", "", "unmeterable", "OpenAI Assistants run"),
+        ("PUT", "/v1/batches", "", "unmeterable", "OpenAI batch creation"),  # any write method
+        # path tricks: the stricter reading wins
+        ("POST", "/v1/%62atches", "", "unmeterable", "OpenAI batch creation"),
+        ("POST", "/v1/%2562atches", "", "unmeterable", "OpenAI batch creation"),  # double-encoded
+        ("POST", "/v1/BATCHES/", "", "unmeterable", "OpenAI batch creation"),
+        ("POST", "//v1//batches", "", "unmeterable", "OpenAI batch creation"),
+        ("POST", "/v1/./batches/.", "", "unmeterable", "OpenAI batch creation"),
+        ("POST", "/v1/files/../batches", "", "unmeterable", "OpenAI batch creation"),
+        ("POST", "/v1/messages/%2e%2e/batches", "", "unmeterable", "OpenAI batch creation"),
+        ("POST", "/v1\\batches", "", "unmeterable", "OpenAI batch creation"),
+        ("POST", "/v1/batches;jsessionid=1", "", "unmeterable", "OpenAI batch creation"),
+        ("POST", "/v1/batches%3Fa=b", "", "unmeterable", "OpenAI batch creation"),
+        ("POST", "/v1/messages/batches?beta=true", "", "unmeterable", "Anthropic message batch creation"),
+        ("GET", "/v1/%72ealtime", "", "unmeterable", "OpenAI Realtime"),
+        # free: reading, counting, uploading, cancelling, moderating
+        ("POST", "/v1/messages/count_tokens", "api.anthropic.com", "free", ""),
+        ("GET", "/v1/models", "api.openai.com", "other", ""),
+        ("GET", "/v1/batches/batch_1", "api.openai.com", "other", ""),
+        ("GET", "/v1/messages/batches/msgbatch_1/results", "api.anthropic.com", "other", ""),
+        ("DELETE", "/v1/files/file-1", "api.openai.com", "other", ""),
+        ("POST", "/v1/files", "api.openai.com", "free", ""),
+        ("POST", "/v1/uploads/upload_1/parts", "api.openai.com", "free", ""),
+        ("POST", "/v1/moderations", "api.openai.com", "free", ""),
+        ("POST", "/v1/batches/batch_1/cancel", "api.openai.com", "free", ""),
+        ("POST", "/v1/fine_tuning/jobs/ftjob-1/cancel", "api.openai.com", "free", ""),
+        ("POST", "/v1/responses/resp_1/cancel", "api.openai.com", "free", ""),
+        ("GET", "/v1/responses/resp_1", "api.openai.com", "other", ""),
+        ("GET", "/v1/messages", "", "other", ""),
+        ("HEAD", "/v1/batches", "", "other", ""),
+        ("OPTIONS", "/v1/images/generations", "", "other", ""),
+        # unknown writes on the providers' own hosts; other hosts are not the budget's business
+        ("POST", "/v1/evals/eval_1/runs", "api.openai.com", "unknown", "OpenAI /v1/evals/eval_1/runs"),
+        ("POST", "/v1/responses/compact", "API.OpenAI.com.", "unknown", "OpenAI /v1/responses/compact"),
+        ("POST", "/v1/batches/../files", "api.openai.com", "unknown", "OpenAI /v1/batches/../files"),
+        (
+            "POST",
+            "/v1/x%0d%0aFAKE%20LOG%E2%80%AE<b>",
+            "api.openai.com",
+            "unknown",
+            "OpenAI /v1/x??fake?log?<b>",
+        ),
+        ("POST", "/v1/evals/eval_1/runs", "example.com", "other", ""),
+        ("POST", "/api/event_logging/batch", "api.anthropic.com", "other", ""),
+        ("POST", "/repos/o/r/issues", "api.github.com", "other", ""),
+    ],
+)
+def test_classification(method: str, path: str, host: str, kind: str, label: str) -> None:
+    call = classify(method, path, host)
+    assert call.kind == kind, (method, path, host)
+    if kind == "metered":
+        assert call.endpoint == label
+    else:
+        assert call.what == label and call.endpoint is None
+
+
+def test_normalized_paths() -> None:
+    assert normalize_path("/V1//./Batches/?x=%2F") == "/v1/batches"
+    assert normalize_path("/v1/a/../../../b") == "/b"
+    assert normalize_path("") == "/"
+    assert normalize_path("/v1/%ff%fe") == "/v1/\ufffd\ufffd"  # undecodable bytes do not raise
+
+
+def test_every_unmeterable_class_says_what_and_why_and_picks_its_providers_error_shape() -> None:
+    for _pattern, _any, call in TABLE:
+        if call.kind == "unmeterable":
+            assert call.what and call.why
+            assert call.provider == ("anthropic" if call.what.startswith("Anthropic") else "openai")
+
+
+@pytest.mark.parametrize(
+    ("body", "want"),
+    [
+        (b'{"model":"gpt-5","input":"hi","background":true}', True),
+        (b'{"model":"gpt-5","background": false}', False),
+        (b'{"model":"gpt-5","background":null}', False),
+        (b'{"model":"gpt-5","input":"hi"}', False),  # absent
+        (b'{"metadata":{"background":true},"input":"background"}', False),  # nested, or a mere word
+        (b'{"background":"true"}', True),  # a string: how the upstream coerces it is not ours to guess
+        (b'{"background":1}', True),
+        (b'{"background":false,"background":true}', True),  # either duplicate may win upstream
+        (b'{"backgro\\u0075nd":true}', True),  # an escaped key is the same key
+        ('{"background":true}'.encode("utf-16"), True),  # json.loads reads UTF-16 too
+        ('{"background":true}'.encode("utf-32-le"), True),
+        (b'[{"background":true}]', False),  # not an object: the upstream rejects it
+        (b"", False),
+        (b'{"background":tru', None),  # malformed but mentions it: a lenient reader might not reject it
+        (b'{"input":"\\u00e9"', None),
+        (b'{"input":"plain"', False),  # malformed, no way to spell the key: the upstream rejects it
+        (b'{"background":true,"x":' + b"[" * 10_000 + b"]" * 10_000 + b"}", None),  # too deep to parse
+        (b'{"x":' + b"[" * 10_000 + b"]" * 10_000 + b"}", False),  # deep, but cannot name the key
+    ],
+)
+def test_background_detection(body: bytes, want: bool | None) -> None:
+    assert background_requested(body) is want
+
+
+def test_background_detection_is_bounded_for_a_huge_body() -> None:
+    big = b'{"input":"' + b"a" * MAX_CHECKED_BODY + b'","background":false}'
+    assert background_requested(big) is None  # not parsed: the caller refuses under a budget
+    just_under = b'{"input":"' + b"a" * (MAX_CHECKED_BODY - 100) + b'","background":true}'
+    assert background_requested(just_under) is True
+
+
+def _limits(remaining: int) -> dict[str, object]:
+    limit = {"key": "team:daily_tokens:d", "unit": "tokens", "remaining": remaining, "message": "used up"}
+    return {"prices": {}, "limits": {"team": [limit]}}
+
+
+def test_budget_verdicts_per_class() -> None:
+    budgets = VaultBudgets()
+    batch = classify("POST", "/v1/messages/batches")
+    metered = classify("POST", "/v1/messages")
+    free = classify("POST", "/v1/messages/count_tokens", "api.anthropic.com")
+    # No budget: nothing is refused (the addon marks the unmeterable call "unmetered").
+    assert budgets.refusal("team", batch) is None and budgets.refusal("team", metered) is None
+    # Headroom left: metered calls pass, unmeterable ones do not.
+    budgets.set_state(_limits(1000))
+    assert budgets.refusal("team", metered) is None and budgets.refusal("team", free) is None
+    refused = budgets.refusal("team", batch)
+    assert refused is not None
+    response, reason = refused
+    assert response.status_code == 403 and reason == f"{MARKER} unmeterable: Anthropic message batch creation"
+    body = json.loads(response.get_text() or "")
+    assert body["type"] == "error" and body["error"]["type"] == "permission_error"
+    message = body["error"]["message"]
+    assert message.startswith(MARKER) and "Anthropic message batch creation" in message
+    assert "later" in message and "/budget set" in message and "off" in message
+    openai = budgets.refusal("team", classify("POST", "/v1/images/generations"))
+    assert (
+        openai is not None and json.loads(openai[0].get_text() or "")["error"]["code"] == "budget_exhausted"
+    )
+    assert budgets.refusal("other", batch) is None  # another group's budget is not this one's
+    # Exhausted: the metered call is refused too, with the limit's own message.
+    budgets.set_state(_limits(0))
+    exhausted = budgets.refusal("team", metered)
+    assert exhausted is not None and exhausted[1] == f"{MARKER} team:daily_tokens:d exhausted"
+    assert budgets.refusal("team", free) is None
+
+
+def _readme_section() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("### Model spend")
+    return text[start : text.index("\n### ", start + 1)]
+
+
+def test_readme_lists_exactly_the_tables_paths() -> None:
+    """The owner reads the README to know what a budget sees; it must not drift from the code."""
+    listed = set(re.findall(r"`(?:POST |any method )?(/v1/[^`\s]*)`", _readme_section()))
+    assert listed == {pattern for pattern, _any, _call in TABLE}

@@ -1,0 +1,318 @@
+"""The budget's blind spots, probed through the real vault process as a hostile sandbox would.
+
+Embeddings and legacy completions are metered and stored per group exactly as the fake model
+server reported them (a streamed completion without `include_usage` is made to carry it). A
+group under a budget gets 403 in the provider's shape for what the vault cannot meter — batch
+creation, images, speech, realtime (a WebSocket upgrade too), fine-tuning, legacy Text
+Completions, background Responses, a Responses body the vault cannot read — however the path
+is spelled, and the model server sees none of it; free endpoints still work. Without a budget
+the same calls reach the model server and the audit log marks them "unmetered". An exhausted
+budget refuses embeddings and completions too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from proxy.audit import read_entries
+from proxy.process import VaultProcess
+from proxy.secrets import SecretStore
+from tests.fakes.model_payloads import Tokens
+from tests.fakes.model_server import FakeModelServer, Recorded, recorded_answer
+from tests.vault.test_vault_metering_e2e import Receiver, dechunk, until
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+KEY = "sk-proj-REAL-unmetered-e2e-98765"
+GROUPS = ("alpha", "beta", "gamma")
+
+
+class Setup:
+    def __init__(self, model: FakeModelServer, vault: VaultProcess, receiver: Receiver, base: Path) -> None:
+        self.model, self.vault, self.receiver, self.base = model, vault, receiver, base
+        self.reported: dict[str, Tokens] = {}
+
+    def sock(self, group: str) -> Path:
+        return self.base / group / "vault.sock"
+
+    @property
+    def state(self) -> Path:
+        return self.base / "state"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup]:
+    from gateway.store import Store
+
+    base = tmp_path_factory.mktemp("unmetered")
+    for name in ("cfg", "state", *GROUPS):
+        (base / name).mkdir(mode=0o700)
+    model = FakeModelServer()
+    model.__enter__()
+    store = await Store.open(base / "db.sqlite")
+    receiver = Receiver(base / "gw.sock", store)
+    await receiver.start()
+    egress = "".join(f'{g} = ["127.0.0.1"]\n' for g in GROUPS)
+    (base / "cfg" / "config.toml").write_text(
+        f'[vault]\nallow_private_upstreams = ["{model.host_port}"]\n[vault.egress]\n{egress}'
+    )
+    SecretStore(base / "cfg").add(
+        "openai", KEY, model.host_port, header="authorization", fmt="Bearer {value}", groups=list(GROUPS)
+    )
+    vault = VaultProcess(
+        base / "cfg", base / "state", allow_private=[model.host_port], gateway_socket=base / "gw.sock"
+    )
+    await vault.start(timeout=30)
+    for group in GROUPS:
+        await vault.open_group(group, base / group / "vault.sock")
+    s = Setup(model, vault, receiver, base)
+
+    def answer(record: Recorded) -> Any:
+        marker = str(record.body.get("metadata", {}).get("marker", ""))
+        if marker in s.reported:
+            return recorded_answer(record, s.reported[marker])
+        return 200, {"id": "batch_fake", "object": "whatever", "status": "queued"}
+
+    model.default = answer
+    yield s
+    await vault.stop()
+    await receiver.stop()
+    await store.close()
+    model.__exit__()
+
+
+async def send(
+    setup: Setup,
+    group: str,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    """One raw request through the group's vault socket: (status, body)."""
+    port = setup.model.port
+    lines = [f"{method} http://127.0.0.1:{port}{path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    if "Transfer-Encoding" not in (headers or {}):
+        lines.append(f"Content-Length: {len(body)}")
+    lines.append("Connection: close")
+    reader, writer = await asyncio.open_unix_connection(str(setup.sock(group)))
+    try:
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+    status_line, _, rest = raw.partition(b"\r\n")
+    head, _, payload = rest.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head.lower():
+        payload = dechunk(payload)
+    return int(status_line.split(b" ")[1]), payload
+
+
+def js(value: object) -> bytes:
+    return json.dumps(value).encode()
+
+
+async def post(setup: Setup, group: str, path: str, body: object) -> tuple[int, bytes]:
+    return await send(setup, group, "POST", path, js(body), {"Content-Type": "application/json"})
+
+
+async def metered(setup: Setup, group: str, path: str, body: dict[str, Any], tokens: Tokens) -> bytes:
+    marker = f"{group}-{len(setup.reported)}"
+    setup.reported[marker] = tokens
+    status, payload = await post(setup, group, path, {**body, "metadata": {"marker": marker}})
+    assert status == 200, payload[:300]
+    return payload
+
+
+async def rows(setup: Setup, group: str) -> list[tuple[object, ...]]:
+    async with setup.receiver.store._conn.execute(
+        "SELECT model, provider, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, complete"
+        " FROM metered_usage WHERE group_folder = ? ORDER BY at",
+        (group,),
+    ) as cur:
+        return [tuple(r) for r in await cur.fetchall()]
+
+
+def limit(key: str, remaining: int) -> dict[str, Any]:
+    return {
+        "key": key,
+        "unit": "tokens",
+        "remaining": remaining,
+        "message": f"clawgate budget: {key} is used up",
+    }
+
+
+async def audit_lines(setup: Setup, group: str, count: int) -> list[dict[str, Any]]:
+    """The group's audit lines, once at least `count` are written (bounded wait)."""
+    for _ in range(200):
+        found = [e for e in read_entries(setup.state) if e.get("group") == group]
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {count} audit lines for {group}")
+
+
+EMBED = {"model": "text-embedding-3-small", "input": ["one", "two"]}
+COMPLETE = {"model": "gpt-3.5-turbo-instruct", "prompt": "Say this is a test", "max_tokens": 7}
+JSON = {"Content-Type": "application/json"}
+WEBSOCKET = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+    "OpenAI-Beta": "realtime=v1",
+}
+BATCH = {"input_file_id": "file-abc", "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+BACKGROUND = {"model": "gpt-5", "input": "write a long essay", "background": True}
+
+
+async def test_embeddings_and_legacy_completions_are_stored_per_group_as_reported(setup: Setup) -> None:
+    expected: dict[str, list[tuple[object, ...]]] = {"alpha": [], "beta": []}
+    for n, group in enumerate(("alpha", "beta")):
+        t = Tokens(input=50_000 + n)
+        await metered(setup, group, "/v1/embeddings", EMBED, t)
+        expected[group].append(("text-embedding-3-small", "openai", t.input, 0, 0, 0, 1))
+        t = Tokens(input=321 + n, output=45 + n)
+        await metered(setup, group, "/v1/completions", COMPLETE, t)
+        expected[group].append(("gpt-3.5-turbo-instruct", "openai", t.input, t.output, 0, 0, 1))
+        # streamed without stream_options: the vault asks for usage, or the stream would carry none
+        t = Tokens(input=4000 + n, output=600 + n)
+        payload = await metered(setup, group, "/v1/completions", {**COMPLETE, "stream": True}, t)
+        assert payload.rstrip().endswith(b"[DONE]")
+        expected[group].append(("gpt-3.5-turbo-instruct", "openai", t.input, t.output, 0, 0, 1))
+
+    async def stored() -> bool:
+        return [len(await rows(setup, g)) for g in expected] == [3, 3]
+
+    await until(stored)
+    for group, want in expected.items():
+        assert sorted(await rows(setup, group)) == sorted(want)
+    streamed = [r for r in setup.model.requests if r.path == "/v1/completions" and r.body.get("stream")]
+    assert len(streamed) == 2 and all(r.body["stream_options"] == {"include_usage": True} for r in streamed)
+    assert all(r.headers["authorization"] == f"Bearer {KEY}" for r in setup.model.requests)
+    totals = await setup.receiver.store.metered_totals("alpha", 0)
+    embedding = next(t for t in totals if t.model == "text-embedding-3-small")
+    assert embedding.cost_micros == 1000  # 50,000 tokens at $0.02 per million
+
+
+REFUSED: list[tuple[str, str, bytes, dict[str, str], str]] = [
+    # (method, path, body, headers, what the refusal names)
+    ("POST", "/v1/messages/batches", js({"requests": []}), JSON, "Anthropic message batch creation"),
+    ("POST", "/v1/batches", js(BATCH), JSON, "OpenAI batch creation"),
+    ("POST", "/v1/images/generations", js({"prompt": "a cat", "n": 10}), JSON, "OpenAI image generation"),
+    ("POST", "/v1/audio/speech", js({"model": "tts-1", "input": "hi"}), JSON, "OpenAI text-to-speech"),
+    ("POST", "/v1/complete", js({"prompt": "\n\nHuman: hi\n\nAssistant:"}), JSON, "Anthropic legacy Text"),
+    ("POST", "/v1/fine_tuning/jobs", js({"training_file": "file-1"}), JSON, "OpenAI fine-tuning job"),
+    ("GET", "/v1/realtime?model=gpt-realtime", b"", WEBSOCKET, "OpenAI Realtime"),
+    ("POST", "/v1/realtime/client_secrets", js({}), JSON, "OpenAI Realtime"),
+    ("POST", "/v1/responses", js(BACKGROUND), JSON, "OpenAI background response"),
+    ("POST", "/v1/responses?x=1", b'{"model":"gpt-5","background":"true"}', JSON, "background response"),
+    ("POST", "/v1/responses", b'{"background":false,"background":true}', JSON, "background response"),
+    ("POST", "/v1/responses", b'{"backgro\\u0075nd":true}', JSON, "background response"),
+    # the path spelled to slip past a naive table
+    ("POST", "/v1/%62atches", js(BATCH), JSON, "OpenAI batch creation"),
+    ("POST", "/v1/%2562atches", js(BATCH), JSON, "OpenAI batch creation"),
+    ("POST", "/V1//./Batches/?beta=true", js(BATCH), JSON, "OpenAI batch creation"),
+    ("POST", "/v1/files/%2e%2e/batches", js(BATCH), JSON, "OpenAI batch creation"),
+    ("POST", "/v1/batches;x=1", js(BATCH), JSON, "OpenAI batch creation"),
+    ("POST", "/v1/images/%67enerations", js({"prompt": "x"}), JSON, "OpenAI image generation"),
+    ("GET", "/v1//realtime/", b"", WEBSOCKET, "OpenAI Realtime"),
+]
+
+
+async def test_a_group_under_a_budget_gets_no_unmeterable_call_through(setup: Setup) -> None:
+    await setup.vault.set_budgets({"prices": {}, "limits": {"gamma": [limit("gamma:daily_tokens:d", 10**9)]}})
+    setup.model.requests.clear()
+    for method, path, body, headers, what in REFUSED:
+        status, payload = await send(setup, "gamma", method, path, body, headers)
+        assert status == 403, (path, payload[:300])
+        error = json.loads(payload)["error"]
+        assert error["message"].startswith("clawgate budget: "), path
+        assert what in error["message"] and "/budget set" in error["message"], path
+        if what.startswith("Anthropic"):
+            assert error["type"] == "permission_error"
+        else:
+            assert error["type"] == "insufficient_quota" and error["code"] == "budget_exhausted"
+    # A Responses body the vault would have to stream (unknown length) cannot be read first.
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(js(BACKGROUND)), js(BACKGROUND))
+    headers = {**JSON, "Transfer-Encoding": "chunked"}
+    status, payload = await send(setup, "gamma", "POST", "/v1/responses", chunked, headers)
+    assert status == 403 and b"cannot check for background" in payload
+    assert setup.model.requests == []  # the model server saw none of them
+    lines = await audit_lines(setup, "gamma", len(REFUSED) + 1)
+    assert all(
+        e["status"] == 403 and e["refusal"].startswith("clawgate budget: unmeterable: ") for e in lines
+    )
+    assert all(e["spend"] is None for e in lines)
+
+    # Metered calls with headroom, and free endpoints, still work for the same group.
+    await metered(setup, "gamma", "/v1/embeddings", EMBED, Tokens(input=10))
+    assert (await post(setup, "gamma", "/v1/responses", {"model": "gpt-5", "background": False}))[0] == 200
+    assert (await post(setup, "gamma", "/v1/messages/count_tokens", {"model": "m", "messages": []}))[0] == 200
+    assert (await post(setup, "gamma", "/v1/moderations", {"input": "hi"}))[0] == 200
+    assert (
+        await send(setup, "gamma", "POST", "/v1/files", b"--x--", {"Content-Type": "multipart/form-data"})
+    )[0] == 200
+    for path in ("/v1/models", "/v1/batches/batch_1", "/v1/messages/batches/msgbatch_1/results"):
+        assert (await send(setup, "gamma", "GET", path))[0] == 200
+    assert len(setup.model.requests) == 8
+
+    # A shared ("*") limit is a budget for every group.
+    await setup.vault.set_budgets({"prices": {}, "limits": {"*": [limit("*:monthly_tokens:m", 10**9)]}})
+    assert (await post(setup, "alpha", "/v1/batches", BATCH))[0] == 403
+    assert len(setup.model.requests) == 8
+
+
+async def test_without_a_budget_the_same_calls_pass_and_are_audited_unmetered(setup: Setup) -> None:
+    await setup.vault.set_budgets({"prices": {}, "limits": {"gamma": [limit("gamma:daily_tokens:d", 10**9)]}})
+    setup.model.requests.clear()
+    before = len([e for e in read_entries(setup.state) if e.get("group") == "beta"])
+    calls = [
+        ("/v1/batches", BATCH, "unmetered: OpenAI batch creation"),
+        ("/v1/messages/batches", {"requests": []}, "unmetered: Anthropic message batch creation"),
+        ("/v1/images/generations", {"prompt": "a cat"}, "unmetered: OpenAI image generation"),
+        ("/v1/realtime/client_secrets", {}, "unmetered: OpenAI Realtime"),
+        ("/v1/responses", BACKGROUND, "unmetered: OpenAI background response"),
+        ("/v1/embeddings", {**EMBED, "metadata": {"marker": "none"}}, None),  # metered: no mark
+    ]
+    for path, body, _spend in calls:
+        assert (await post(setup, "beta", path, body))[0] == 200, path
+    assert (await send(setup, "beta", "GET", "/v1/realtime?model=gpt-realtime"))[0] == 200
+    assert [r.path for r in setup.model.requests] == [p for p, _b, _s in calls] + [
+        "/v1/realtime?model=gpt-realtime"
+    ]
+    assert all(
+        {k.lower(): v for k, v in r.headers.items()}["authorization"] == f"Bearer {KEY}"
+        for r in setup.model.requests
+    )
+    lines = (await audit_lines(setup, "beta", before + len(calls) + 1))[before:]
+    assert [e["spend"] for e in lines] == [s for _p, _b, s in calls] + ["unmetered: OpenAI Realtime"]
+    assert all(e["refusal"] is None and e["status"] == 200 for e in lines)
+
+
+async def test_an_exhausted_budget_refuses_embeddings_and_completions_too(setup: Setup) -> None:
+    await setup.vault.set_budgets({"prices": {}, "limits": {"alpha": [limit("alpha:daily_tokens:d", 0)]}})
+    setup.model.requests.clear()
+    for path, body in (
+        ("/v1/embeddings", EMBED),
+        ("/v1/completions", COMPLETE),
+        ("/v1/completions", {**COMPLETE, "stream": True}),
+        ("/v1/%65mbeddings", EMBED),
+    ):
+        status, payload = await post(setup, "alpha", path, body)
+        assert status == 403, path
+        assert json.loads(payload)["error"]["message"] == "clawgate budget: alpha:daily_tokens:d is used up"
+    assert setup.model.requests == []
+    # Headroom back: the same call goes through and is metered.
+    await setup.vault.set_budgets({"prices": {}, "limits": {"alpha": [limit("alpha:daily_tokens:d", 10**6)]}})
+    await metered(setup, "alpha", "/v1/embeddings", EMBED, Tokens(input=7))
+    assert len(setup.model.requests) == 1
