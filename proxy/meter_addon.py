@@ -1,6 +1,7 @@
 """The vault's metering addon: every model call a group makes is measured as it is relayed.
 
-For a request to a model endpoint (`proxy.metering.model_endpoint`, on any host):
+For a request to a model endpoint (`proxy.spend_paths.model_endpoint`, on any host, however
+the path is spelled):
 
 - `Accept-Encoding: identity` is sent upstream, so the response can be read without decompressing
   it (see proxy/metering.py; gzip/deflate answers are still metered).

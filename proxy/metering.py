@@ -1,8 +1,8 @@
 """Model spend, measured where a sandbox cannot lie about it: in the bytes the vault relays.
 
 Pure (no mitmproxy, no I/O): `proxy/meter_addon.py` feeds it the response bytes of every call to
-a model endpoint as they pass, and the budget code imports `model_endpoint` to decide what a
-"model call" is. What it reads:
+a model endpoint (`model_endpoint`, from the one path table in proxy/spend_paths.py) as they
+pass. What it reads:
 
 - Anthropic Messages (`POST /v1/messages`): a JSON body's `usage`; a stream's
   `message_start.message.usage` (input and cache tokens) then `message_delta.usage` (cumulative,

@@ -13,6 +13,7 @@ budget refuses embeddings and completions too.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -247,8 +248,16 @@ async def test_a_group_under_a_budget_gets_no_unmeterable_call_through(setup: Se
     headers = {**JSON, "Transfer-Encoding": "chunked"}
     status, payload = await send(setup, "gamma", "POST", "/v1/responses", chunked, headers)
     assert status == 403 and b"cannot check for background" in payload
+    # Nor can a compressed one, or one nested deeper than the vault parses (whatever it says).
+    gzipped = gzip.compress(js({"model": "gpt-5", "background": False}))
+    headers = {**JSON, "Content-Encoding": "gzip"}
+    status, payload = await send(setup, "gamma", "POST", "/v1/responses", gzipped, headers)
+    assert status == 403 and b"cannot check for background" in payload
+    deep = b'{"background":true,"input":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    status, payload = await send(setup, "gamma", "POST", "/v1/responses", deep, JSON)
+    assert status == 403 and b"cannot check for background" in payload
     assert setup.model.requests == []  # the model server saw none of them
-    lines = await audit_lines(setup, "gamma", len(REFUSED) + 1)
+    lines = await audit_lines(setup, "gamma", len(REFUSED) + 3)
     assert all(
         e["status"] == 403 and e["refusal"].startswith("clawgate budget: unmeterable: ") for e in lines
     )

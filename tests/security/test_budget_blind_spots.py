@@ -1,0 +1,113 @@
+"""Attack: from inside a group's sandbox under a budget, spend the owner's money where the vault
+cannot count it.
+
+A budget applies to every group (`[budget.global]`, plenty of headroom left). The hostile agent
+runs curl with its shell tool, in a real sandbox on every tier, through the real vault, straight
+at the model server with the injected key: batch creation, image generation, a Realtime
+WebSocket upgrade, a background Response, and the same batch call respelled (`%62atches`,
+`//./`, `..`, case) with `--path-as-is` so curl does not tidy the path first. Every one must be
+refused with the vault's "clawgate budget:" 403 and none may reach the model server; a metered
+call (embeddings) still goes through and is stored exactly as the model reported it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.app import Gateway
+from tests.fakes.channel import CaptureChannel
+from tests.fakes.model_payloads import Tokens
+from tests.fakes.model_server import FakeModelServer, Recorded, recorded_answer
+from tests.security.conftest import HOSTILE, Attacker, Tier, add_model_key
+
+BUDGET = "[budget.global]\ndaily_tokens = 100_000_000\n"
+BATCH = {"input_file_id": "file-abc", "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+REFUSED: dict[str, tuple[str, str, dict[str, Any] | None]] = {
+    # name: (method, path, JSON body or None)
+    "batch": ("POST", "/v1/batches", BATCH),
+    "anthropic-batch": ("POST", "/v1/messages/batches", {"requests": []}),
+    "image": ("POST", "/v1/images/generations", {"prompt": "a cat", "n": 10}),
+    "background": ("POST", "/v1/responses", {"model": "gpt-5", "input": "essay", "background": True}),
+    "escaped": ("POST", "/v1/%62atches", BATCH),
+    "dots": ("POST", "//v1/./files/../Batches/", BATCH),
+    "realtime": ("GET", "/v1/realtime?model=gpt-realtime", None),
+}
+EMBEDDING = Tokens(input=54_321)
+
+
+@pytest.fixture
+async def budgeted_gateway(
+    tier: Tier, dirs: tuple[Path, Path], model_server: FakeModelServer
+) -> AsyncIterator[Gateway]:
+    config_dir, data_dir = dirs
+    tier.prepare(data_dir)
+    add_model_key(config_dir, model_server)
+    channel = CaptureChannel()
+    gateway = Gateway(tier.config(model_server, extra=BUDGET), config_dir, data_dir)
+    await gateway.start([channel])
+    await gateway.registry.register(HOSTILE)
+    gateway.test_channel = channel  # type: ignore[attr-defined]
+    try:
+        yield gateway
+    finally:
+        await gateway.stop(grace_s=5)
+
+
+def answer(record: Recorded) -> Any:
+    if (record.body.get("metadata") or {}).get("attack") == "embedding":
+        return recorded_answer(record, EMBEDDING)
+    return FakeModelServer._echo(record)  # the agent's own calls
+
+
+def curl(name: str, method: str, path: str, body: dict[str, Any] | None, url: str) -> str:
+    data = f" -H 'content-type: application/json' -d '{json.dumps(body)}'" if body is not None else ""
+    upgrade = (
+        " -H 'Upgrade: websocket' -H 'Connection: Upgrade' -H 'Sec-WebSocket-Version: 13'"
+        " -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=='"
+        if method == "GET"
+        else ""
+    )
+    return (
+        f'echo {name}; curl -sS -m 30 --path-as-is --proxy "$http_proxy" -X {method}{upgrade}{data}'
+        f" -H 'authorization: Bearer placeholder' -o /tmp/{name}.out -w 'status=%{{http_code}}\\n'"
+        f" '{url}{path}'; head -c 300 /tmp/{name}.out; echo"
+    )
+
+
+async def test_a_sandbox_under_a_budget_cannot_spend_where_the_vault_cannot_count(
+    budgeted_gateway: Gateway, model_server: FakeModelServer, tier: Tier
+) -> None:
+    model_server.default = answer
+    attacker = Attacker(budgeted_gateway, model_server)
+    embed = {"model": "text-embedding-3-small", "input": ["a", "b"], "metadata": {"attack": "embedding"}}
+    commands = [curl(name, *spec, model_server.url) for name, spec in REFUSED.items()]
+    commands.append(curl("embedding", "POST", "/v1/embeddings", embed, model_server.url))
+    out = await attacker.shell("; ".join(commands))
+    for name in REFUSED:
+        assert f"{name}\nstatus=403" in out, out
+    assert out.count("clawgate budget: ") >= len(REFUSED), out
+    assert "embedding\nstatus=200" in out, out
+    reached = [r.path for r in model_server.requests]
+    assert not [p for p in reached if "atches" in p or "images" in p or "realtime" in p or "responses" in p]
+    assert reached.count("/v1/embeddings") == 1
+
+    store = budgeted_gateway.store
+
+    async def stored() -> list[tuple[object, ...]]:
+        async with store._conn.execute(
+            "SELECT group_folder, model, input_tokens, output_tokens, complete FROM metered_usage"
+            " WHERE model LIKE 'text-embedding%'"
+        ) as cur:
+            return [tuple(r) for r in await cur.fetchall()]
+
+    for _ in range(200):
+        if await stored():
+            break
+        await asyncio.sleep(0.05)
+    assert await stored() == [("hostile", "text-embedding-3-small", EMBEDDING.input, 0, 1)]
