@@ -30,7 +30,8 @@ from typing import Any
 
 from mitmproxy import connection, http
 
-from proxy.metering import Endpoint, Meter, Usage, ensure_stream_usage, model_endpoint, request_model
+from proxy.metering import Meter, Usage, ensure_stream_usage, request_model
+from proxy.spend_paths import Endpoint, model_endpoint
 from proxy.usage_report import UsageReporter
 
 log = logging.getLogger("clawgate.vault.metering")

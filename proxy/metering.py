@@ -11,14 +11,9 @@ pass. What it reads:
   chunk (sent only with `stream_options.include_usage`, which `ensure_stream_usage` forces on).
 - OpenAI Responses (`POST /v1/responses`): a JSON body's `usage`; a stream's
   `response.completed` (or `.incomplete` / `.failed`) event's `response.usage`.
-- OpenAI legacy Completions (`POST /v1/completions`): read exactly like Chat Completions (same
-  `usage` fields, same `include_usage` rule for streams).
-- OpenAI Embeddings (`POST /v1/embeddings`): a JSON body's `usage.prompt_tokens`, all input. A
-  large answer (thousands of vectors) keeps only its head and tail, which still hold `usage`;
-  its `model` comes after the vectors, so the request's model names it then.
-
-Which requests are model calls at all, and which spend money that cannot be read here, is
-decided in one place: `proxy/spend_paths.py`.
+- OpenAI legacy Completions (`POST /v1/completions`): read exactly like Chat Completions.
+- OpenAI Embeddings (`POST /v1/embeddings`): `usage.prompt_tokens`, all input; a huge answer's
+  `model` (after the vectors, past `HEAD`) is the request's.
 
 Why incremental and bounded: a stream can be long and the upstream is untrusted input, so the
 meter never holds a whole stream. It keeps the unfinished line (up to `MAX_LINE`) and the data of
@@ -29,10 +24,7 @@ and the last `"usage"` object are still read (both providers put usage after the
 events whose data contains `"usage"` are JSON-parsed at all, so the text deltas that make up
 nearly all of a stream cost a substring test.
 
-Content encodings: the vault asks model endpoints for `Accept-Encoding: identity`
-(`proxy/meter_addon.py`), because decompressing every model response would cost the vault CPU and a
-compressed body is a decompression bomb risk. An upstream that compresses anyway is still metered
-when it uses gzip or deflate (stdlib zlib, output bounded per step and in total); any other
+Content encodings: gzip and deflate are decoded, bounded (proxy/meter_decoding.py); any other
 encoding yields `complete=False` with the counts seen (none) and the caller logs it.
 """
 
@@ -41,30 +33,18 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.spend_paths import Endpoint, model_endpoint
-
-__all__ = [
-    "Endpoint",
-    "Meter",
-    "Usage",
-    "ensure_stream_usage",
-    "meter_body",
-    "model_endpoint",
-    "request_model",
-]
+from proxy.meter_decoding import Decoder
+from proxy.spend_paths import Endpoint
 
 MAX_LINE = 64 * 1024  # an unfinished SSE line kept whole up to this; past it only `data:` goes on
 MAX_EVENT = 1 << 20  # an event's data kept whole up to this; past it: HEAD + TAIL
 HEAD = 16 * 1024
 TAIL = 128 * 1024
 MAX_JSON = 1 << 20  # a body kept whole up to this (what mitmproxy buffers anyway); past it: HEAD + TAIL
-MAX_DECODED = 256 << 20  # a compressed response decoded (for metering only) up to this
 MAX_MODEL = 100
-_DECODE_STEP = 1 << 20
 
 _USAGE_KEY = b'"usage"'
 _USAGE_NULL = re.compile(rb'"usage"\s*:\s*null')
@@ -220,42 +200,6 @@ def _last_usage(data: bytes) -> dict[str, Any] | None:
     return None
 
 
-class _Decoder:
-    """Incremental gzip/deflate decoding for metering only, bounded per step and in total."""
-
-    def __init__(self, encoding: str) -> None:
-        self.ok = encoding in ("gzip", "x-gzip", "deflate")
-        # 47 = auto-detect a zlib or gzip header; raw deflate (seen in the wild) is tried next.
-        self._z = zlib.decompressobj(47) if self.ok else None
-        self._raw_tried = encoding not in ("deflate",)
-        self.total = 0
-
-    def decode(self, chunk: bytes) -> list[bytes]:
-        if self._z is None:
-            return []
-        out: list[bytes] = []
-        data = chunk
-        try:
-            while data:
-                piece = self._z.decompress(data, _DECODE_STEP)
-                data = self._z.unconsumed_tail
-                self.total += len(piece)
-                if self.total > MAX_DECODED:
-                    self._z = None
-                    self.ok = False
-                    return out
-                if piece:
-                    out.append(piece)
-        except zlib.error:
-            if not self._raw_tried and self.total == 0:
-                self._raw_tried = True
-                self._z = zlib.decompressobj(-15)
-                return self.decode(chunk)
-            self._z = None
-            self.ok = False
-        return out
-
-
 class Meter:
     """Reads one model response's usage as its bytes pass; `feed` then `finish`.
 
@@ -284,7 +228,7 @@ class Meter:
         self.seen_usage = False
         self.done = False
         encoding = encoding.strip().lower()
-        self._decoder = _Decoder(encoding) if encoding and encoding != "identity" else None
+        self._decoder = Decoder(encoding) if encoding and encoding != "identity" else None
         self.undecodable = self._decoder is not None and not self._decoder.ok
         # SSE state
         self._line = bytearray()  # the unfinished line

@@ -13,7 +13,8 @@ import zlib
 import pytest
 
 from proxy import metering
-from proxy.metering import Meter, Usage, ensure_stream_usage, meter_body, model_endpoint, request_model
+from proxy.metering import Meter, Usage, ensure_stream_usage, meter_body, request_model
+from proxy.spend_paths import Endpoint, model_endpoint
 from tests.fakes.model_payloads import (
     Tokens,
     anthropic_error,
@@ -109,7 +110,7 @@ def test_embeddings_answer_larger_than_the_cap_is_still_metered() -> None:
         ),
     ],
 )
-def test_json_bodies(endpoint: metering.Endpoint, body: bytes, want: Usage) -> None:
+def test_json_bodies(endpoint: Endpoint, body: bytes, want: Usage) -> None:
     assert meter_body(endpoint, body, sse=False) == want
     # chunk by chunk (a chunked or large JSON body streams): the same
     meter = Meter(endpoint, sse=False)
@@ -120,9 +121,7 @@ def test_json_bodies(endpoint: metering.Endpoint, body: bytes, want: Usage) -> N
 
 
 @pytest.mark.parametrize(("endpoint", "body", "want"), CASES)
-def test_streams_whole_and_usage_comes_with_its_chunk(
-    endpoint: metering.Endpoint, body: bytes, want: Usage
-) -> None:
+def test_streams_whole_and_usage_comes_with_its_chunk(endpoint: Endpoint, body: bytes, want: Usage) -> None:
     meter = Meter(endpoint, sse=True)
     assert meter.feed(body) == want
     assert meter.finish() is None
@@ -139,7 +138,7 @@ def test_streams_whole_and_usage_comes_with_its_chunk(
 
 
 @pytest.mark.parametrize(("endpoint", "body", "want"), CASES)
-def test_streams_split_at_every_offset(endpoint: metering.Endpoint, body: bytes, want: Usage) -> None:
+def test_streams_split_at_every_offset(endpoint: Endpoint, body: bytes, want: Usage) -> None:
     for cut in range(1, len(body)):
         meter = Meter(endpoint, sse=True)
         got = [meter.feed(body[:cut]), meter.feed(body[cut:]), meter.finish()]
@@ -147,7 +146,7 @@ def test_streams_split_at_every_offset(endpoint: metering.Endpoint, body: bytes,
 
 
 @pytest.mark.parametrize(("endpoint", "body", "want"), CASES)
-def test_streams_byte_by_byte_and_crlf(endpoint: metering.Endpoint, body: bytes, want: Usage) -> None:
+def test_streams_byte_by_byte_and_crlf(endpoint: Endpoint, body: bytes, want: Usage) -> None:
     for variant in (body, body.replace(b"\n", b"\r\n"), body.replace(b"\n", b"\r")):
         meter = Meter(endpoint, sse=True)
         got = [meter.feed(variant[i : i + 1]) for i in range(len(variant))]
@@ -178,7 +177,7 @@ def test_comments_multiline_data_and_no_space_after_colon() -> None:
 
 
 @pytest.mark.parametrize(("endpoint", "body", "want"), CASES)
-def test_cut_stream_gives_what_was_seen(endpoint: metering.Endpoint, body: bytes, want: Usage) -> None:
+def test_cut_stream_gives_what_was_seen(endpoint: Endpoint, body: bytes, want: Usage) -> None:
     final_at = body.index(b"message_delta" if endpoint == "anthropic" else b'"usage":{')
     final_at = body.rfind(b"\n\n", 0, final_at)
     meter = Meter(endpoint, sse=True, request_model="asked-for")
