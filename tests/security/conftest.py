@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,8 +151,15 @@ async def hostile_gateway(
     config_dir, data_dir = dirs
     tier.prepare(data_dir)
     add_model_key(config_dir, model_server)
+    async with with_hostile_group(tier.config(model_server), config_dir, data_dir) as gateway:
+        yield gateway
+
+
+@asynccontextmanager
+async def with_hostile_group(config: Config, config_dir: Path, data_dir: Path) -> AsyncIterator[Gateway]:
+    """A started gateway (a capture channel as its only channel) with the attacker's group registered."""
     channel = CaptureChannel()
-    gateway = Gateway(tier.config(model_server), config_dir, data_dir)
+    gateway = Gateway(config, config_dir, data_dir)
     await gateway.start([channel])
     await gateway.registry.register(HOSTILE)
     gateway.test_channel = channel  # type: ignore[attr-defined]

@@ -21,10 +21,9 @@ from typing import Any
 import pytest
 
 from gateway.app import Gateway
-from tests.fakes.channel import CaptureChannel
 from tests.fakes.model_payloads import Tokens
 from tests.fakes.model_server import FakeModelServer, Recorded, recorded_answer
-from tests.security.conftest import HOSTILE, Attacker, Tier, add_model_key
+from tests.security.conftest import Attacker, Tier, add_model_key, with_hostile_group
 
 BUDGET = "[budget.global]\ndaily_tokens = 100_000_000\n"
 BATCH = {"input_file_id": "file-abc", "endpoint": "/v1/chat/completions", "completion_window": "24h"}
@@ -48,15 +47,8 @@ async def budgeted_gateway(
     config_dir, data_dir = dirs
     tier.prepare(data_dir)
     add_model_key(config_dir, model_server)
-    channel = CaptureChannel()
-    gateway = Gateway(tier.config(model_server, extra=BUDGET), config_dir, data_dir)
-    await gateway.start([channel])
-    await gateway.registry.register(HOSTILE)
-    gateway.test_channel = channel  # type: ignore[attr-defined]
-    try:
+    async with with_hostile_group(tier.config(model_server, extra=BUDGET), config_dir, data_dir) as gateway:
         yield gateway
-    finally:
-        await gateway.stop(grace_s=5)
 
 
 def answer(record: Recorded) -> Any:

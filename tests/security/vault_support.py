@@ -14,10 +14,9 @@ from pathlib import Path
 from core.config import parse
 from gateway.app import Gateway
 from proxy.secrets import SecretStore
-from tests.fakes.channel import CaptureChannel
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.shared_front import SharedFront
-from tests.security.conftest import HOSTILE, Tier, add_model_key
+from tests.security.conftest import HOSTILE, Tier, add_model_key, with_hostile_group
 
 TOKEN = "front-REAL-token-sandbox-0c9a71"
 ATTACKER = "attacker.example"
@@ -47,12 +46,5 @@ async def gateway_with_front(
         f'allow_private_upstreams = ["{model.host_port}"]\n',
         f"allow_private_upstreams = [{allowed}]\n{ca}{vault}\n",
     )
-    channel = CaptureChannel()
-    gateway = Gateway(parse(text, Path(f"{tier.name}.toml")), config_dir, data_dir)
-    await gateway.start([channel])
-    await gateway.registry.register(HOSTILE)
-    gateway.test_channel = channel  # type: ignore[attr-defined]
-    try:
+    async with with_hostile_group(parse(text, Path(f"{tier.name}.toml")), config_dir, data_dir) as gateway:
         yield gateway
-    finally:
-        await gateway.stop(grace_s=5)
