@@ -76,7 +76,9 @@ def _view(
     month: tuple[int, int] | None,
 ) -> GroupView:
     sandbox = gw.config.sandbox
-    notes = ([f"allowlist: {plan.allowlist_error}"] if plan.allowlist_error else []) + list(plan.notes)
+    # The allowlist's state matters only to a group that asks for extra mounts.
+    asked = bool(plan.granted or plan.refused)
+    notes = ([f"allowlist: {plan.allowlist_error}"] if plan.allowlist_error and asked else []) + list(plan.notes)
     return GroupView(
         folder=group.folder,
         chat_id=group.chat_id,

@@ -340,4 +340,9 @@ async def test_html_is_shown_escaped_and_a_refused_mount_says_why(
         card = page[page.index('id="group-xss"') :]
         assert "granted</span>" not in card and card.count('<span class="bad">refused</span>') == 3
         assert "no extra mounts without a valid allowlist" in card and "allowlist: " in card
+        # A group that asks for no extra mounts is not told about the allowlist at all.
+        start = page.index('id="group-main"')
+        end = page.find('id="group-', start + 1)
+        main_card = page[start : end if end > 0 else len(page)]
+        assert "allowlist: " not in main_card and "no extra mounts" in main_card
     rec.assert_clean(REAL_KEY, token)
