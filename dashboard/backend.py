@@ -182,7 +182,7 @@ class AuditQuery:
     group: str = ""
     host: str = ""
     status: str = ""  # 403, 4xx or none
-    kind: str = ""  # refused | leak | approval
+    kind: str = ""  # refused | leak | approval | unmetered
     offset: int = 0
 
 
@@ -198,6 +198,7 @@ class AuditRow:
     secret: str
     refusal: str
     approval: str
+    spend: str  # "unmetered: …" for a model-provider call the vault could not meter (no budget applied)
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,9 @@ def _view(
     sandbox = gw.config.sandbox
     # The allowlist's state matters only to a group that asks for extra mounts.
     asked = bool(plan.granted or plan.refused)
-    notes = ([f"allowlist: {plan.allowlist_error}"] if plan.allowlist_error and asked else []) + list(plan.notes)
+    notes = ([f"allowlist: {plan.allowlist_error}"] if plan.allowlist_error and asked else []) + list(
+        plan.notes
+    )
     return GroupView(
         folder=group.folder,
         chat_id=group.chat_id,

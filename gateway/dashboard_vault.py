@@ -111,6 +111,7 @@ def _row(e: dict[str, Any]) -> AuditRow:
         _cell(e.get("secret")),
         _cell(e.get("refusal"))[:200],
         _cell(e.get("approval"))[:200],
+        _cell(e.get("spend"))[:200],
     )
 
 
@@ -121,7 +122,7 @@ async def audit_view(gw: RunningGateway, q: AuditQuery) -> AuditView:
         return AuditView([], 0, PAGE, False, str(e))
     kind = next((k for k in KINDS if k == q.kind), None)
     if kind is None:
-        return AuditView([], 0, PAGE, False, "kind: expected refused, leak or approval")
+        return AuditView([], 0, PAGE, False, "kind: expected refused, leak, approval or unmetered")
     flt = AuditFilter(q.group.strip()[:64], q.host.strip()[:253], status, kind)
     found = await asyncio.to_thread(page, gw.data_dir / "vault", flt, q.offset, PAGE)
     note = "older entries not searched (scan limit reached)" if found.scan_limited else None

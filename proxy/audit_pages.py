@@ -26,14 +26,14 @@ MAX_LINE = 64 * 1024  # a longer line is no audit record (they are a few hundred
 MAX_SCAN_LINES = 200_000
 MAX_PAGE = 200
 
-Kind = Literal["", "refused", "leak", "approval"]
-KINDS: tuple[Kind, ...] = ("", "refused", "leak", "approval")
+Kind = Literal["", "refused", "leak", "approval", "unmetered"]
+KINDS: tuple[Kind, ...] = ("", "refused", "leak", "approval", "unmetered")
 
 
 @dataclass(frozen=True)
 class AuditFilter:
     """Every field empty = everything. `host` is a part of `host:port`; `status` is a code
-    (`403`), a class (`4xx`) or `none`; `kind` keeps refused requests, leaks, or held ones."""
+    (`403`), a class (`4xx`) or `none`; `kind` keeps refused requests, leaks, held ones, or calls that spent unmetered."""
 
     group: str = ""
     host: str = ""
@@ -51,6 +51,8 @@ class AuditFilter:
         if self.kind == "refused" and not refusal:
             return False
         if self.kind == "leak" and not refusal.startswith("leak"):
+            return False
+        if self.kind == "unmetered" and not str(e.get("spend") or "").startswith("unmetered"):
             return False
         return not (self.kind == "approval" and not e.get("approval"))
 

@@ -226,3 +226,36 @@ async def test_the_audit_log_pages_newest_first(gateway: Gateway, model_server: 
         _, page = await rec.get(client, "/vault?group=pager&offset=nonsense")
         assert page.count('class="audit-row"') == 50  # a bad offset is the first page
     rec.assert_clean(REAL_KEY, token)
+
+
+async def test_a_call_the_vault_could_not_meter_is_listed_under_spent_unmetered(
+    gateway: Gateway, model_server: FakeModelServer
+) -> None:
+    """No budget applies, so a batch creation goes through; the audit log and the page say it
+    was not metered, and the "spent unmetered" filter finds it and nothing else."""
+    hp = model_server.host_port
+    sock = gateway.data_dir / "u-vault.sock"
+    await gateway.vault.open_group("batcher", sock)
+    assert (await through_vault(sock, f"http://{hp}/plain", hp)).startswith(b"HTTP/1.1 200")
+    reader, writer = await asyncio.open_unix_connection(str(sock))
+    body = b'{"input_file_id":"file-1","endpoint":"/v1/chat/completions","completion_window":"24h"}'
+    writer.write(
+        f"POST http://{hp}/v1/batches HTTP/1.1\r\nHost: {hp}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    try:
+        answer = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+    assert not answer.startswith(b"HTTP/1.1 403"), answer[:300]  # no budget: not refused
+    rec = Recorder()
+    async with client_for(gateway) as client:
+        token = await login(rec, client, gateway.data_dir)
+        page = await page_until(rec, client, "/vault?group=batcher&kind=unmetered", "/v1/batches")
+        assert page.count('class="audit-row"') == 1 and "/plain" not in page
+        assert "unmetered: " in page and 'value="unmetered" selected' in page
+        everything = await page_until(rec, client, "/vault?group=batcher", "/plain")
+        assert everything.count('class="audit-row"') == 2
+    rec.assert_clean(REAL_KEY, token)

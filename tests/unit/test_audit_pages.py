@@ -70,6 +70,8 @@ def test_filters(state: Path) -> None:
                 entry(41, status=403, refusal="leak: aws key"),
                 entry(42, status=None, approval="held"),
                 entry(43, status=502, refusal="error: connect"),
+                entry(44, group="main", spend="unmetered: batch creation (its cost is known only later)"),
+                entry(45, spend=None),
             ]
         )
         + "\n"
@@ -77,6 +79,7 @@ def test_filters(state: Path) -> None:
     assert paths(page(state, AuditFilter(kind="refused"))) == ["/r/43", "/r/41", "/r/40"]
     assert paths(page(state, AuditFilter(kind="leak"))) == ["/r/41"]
     assert paths(page(state, AuditFilter(kind="approval"))) == ["/r/42"]
+    assert paths(page(state, AuditFilter(kind="unmetered"))) == ["/r/44"]
     assert paths(page(state, AuditFilter(status="none"))) == ["/r/42"]
     assert paths(page(state, AuditFilter(status="5xx"))) == ["/r/43"]
     assert paths(page(state, AuditFilter(status="403", group="main"))) == ["/r/41"]
