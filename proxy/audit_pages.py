@@ -33,7 +33,8 @@ KINDS: tuple[Kind, ...] = ("", "refused", "leak", "approval", "unmetered")
 @dataclass(frozen=True)
 class AuditFilter:
     """Every field empty = everything. `host` is a part of `host:port`; `status` is a code
-    (`403`), a class (`4xx`) or `none`; `kind` keeps refused requests, leaks, held ones, or calls that spent unmetered."""
+    (`403`), a class (`4xx`) or `none`; `kind` keeps refused requests, leaks, held ones, or
+    calls that spent unmetered."""
 
     group: str = ""
     host: str = ""
