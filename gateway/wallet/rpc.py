@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from core.json_nesting import nesting_exceeds
 from gateway.wallet.keys import PublicKey
 from gateway.wallet.rpc_errors import (
     InvalidTransaction,
@@ -56,6 +57,8 @@ from gateway.wallet.rpc_results import (
 from gateway.wallet.transactions import SignedTransaction
 
 log = logging.getLogger(__name__)
+MAX_RESPONSE_BYTES = 16 << 20  # a NEAR answer is small; view-call results are gas-bounded
+MAX_RESPONSE_DEPTH = 64  # NEAR results nest a handful of levels
 
 WAIT_UNTIL = ("NONE", "INCLUDED", "EXECUTED_OPTIMISTIC", "INCLUDED_FINAL", "EXECUTED", "FINAL")
 RETRYABLE_HTTP = frozenset({408, 429})
@@ -296,7 +299,8 @@ class NearRpc:
         req_id = next(self._ids)
         body = {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params}
         try:
-            resp = await self._client.post(self.url, json=body)
+            async with self._client.stream("POST", self.url, json=body) as resp:
+                raw = await _read_capped(resp, method)
         except httpx.TimeoutException:
             raise TransientRpcError(f"NEAR RPC {method} timed out after {self._timeout_s:g}s") from None
         except httpx.TransportError as exc:
@@ -306,13 +310,10 @@ class NearRpc:
         status = resp.status_code
         retryable_http = status >= 500 or status in RETRYABLE_HTTP
         retry_after = _retry_after(resp.headers.get("retry-after"))
-        try:
-            payload = resp.json()
-        except ValueError:
-            payload = None
+        payload = _json(raw)
         if not isinstance(payload, dict) or ("result" not in payload and "error" not in payload):
             what = f"HTTP {status}, {resp.headers.get('content-type', 'no content type')}"
-            snippet = snip(resp.text)
+            snippet = snip(raw.decode("utf-8", "replace"))
             if retryable_http:
                 raise TransientRpcError(
                     f"NEAR RPC {method}: node unavailable ({what}): {snippet!r}", retry_after=retry_after
@@ -364,3 +365,31 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(when.timestamp() - time.time(), 0.0)
+
+
+async def _read_capped(resp: httpx.Response, method: str) -> bytes:
+    """The body, refused past MAX_RESPONSE_BYTES: a node (or what answers at its URL) decides
+    how much it sends, and the whole answer is held in memory to be parsed."""
+    declared = resp.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        raise RpcError(
+            f"NEAR RPC {method}: response of {int(declared)} bytes refused (limit {MAX_RESPONSE_BYTES})"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise RpcError(f"NEAR RPC {method}: response larger than {MAX_RESPONSE_BYTES} bytes refused")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(raw: bytes) -> object:
+    """The parsed answer, or None when it is not JSON or nests deeper than any NEAR result."""
+    if nesting_exceeds(raw, MAX_RESPONSE_DEPTH):
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None

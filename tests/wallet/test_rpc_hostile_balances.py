@@ -79,3 +79,41 @@ async def test_a_node_that_never_answers_is_unavailable_after_the_bound() -> Non
     ) as rpc:
         text, ok = await asyncio.wait_for(balance_of(rpc, "alice.testnet", timeout_s=0.2), 30)
     assert not ok and text == "balance unavailable (no answer within 0.2s)"
+
+
+class _Dribble(httpx.AsyncByteStream):
+    """A body of `size` bytes in 1 MiB chunks, with no Content-Length announced."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.sent = 0
+
+    async def __aiter__(self):  # type: ignore[no-untyped-def]
+        while self.sent < self.size:
+            chunk = b" " * min(1 << 20, self.size - self.sent)
+            self.sent += len(chunk)
+            yield chunk
+
+
+async def test_an_answer_too_large_to_hold_is_refused_announced_or_not() -> None:
+    from gateway.wallet.rpc import MAX_RESPONSE_BYTES
+
+    big = MAX_RESPONSE_BYTES + 1
+    announced = httpx.MockTransport(lambda r: httpx.Response(200, content=b" " * big))
+    async with NearRpc("http://node.invalid", transport=announced, retries=0) as rpc:
+        with pytest.raises(RpcError, match="refused"):
+            await rpc.account("alice.testnet")
+    dribble = _Dribble(64 * MAX_RESPONSE_BYTES)
+    unannounced = httpx.MockTransport(lambda r: httpx.Response(200, stream=dribble))
+    async with NearRpc("http://node.invalid", transport=unannounced, retries=0) as rpc:
+        with pytest.raises(RpcError, match="larger than"):
+            await rpc.account("alice.testnet")
+    assert dribble.sent <= MAX_RESPONSE_BYTES + (1 << 20)  # it stopped reading, not just parsing
+
+
+async def test_an_answer_nested_past_any_near_result_is_not_json_rpc() -> None:
+    async with NearRpc(
+        "http://node.invalid", transport=node("[" * 100_000 + "]" * 100_000), retries=0
+    ) as rpc:
+        with pytest.raises(RpcError, match="not JSON-RPC"):
+            await rpc.account("alice.testnet")
