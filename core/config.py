@@ -7,18 +7,13 @@ names the key, instead of silently falling back to a weaker default.
 
 from __future__ import annotations
 
-import ipaddress
-import os
 import re
 import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -26,24 +21,29 @@ from pydantic import (
 
 from core import paths
 from core.budget import BudgetConfig
+from core.config_base import HOST_PORT, ConfigError, Section
+from core.config_channels import ConsoleConfig, SlackConfig, TelegramConfig
+from core.config_listen import DashboardConfig, MetricsConfig, is_loopback
 from core.http_approval import VaultApprovalConfig, VaultPolicyEntry
 from core.pricing import ModelPrice
 from core.senders import SenderPolicy
 from core.wallet.settings import WalletConfig
 
 CONFIG_FILE = "config.toml"
-_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$")
+
+# The sections that live in their own modules are part of this module's interface too.
+__all__ = [
+    "ConfigError",
+    "ConsoleConfig",
+    "DashboardConfig",
+    "MetricsConfig",
+    "SlackConfig",
+    "TelegramConfig",
+    "is_loopback",
+]
 
 
-class ConfigError(Exception):
-    """A configuration problem a user has to fix; the message names the key."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelConfig(_Section):
+class ModelConfig(Section):
     provider: Literal["anthropic", "openai"] = "anthropic"
     name: str = "claude-sonnet-4-5"
     base_url: str = "https://api.anthropic.com"
@@ -58,7 +58,7 @@ class ModelConfig(_Section):
         return value.rstrip("/")
 
 
-class SandboxConfig(_Section):
+class SandboxConfig(Section):
     backend: Literal["docker", "bwrap"] = "docker"
     runtime: Literal["runc", "runsc"] = Field(
         "runc",
@@ -118,7 +118,7 @@ def claude_variant(image: str) -> str:
     return f"{image}:claude"
 
 
-class AgentConfig(_Section):
+class AgentConfig(Section):
     """The agent in each group's sandbox: which runtime, and the built-in loop's limits.
 
     See README 'Agent runtimes', 'Configuration' and 'Memory and compaction'.
@@ -143,7 +143,7 @@ class AgentConfig(_Section):
     )
 
 
-class IpcConfig(_Section):
+class IpcConfig(Section):
     """What one group's `ipc.sock` may cost the host (see gateway.ipc_limits; README 'Configuration')."""
 
     max_connections: int = Field(32, ge=2, le=4096, description="open connections per group")
@@ -158,14 +158,14 @@ class IpcConfig(_Section):
     lines_burst: float = Field(1000, ge=1)
 
 
-class VaultRateLimitConfig(_Section):
+class VaultRateLimitConfig(Section):
     """Sliding one-minute windows; 0 disables. Over the limit the vault answers 429 + Retry-After."""
 
     per_group_per_minute: int = Field(0, ge=0)
     per_host_per_minute: int = Field(0, ge=0, description="per (group, upstream host)")
 
 
-class VaultConfig(_Section):
+class VaultConfig(Section):
     allow_private_upstreams: list[str] = Field(default_factory=list)
     unscoped: Literal["forward", "refuse"] = Field(
         "forward", description="a group not allowed to use the matching secret: forward bare, or 403"
@@ -217,113 +217,18 @@ class VaultConfig(_Section):
     @classmethod
     def _host_ports(cls, values: list[str]) -> list[str]:
         for value in values:
-            if not _HOST_PORT.match(value):
+            if not HOST_PORT.match(value):
                 raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:11434)")
         return [v.lower() for v in values]
 
 
-class ConsoleConfig(_Section):
-    enabled: bool = True
-    main_chat: str = "console:main"
-
-
-class SlackConfig(_Section):
-    """The Slack app. Tokens come from here or `CLAWGATE_SLACK_*` env; they are never logged."""
-
-    enabled: bool = False
-    bot_token: SecretStr | None = Field(None, description="xoxb-…; or env CLAWGATE_SLACK_BOT_TOKEN")
-    app_token: SecretStr | None = Field(None, description="xapp-… (Socket Mode); or CLAWGATE_SLACK_APP_TOKEN")
-    signing_secret: SecretStr | None = Field(None, description="HTTP mode; or CLAWGATE_SLACK_SIGNING_SECRET")
-    base_url: str = "https://slack.com/api/"
-    mode: Literal["socket", "http"] = "socket"
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(3000, ge=0, le=65535)
-    http_path: str = Field("/slack/events", pattern=r"^/")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_env(cls, data: object) -> object:
-        if isinstance(data, dict):
-            data = dict(data)
-            for key in ("bot_token", "app_token", "signing_secret"):
-                env = os.environ.get(f"CLAWGATE_SLACK_{key.upper()}")
-                if data.get(key) is None and env:
-                    data[key] = env
-        return data
-
-    @field_validator("base_url")
-    @classmethod
-    def _api_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL, e.g. https://slack.com/api/")
-        return value.rstrip("/") + "/"
-
-    @model_validator(mode="after")
-    def _tokens_present(self) -> SlackConfig:
-        if not self.enabled:
-            return self
-        needed = ["bot_token", "app_token" if self.mode == "socket" else "signing_secret"]
-        for key in needed:
-            value = getattr(self, key)
-            if value is None or not value.get_secret_value().strip():  # "" would sign with an empty key
-                raise ValueError(
-                    f"slack.{key} is required when slack is enabled in {self.mode} mode "
-                    f"(set it in config.toml or env CLAWGATE_SLACK_{key.upper()})"
-                )
-        return self
-
-
-class TelegramConfig(_Section):
-    """The Telegram channel; the token may come from env `CLAWGATE_TELEGRAM_TOKEN` instead (never logged)."""
-
-    enabled: bool = False
-    token: SecretStr | None = Field(None, description="from @BotFather; or env CLAWGATE_TELEGRAM_TOKEN")
-    base_url: str = Field("https://api.telegram.org", description="Bot API server (a local one or a fake)")
-    mode: Literal["polling", "webhook"] = "polling"
-    webhook_url: str | None = Field(None, description="public https URL Telegram posts to (webhook mode)")
-    webhook_listen: str = "127.0.0.1"
-    webhook_port: int = Field(8443, ge=1, le=65535)
-    webhook_secret_token: SecretStr | None = Field(None, description="checked on every webhook request")
-    max_file_mb: float = Field(20, ge=0, le=2000, description="photos/documents larger are not saved")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_env(cls, data: object) -> object:
-        env = os.environ.get("CLAWGATE_TELEGRAM_TOKEN")
-        if isinstance(data, dict) and data.get("token") is None and env:
-            data = {**data, "token": env}
-        return data
-
-    @model_validator(mode="after")
-    def _complete(self) -> TelegramConfig:
-        if self.enabled and self.token is None:
-            raise ValueError(
-                "telegram.token is required when telegram is enabled "
-                "(set it in config.toml or env CLAWGATE_TELEGRAM_TOKEN)"
-            )
-        if self.enabled and self.mode == "webhook" and not self.webhook_url:
-            raise ValueError("telegram.webhook_url is required in webhook mode (the public https URL)")
-        if self.webhook_secret_token is not None and not re.fullmatch(
-            r"[A-Za-z0-9_-]{1,256}", self.webhook_secret_token.get_secret_value()
-        ):
-            raise ValueError("telegram.webhook_secret_token: 1-256 characters of A-Z a-z 0-9 _ -")
-        return self
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL, e.g. https://api.telegram.org")
-        return value.rstrip("/")
-
-
-class AdminConfig(_Section):
+class AdminConfig(Section):
     """Who may run admin commands in the main chat. The console's local user always may."""
 
     users: list[str] = Field(default_factory=list, description='namespaced user ids, e.g. "tg:12345"')
 
 
-class GroupsConfig(_Section):
+class GroupsConfig(Section):
     """Defaults for groups registered from now on, and how long an unknown sender waits for the owner."""
 
     default_sender_policy: SenderPolicy = Field(
@@ -334,7 +239,7 @@ class GroupsConfig(_Section):
     )
 
 
-class RetryConfig(_Section):
+class RetryConfig(Section):
     """Transient failures (Docker hiccups, model 429/5xx, channel timeouts) are retried with backoff."""
 
     max_attempts: int = Field(4, ge=1, le=20)
@@ -342,7 +247,7 @@ class RetryConfig(_Section):
     max_delay_s: float = Field(120.0, gt=0, le=3600)
 
 
-class MountsConfig(_Section):
+class MountsConfig(Section):
     project_root: str | None = Field(
         None, description="main group only: seen read-only at /workspace/project, .env shadowed"
     )
@@ -355,86 +260,7 @@ class MountsConfig(_Section):
         return value
 
 
-def is_loopback(host: str) -> bool:
-    """`127.0.0.0/8`, `::1` or `localhost`: reachable only from this machine."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _listen_address(value: str) -> str:
-    """An IP address to listen on, normalised (`localhost` → 127.0.0.1, `[::1]` → ::1)."""
-    host = value.strip("[]")
-    if host.lower() == "localhost":
-        return "127.0.0.1"
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IP address (e.g. 127.0.0.1 or ::1)") from None
-
-
-class MetricsConfig(_Section):
-    """The opt-in `/healthz` + Prometheus `/metrics` endpoint (gateway.metrics_http)."""
-
-    enabled: bool = False
-    listen: str = Field("127.0.0.1", min_length=1, description="an IP address; loopback unless allow_remote")
-    port: int = Field(9464, ge=0, le=65535, description="0 = any free port (logged at start)")
-    allow_remote: bool = Field(
-        False, description="required to listen on a non-loopback address; the endpoint has no authentication"
-    )
-
-    @field_validator("listen")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        return _listen_address(value)
-
-    @model_validator(mode="after")
-    def _loopback_unless_allowed(self) -> MetricsConfig:
-        # The metrics say how busy each group is and whether the vault is down; nobody off this
-        # machine should learn that unless the owner decided so.
-        if not is_loopback(self.listen) and not self.allow_remote:
-            raise ValueError(
-                f"metrics.listen = {self.listen!r} is not a loopback address; the endpoint has no "
-                "authentication. Use 127.0.0.1, or set metrics.allow_remote = true to expose it"
-            )
-        return self
-
-
-class DashboardConfig(_Section):
-    """The owner's web dashboard (dashboard/, served by `clawgate run`); off unless enabled.
-
-    Unlike `[metrics]` it has authentication (one-time login links, sessions, CSRF tokens), but it
-    can approve wallet transactions: reachable only from this machine unless the owner says so.
-    """
-
-    enabled: bool = False
-    bind: str = Field("127.0.0.1", min_length=1, description="an IP address; loopback unless allow_remote")
-    port: int = Field(8765, ge=0, le=65535, description="0 = any free port (logged at start)")
-    allow_remote: bool = Field(
-        False, description="required to bind a non-loopback address (a warning is logged at start)"
-    )
-
-    @field_validator("bind")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        return _listen_address(value)
-
-    @model_validator(mode="after")
-    def _loopback_unless_allowed(self) -> DashboardConfig:
-        # A session can approve NEAR transfers and held HTTP requests: a stolen login link or a
-        # guessed one must at least need a shell on this machine, unless the owner decided so.
-        if not is_loopback(self.bind) and not self.allow_remote:
-            raise ValueError(
-                f"dashboard.bind = {self.bind!r} is not a loopback address. Use 127.0.0.1, or set "
-                "dashboard.allow_remote = true to serve the dashboard to other machines (put TLS in front)"
-            )
-        return self
-
-
-class RetentionConfig(_Section):
+class RetentionConfig(Section):
     """How long message bodies stay in the database (gateway.retention); 0 days = forever.
 
     The newest `context_messages` of every chat and every message still waiting for an answer
@@ -449,7 +275,7 @@ class RetentionConfig(_Section):
     )
 
 
-class Config(_Section):
+class Config(Section):
     assistant_name: str = Field("Andy", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
     main_chat: str | None = Field(
         None,

@@ -29,8 +29,9 @@ import json
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from core.config_base import Section
 from core.json_nesting import nesting_exceeds
 
 MAX_EVAL_BYTES = 64 * 1024
@@ -43,11 +44,7 @@ _GROUP = re.compile(r"^(\*|[A-Za-z0-9_.-]{1,64})$")
 Scalar = str | int | float | bool
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BodyCondition(_Section):
+class BodyCondition(Section):
     """Which bodies of a matching request need approval (see the module doc)."""
 
     pointer: str | None = Field(None, description="RFC 6901 JSON pointer, e.g. /amount or /items/0/to")
@@ -138,7 +135,7 @@ def _resolve(body: bytes, pointer: str) -> tuple[bool, object]:
     return True, doc
 
 
-class VaultPolicyEntry(_Section):
+class VaultPolicyEntry(Section):
     """One `[[vault.policy]]` entry: requests (host, path, methods, groups, body) the owner approves.
 
     Host and path use the injection rules' syntax (proxy/rules.py), checked when the vault
@@ -169,7 +166,7 @@ class VaultPolicyEntry(_Section):
         return values
 
 
-class VaultApprovalConfig(_Section):
+class VaultApprovalConfig(Section):
     """`[vault.approval]`: holding requests for the owner's decision (proxy/holds.py)."""
 
     timeout_s: float = Field(

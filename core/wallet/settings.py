@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import BeforeValidator, Field, PlainSerializer, field_validator
 
+from core.config_base import Section
 from core.wallet.accounts import validate_account_id
 from core.wallet.amounts import U128_MAX, format_near, parse_near
 
@@ -61,11 +62,7 @@ TokenAmount = Annotated[int, BeforeValidator(_base_units), PlainSerializer(str, 
 STAKING_METHODS = frozenset({"deposit_and_stake", "stake", "stake_all"})
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FunctionCallRule(_Section):
+class FunctionCallRule(Section):
     """Calls to `receiver` with one of `methods` ("*" = any) and a deposit up to `max_deposit`."""
 
     receiver: str
@@ -92,7 +89,7 @@ class FunctionCallRule(_Section):
         return receiver == self.receiver and ("*" in self.methods or method in self.methods)
 
 
-class TokenLimit(_Section):
+class TokenLimit(Section):
     """Limits for one token contract, in its base units (an NFT contract: a number of NFTs).
 
     Without an entry for a contract, no transfer of its tokens is ever signed automatically.
@@ -110,7 +107,7 @@ class TokenLimit(_Section):
         return self.daily_limit if self.auto_approve_max is None else self.auto_approve_max
 
 
-class WalletPolicy(_Section):
+class WalletPolicy(Section):
     """What an agent may sign without asking, what needs the owner's button, and what never happens."""
 
     auto_approve_max: NearAmount = Field(
@@ -158,7 +155,7 @@ class WalletPolicy(_Section):
         return self.key_groups.get(key_name, ["main"])
 
 
-class WalletConfig(_Section):
+class WalletConfig(Section):
     network: Network = "testnet"
     rpc_url: str | None = Field(None, description="NEAR JSON-RPC endpoint; default: the network's public RPC")
     rpc_timeout_s: float = Field(10.0, gt=0, le=300)
