@@ -48,52 +48,40 @@ recognised by name.
 
 from __future__ import annotations
 
-import fnmatch
-import json
 import logging
 import os
 import re
 import stat
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
 from core.models import Group, MountRequest
 from core.paths import DATABASE
+from groups.mount_allowlist import (
+    ALLOWLIST_FILE,
+    MAX_HOST_PATH,
+    AllowedRoot,
+    Allowlist,
+    AllowlistError,
+    load_allowlist,
+)
+from groups.mount_names import (
+    DEFAULT_BLOCKED_PATTERNS,
+    blocked_in_path,
+    blocked_match,
+    is_path_pattern,
+    skeleton,
+)
 from groups.sandbox.base import ExtraMount
 
 log = logging.getLogger(__name__)
 
-ALLOWLIST_FILE = "mount-allowlist.json"
 EXTRA_ROOT = "/workspace/extra"
 PROJECT_MOUNT = "/workspace/project"
 DEV_NULL = Path("/dev/null")
 MAX_REQUESTS = 32
-MAX_ALLOWLIST_BYTES = 1 << 20
-MAX_HOST_PATH = 4096
 
-DEFAULT_BLOCKED_PATTERNS: tuple[str, ...] = (
-    ".ssh",
-    ".gnupg",
-    ".gpg",
-    ".aws",
-    ".azure",
-    ".gcloud",
-    ".kube",
-    ".docker",
-    "credentials",
-    ".env",
-    ".netrc",
-    ".npmrc",
-    ".pypirc",
-    "id_rsa",
-    "id_ed25519",
-    "private_key",
-    ".secret",
-)
 DOCKER_SOCKETS: tuple[str, ...] = (
     "/var/run/docker.sock",
     "/run/docker.sock",
@@ -118,205 +106,6 @@ __all__ = [
     "skeleton",
     "validate_container_path",
 ]
-
-# --------------------------------------------------------------------------- look-alikes
-
-# Letters that render like Latin ones (after casefolding). Not exhaustive, but it covers
-# the scripts a look-alike `.ssh`/`.env`/`id_rsa` would be typed in.
-_CONFUSABLES = str.maketrans(
-    {
-        # Cyrillic
-        "а": "a",
-        "в": "b",
-        "ь": "b",
-        "с": "c",
-        "ԁ": "d",
-        "е": "e",
-        "һ": "h",
-        "н": "h",
-        "і": "i",
-        "ӏ": "l",
-        "ј": "j",
-        "к": "k",
-        "м": "m",
-        "п": "n",
-        "о": "o",
-        "р": "p",
-        "ԛ": "q",
-        "г": "r",
-        "ѕ": "s",
-        "т": "t",
-        "у": "y",
-        "ѵ": "v",
-        "ԝ": "w",
-        "х": "x",
-        # Greek
-        "α": "a",
-        "β": "b",
-        "ϲ": "c",
-        "ε": "e",
-        "η": "n",
-        "ι": "i",
-        "ϳ": "j",
-        "κ": "k",
-        "ν": "v",
-        "ο": "o",
-        "ρ": "p",
-        "τ": "t",
-        "υ": "u",
-        "χ": "x",
-        "γ": "y",
-        # Latin specials and punctuation
-        "ı": "i",
-        "ɡ": "g",
-        "ʀ": "r",
-        "ꜱ": "s",
-        "ᴇ": "e",
-        "ɴ": "n",
-        "ᴠ": "v",
-        "。": ".",
-        "‧": ".",
-        "·": ".",
-        "‐": "-",
-        "‑": "-",
-        "‒": "-",
-        "–": "-",
-        "＿": "_",
-    }
-)
-_DROP_CATEGORIES = frozenset({"Mn", "Me", "Cf"})
-
-
-def skeleton(text: str) -> str:
-    """A name reduced to what it looks like: see the module docstring."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    decomposed = unicodedata.normalize("NFKD", folded)
-    stripped = "".join(ch for ch in decomposed if unicodedata.category(ch) not in _DROP_CATEGORIES)
-    return unicodedata.normalize("NFKC", stripped.translate(_CONFUSABLES)).casefold()
-
-
-def _is_glob(pattern: str) -> bool:
-    return any(ch in pattern for ch in "*?[")
-
-
-def _is_path_pattern(pattern: str) -> bool:
-    return pattern.startswith("/") or pattern.startswith("~")
-
-
-def blocked_match(component: str, patterns: Iterable[str]) -> str | None:
-    """The first name pattern a path component matches, or None (path patterns are ignored here)."""
-    name = skeleton(component)
-    for pattern in patterns:
-        if _is_path_pattern(pattern):
-            continue
-        key = skeleton(pattern)
-        if (fnmatch.fnmatchcase(name, key) if _is_glob(pattern) else key in name) and key:
-            return pattern
-    return None
-
-
-def _blocked_in_path(path: str, patterns: Sequence[str]) -> tuple[str, str] | None:
-    for component in path.split("/"):
-        if component in ("", ".", ".."):
-            continue
-        pattern = blocked_match(component, patterns)
-        if pattern is not None:
-            return component, pattern
-    return None
-
-
-# --------------------------------------------------------------------------- allowlist
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class AllowedRoot(_Strict):
-    path: str = Field(min_length=1, max_length=MAX_HOST_PATH)
-    allow_read_write: bool = False
-    description: str = Field("", max_length=1000)
-
-    @field_validator("path")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if "\0" in value:
-            raise ValueError("must not contain NUL")
-        if not _is_path_pattern(value):
-            raise ValueError("must be an absolute path or start with ~ (e.g. ~/projects)")
-        return value
-
-
-class Allowlist(_Strict):
-    allowed_roots: list[AllowedRoot] = Field(max_length=256)
-    blocked_patterns: list[str] = Field(default_factory=list, max_length=1024)
-    non_main_read_only: bool = True
-
-    @field_validator("blocked_patterns")
-    @classmethod
-    def _patterns(cls, values: list[str]) -> list[str]:
-        for value in values:
-            if "\0" in value or len(value) > MAX_HOST_PATH:
-                raise ValueError(f"invalid pattern {value[:80]!r}")
-            if _is_path_pattern(value):
-                continue
-            if not skeleton(value) or "/" in value:
-                raise ValueError(f"pattern {value!r} must be a non-empty name (no '/') or an absolute/~ path")
-        return values
-
-    def patterns(self) -> tuple[str, ...]:
-        """The defaults merged with the allowlist's own patterns (defaults can never be removed)."""
-        extra = [p for p in self.blocked_patterns if p not in DEFAULT_BLOCKED_PATTERNS]
-        return DEFAULT_BLOCKED_PATTERNS + tuple(extra)
-
-
-class AllowlistError(Exception):
-    """The allowlist is missing or unusable; the message says why and how to fix it."""
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    seen: dict[str, object] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise ValueError(f"duplicate key {key!r}")
-        seen[key] = value
-    return seen
-
-
-def load_allowlist(path: Path) -> Allowlist:
-    """Read and validate the allowlist; every problem is an `AllowlistError` (never a crash)."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise AllowlistError(
-            f"no mount allowlist at {path}: extra mounts are disabled "
-            "(copy mount-allowlist.example.json there to enable them)"
-        ) from None
-    except OSError as exc:
-        raise AllowlistError(f"cannot read the mount allowlist {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise AllowlistError(f"the mount allowlist {path} is not a regular file")
-    if info.st_mode & 0o002:
-        raise AllowlistError(f"the mount allowlist {path} is world-writable; run `chmod 600 {path}`")
-    if info.st_uid not in (0, os.getuid()):
-        raise AllowlistError(f"the mount allowlist {path} is owned by uid {info.st_uid}, not by this user")
-    if info.st_size > MAX_ALLOWLIST_BYTES:
-        raise AllowlistError(f"the mount allowlist {path} is larger than {MAX_ALLOWLIST_BYTES} bytes")
-    try:
-        raw = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
-    except OSError as exc:
-        raise AllowlistError(f"cannot read the mount allowlist {path}: {exc.strerror}") from None
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise AllowlistError(f"the mount allowlist {path} is not valid JSON: {exc}") from None
-    try:
-        return Allowlist.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in item['loc']) or '(top level)'}: {item['msg']}"
-            for item in exc.errors()
-        )
-        raise AllowlistError(f"invalid mount allowlist {path}: {problems}") from None
-
 
 # --------------------------------------------------------------------------- requests
 
@@ -422,7 +211,7 @@ def _protected_paths(
         found.append(_Protected(real(socket_path), "the Docker socket"))
     if allowlist is not None:
         for pattern in allowlist.blocked_patterns:
-            if _is_path_pattern(pattern):
+            if is_path_pattern(pattern):
                 found.append(_Protected(real(pattern), f"a blocked path ({pattern})"))
     return found
 
@@ -464,7 +253,7 @@ def _resolve(host_path: str) -> tuple[str, str]:
 
 def _check_blocked(expanded: str, real: str, patterns: Sequence[str]) -> None:
     for label, path in (("requested path", expanded), ("real path", real)):
-        hit = _blocked_in_path(path, patterns)
+        hit = blocked_in_path(path, patterns)
         if hit is not None:
             component, pattern = hit
             raise ValueError(
