@@ -21,6 +21,7 @@ from groups.sandbox.docker import LABEL_INSTANCE
 from proxy.secrets import SecretStore
 from tests.chaos.support import wait_ready
 from tests.chaos.test_instance_and_orphans import alive, gone_within, vault_pid
+from tests.docker_containers import labelled
 from tests.e2e.test_console import write_config
 from tests.e2e.test_crash_recovery import CLAWGATE, ROOT, start
 from tests.fakes.model_server import FakeModelServer
@@ -61,7 +62,7 @@ async def ask(proc: asyncio.subprocess.Process, text: str) -> bytes:
 
 def containers(docker_client, data_dir: Path) -> list:  # type: ignore[no-untyped-def]
     labels = [f"{LABEL_INSTANCE}={instance_id(data_dir)}"]
-    return docker_client.containers.list(all=True, filters={"label": labels})
+    return labelled(docker_client, labels)
 
 
 def transient_failures(server: FakeModelServer, count: int) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from gateway.app import instance_id
 from groups.sandbox.docker import LABEL_GROUP, LABEL_INSTANCE
+from tests.docker_containers import labelled
 from tests.fakes.model_server import FakeModelServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +58,7 @@ async def clawgate(*args: str, stdin: bytes | None = None) -> tuple[int, str, st
 
 def main_containers(docker_client, data_dir: Path) -> list:  # type: ignore[no-untyped-def]
     labels = [f"{LABEL_INSTANCE}={instance_id(data_dir)}", f"{LABEL_GROUP}=main"]
-    return docker_client.containers.list(all=True, filters={"label": labels})
+    return labelled(docker_client, labels)
 
 
 async def read_reply(stdout: asyncio.StreamReader, timeout: float = 60) -> str:

@@ -24,6 +24,7 @@ from gateway.app import instance_id
 from gateway.faults import POINTS
 from groups.sandbox.docker import LABEL_INSTANCE
 from proxy.secrets import SecretStore
+from tests.docker_containers import labelled
 from tests.e2e.test_console import write_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,8 +66,8 @@ async def test_kill_at_crash_point_then_restart(
     await crashing.stdin.drain()
     first_out, _ = await asyncio.wait_for(crashing.communicate(), 90)
     assert crashing.returncode == -signal.SIGKILL, f"did not crash at {point}"
-    label = {"label": f"{LABEL_INSTANCE}={instance_id(data_dir)}"}
-    orphans = {c.id for c in docker_client.containers.list(all=True, filters=label)}
+    label = [f"{LABEL_INSTANCE}={instance_id(data_dir)}"]
+    orphans = {c.id for c in labelled(docker_client, label)}
 
     restarted = await start(dict(os.environ))
     assert restarted.stdin and restarted.stderr
@@ -76,7 +77,7 @@ async def test_kill_at_crash_point_then_restart(
     while open_work(data_dir / "clawgate.db") and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
     assert open_work(data_dir / "clawgate.db") == 0, "the restarted gateway did not finish the work"
-    alive = {c.id for c in docker_client.containers.list(all=True, filters=label)}
+    alive = {c.id for c in labelled(docker_client, label)}
     assert not orphans & alive, "the restart did not remove the crashed gateway's container"
     restarted.stdin.close()
     second_out, _ = await asyncio.wait_for(restarted.communicate(), 60)
@@ -95,4 +96,4 @@ async def test_kill_at_crash_point_then_restart(
     with sqlite3.connect(data_dir / "clawgate.db") as conn:
         statuses = [row[0] for row in conn.execute("SELECT status FROM messages WHERE text = ?", (text,))]
     assert statuses == ["done"], f"{point}: the message is {statuses}"
-    assert docker_client.containers.list(all=True, filters=label) == []
+    assert labelled(docker_client, label) == []

@@ -6,7 +6,6 @@ Only the model is fake (a scripted server on loopback speaking the Anthropic API
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from core.config import parse
 from gateway.app import Gateway, StartupError
 from groups.sandbox.docker import LABEL_GROUP, LABEL_INSTANCE
 from proxy.secrets import SecretStore
+from tests.docker_containers import labelled
 from tests.fakes.channel import CaptureChannel
 from tests.fakes.model_server import FakeModelServer
 from tests.waits import drained
@@ -63,13 +63,7 @@ def containers(client: docker.DockerClient, gateway: Gateway, folder: str | None
     labels = [f"{LABEL_INSTANCE}={gateway.instance}"]
     if folder:
         labels.append(f"{LABEL_GROUP}={folder}")
-    # list() inspects each container it found; one removed in between (e.g. by idle shutdown)
-    # would raise NotFound. List sparse, then inspect, leaving out the ones already gone.
-    found = []
-    for sparse in client.containers.list(all=True, sparse=True, filters={"label": labels}):
-        with contextlib.suppress(docker.errors.NotFound):
-            found.append(client.containers.get(sparse.id))
-    return found
+    return labelled(client, labels)
 
 
 @pytest.fixture
