@@ -5,7 +5,8 @@ said otherwise, so local model servers and test fakes count exactly like the pro
 
 - **metered**: the response carries the call's token counts and `proxy/metering.py` reads them
   as they pass (Anthropic Messages, OpenAI Chat Completions, Responses, legacy Completions,
-  Embeddings). Refused only once a budget's headroom is gone (`proxy/budget.py`).
+  Embeddings — the OpenAI ones also under the prefixes of OpenAI-compatible APIs, `_COMPAT`).
+  Refused only once a budget's headroom is gone (`proxy/budget.py`).
 - **unmeterable**: it spends the owner's money, but no response the vault relays says how much
   at the moment of the call — a batch or a fine-tuning job runs later and bills then; images,
   speech and transcription are priced per image / character / minute, not per token in the
@@ -133,6 +134,30 @@ TABLE: tuple[tuple[str, bool, Call], ...] = (
 )
 _ROWS = tuple((tuple(p.strip("/").split("/")), any_method, call) for p, any_method, call in TABLE)
 
+# OpenAI-compatible APIs under other prefixes: OpenRouter `/api/v1/…`, Groq `/openai/v1/…`,
+# Gemini `/v1beta/openai/…`, Azure `/openai/deployments/<name>/…`, DeepSeek's bare
+# `/chat/completions`. The same four endpoints are metered there when they follow a version or
+# `openai` segment, or a deployment name, or stand alone; a REST API whose path merely ends in
+# `…/responses` (survey answers, say) is left alone. Anthropic's `/v1/messages` is matched
+# exactly: `…/messages` is far too common a REST path to read as a model call.
+_COMPAT: tuple[tuple[tuple[str, ...], Call], ...] = (
+    (("chat", "completions"), _m("openai-chat", "OpenAI-compatible Chat Completions")),
+    (("completions",), _m("openai-completions", "OpenAI-compatible legacy Completions")),
+    (("embeddings",), _m("openai-embeddings", "OpenAI-compatible Embeddings")),
+    (("responses",), _m("openai-responses", "OpenAI-compatible Responses", background=True)),
+)
+_COMPAT_AFTER = frozenset({"v1", "v1beta", "openai"})
+
+
+def _compatible(segments: tuple[str, ...]) -> Call | None:
+    for suffix, call in _COMPAT:
+        if segments[-len(suffix) :] != suffix:
+            continue
+        before = segments[: -len(suffix)]
+        if not before or before[-1] in _COMPAT_AFTER or before[-2:-1] == ("deployments",):
+            return call
+    return None
+
 
 def _segments(path: str, resolve_dots: bool) -> tuple[str, ...]:
     raw = path.split("#", 1)[0].split("?", 1)[0]
@@ -173,6 +198,9 @@ def _lookup(write: bool, segments: tuple[str, ...], host: str) -> Call:
     for pattern, any_method, call in _ROWS:
         if (write or any_method) and _match(pattern, segments):
             return call
+    compatible = _compatible(segments) if write else None
+    if compatible is not None:
+        return compatible
     provider = PROVIDER_HOSTS.get(host)
     if write and provider is not None and segments[:1] == ("v1",):
         shown = _UNPRINTABLE.sub("?", "/".join(segments))  # the client's text: no newline reaches a log

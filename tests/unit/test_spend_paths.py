@@ -26,6 +26,26 @@ ROOT = Path(__file__).resolve().parents[2]
         ("POST", "/v1/completions", "", "metered", "openai-completions"),
         ("POST", "/v1/embeddings", "api.openai.com", "metered", "openai-embeddings"),
         ("post", "/V1/Embeddings#frag", "", "metered", "openai-embeddings"),
+        # OpenAI-compatible APIs under their own prefixes (OpenRouter, Azure, Gemini, Groq, DeepSeek)
+        ("POST", "/api/v1/chat/completions", "openrouter.ai", "metered", "openai-chat"),
+        (
+            "POST",
+            "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+            "",
+            "metered",
+            "openai-chat",
+        ),
+        ("POST", "/openai/deployments/emb/embeddings", "", "metered", "openai-embeddings"),
+        ("POST", "/v1beta/openai/chat/completions", "", "metered", "openai-chat"),
+        ("POST", "/openai/v1/responses", "api.groq.com", "metered", "openai-responses"),
+        ("POST", "/chat/completions", "api.deepseek.com", "metered", "openai-chat"),
+        ("POST", "/api/v1/completions", "", "metered", "openai-completions"),
+        ("POST", "/API/V1//Chat/%43ompletions", "", "metered", "openai-chat"),
+        # ... but not every REST path that ends like one
+        ("POST", "/v1/surveys/1/responses", "", "other", ""),
+        ("POST", "/api/v1/messages", "", "other", ""),
+        ("POST", "/v2/chat/completions", "", "other", ""),
+        ("GET", "/api/v1/chat/completions", "", "other", ""),
         # unmeterable, on any host
         ("POST", "/v1/messages/batches", "", "unmeterable", "Anthropic message batch creation"),
         ("POST", "/v1/batches", "127.0.0.1", "unmeterable", "OpenAI batch creation"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -325,3 +326,53 @@ async def test_an_exhausted_budget_refuses_embeddings_and_completions_too(setup:
     await setup.vault.set_budgets({"prices": {}, "limits": {"alpha": [limit("alpha:daily_tokens:d", 10**6)]}})
     await metered(setup, "alpha", "/v1/embeddings", EMBED, Tokens(input=7))
     assert len(setup.model.requests) == 1
+
+
+async def test_openai_compatible_prefixes_are_metered_and_refused_like_the_providers(setup: Setup) -> None:
+    """OpenRouter's `/api/v1/…`, Azure's `/openai/deployments/<name>/…`, Groq's `/openai/v1/…`:
+    the same key, another prefix. Before, a group over its budget spent freely through them."""
+    chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    await setup.vault.set_budgets({"prices": {}, "limits": {}})  # the module's vault: no earlier limits
+    before = Counter(await rows(setup, "alpha"))  # earlier tests' rows (the last may still arrive)
+    setup.model.requests.clear()
+    t1, t2, t3, t4 = (Tokens(input=1000 + i, output=100 + i) for i in range(4))
+    await metered(setup, "alpha", "/api/v1/chat/completions", chat, t1)
+    payload = await metered(setup, "alpha", "/api/v1/chat/completions", {**chat, "stream": True}, t2)
+    assert payload.rstrip().endswith(b"[DONE]")
+    await metered(
+        setup, "alpha", "/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21", chat, t3
+    )
+    await metered(setup, "alpha", "/openai/v1/responses", {"model": "gpt-4.1", "input": "hi"}, t4)
+    want = [
+        ("gpt-4o-2024-08-06", "openai", t1.input, t1.output, 0, 0, 1),
+        ("gpt-4o-mini-2024-07-18", "openai", t2.input, t2.output, 0, 0, 1),  # the stream's usage, asked for
+        ("gpt-4o-2024-08-06", "openai", t3.input, t3.output, 0, 0, 1),
+        ("gpt-4.1-2025-04-14", "openai", t4.input, t4.output, 0, 0, 1),
+    ]
+
+    async def stored() -> bool:
+        return not Counter(want) - (Counter(await rows(setup, "alpha")) - before)
+
+    await until(stored)
+    new = Counter(await rows(setup, "alpha")) - before
+    late = new - Counter(want)  # at most the previous test's last call, stored after `before`
+    assert not Counter(want) - new and all(r[0] == "text-embedding-3-small" for r in late), late
+    [streamed] = [r for r in setup.model.requests if r.body.get("stream")]
+    assert streamed.body["stream_options"] == {"include_usage": True}
+
+    # Used up: the prefixed calls are refused like /v1/chat/completions, and a background
+    # Response under a prefix is unmeterable while any budget applies.
+    await setup.vault.set_budgets({"prices": {}, "limits": {"alpha": [limit("alpha:daily_tokens:d", 0)]}})
+    setup.model.requests.clear()
+    for path, body in (
+        ("/api/v1/chat/completions", chat),
+        ("/openai/deployments/gpt4o/chat/completions", chat),
+        ("/API/V1//embeddings", EMBED),
+    ):
+        status, payload = await post(setup, "alpha", path, body)
+        assert status == 403 and b"alpha:daily_tokens:d is used up" in payload, path
+    await setup.vault.set_budgets({"prices": {}, "limits": {"alpha": [limit("alpha:daily_tokens:d", 10**6)]}})
+    status, payload = await post(setup, "alpha", "/openai/v1/responses", BACKGROUND)
+    assert status == 403 and b"background response" in payload
+    assert setup.model.requests == []
+    await setup.vault.set_budgets({"prices": {}, "limits": {}})
