@@ -14,7 +14,8 @@ so the SDK's event loop keeps serving the CLI meanwhile.
 from typing import Any, Callable, Dict, List, Optional
 
 from .ipc_client import IPCClosed, IPCError
-from .tools import TOOL_SPECS, Toolbox
+from .tool_specs import TOOL_SPECS
+from .tools import Toolbox
 
 SERVER_NAME = "clawgate"
 IPC_TOOLS = (

@@ -61,7 +61,7 @@ class TurnRunner:
         On failure the turn's partial tool exchange is dropped and replaced by the prompt plus
         a short assistant note, keeping history well-formed and the model aware it failed.
         """
-        from .tools import TOOL_SPECS
+        from .tool_specs import TOOL_SPECS
 
         self.usage = llm.UsageMeter()
         self._compact_if_due(prompt)

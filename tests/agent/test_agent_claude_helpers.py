@@ -20,7 +20,7 @@ def test_tool_specs_are_the_ipc_tools_and_send_message_may_name_a_chat() -> None
     assert set(specs) == set(IPC_TOOLS)
     assert "shell" not in specs and "write_file" not in specs  # Claude Code has its own
     assert "chat_id" in specs["send_message"]["parameters"]["properties"]
-    from groups.agent.tools import TOOL_SPECS
+    from groups.agent.tool_specs import TOOL_SPECS
 
     [builtin] = [s for s in TOOL_SPECS if s["name"] == "send_message"]
     assert "chat_id" not in builtin["parameters"]["properties"]  # the shared spec is not mutated

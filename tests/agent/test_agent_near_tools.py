@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from test_agent_task_tools import ScriptedGateway
 
-from groups.agent.tools import TOOL_SPECS, Toolbox
+from groups.agent.tool_specs import TOOL_SPECS
+from groups.agent.tools import Toolbox
 
 NEAR_TOOLS = ["near_balance", "near_view", "near_transfer", "near_function_call", "near_sign_message"]
 

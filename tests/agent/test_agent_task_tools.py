@@ -13,7 +13,8 @@ from agent_fakes import FakeIPCServer, FakeModelServer, FakeVault, anthropic_tex
 from test_agent_runtime import PROMPT, _env, _run
 
 from groups.agent.ipc_client import IPCClient, IPCClosed
-from groups.agent.tools import TOOL_SPECS, Toolbox
+from groups.agent.tool_specs import TOOL_SPECS
+from groups.agent.tools import Toolbox
 
 
 class ScriptedGateway:
