@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from channels.slack import split_message, to_mrkdwn
+from channels.slack_format import split_message, to_mrkdwn
 from core.config import ConfigError, parse
 
 
