@@ -121,7 +121,7 @@ class GatewayDashboard:
             spend[row.group] = GroupSpend(
                 row.group,
                 was.cost_usd + row.cost_micros / 1_000_000,
-                was.tokens + _tokens(row),
+                was.tokens + row.tokens,
                 was.calls + row.calls,
             )
         return Overview(
@@ -268,17 +268,13 @@ class GatewayDashboard:
 
 
 def _line(row: SpendRow) -> SpendLine:
-    return SpendLine(row.group, row.model, _tokens(row), row.cost_micros / 1_000_000, row.calls)
+    return SpendLine(row.group, row.model, row.tokens, row.cost_micros / 1_000_000, row.calls)
 
 
 def _amount(value: int, unit: str) -> str:
     if unit == "usd_micros":
         return f"${value / 1_000_000:,.2f}"
     return f"{value:,} tokens"
-
-
-def _tokens(row: SpendRow) -> int:
-    return row.input_tokens + row.output_tokens + row.cache_read_tokens + row.cache_write_tokens
 
 
 def _view(a: Approval) -> ApprovalView:
