@@ -7,7 +7,6 @@ names the key, instead of silently falling back to a weaker default.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -21,7 +20,7 @@ from pydantic import (
 
 from core import paths
 from core.budget import BudgetConfig
-from core.config_base import HOST_PORT, ConfigError, Section
+from core.config_base import HOST_PORT, ConfigError, Section, http_url
 from core.config_channels import ConsoleConfig, SlackConfig, TelegramConfig
 from core.config_listen import DashboardConfig, MetricsConfig, is_loopback
 from core.http_approval import VaultApprovalConfig, VaultPolicyEntry
@@ -53,9 +52,7 @@ class ModelConfig(Section):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL, e.g. https://api.anthropic.com")
-        return value.rstrip("/")
+        return http_url(value, "https://api.anthropic.com")
 
 
 class SandboxConfig(Section):

@@ -11,6 +11,7 @@ import re
 from pydantic import BaseModel, ConfigDict
 
 HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$")
+_HTTP_URL = re.compile(r"^https?://[^/\s]+")
 
 
 class ConfigError(Exception):
@@ -19,3 +20,10 @@ class ConfigError(Exception):
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def http_url(value: str, example: str) -> str:
+    """`value` without trailing slashes, if it is an http(s) URL with a host; else ValueError."""
+    if not _HTTP_URL.match(value):
+        raise ValueError(f"must be an http:// or https:// URL, e.g. {example}")
+    return value.rstrip("/")

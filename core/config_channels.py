@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from core.config_base import Section
+from core.config_base import Section, http_url
 
 
 class ConsoleConfig(Section):
@@ -47,9 +47,7 @@ class SlackConfig(Section):
     @field_validator("base_url")
     @classmethod
     def _api_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL, e.g. https://slack.com/api/")
-        return value.rstrip("/") + "/"
+        return http_url(value, "https://slack.com/api/") + "/"
 
     @model_validator(mode="after")
     def _tokens_present(self) -> SlackConfig:
@@ -105,6 +103,4 @@ class TelegramConfig(Section):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL, e.g. https://api.telegram.org")
-        return value.rstrip("/")
+        return http_url(value, "https://api.telegram.org")
