@@ -12,6 +12,7 @@ writes, so a read that must not (the wallet's spend total) takes the lock itself
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -83,15 +84,27 @@ class Database:
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Everything inside commits together or not at all (rolled back on any exception)."""
+        """Everything inside commits together or not at all (rolled back on any exception).
+
+        A task cancelled while it waits for BEGIN (or COMMIT) does not stop the statement: it is
+        already queued on the connection's thread and runs anyway. So the end of a transaction
+        is settled whatever interrupted it: ROLLBACK is queued behind whatever was sent (and
+        shielded from a second cancellation); had nothing begun, it is a no-op. Left open, the
+        one shared connection would refuse every later transaction of the gateway.
+        """
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
             try:
+                await self._conn.execute("BEGIN IMMEDIATE")
                 yield self._conn
+                await self._conn.execute("COMMIT")
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                await asyncio.shield(self._settle())
                 raise
-            await self._conn.execute("COMMIT")
+
+    async def _settle(self) -> None:
+        """Roll back an open transaction; none open (BEGIN failed, COMMIT ran) is fine."""
+        with contextlib.suppress(sqlite3.OperationalError):  # "no transaction is active"
+            await self._conn.execute("ROLLBACK")
 
     async def schema_version(self) -> int:
         async with self._conn.execute("PRAGMA user_version") as cur:
