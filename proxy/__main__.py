@@ -36,13 +36,14 @@ from mitmproxy.master import Master
 from core.config import ConfigError
 from core.logfile import RotatingStream
 from core.paths import ensure_private_dir
-from proxy.addon import PeerRegistry, VaultAddon, parse_hostport
+from proxy.addon import VaultAddon, parse_hostport
 from proxy.audit import AUDIT_FILE, AuditAddon, AuditLog
 from proxy.bodies import STREAM_ABOVE, BodyGate, EarlyResponder, cut_client
 from proxy.budget import VaultBudgets
 from proxy.control import ControlServer
 from proxy.leaks import LeakAddon
 from proxy.meter_addon import MeterAddon
+from proxy.peers import PeerRegistry
 from proxy.pinning import PinAddon
 from proxy.policy import POLICY_FILE, load_policy
 from proxy.relay import Relay

@@ -25,7 +25,6 @@ import asyncio
 import ipaddress
 import logging
 import socket
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -38,44 +37,13 @@ from proxy.bodies import STREAM_ABOVE, may_have_large_body
 from proxy.budget import VaultBudgets
 from proxy.holds import Demand, Holder, neutralise, refusal_json, summarize_body
 from proxy.leaks import redact
+from proxy.peers import Address, PeerRegistry
 from proxy.policy import Enforcer, Policy
 from proxy.secrets import SecretInfo, SecretStore
 
 log = logging.getLogger("clawgate.vault")
 
-Address = tuple[str, int]
-
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-class PeerRegistry:
-    """Maps the relay's loopback source address to the group whose socket it served.
-
-    Shared between the relay (writer) and the addon (reader) in the same process; a lock
-    keeps it safe even if mitmproxy ever calls hooks from another thread.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._peers: dict[Address, str] = {}
-
-    def register(self, addr: Address, group: str) -> None:
-        with self._lock:
-            self._peers[(addr[0], addr[1])] = group
-
-    def unregister(self, addr: Address) -> None:
-        with self._lock:
-            self._peers.pop((addr[0], addr[1]), None)
-
-    def lookup(self, addr: object) -> str | None:
-        if not isinstance(addr, tuple) or len(addr) < 2:
-            return None
-        with self._lock:
-            return self._peers.get((str(addr[0]), int(addr[1])))
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._peers)
 
 
 def ip_is_disallowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -183,7 +151,11 @@ class VaultAddon:
         group = self.registry.lookup(client.peername)
         if group is None:
             client.error = "clawgate vault: connection did not arrive through a group socket"
-            log.warning("vault: refused connection from unregistered peer %s", client.peername)
+            log.warning(
+                "vault: refused connection from unregistered peer %s (%s)",
+                client.peername,
+                self.registry.describe_unknown(client.peername),
+            )
             return
         self._groups[client.id] = group
 

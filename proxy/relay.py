@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import cast
 
 from core.paths import socket_path_problem
-from proxy.addon import PeerRegistry
+from proxy.peers import PeerRegistry
 
 log = logging.getLogger("clawgate.vault.relay")
 
@@ -261,13 +261,17 @@ class _Link(asyncio.Protocol):
         asyncio.get_running_loop().create_task(self._connect())
 
     async def _connect(self) -> None:
+        if self.closed:  # cut (group closed, client gone) before this task ran: register nothing
+            return
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
             sock.bind(("127.0.0.1", 0))
             self.local = sock.getsockname()
-            self.relay.registry.register(self.local, self.group)  # before connect: mitmproxy must find it
+            # Before connect, since mitmproxy must find it; owned by this link, so only this
+            # link's abort removes it (abort runs before the port can be reused).
+            self.relay.registry.register(self.local, self.group, self)
             self.relay._by_local[self.local] = self
             await loop.sock_connect(sock, self.relay.target)
             transport, _ = await loop.create_connection(lambda: _Upstream(self), sock=sock)
@@ -351,7 +355,7 @@ class _Link(asyncio.Protocol):
             return
         self.closed = True
         if self.local is not None:
-            self.relay.registry.unregister(self.local)
+            self.relay.registry.unregister(self.local, self)
         for transport in (self.down, self.up):
             if transport is not None:
                 if hard:

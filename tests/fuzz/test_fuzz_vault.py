@@ -29,7 +29,8 @@ from mitmproxy import connection, http
 from mitmproxy.net.http.http1 import read_request_head
 from mitmproxy.test import tflow
 
-from proxy.addon import PeerRegistry, VaultAddon, format_hostport, parse_hostport
+from proxy.addon import VaultAddon, format_hostport, parse_hostport
+from proxy.peers import PeerRegistry
 from proxy.pinning import PinAddon, canonical_host, parse_authority, same_host
 from proxy.policy import Policy
 from proxy.rules import RuleError, host_matches, make_rule, normalize_host_pattern

@@ -17,7 +17,7 @@ from core.config import Config
 from core.paths import SUN_PATH_MAX, socket_path_problem
 from gateway.app import Gateway, StartupError
 from gateway.preflight import socket_path_findings, socket_paths
-from proxy.addon import PeerRegistry
+from proxy.peers import PeerRegistry
 from proxy.process import VaultProcess, VaultUnavailable
 from proxy.relay import Relay, RelayError
 from tests.fakes.channel import CaptureChannel

@@ -9,7 +9,8 @@ from mitmproxy import connection
 from mitmproxy.proxy import server_hooks
 from mitmproxy.test import tflow
 
-from proxy.addon import PeerRegistry, VaultAddon, ip_is_disallowed, parse_hostport
+from proxy.addon import VaultAddon, ip_is_disallowed, parse_hostport
+from proxy.peers import PeerRegistry
 from proxy.secrets import SecretInfo
 
 

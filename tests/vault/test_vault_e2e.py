@@ -288,6 +288,7 @@ async def test_direct_tcp_connection_is_refused(vault: VaultProcess, upstreams) 
     allowed.requests.clear()
     assert vault.listen_port is not None
     reader, writer = await asyncio.open_connection("127.0.0.1", vault.listen_port)
+    local_port = writer.get_extra_info("sockname")[1]
     try:
         writer.write(get(allowed.port))
         await writer.drain()
@@ -297,6 +298,14 @@ async def test_direct_tcp_connection_is_refused(vault: VaultProcess, upstreams) 
     finally:
         writer.close()
     assert allowed.requests == []
+    # The refusal's log line tells a stranger apart from a group link the vault lost track of.
+    line = f"refused connection from unregistered peer ('127.0.0.1', {local_port})"
+    for _ in range(50):
+        log = vault.log_path.read_text(errors="replace")
+        if line in log:
+            break
+        await asyncio.sleep(0.1)
+    assert f"{line} (not a group link: another local process dialled the vault's port)" in log
 
 
 async def test_control_protocol_errors(vault: VaultProcess) -> None:
