@@ -33,8 +33,8 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
-import socket
 import ssl
 import statistics
 import sys
@@ -212,12 +212,6 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def _wait_for_file(path: Path, proc: asyncio.subprocess.Process) -> None:
     deadline = time.monotonic() + 30
     while not await asyncio.to_thread(path.exists):
@@ -226,17 +220,20 @@ async def _wait_for_file(path: Path, proc: asyncio.subprocess.Process) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _wait_for_port(port: int) -> None:
+_LISTENING = re.compile(rb"proxy listening at 127\.0\.0\.1:(\d+)")
+
+
+async def _listening_port(proc: asyncio.subprocess.Process) -> int:
+    """mitmdump's own port, as it reports it: it binds port 0, so nothing can take it first."""
+    assert proc.stdout is not None
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)
+    while time.monotonic() < deadline:
+        line = await asyncio.wait_for(proc.stdout.readline(), max(0.1, deadline - time.monotonic()))
+        if not line:
+            break
+        if m := _LISTENING.search(line):
+            return int(m.group(1))
+    raise RuntimeError(f"mitmdump did not report its port (exit {proc.returncode})")
 
 
 async def run() -> dict[str, object]:
@@ -245,6 +242,7 @@ async def run() -> dict[str, object]:
 
     tmp = Path(tempfile.mkdtemp(prefix="cgv"))
     procs: list[asyncio.subprocess.Process] = []
+    drains: list[asyncio.Task[bytes]] = []
     vault: VaultProcess | None = None
     gateway: _AckingGateway | None = None
     try:
@@ -263,17 +261,19 @@ async def run() -> dict[str, object]:
         # bare mitmdump: no addon, same mitmproxy, same connection strategy
         mdir = tmp / "mitmdump"
         mdir.mkdir()
-        mport = _free_port()
         mitmdump = shutil.which("mitmdump", path=str(Path(sys.executable).parent)) or "mitmdump"
         mproc = await asyncio.create_subprocess_exec(
-            mitmdump, "-q", "--listen-host", "127.0.0.1", "-p", str(mport),
+            mitmdump, "--listen-host", "127.0.0.1", "-p", "0",
             "--set", f"confdir={mdir}", "--set", "connection_strategy=lazy",
             "--set", f"ssl_verify_upstream_trusted_ca={ca}", "--set", "flow_detail=0",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            "--set", "termlog_verbosity=info",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         procs.append(mproc)
+        mport = await _listening_port(mproc)
         await _wait_for_file(mdir / "mitmproxy-ca-cert.pem", mproc)
-        await _wait_for_port(mport)
+        assert mproc.stdout is not None  # keep draining its (quiet) log so it never blocks
+        drains.append(asyncio.create_task(mproc.stdout.read()))
 
         # the vault: a secret with an injection rule for the upstream, leak scan + audit on
         cfg, state = tmp / "cfg", tmp / "state"
@@ -339,6 +339,8 @@ async def run() -> dict[str, object]:
                 proc.terminate()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(proc.wait(), 5)
+        for task in drains:
+            task.cancel()
         shutil.rmtree(tmp, ignore_errors=True)
 
     def p(name: str, q: float) -> float:
