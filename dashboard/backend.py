@@ -76,13 +76,14 @@ class SpendLine:
 
 @dataclass(frozen=True)
 class BudgetLine:
-    scope: str  # a group folder or "global"
-    limit: str  # e.g. daily_usd, monthly_tokens
-    period: str
-    spent: str  # already formatted in the limit's unit
-    amount: str
-    share: float  # spent / amount
+    """One limit in force, worded as `/budget` and `/usage` word it (gateway/budget.py `describe`)."""
+
+    scope: str  # a group folder or "global" (all groups together)
+    text: str  # e.g. "daily $2.00 (used $0.40, 20%)": the /budget set word, not the config key
+    period: str  # the day or month it counts: 2026-03-29, 2026-03
+    share: float  # used / limit, for the meter
     exhausted: bool
+    shared: str  # "" for a group's own limit; for a global one how it is marked ("shared by all groups")
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,7 @@ class GroupView:
     granted: list[MountLine]
     refused: list[MountLine]
     mount_notes: list[str]  # the allowlist's error, downgrades to read-only, missing roots
-    budgets: list[BudgetLine]  # the limits in force for this group (the Spend page's lines)
+    budgets: list[BudgetLine]  # its own limits in force (the Spend page's lines)
     spent_today: str
     spent_month: str
 
@@ -245,6 +246,7 @@ class GroupView:
 @dataclass(frozen=True)
 class GroupsView:
     groups: list[GroupView]
+    shared: list[BudgetLine]  # [budget.global] limits in force: they limit every group, shown on each card
     day: str
     month: str
     default_trigger: str

@@ -14,16 +14,20 @@ What it decides, given the limits in force and what was spent:
   cost_micros priced at ingest), remaining = limit - spent (may be negative: a call already in
   flight when the headroom ran out is metered after the fact), exhausted when remaining <= 0,
   warned when spent >= warn_at * limit.
-- The words: the chat's refusal, the vault's refusal message (<= 300 chars, starting
-  "clawgate budget:", the marker the agent looks for), and the main-chat notices with the exact
-  `/budget set` command that would raise the limit.
+- The words: one line per limit as the owner says it in chat (`describe`: "daily $2.00 (used
+  $0.40, 20%)", shown by `/budget`, `/usage`, `clawgate usage` and the dashboard alike), the
+  chat's refusal, the vault's refusal message (<= 300 chars, starting "clawgate budget:", the
+  marker the agent looks for), and the main-chat notices with the exact `/budget set` command
+  that would raise the limit.
 
 Who uses it: gateway/budget_state.py (the pre-turn check, notices, the state pushed to the
-vault), gateway/commands_budget.py (/usage, /budget) and gateway/usage_cli.py.
+vault), gateway/commands_budget.py (/usage, /budget), gateway/usage_cli.py and the dashboard's
+budget lines (gateway/dashboard_backend.py).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
@@ -42,6 +46,7 @@ COMMAND_WORD: dict[LimitKind, str] = {
     "monthly_tokens": "monthly-tokens",
 }
 KIND_OF_WORD: dict[str, LimitKind] = {word: kind for kind, word in COMMAND_WORD.items()}
+SHARED = "shared by all groups"  # how a [budget.global] limit is marked next to a group's own
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +147,26 @@ def statuses(
         which: Literal["day", "month"] = "day" if kind.startswith("daily") else "month"
         found.append(LimitStatus(scope, kind, amount, spend[which].of(kind), period_for(kind, now, zone)))
     return found
+
+
+def limit_text(kind: LimitKind, limit: int, spent: int) -> str:
+    """A limit in the owner's words: `daily $2.00 (used $0.40, 20%)`, `, used up` once exhausted.
+
+    The word is the one `/budget set` takes (not the config key), so what the owner reads is what
+    they type to change it. The percentage is rounded down, so a limit never reads 100% before
+    it stops calls. One function for `/budget`, `/usage`, `clawgate usage` and the dashboard.
+    """
+    used = max(spent, 0)
+    share = 1.0 if limit <= 0 else used / limit
+    state = ", used up" if limit - spent <= 0 else ""
+    return (
+        f"{COMMAND_WORD[kind]} {format_limit(kind, limit)} "
+        f"(used {format_limit(kind, used)}, {math.floor(share * 100):,}%{state})"
+    )
+
+
+def describe(status: LimitStatus) -> str:
+    return limit_text(status.kind, status.limit, status.spent)
 
 
 def _what(status: LimitStatus) -> str:

@@ -40,14 +40,12 @@ async def budget_text(gw: RunningGateway) -> str:
     lines = []
     for scope in [*folders, GLOBAL]:
         for s in found.get(scope, []):
-            how = " (set in chat)" if (scope, s.kind) in overrides else ""
-            lines.append(
-                f"{scope} {budget.COMMAND_WORD[s.kind]}: {format_limit(s.kind, s.limit)}{how}, "
-                f"{format_limit(s.kind, max(s.spent, 0))} spent ({s.share:.0%})"
-            )
+            notes = [budget.SHARED] if scope == GLOBAL else []
+            notes += ["set in chat"] if (scope, s.kind) in overrides else []
+            lines.append(f"{scope}: {budget.describe(s)}" + "".join(f", {n}" for n in notes))
     for (scope, kind), amount in sorted(overrides.items()):
         if amount is None:
-            lines.append(f"{scope} {budget.COMMAND_WORD[kind]}: off (set in chat)")
+            lines.append(f"{scope}: {budget.COMMAND_WORD[kind]} off, set in chat")
     return "\n".join(lines) or f"no budgets set; {SET_USAGE}"
 
 

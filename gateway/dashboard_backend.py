@@ -23,6 +23,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from channels.base import ButtonPress
+from core.budget import GLOBAL
 from core.models import Approval, InboundMessage
 from dashboard.activity import SpendHistory, TurnActivity
 from dashboard.backend import (
@@ -213,7 +214,7 @@ class GatewayDashboard:
         )
 
     async def _budget_lines(self, now: float) -> dict[str, list[BudgetLine]]:
-        """Scope -> its budgets' state, as the Spend page shows them (the Groups page too)."""
+        """Scope -> its budgets' state in the chat's words, for the Spend and Groups pages."""
         gw = self._gw
         folders = [g.folder for g in gw.registry.all()]
         statuses = await budget_statuses(gw.config.budget, gw.store, folders, now)
@@ -221,12 +222,11 @@ class GatewayDashboard:
             scope: [
                 BudgetLine(
                     s.scope,
-                    s.kind,
+                    budget.describe(s),
                     s.period.key,
-                    _amount(s.spent, s.unit),
-                    _amount(s.limit, s.unit),
                     s.share,
                     s.exhausted,
+                    budget.SHARED if s.scope == GLOBAL else "",
                 )
                 for s in scoped
             ]
@@ -269,12 +269,6 @@ class GatewayDashboard:
 
 def _line(row: SpendRow) -> SpendLine:
     return SpendLine(row.group, row.model, row.tokens, row.cost_micros / 1_000_000, row.calls)
-
-
-def _amount(value: int, unit: str) -> str:
-    if unit == "usd_micros":
-        return f"${value / 1_000_000:,.2f}"
-    return f"{value:,} tokens"
 
 
 def _view(a: Approval) -> ApprovalView:

@@ -3,7 +3,9 @@
 Reading: a group's registration, trigger and sender lists come from the registry and the sender
 gate; its mounts are decided by `groups.mounts.plan_mounts` — the very call a sandbox start makes,
 with the same allowlist, dirs and project root — so "refused and why" is the reason that start
-would log; its budget lines are the Spend page's (gateway/dashboard_backend.py passes them in).
+would log; its budget lines are the Spend page's (gateway/dashboard_backend.py passes them in),
+worded as `/budget` words them. Every card also lists the `[budget.global]` limits, marked as
+shared by all groups: they stop this group's calls too, so one card shows every limit that can.
 
 Changing: each form becomes a `GroupCommand` — a chat admin command's name and argument list —
 run by `AdminCommands.execute` as a message from the session's admin in the main chat. That is
@@ -23,6 +25,7 @@ import shlex
 import time
 from zoneinfo import ZoneInfo
 
+from core.budget import GLOBAL
 from core.models import Group, InboundMessage
 from dashboard.backend import BudgetLine, GroupCommand, GroupsView, GroupView, MountLine
 from gateway import budget
@@ -52,6 +55,7 @@ async def groups_view(gw: RunningGateway, budgets: dict[str, list[BudgetLine]]) 
         views.append(_view(gw, group, plan, budgets.get(group.folder, []), *spent))
     return GroupsView(
         groups=views,
+        shared=budgets.get(GLOBAL, []),
         day=day.key,
         month=month.key,
         default_trigger=gw.config.default_trigger,

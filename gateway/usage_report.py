@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from core.budget import BudgetConfig, format_limit
+from core.budget import GLOBAL, BudgetConfig
 from gateway import budget
 from gateway.budget_state import budget_statuses
 from gateway.store import Store
@@ -129,10 +129,9 @@ def render(report: dict[str, Any]) -> str:
     if report["budgets"]:
         lines.append("budgets:")
         for b in report["budgets"]:
-            state = "EXHAUSTED" if b["exhausted"] else f"{b['share']:.0%} used"
-            amount = format_limit(b["limit"], b["amount"])
-            spent = format_limit(b["limit"], max(b["spent"], 0))
-            lines.append(f"  {b['scope']} {b['limit']} {amount}: {spent} spent, {state} ({b['period']})")
+            shared = f", {budget.SHARED}" if b["scope"] == GLOBAL else ""
+            text = budget.limit_text(b["limit"], b["amount"], b["spent"])
+            lines.append(f"  {b['scope']}: {text} for {b['period']}{shared}")
     else:
         lines.append("budgets: none set ([budget] in config.toml or /budget set)")
     turns = report["last_turns"]

@@ -532,13 +532,18 @@ async def test_usage_and_budget_set_validate_store_and_stay_in_their_group(h: Ha
         ("global", "monthly_tokens"): 5_000_000,
     }
     listing = await h.ok("/budget")
-    assert (
-        "team daily: $2.50 (set in chat)" in listing and "global monthly-tokens: 5,000,000 tokens" in listing
-    )
-    assert "global monthly_tokens 5,000,000 tokens: 0 tokens spent" in await h.ok("/usage")
+    # The words /budget set takes, never the config key, and the same line in /budget and /usage.
+    assert listing.splitlines() == [
+        "team: daily $2.50 (used $0.00, 0%), set in chat",
+        "global: monthly-tokens 5,000,000 tokens (used 0 tokens, 0%), shared by all groups, set in chat",
+    ]
+    usage = await h.ok("/usage")
+    assert "  global: monthly-tokens 5,000,000 tokens (used 0 tokens, 0%) for " in usage
+    assert "_usd" not in usage + listing and "_tokens" not in usage + listing
     # In the group itself, anyone sees that group's spend only, whatever they ask for.
     mine = await h.cmd("/usage main", TEAM, GUEST)
-    assert mine is not None and "group team" in mine and "team daily_usd $2.50" in mine and "main" not in mine
+    assert mine is not None and "group team" in mine and "main" not in mine
+    assert "  team: daily $2.50 (used $0.00, 0%) for " in mine
     assert (await h.ok("/budget set team daily default")).startswith(
         "budget set: team daily: back to the config"
     )

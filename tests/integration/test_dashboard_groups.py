@@ -6,15 +6,20 @@ registration gets exactly the answer the chat's `/register` gives for the same a
 changes nothing. Sender policy, allow/block, runtime and budget change through the chat's (or the
 CLI's) code; Unregister needs its confirmation box; forged cross-site POSTs change nothing; HTML in
 a trigger or chat id is shown escaped; a mount the allowlist refuses is listed with the reason the
-sandbox start would log. Every response is scanned for the model key, the login token and the
-session id.
+sandbox start would log. Budgets read as the chat's `/budget` and `/usage` read them (the words
+`/budget set` takes, never the config key), and each card also lists the `[budget.global]` limits
+that stop its group too, with what a call metered by the real vault used of each. Every response
+is scanned for the model key, the login token and the session id.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -28,9 +33,20 @@ from gateway.app import Gateway
 from gateway.commands import Command
 from gateway.dashboard_groups import REFUSED
 from groups.mounts import ALLOWLIST_FILE, plan_mounts
-from tests.integration.test_dashboard_security import Recorder, base, client_for, gateway, login
+from proxy.secrets import SecretStore
+from tests.fakes.channel import CaptureChannel
+from tests.fakes.model_server import FakeModelServer
+from tests.integration.test_dashboard_charts import one_turn
+from tests.integration.test_dashboard_security import (
+    DASHBOARD,
+    Recorder,
+    base,
+    client_for,
+    gateway,
+    login,
+)
 from tests.integration.test_dashboard_vault import csrf_of
-from tests.integration.test_gateway_docker import REAL_KEY
+from tests.integration.test_gateway_docker import REAL_KEY, config_for, containers
 
 __all__ = ["gateway"]  # the fixture, shared with the security tests
 
@@ -74,6 +90,47 @@ async def flash_after(
 
 def session_id(client: aiohttp.ClientSession, gw: Gateway) -> str:
     return client.cookie_jar.filter_cookies(yarl.URL(base(gw)))[COOKIE].value
+
+
+def card(page: str, folder: str) -> str:
+    """One group's card on the Groups page."""
+    start = page.index(f'id="group-{folder}"')
+    end = page.find("<article", start)
+    return page[start : end if end > 0 else len(page)]
+
+
+# Every token of the fake model costs $0.10, so one call (1 in, 1 out) is $0.20 and 2 tokens.
+BUDGETED = (
+    DASHBOARD
+    + "[prices.fake]\ninput = 100000\noutput = 100000\n"
+    + "[budget.groups.main]\ndaily_usd = 2\n"
+    + "[budget.global]\nmonthly_tokens = 100\n"
+)
+
+
+@pytest.fixture
+async def budgeted(dirs, model_server, sandbox_image, docker_client) -> AsyncIterator[Gateway]:  # type: ignore[no-untyped-def]
+    """A gateway whose main group has its own daily USD limit under a global monthly token limit."""
+    config_dir, data_dir = dirs
+    SecretStore(config_dir).add("anthropic", REAL_KEY, model_server.host_port, "x-api-key", "{value}")
+    channel = CaptureChannel()
+    gw = Gateway(config_for(model_server, sandbox_image, extra=BUDGETED), config_dir, data_dir)
+    await gw.start([channel])
+    gw.test_channel = channel  # type: ignore[attr-defined]
+    yield gw
+    await gw.stop(grace_s=5)
+    assert containers(docker_client, gw) == []
+
+
+async def stored_spend(gw: Gateway, folder: str, timeout_s: float = 20) -> tuple[int, int]:
+    """(tokens, cost_micros) of `folder` once the vault's report of its calls is stored."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        if found := (await gw.store.spend_since(0)).get(folder):
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no metered call of {folder} was stored within {timeout_s:g}s")
 
 
 async def test_register_from_the_page_and_bad_registrations_get_the_chats_answer(gateway: Gateway) -> None:
@@ -195,7 +252,7 @@ async def test_edit_senders_runtime_budget_and_unregister_with_its_confirmation(
         )
         assert "budget set: team daily: $5.00" in page
         assert (await gateway.store.budget_overrides())[("team", "daily_usd")] == 5_000_000
-        assert "daily_usd" in page and "$0.00 of $5.00" in page
+        assert "daily $5.00 (used $0.00, 0%)" in card(page, "team") and "daily_usd" not in page
         expected = await chat(gateway, "budget", "set", "team", "daily", "-3")
         page = await flash_after(
             rec, client, gateway, path, {"action": "budget", "limit": "daily", "amount": "-3"}
@@ -346,3 +403,63 @@ async def test_html_is_shown_escaped_and_a_refused_mount_says_why(
         main_card = page[start : end if end > 0 else len(page)]
         assert "allowlist: " not in main_card and "no extra mounts" in main_card
     rec.assert_clean(REAL_KEY, token)
+
+
+async def test_budgets_read_as_in_chat_and_every_card_shows_the_shared_limits_after_a_metered_call(
+    budgeted: Gateway, model_server: FakeModelServer
+) -> None:
+    gw = budgeted
+    assert (await chat(gw, "register", TEAM_CHAT, "team")).startswith("registered team")
+    rec = Recorder()
+    async with client_for(gw) as client:
+        token = await login(rec, client, gw.data_dir)
+        _, page = await rec.get(client, "/groups")
+        shared = "monthly-tokens 100 tokens (used 0 tokens, 0%)"
+        assert "daily $2.00 (used $0.00, 0%)" in card(page, "main")
+        assert shared in card(page, "main") and shared in card(page, "team")
+
+        await one_turn(gw)  # main's model call goes through the real vault, which meters it
+        tokens, micros = await stored_spend(gw, "main")
+        calls = len([r for r in model_server.requests if r.path.startswith("/v1/messages")])
+        assert calls >= 1 and (tokens, micros) == (2 * calls, 200_000 * calls)
+        own = f"daily $2.00 (used ${0.2 * calls:.2f}, {10 * calls}%)"
+        shared = f"monthly-tokens 100 tokens (used {2 * calls} tokens, {2 * calls}%)"
+
+        # The chat's own lines: the same words, from the same function.
+        listing = (await chat(gw, "budget")).splitlines()
+        assert f"main: {own}" in listing and f"global: {shared}, shared by all groups" in listing
+        usage = await chat(gw, "usage")
+        assert f"  main: {own} for " in usage and f"  global: {shared} for " in usage
+
+        _, page = await rec.get(client, "/groups")
+        main, team = card(page, "main"), card(page, "team")
+        [own_line] = [line for line in main.splitlines() if 'class="limit own' in line]
+        assert own in own_line and "shared by all groups" not in own_line
+        for one in (main, team):  # the global limit stops either group: it is on both cards
+            [line] = [line for line in one.splitlines() if 'class="limit shared' in line]
+            assert shared in line and "<em>shared by all groups</em>" in line and "(global)" in line
+        assert "no limit of its own" in team and 'class="limit own' not in team
+        assert "no limit of its own" not in main
+
+        _, spend = await rec.get(client, "/spend")
+        table = spend[spend.index('<table id="budgets">') :]
+        rows = table[: table.index("</table>")].split("<tr>")[2:]  # after the header row
+        assert len(rows) == 2, rows
+        assert rows[0].startswith("<td>main</td>") and f">{own}</td>" in rows[0]
+        assert rows[1].startswith('<td>global <span class="muted">(shared by all groups)</span></td>')
+        assert f">{shared}</td>" in rows[1]
+        for shown in (page, spend, "\n".join(listing), usage):  # the config's keys are not the owner's words
+            assert not any(
+                key in shown for key in ("daily_usd", "monthly_usd", "daily_tokens", "monthly_tokens")
+            )
+
+        # No budget line can carry markup (scopes are folders), but a name that is markup is
+        # refused by /budget set with its own words, shown escaped, and nothing is stored.
+        hostile = "<img src=x onerror=alert(1)>"
+        expected = await chat(gw, "budget", "set", hostile, "daily", "1")
+        assert "no registered group" in expected
+        path = "/groups/" + quote(hostile, safe="")
+        page = await flash_after(rec, client, gw, path, {"action": "budget", "limit": "daily", "amount": "1"})
+        assert str(escape(expected)) in page and hostile not in page
+        assert await gw.store.budget_overrides() == {}
+    rec.assert_clean(REAL_KEY, token, session_id(client, gw))

@@ -3,7 +3,8 @@
 A real Gateway (Docker sandbox, vault process, SQLite) with `[dashboard]` on. The browser logs in
 with a link from `clawgate dashboard url`'s code, registers a group by filling in and submitting
 the page's form (no script involved: a plain POST with the form's token), sees the chat's answer
-as the flash and the group's card, and leaves a screenshot `groups` for a reviewer. Without
+as the flash and the group's card, sets the group's budget from its card (shown with the shared
+global one), and leaves a screenshot `groups` for a reviewer. Without
 chromium, chromedriver or selenium the test skips — unless `CLAWGATE_REQUIRE_BROWSER=1` (CI).
 """
 
@@ -46,6 +47,18 @@ async def test_register_a_group_from_the_browser(gateway: Gateway, driver: Any, 
     group = gateway.registry.by_folder("team")
     assert group is not None and group.chat_id == "tg:-1009876" and group.senders == "members"
     assert [g.folder for g in await gateway.store.groups() if g.folder == "team"] == ["team"]
+
+    # A budget of its own from the card's form (/budget set team daily 2), under a global one:
+    # the card shows both in /budget's words, the global one marked as shared by all groups.
+    await gateway.store.set_budget_override("global", "monthly_tokens", 100_000, "console:owner")
+    await browser.type('#group-team .budget-form input[name="amount"]', "2")
+    await browser.click("#group-team .budget-form button")
+    assert "budget set: team daily: $2.00" in await browser.wait_text(".flash", "budget set")
+    assert "daily $2.00 (used $0.00, 0%)" in await browser.text("#group-team .budget .own")
+    shared = "monthly-tokens 100,000 tokens (used 0 tokens, 0%) for "
+    for folder in ("team", "main"):
+        line = await browser.text(f"#group-{folder} .budget .shared")
+        assert shared in line and line.endswith("· shared by all groups (global)"), line
     await browser.screenshot("groups")
 
     # A bad registration from the same form: the chat's answer, and no new card.

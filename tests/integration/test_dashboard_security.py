@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yarl
+from markupsafe import escape
 
 from dashboard.auth import COOKIE, mint_login
 from dashboard.server import HEADERS
@@ -337,7 +338,7 @@ async def test_tasks_are_paused_resumed_and_cancelled_through_the_scheduler(gate
     rec.assert_clean(REAL_KEY, token)
 
 
-async def test_spend_shows_metered_calls_and_how_close_each_budget_is(  # type: ignore[no-untyped-def]
+async def test_spend_shows_metered_calls_and_how_close_each_budget_is_in_the_chats_words(  # type: ignore[no-untyped-def]
     dirs, model_server, sandbox_image, docker_client
 ) -> None:
     from gateway.store.metered import MeteredRow
@@ -349,20 +350,24 @@ async def test_spend_shows_metered_calls_and_how_close_each_budget_is(  # type: 
     await gw.start([CaptureChannel()])
     try:
         now = time.time()
-        row = MeteredRow(
-            "call-1", "main", None, "anthropic", "claude-x", 600, 300, 0, 0, 1_500_000, True, now
-        )
-        assert await gw.store.add_metered_usage([row]) == 1
+        evil = '<img src=x onerror="document.title=1">team'  # a name no registration accepts
+        rows = [
+            MeteredRow("call-1", "main", None, "anthropic", "claude-x", 600, 300, 0, 0, 1_500_000, True, now),
+            MeteredRow("call-2", evil, None, "anthropic", "claude-x", 5, 5, 0, 0, 100_000, True, now),
+        ]
+        assert await gw.store.add_metered_usage(rows) == 2
         rec = Recorder()
         async with client_for(gw) as client:
             token = await login(rec, client, gw.data_dir)
             status, page = await rec.get(client, "/spend")
             assert status == 200
             assert "claude-x" in page and "$1.50" in page and "900" in page
-            assert "daily_usd" in page and "$1.50" in page and "$2.00" in page and "75.0%" in page
-            assert (
-                "daily_tokens" in page and "900 tokens" in page and "1,000 tokens" in page and "90.0%" in page
-            )
+            # In /budget's words; the shared limit counts every group's calls, the evil one's too.
+            assert '<td>global <span class="muted">(shared by all groups)</span></td>' in page
+            assert "daily $2.00 (used $1.60, 80%)" in page
+            assert "daily-tokens 1,000 tokens (used 900 tokens, 90%)" in page
+            assert "daily_usd" not in page and "daily_tokens" not in page
+            assert f"<td>{escape(evil)}</td>" in page and "<img" not in page
         rec.assert_clean(REAL_KEY, token)
     finally:
         await gw.stop(grace_s=5)

@@ -143,6 +143,25 @@ def test_words_name_the_limit_and_the_command_to_raise_it() -> None:
     assert entry == {"key": over.key, "unit": "usd_micros", "remaining": -100_000, "message": message}
 
 
+def test_a_limit_reads_in_the_words_the_owner_types_with_what_is_used() -> None:
+    day = budget.day_period(ts("2026-06-15T10:00"), ZoneInfo("UTC"))
+    month = budget.month_period(day.start, ZoneInfo("UTC"))
+    said = budget.describe(LimitStatus("team", "daily_usd", 2_000_000, 400_000, day))
+    assert said == "daily $2.00 (used $0.40, 20%)"
+    tokens = LimitStatus("global", "monthly_tokens", 1_000_000, 999_999, month)
+    assert budget.describe(tokens) == "monthly-tokens 1,000,000 tokens (used 999,999 tokens, 99%)"
+    assert budget.limit_text("daily_tokens", 500, 0) == "daily-tokens 500 tokens (used 0 tokens, 0%)"
+    assert (
+        budget.limit_text("monthly_usd", 1_000_000, 1_000_000) == "monthly $1.00 (used $1.00, 100%, used up)"
+    )
+    assert budget.limit_text("daily_usd", 2_000_000, 2_100_000) == "daily $2.00 (used $2.10, 105%, used up)"
+    assert budget.limit_text("daily_usd", 0, 0) == "daily $0.00 (used $0.00, 100%, used up)"
+    assert budget.limit_text("daily_tokens", 10, -5) == "daily-tokens 10 tokens (used 0 tokens, 0%)"
+    for kind in ("daily_usd", "monthly_usd", "daily_tokens", "monthly_tokens"):
+        assert kind not in budget.limit_text(kind, 1, 0)  # the config key is never what is shown
+        assert budget.limit_text(kind, 1, 0).split()[0] in budget.KIND_OF_WORD  # /budget set's word
+
+
 def test_a_budget_for_an_unregistered_folder_is_a_startup_warning() -> None:
     from gateway.preflight import budget_findings
 

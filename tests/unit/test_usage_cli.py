@@ -58,4 +58,4 @@ def test_usage_cli_json_has_periods_budgets_and_turns(home: Path) -> None:
     [limit] = report["budgets"]
     assert limit["scope"] == "team" and limit["limit"] == "daily_tokens" and limit["amount"] == 1000
     text = runner.invoke(main, ["usage", "--group", "team"])
-    assert text.exit_code == 0 and "team daily_tokens 1,000 tokens: 0 tokens spent" in text.output
+    assert text.exit_code == 0 and "team: daily-tokens 1,000 tokens (used 0 tokens, 0%) for " in text.output
