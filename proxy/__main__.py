@@ -241,7 +241,8 @@ async def run(args: argparse.Namespace) -> int:
     # host before the leak scan, the egress check and injection (VaultAddon) run; the body
     # gate acts on all of their decisions; metering chains the gate's request stream and the
     # size cap's response stream, and sees a response before the audit log's tail does.
-    master.addons.add(audit, pin, leaks, addon, gate, meter, audit.tail, ready)
+    # The stream watch (proxy/stream_watch.py) only has to come after mitmproxy's NextLayer.
+    master.addons.add(audit, pin, leaks, addon, addon.streams, gate, meter, audit.tail, ready)
 
     async def reload_secrets() -> int:
         loaded = await asyncio.to_thread(store.load_all)

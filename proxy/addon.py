@@ -16,7 +16,9 @@ model servers, test fakes); they are never logged.
 
 Approval: a request an `approve = true` rule or `[[vault.policy]]` entry names gets no
 credential in `requestheaders`; once its body is in, `request` holds it until the owner
-decides (proxy/holds.py) and injects only on "approved" (invariant 14).
+decides (proxy/holds.py) and injects only on "approved" (invariant 14). A client that gives
+up meanwhile — hangs up, or resets just that HTTP/2 stream (proxy/stream_watch.py) — withdraws
+the question and gets nothing forwarded.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from proxy.leaks import redact
 from proxy.peers import Address, PeerRegistry
 from proxy.policy import Enforcer, Policy
 from proxy.secrets import SecretInfo, SecretStore
+from proxy.stream_watch import StreamWatch
 
 log = logging.getLogger("clawgate.vault")
 
@@ -130,6 +133,7 @@ class VaultAddon:
         self.internal: set[Address] = set()
         self.holder = Holder(None)  # asks the owner about held requests; socket set by __main__
         self.on_held: Callable[[http.HTTPFlow], None] | None = None  # the audit log's "held" line
+        self.streams = StreamWatch()  # a mitmproxy addon too (__main__ adds it): finds reset streams
 
     # -- configuration --
 
@@ -310,15 +314,17 @@ class VaultAddon:
             "body": summarize_body(body, self.enforcer.secret_values()),
         }
         log.info("vault[%s]: holding %s %s%s for the owner's approval", group, req.method, req.host, path)
-        client = flow.client_conn
+        client, stream_withdrawn = flow.client_conn, self.streams.withdrawn(flow)
+
+        def gone() -> bool:  # HTTP/1: the connection; HTTP/2: also this one stream (RST_STREAM)
+            return not client.state & ConnectionState.CAN_READ or stream_withdrawn()
+
         if self.on_held is not None and not self.holder.allowances.active(group, demand.key):
             self.on_held(flow)
-        verdict = await self.holder.decide(
-            group, demand, question, lambda: not client.state & ConnectionState.CAN_READ
-        )
+        verdict = await self.holder.decide(group, demand, question, gone)
         flow.metadata["clawgate.approval"] = verdict.outcome
         log.info("vault[%s]: held request %s", group, verdict.outcome)
-        if not client.state & ConnectionState.CAN_READ:  # hung up: nothing to answer, nothing sent
+        if gone():  # the client gave up: nothing to answer, nothing sent
             flow.metadata.setdefault("clawgate.refusal", f"approval: {verdict.outcome}"[:200])
             flow.kill()
             return

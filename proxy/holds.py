@@ -14,8 +14,9 @@ the waiter (gateway/approvals.py counts a decision only while someone waits), so
 
 - the gateway restarting drops the connection → the vault answers 403 at once, and the
   gateway's restart recovery marks the prompt expired;
-- the client hanging up while held → the vault closes the connection → the gateway
-  withdraws the prompt (edited to say so) → nothing is forwarded;
+- the client hanging up while held (over HTTP/2 also: resetting just that stream, which
+  proxy/stream_watch.py sees) → the vault closes the connection → the gateway withdraws the
+  prompt (edited to say so) → nothing is forwarded;
 - no answer by `timeout_s` + a grace → 403 (the gateway expires the prompt at `timeout_s`).
 
 Exactly once: one flow, one question, one answer; an "approved" answer lets this one flow
