@@ -17,8 +17,14 @@ input" price; OpenAI has no cache-write charge). Legacy Completions and embeddin
 list prices taken the same day from developers.openai.com/api/docs/models/<model>
 (gpt-3.5-turbo-instruct $1.50 in / $2 out, davinci-002 $2 / $2; embeddings, input only:
 text-embedding-3-small $0.02, text-embedding-3-large $0.13, text-embedding-ada-002 $0.10).
-Batch, long-context and priority tiers are not modelled: the vault sees the standard per-token
-usage, so those are priced at list price.
+Gemini: Google's paid-tier list prices (ai.google.dev/gemini-api/docs/pricing) for prompts up
+to 200k tokens and text/image/video input, written down 2026-12-02 from that page as the author
+knew it, without a live re-read that day (check them against the page); `cache_read` is the
+"context caching" price per token read, and Gemini bills no cache writes per token (its cache
+storage is per hour; creating a cache is refused under a budget, proxy/spend_paths.py).
+Batch, long-context (Gemini 2.5 Pro over 200k prompt tokens: 2x input, 1.5x output), audio
+input and priority tiers are not modelled: the vault sees the standard per-token usage, so
+those are priced at list price.
 """
 
 from __future__ import annotations
@@ -125,6 +131,13 @@ DEFAULT_PRICES: dict[str, Price] = {
     # OpenAI, legacy Completions models
     "gpt-3.5-turbo-instruct": _openai(1.5, 1.5, 2.0),
     "davinci-002": _openai(2.0, 2.0, 2.0),
+    # Google Gemini (native API and its OpenAI-compatible endpoint); `-lite` needs its own keys,
+    # or `gemini-2.5-flash` would price it by prefix
+    "gemini-2.5-pro": _openai(1.25, 0.125, 10.0),
+    "gemini-2.5-flash": _openai(0.30, 0.03, 2.50),
+    "gemini-2.5-flash-lite": _openai(0.10, 0.01, 0.40),
+    "gemini-2.0-flash": _openai(0.10, 0.025, 0.40),
+    "gemini-2.0-flash-lite": _openai(0.075, 0.075, 0.30),  # no context caching
     # OpenAI embeddings: input tokens only
     "text-embedding-3-small": _openai(0.02, 0.02, 0.0),
     "text-embedding-3-large": _openai(0.13, 0.13, 0.0),

@@ -10,7 +10,8 @@ groups share), each limit's remaining headroom with the `budgets` control op
   cannot meter (batches, images, audio, realtime, fine-tuning, background Responses, unknown
   writes to a provider's API) is answered 403 while ANY limit applies to G, since a budget that
   cannot see the spend would not bound it. Both in the provider's own error shape, so SDKs
-  surface the message and do not retry (they retry 408/409/429/5xx, never 403). The message
+  surface the message and do not retry (they retry 408/409/429/5xx, never 403; Gemini's shape
+  is Google's `{"error": {"code", "message", "status": "PERMISSION_DENIED"}}`). The message
   starts "clawgate budget:", which the builtin agent recognises as final
   (groups/agent/transport.py). Without a budget such calls pass, marked "unmetered" in the
   audit log (`clawgate.spend`) so the owner can find them.
@@ -66,6 +67,14 @@ _UNCHECKED = Call(
     "OpenAI Responses request with a body the vault cannot check for background mode",
     "it is over 1 MiB, of unknown length, compressed or nested too deep to read",
 )
+
+
+_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
+
+
+def _overrides(headers: http.Headers) -> list[str]:
+    """The method-override headers' values: a server honouring one reads a GET as a write."""
+    return [value for name in _OVERRIDE_HEADERS for value in headers.get_all(name)]
 
 
 class BudgetStateError(ValueError):
@@ -135,6 +144,8 @@ def refusal_response(kind: str, message: str) -> http.Response:
     """403 in the provider's error shape (SPEND-INTERFACE §6)."""
     if kind == "anthropic":
         body: dict[str, Any] = {"type": "error", "error": {"type": "permission_error", "message": message}}
+    elif kind == "gemini":  # google.rpc.Status as Google's JSON APIs send it
+        body = {"error": {"code": 403, "message": message, "status": "PERMISSION_DENIED"}}
     else:
         body = {"error": {"message": message, "type": "insufficient_quota", "code": "budget_exhausted"}}
     return http.Response.make(403, json.dumps(body), {"Content-Type": "application/json"})
@@ -199,7 +210,7 @@ class VaultBudgets:
     def screen(self, group: str, flow: http.HTTPFlow) -> bool:
         """At request headers: refuse (True) or let pass, marking unmeterable spend on the flow."""
         req = flow.request
-        call = classify(req.method, req.path, req.host)
+        call = classify(req.method, req.path, req.host, _overrides(req.headers))
         flow.metadata[CALL] = call
         if call.check_background and self.applies(group) and may_have_large_body(req):
             call = _UNCHECKED  # streamed to the upstream before the vault could read `background`

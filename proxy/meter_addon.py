@@ -3,6 +3,8 @@
 For a request to a model endpoint (`proxy.spend_paths.model_endpoint`, on any host, however
 the path is spelled):
 
+- The model a Gemini call names is taken from its path (`…/models/<m>:…`), the others' from
+  the body, as the fallback when a response does not say.
 - `Accept-Encoding: identity` is sent upstream, so the response can be read without decompressing
   it (see proxy/metering.py; gzip/deflate answers are still metered).
 - An OpenAI chat or legacy completions request that streams without
@@ -31,7 +33,7 @@ from typing import Any
 from mitmproxy import connection, http
 
 from proxy.metering import Meter, Usage, ensure_stream_usage, request_model
-from proxy.spend_paths import Endpoint, model_endpoint
+from proxy.spend_paths import Endpoint, gemini_model, model_endpoint
 from proxy.usage_report import UsageReporter
 
 log = logging.getLogger("clawgate.vault.metering")
@@ -119,6 +121,8 @@ class MeterAddon:
                 return
             flow.metadata[_ENDPOINT] = endpoint
             flow.metadata[_GROUP] = group
+            if endpoint == "gemini":  # the model is named in the path, not the body
+                flow.metadata[_MODEL] = gemini_model(flow.request.path)
             flow.request.headers["accept-encoding"] = "identity"
             if endpoint in _STREAM_USAGE and flow.request.stream:
                 flow.request.stream = _HoldWhole(flow, flow.request.stream)
@@ -131,7 +135,7 @@ class MeterAddon:
 
     def request(self, flow: http.HTTPFlow) -> None:
         endpoint = flow.metadata.get(_ENDPOINT)
-        if endpoint is None or flow.response is not None or flow.request.stream:
+        if endpoint in (None, "gemini") or flow.response is not None or flow.request.stream:
             return
         try:
             body = flow.request.raw_content or b""

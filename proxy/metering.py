@@ -14,15 +14,19 @@ pass. What it reads:
 - OpenAI legacy Completions (`POST /v1/completions`): read exactly like Chat Completions.
 - OpenAI Embeddings (`POST /v1/embeddings`): `usage.prompt_tokens`, all input; a huge answer's
   `model` (after the vectors, past `HEAD`) is the request's.
+- Gemini (`…/models/<m>:generateContent`, `:streamGenerateContent`): `usageMetadata` of a JSON
+  body, of every SSE event, or of every element of the streamed JSON array it sends without
+  `alt=sse` (cumulative: the last wins; known only at the end); see proxy/meter_gemini.py.
 
 Why incremental and bounded: a stream can be long and the upstream is untrusted input, so the
 meter never holds a whole stream. It keeps the unfinished line (up to `MAX_LINE`) and the data of
 the current event (up to `MAX_EVENT`; a JSON body likewise up to `MAX_JSON`, so a hostile upstream
 costs at most about a MiB per flow); an event larger than that (a Responses `response.completed`
 repeats the whole answer) keeps only its first `HEAD` and last `TAIL` bytes, from which `model`
-and the last `"usage"` object are still read (both providers put usage after the content). Only
-events whose data contains `"usage"` are JSON-parsed at all, so the text deltas that make up
-nearly all of a stream cost a substring test.
+and the last `"usage"` object are still read (the providers put usage after the content;
+proxy/meter_capture.py). Only events whose data contains `"usage"` are JSON-parsed at all, so
+the text deltas that make up nearly all of a stream cost a substring test (Gemini repeats its
+usage in every chunk, so each of its chunks is parsed).
 
 Content encodings: gzip and deflate are decoded, bounded (proxy/meter_decoding.py); any other
 encoding yields `complete=False` with the counts seen (none) and the caller logs it.
@@ -30,32 +34,29 @@ encoding yields `complete=False` with the counts seen (none) and the caller logs
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from proxy import meter_gemini as gemini
+from proxy.meter_capture import GEMINI_KEYS, HEAD, OPENAI_KEYS, TAIL, Capture
 from proxy.meter_decoding import Decoder
 from proxy.spend_paths import Endpoint
 
+__all__ = ["HEAD", "TAIL", "Meter", "Usage", "ensure_stream_usage", "meter_body", "request_model"]
+
 MAX_LINE = 64 * 1024  # an unfinished SSE line kept whole up to this; past it only `data:` goes on
 MAX_EVENT = 1 << 20  # an event's data kept whole up to this; past it: HEAD + TAIL
-HEAD = 16 * 1024
-TAIL = 128 * 1024
 MAX_JSON = 1 << 20  # a body kept whole up to this (what mitmproxy buffers anyway); past it: HEAD + TAIL
 MAX_MODEL = 100
 
-_USAGE_KEY = b'"usage"'
-_USAGE_NULL = re.compile(rb'"usage"\s*:\s*null')
-_USAGE_OBJ = re.compile(rb'"usage"\s*:\s*\{')
-_MODEL = re.compile(rb'"model"\s*:\s*"((?:[^"\\]|\\.){1,200})"')
+_MODEL = OPENAI_KEYS.model_value
 _STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
-_TYPE = re.compile(rb'"type"\s*:\s*"([A-Za-z0-9_.]{1,100})"')
 
 
 def provider_of(endpoint: Endpoint) -> str:
-    return "anthropic" if endpoint == "anthropic" else "openai"
+    return endpoint if endpoint in ("anthropic", "gemini") else "openai"
 
 
 @dataclass(frozen=True)
@@ -120,86 +121,6 @@ def ensure_stream_usage(body: bytes) -> bytes | None:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-class _Capture:
-    """Bytes of one event or body: whole up to `cap`, else its first HEAD and last TAIL bytes."""
-
-    __slots__ = ("cap", "head", "tail", "size", "has_usage", "_carry")
-
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
-        self.head = bytearray()
-        self.tail = bytearray()  # only used once `size` passed `cap`
-        self.size = 0
-        self.has_usage = False
-        self._carry = b""  # last bytes, so `"usage"` split across appends is still seen
-
-    def add(self, data: bytes) -> None:
-        if not data:
-            return
-        if not self.has_usage and (_USAGE_KEY in data or _USAGE_KEY in self._carry + data[:8]):
-            self.has_usage = True
-        self._carry = data[-8:]
-        self.size += len(data)
-        if self.size <= self.cap:
-            self.head += data
-            return
-        if len(self.head) > HEAD:  # just overflowed: keep HEAD, the rest starts the tail
-            self.tail = self.head[HEAD:]
-            del self.head[HEAD:]
-        self.tail += data
-        if len(self.tail) > TAIL:
-            del self.tail[: len(self.tail) - TAIL]
-
-    @property
-    def whole(self) -> bool:
-        return self.size <= self.cap
-
-    def clear(self) -> None:
-        self.head.clear()
-        self.tail.clear()
-        self.size = 0
-        self.has_usage = False
-        self._carry = b""
-
-    def parse(self) -> dict[str, Any] | None:
-        """The JSON object: parsed whole, or (too large) rebuilt as {model, usage} from head/tail."""
-        if self.whole:
-            try:
-                obj = json.loads(bytes(self.head))
-            except (ValueError, UnicodeDecodeError, RecursionError):
-                return None
-            return obj if isinstance(obj, dict) else None
-        found: dict[str, Any] = {"_rebuilt": True}
-        head = bytes(self.head)
-        kind = _TYPE.search(head[:256])
-        if kind is not None:
-            found["type"] = kind.group(1).decode()
-        m = _MODEL.search(head)
-        if m is not None:
-            with contextlib.suppress(ValueError):
-                found["model"] = json.loads(b'"' + m.group(1) + b'"')
-        usage = _last_usage(bytes(self.tail))
-        if usage is not None:
-            found["usage"] = usage
-        return found
-
-
-def _last_usage(data: bytes) -> dict[str, Any] | None:
-    """The last `"usage": {...}` object in `data` that parses."""
-    decoder = json.JSONDecoder()
-    text = data.decode("utf-8", "replace")
-    for m in reversed(list(_USAGE_OBJ.finditer(data))):
-        # Offsets in bytes and text agree only for ASCII; re-find in the decoded text instead.
-        start = len(data[: m.end() - 1].decode("utf-8", "replace"))
-        try:
-            obj, _ = decoder.raw_decode(text, start)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            return obj
-    return None
-
-
 class Meter:
     """Reads one model response's usage as its bytes pass; `feed` then `finish`.
 
@@ -235,10 +156,16 @@ class Meter:
         self._line_overflow = (
             b""  # b"data" when a too-long data line is being streamed into _data, b"x" to skip
         )
-        self._data = _Capture(MAX_EVENT if sse else MAX_JSON)
+        self._keys = GEMINI_KEYS if endpoint == "gemini" else OPENAI_KEYS
+        self._data = Capture(MAX_EVENT if sse else MAX_JSON, self._keys)
         self._event = ""
         self._has_data = False
         self._pending_cr = False
+        # Gemini: its raw usage fields, and the streamed JSON array (see proxy/meter_gemini.py)
+        self._gemini: dict[str, int] = {}
+        self._array = (
+            gemini.JsonArray(self._data.add, self._element) if endpoint == "gemini" and not sse else None
+        )
 
     # -- public --
 
@@ -257,6 +184,11 @@ class Meter:
         for piece in pieces:
             if self.sse:
                 self._feed_sse(piece)
+            elif self._array is not None:
+                self._array.add(piece)
+                if self._array.closed and not self._array.started:  # a JSON object, not an array
+                    self._array = None
+                    self._data.add(piece)
             else:
                 self._data.add(piece)
             if self.done:
@@ -276,8 +208,12 @@ class Meter:
                 self._dispatch()
             if self.done and self.seen_usage and self._final:
                 return self._usage(True)
+        elif self._array is not None:  # a streamed array: complete only if it was closed
+            self._data.clear()  # an element cut short
+            if self.seen_usage and self._array.closed:
+                return self._usage(True)
         else:
-            obj = self._data.parse() if self._data.size else None
+            obj = self._parse(self._data) if self._data.size else None
             self._data.clear()
             if obj is not None:
                 self._read_body(obj)
@@ -310,8 +246,8 @@ class Meter:
             idle = not (self._line or self._has_data or self._line_overflow or self._event)
             if (
                 idle
-                and _USAGE_OBJ.search(data, 0, end) is None
-                and (self.response_model or data.find(b'"model"', 0, end) < 0)
+                and self._keys.usage_obj.search(data, 0, end) is None
+                and (self.response_model or data.find(self._keys.model_key, 0, end) < 0)
             ):
                 data = data[end + 2 :]
                 continue
@@ -387,14 +323,28 @@ class Meter:
         event, capture = self._event, self._data
         self._event, self._has_data = "", False
         if capture.has_usage:
-            obj = capture.parse()
+            obj = self._parse(capture)
             if obj is not None:
                 self._read_event(event, obj)
         capture.clear()
 
+    def _element(self) -> None:
+        """One element of a streamed Gemini JSON array is complete."""
+        self._dispatch()
+
+    def _parse(self, capture: Capture) -> dict[str, Any] | None:
+        obj = capture.parse()
+        if obj is not None and obj.get("_rebuilt") and self.endpoint == "gemini":
+            obj["_final"] = gemini.mentions_finish(bytes(capture.tail))
+        return obj
+
     def _read_event(self, event: str, obj: dict[str, Any]) -> None:
         kind = obj.get("type") if isinstance(obj.get("type"), str) else event
-        if self.endpoint == "anthropic":
+        if self.endpoint == "gemini":  # every chunk: cumulative usage, the last wins; no final event
+            self._model_from(obj)
+            if self._take(obj.get("usageMetadata")) and gemini.is_final(obj):
+                self._final = True
+        elif self.endpoint == "anthropic":
             if kind == "message_start":
                 message = obj.get("message")
                 if isinstance(message, dict):
@@ -421,12 +371,13 @@ class Meter:
 
     def _read_body(self, obj: dict[str, Any]) -> None:
         self._model_from(obj)
-        self._take(obj.get("usage"))
+        self._take(obj.get(self._keys.usage))
 
     # -- usage objects --
 
     def _model_from(self, obj: dict[str, Any]) -> None:
-        model = _text(obj.get("model"))
+        raw = obj.get(self._keys.model)
+        model = _text(gemini.model_name(raw) if self.endpoint == "gemini" else raw)
         if model:
             self.response_model = model
 
@@ -435,7 +386,10 @@ class Meter:
         if not isinstance(usage, dict):
             return False
         got = False
-        if self.endpoint == "anthropic":
+        if self.endpoint == "gemini":
+            got = gemini.take(self._gemini, usage)
+            self.counts = gemini.counts(self._gemini)
+        elif self.endpoint == "anthropic":
             fields = {
                 "input_tokens": usage.get("input_tokens"),
                 "output_tokens": usage.get("output_tokens"),

@@ -5,7 +5,8 @@ said otherwise, so local model servers and test fakes count exactly like the pro
 
 - **metered**: the response carries the call's token counts and `proxy/metering.py` reads them
   as they pass (Anthropic Messages, OpenAI Chat Completions, Responses, legacy Completions,
-  Embeddings — the OpenAI ones also under the prefixes of OpenAI-compatible APIs, `_COMPAT`).
+  Embeddings — the OpenAI ones also under the prefixes of OpenAI-compatible APIs, `_COMPAT` —
+  and Gemini's `:generateContent` / `:streamGenerateContent`, `GEMINI_VERBS`).
   Refused only once a budget's headroom is gone (`proxy/budget.py`).
 - **unmeterable**: it spends the owner's money, but no response the vault relays says how much
   at the moment of the call — a batch or a fine-tuning job runs later and bills then; images,
@@ -13,37 +14,47 @@ said otherwise, so local model servers and test fakes count exactly like the pro
   price table; the legacy Anthropic Text Completions answer has no token counts; a Realtime
   session's usage travels in WebSocket frames; an Assistants run spends in the background; a
   `background: true` Response (`check_background`, read from the body by `background_requested`)
-  reports its usage only through a later GET. While any budget applies to the group these are
-  refused (a budget that cannot see spend is no budget); without one they pass and the audit
-  log marks them "unmetered".
+  reports its usage only through a later GET; Gemini's batches, embeddings (no counts in the
+  answer), Imagen/Veo, context caches (storage billed per hour), Live API and gRPC likewise.
+  While any budget applies to the group these are refused (a budget that cannot see spend is
+  no budget); without one they pass and the audit log marks them "unmetered".
 - **free**: known not to bill by itself (token counting, uploads, cancelling, moderation, ...).
-- **unknown**: any other write (not GET/HEAD/OPTIONS/DELETE) under `/v1/` on a provider's own API
-  host (`PROVIDER_HOSTS`). Providers add paid endpoints faster than this table grows, so on
+- **unknown**: any other write (not GET/HEAD/OPTIONS/DELETE, nor one a method-override header
+  makes a write) under `/v1/` on Anthropic's and OpenAI's API hosts, and anywhere on Gemini's
+  (`PROVIDER_HOSTS`). Providers add paid endpoints faster than this table grows, so on
   their hosts what the table does not know is treated like unmeterable spend, not like free.
 - **other**: everything else (package mirrors, other APIs): not the budget's business.
 
 Paths are compared the way a lenient server might read them, so spelling cannot slip a call
 past the table: query and fragment dropped, percent-escapes decoded (repeatedly, so `%2562`
-counts as `b`), backslashes as slashes, `;params` dropped, empty and `.` segments dropped,
-case folded, and `..` both resolved and kept as a segment — the stricter reading of the two
-wins. Matching over-approximates on purpose: refusing a request the upstream would have 404ed
-costs nothing, relaying one it would have billed unseen costs money.
+counts as `b`, `%3A` as the colon of a Gemini `:verb`), backslashes as slashes, `;params`
+dropped and kept, empty and `.` segments dropped, case folded, and `..` both resolved and kept
+as a segment — the strictest reading wins. Matching over-approximates on purpose: refusing a
+request the upstream would have 404ed costs nothing, relaying one it would have billed unseen costs money.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
 
 from core.json_nesting import nesting_exceeds
 
-Endpoint = Literal["anthropic", "openai-chat", "openai-responses", "openai-completions", "openai-embeddings"]
+Endpoint = Literal[
+    "anthropic", "openai-chat", "openai-responses", "openai-completions", "openai-embeddings", "gemini"
+]
 Kind = Literal["metered", "unmeterable", "free", "unknown", "other"]
 
-PROVIDER_HOSTS = {"api.anthropic.com": "anthropic", "api.openai.com": "openai"}
+PROVIDER_HOSTS = {
+    "api.anthropic.com": "anthropic",
+    "api.openai.com": "openai",
+    "generativelanguage.googleapis.com": "gemini",
+}
+PROVIDER_NAMES = {"anthropic": "Anthropic", "openai": "OpenAI", "gemini": "Gemini"}
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 MAX_CHECKED_BODY = 4 << 20  # a body larger than this is not parsed for `background`
 MAX_NESTING = 128
@@ -67,10 +78,12 @@ _BATCH = "a batch runs later and bills then, in results the vault never relays"
 _JOB = "training is billed while the job runs, long after the call"
 _UNITS = "it is priced per {}, not per token in the vault's price table"
 _ASYNC = "the run spends tokens in the background and its usage shows only on later reads"
+_NO_COUNTS = "its answer has no token counts"
+_STORAGE = "its storage is billed per hour while it exists, which no response states"
 
 
 def _m(endpoint: Endpoint, what: str, *, background: bool = False) -> Call:
-    provider = "anthropic" if endpoint == "anthropic" else "openai"
+    provider = endpoint if endpoint in ("anthropic", "gemini") else "openai"
     return Call("metered", provider, endpoint, what, check_background=background)
 
 
@@ -131,8 +144,47 @@ TABLE: tuple[tuple[str, bool, Call], ...] = (
     ("/v1/uploads/**", False, _FREE),
     ("/v1/moderations", False, _FREE),
     ("/v1/conversations/**", False, _FREE),
+    # Gemini's resources; its model calls are `:verb`s, in GEMINI_VERBS below
+    ("/*/cachedContents", False, _u("gemini", "Gemini context cache creation", _STORAGE)),
+    ("/*/cachedContents/*", False, _u("gemini", "Gemini context cache update", _STORAGE)),
+    ("/v1beta/files", False, _FREE),
+    ("/upload/v1beta/files", False, _FREE),
 )
-_ROWS = tuple((tuple(p.strip("/").split("/")), any_method, call) for p, any_method, call in TABLE)
+_ROWS = tuple((tuple(p.lower().strip("/").split("/")), any_method, call) for p, any_method, call in TABLE)
+
+# Gemini's native API names the call by a verb after the resource, `…/models/<model>:<verb>`
+# (`tunedModels/<id>:…` too). A verb is matched in the last segment after decoding (`%3A` is a
+# colon), under any prefix and with any method (Google honours X-HTTP-Method-Override, and the
+# verb alone makes the call), on any host. The README's "Model spend" lists the same verbs.
+_LIVE = "its usage travels in WebSocket frames"
+GEMINI_VERBS: dict[str, Call] = {
+    "generateContent": _m("gemini", "Gemini generateContent"),
+    "streamGenerateContent": _m("gemini", "Gemini streamGenerateContent"),
+    "countTokens": _FREE,
+    "countMessageTokens": _FREE,
+    "countTextTokens": _FREE,
+    "cancel": _FREE,  # batches/<id>:cancel, operations/<id>:cancel
+    "batchGenerateContent": _u("gemini", "Gemini batch creation", _BATCH),
+    "asyncBatchEmbedContent": _u("gemini", "Gemini embedding batch creation", _BATCH),
+    "embedContent": _u("gemini", "Gemini embedContent", _NO_COUNTS),
+    "batchEmbedContents": _u("gemini", "Gemini batchEmbedContents", _NO_COUNTS),
+    "embedText": _u("gemini", "Gemini (PaLM) embedText", _NO_COUNTS),
+    "batchEmbedText": _u("gemini", "Gemini (PaLM) batchEmbedText", _NO_COUNTS),
+    "generateText": _u("gemini", "Gemini (PaLM) generateText", _NO_COUNTS),
+    "generateMessage": _u("gemini", "Gemini (PaLM) generateMessage", _NO_COUNTS),
+    "generateAnswer": _u("gemini", "Gemini generateAnswer", _NO_COUNTS),
+    "predict": _u("gemini", "Gemini predict (Imagen)", _UNITS.format("image")),
+    "predictLongRunning": _u(
+        "gemini", "Gemini predictLongRunning (Veo, Imagen)", _UNITS.format("second of video or image")
+    ),
+    "bidiGenerateContent": _u("gemini", "Gemini Live API", _LIVE),
+}
+_VERBS = {verb.lower(): call for verb, call in GEMINI_VERBS.items()}
+# The same service over gRPC (`/google.ai.generativelanguage.v1beta.GenerativeService/…`),
+# its `/$rpc/…` fallback, and the Live API's WebSocket (`/ws/….BidiGenerateContent`): any method.
+_RPC_PREFIX = "google.ai.generativelanguage."
+_RPC = _u("gemini", "Gemini gRPC call", "its answer is protobuf, which the vault does not read")
+_LIVE_WS = _u("gemini", "Gemini Live API", _LIVE)
 
 # OpenAI-compatible APIs under other prefixes: OpenRouter `/api/v1/…`, Groq `/openai/v1/…`,
 # Gemini `/v1beta/openai/…`, Azure `/openai/deployments/<name>/…`, DeepSeek's bare
@@ -159,7 +211,7 @@ def _compatible(segments: tuple[str, ...]) -> Call | None:
     return None
 
 
-def _segments(path: str, resolve_dots: bool) -> tuple[str, ...]:
+def _segments(path: str, resolve_dots: bool, drop_params: bool = True) -> tuple[str, ...]:
     raw = path.split("#", 1)[0].split("?", 1)[0]
     for _ in range(4):  # `%2562` -> `%62` -> `b`: a double-decoding server must not see more than we do
         decoded = unquote(raw, errors="replace")
@@ -169,7 +221,7 @@ def _segments(path: str, resolve_dots: bool) -> tuple[str, ...]:
     raw = raw.split("#", 1)[0].split("?", 1)[0].replace("\\", "/")
     out: list[str] = []
     for segment in raw.split("/"):
-        segment = segment.split(";", 1)[0].strip().lower()
+        segment = (segment.split(";", 1)[0] if drop_params else segment).strip().lower()
         if segment in ("", "."):
             continue
         if segment == ".." and resolve_dots:
@@ -194,26 +246,44 @@ def _match(pattern: tuple[str, ...], segments: tuple[str, ...]) -> bool:
     )
 
 
+def _gemini(segments: tuple[str, ...]) -> Call | None:
+    """A Gemini `:verb` in the last segment (every verb there counts), or its gRPC/Live paths."""
+    found: list[Call] = []
+    if segments:
+        found = [_VERBS[verb] for verb in segments[-1].split(":")[1:] if verb in _VERBS]
+    for segment in segments:
+        if segment.startswith(_RPC_PREFIX):
+            found.append(_LIVE_WS if "bidigeneratecontent" in segment else _RPC)
+    return max(found, key=lambda call: _SEVERITY[call.kind]) if found else None
+
+
 def _lookup(write: bool, segments: tuple[str, ...], host: str) -> Call:
-    for pattern, any_method, call in _ROWS:
-        if (write or any_method) and _match(pattern, segments):
-            return call
+    row = next((c for p, any_method, c in _ROWS if (write or any_method) and _match(p, segments)), None)
+    found = [call for call in (row, _gemini(segments)) if call is not None]
+    if found:  # the first matching row, unless a Gemini verb is stricter
+        return max(found, key=lambda call: _SEVERITY[call.kind])
     compatible = _compatible(segments) if write else None
     if compatible is not None:
         return compatible
     provider = PROVIDER_HOSTS.get(host)
-    if write and provider is not None and segments[:1] == ("v1",):
+    # Anthropic's and OpenAI's APIs live under /v1/; everything on Gemini's host is its API.
+    if write and provider is not None and (provider == "gemini" or segments[:1] == ("v1",)):
         shown = _UNPRINTABLE.sub("?", "/".join(segments))  # the client's text: no newline reaches a log
-        what = f"{'Anthropic' if provider == 'anthropic' else 'OpenAI'} /{shown}"[:120]
+        what = f"{PROVIDER_NAMES[provider]} /{shown}"[:120]
         return Call("unknown", provider, None, what, "the vault does not know what this endpoint costs")
     return Call("other")
 
 
-def classify(method: str, path: str, host: str = "") -> Call:
-    """The class of one request (see the module docstring); the stricter of two path readings."""
-    write = method.strip().upper() not in READ_METHODS
+def classify(method: str, path: str, host: str = "", overrides: Iterable[str] = ()) -> Call:
+    """The class of one request (see the module docstring); the strictest of the path readings.
+
+    `overrides`: the request's X-HTTP-Method-Override (and alike) values; a server that honours
+    one (Google's does) treats a GET carrying `POST` as a write, so the table does too.
+    """
+    write = any(m.strip().upper() not in READ_METHODS for m in (method, *overrides))
     host = host.strip().lower().rstrip(".")
-    found = [_lookup(write, _segments(path, resolve), host) for resolve in (True, False)]
+    readings = ((True, True), (False, True), (True, False))  # (resolve `..`, drop `;params`)
+    found = [_lookup(write, _segments(path, resolve, params), host) for resolve, params in readings]
     return max(found, key=lambda call: _SEVERITY[call.kind])
 
 
@@ -221,6 +291,14 @@ def model_endpoint(method: str, path: str) -> Endpoint | None:
     """Which metered model API a request calls, on any host; None if it is not one."""
     call = classify(method, path)
     return call.endpoint if call.kind == "metered" else None
+
+
+def gemini_model(path: str) -> str:
+    """The model a Gemini `…/models/<model>:<verb>` path names (the meter's fallback), or ""."""
+    segments = _segments(path, True)
+    if not segments or ":" not in segments[-1]:
+        return ""
+    return _UNPRINTABLE.sub("?", segments[-1].split(":", 1)[0])[:100]
 
 
 class _Object(list[tuple[str, object]]):

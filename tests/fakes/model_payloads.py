@@ -1,5 +1,5 @@
 """Recorded-shape model responses (Anthropic Messages; OpenAI Chat Completions, Responses, legacy
-Completions and Embeddings).
+Completions and Embeddings; Gemini generateContent and both streamGenerateContent shapes).
 
 Shapes follow what the providers send today (field order and extra fields included: cache
 breakdowns, service tiers, `usage: null` on every chat chunk, `sequence_number`s, pings), with
@@ -361,3 +361,78 @@ def anthropic_error() -> bytes:
     return json.dumps(
         {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
     ).encode()
+
+
+# -- Google Gemini (native API) --
+
+
+def gemini_usage(t: Tokens, *, done: bool = True, share: float = 1.0) -> dict[str, Any]:
+    """`usageMetadata` reporting `t`: a third of the output as thinking, a fifth of the input as
+    tool-use prompt, the cache read inside `promptTokenCount` (as Gemini counts it).
+
+    `done=False`: an earlier chunk's cumulative counts, `share` of the output so far.
+    """
+    tool = t.input // 5
+    thoughts = t.output // 3
+    candidates = int((t.output - thoughts) * share)
+    prompt = t.input - tool + t.cache_read
+    usage: dict[str, Any] = {
+        "promptTokenCount": prompt,
+        "candidatesTokenCount": candidates,
+        "totalTokenCount": prompt + candidates + thoughts + tool,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
+        "thoughtsTokenCount": thoughts,
+    }
+    if tool:
+        usage["toolUsePromptTokenCount"] = tool
+    if t.cache_read:
+        usage["cachedContentTokenCount"] = t.cache_read
+        usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": t.cache_read}]
+    if not done:
+        del usage["promptTokensDetails"]
+    return usage
+
+
+def _gemini_chunk(text: str, usage: dict[str, Any], model: str, finish: bool) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+    if finish:
+        candidate["finishReason"] = "STOP"
+    return {
+        "candidates": [candidate],
+        "usageMetadata": usage,
+        "modelVersion": model,
+        "responseId": "mQ8uafLwNKmBvdIPqv3R6Ac",
+    }
+
+
+def gemini_json(t: Tokens, model: str = "gemini-2.5-flash", text: str = "Hello!") -> bytes:
+    """A generateContent answer: candidates, then `usageMetadata`, then `modelVersion`."""
+    return json.dumps(_gemini_chunk(text, gemini_usage(t), model, True), indent=2).encode()
+
+
+def _gemini_chunks(t: Tokens, model: str, words: list[str] | None) -> list[dict[str, Any]]:
+    words = words or ["Hello", " there", ", how", " can I", " help?"]
+    last = len(words) - 1
+    return [
+        _gemini_chunk(
+            word, gemini_usage(t, done=i == last, share=(i + 1) / len(words)), model, finish=i == last
+        )
+        for i, word in enumerate(words)
+    ]
+
+
+def gemini_sse(t: Tokens, model: str = "gemini-2.5-flash", words: list[str] | None = None) -> bytes:
+    """streamGenerateContent?alt=sse: one `data:` per chunk, CRLF line ends, cumulative usage."""
+    return b"".join(
+        b"data: " + json.dumps(c, separators=(",", ":")).encode() + b"\r\n\r\n"
+        for c in _gemini_chunks(t, model, words)
+    )
+
+
+def gemini_json_stream(t: Tokens, model: str = "gemini-2.5-flash", words: list[str] | None = None) -> bytes:
+    """streamGenerateContent without alt=sse: ONE JSON array whose elements arrive over time."""
+    return (
+        b"["
+        + b"\r\n,\r\n".join(json.dumps(c, indent=2).encode() for c in _gemini_chunks(t, model, words))
+        + b"]"
+    )

@@ -10,7 +10,8 @@ Claude Code CLI asks for (`POST /v1/messages?beta=true`). Whatever else a client
 is recorded and otherwise ignored.
 
 `recorded_answer` (used as a `default` or pushed as a scripted `Raw`) answers in the recorded
-shapes of tests/fakes/model_payloads.py, streamed or not as the request asks, with the token
+shapes of tests/fakes/model_payloads.py (Gemini's by the path's `:verb` and `alt=sse`),
+streamed or not as the request asks, with the token
 counts the test chooses: for metering tests, what "the model reported" is then known exactly.
 Like the real API, a chat completions stream carries usage only when the request set
 `stream_options.include_usage`.
@@ -146,6 +147,14 @@ def recorded_answer(record: Recorded, tokens: shapes.Tokens, model: str | None =
     body = record.body
     stream = body.get("stream") is True
     kw = {"model": model} if model else {}
+    path = record.path.split("?")[0].lower().replace("%3a", ":")
+    if path.endswith(":generatecontent"):
+        return Raw(200, "application/json", shapes.gemini_json(tokens, **kw))
+    if path.endswith(":streamgeneratecontent"):
+        if "alt=sse" in record.path:
+            return Raw(200, "text/event-stream", shapes.gemini_sse(tokens, **kw), pieces=7)
+        # a streamed JSON array: no length, sent in pieces like the API's chunked answer
+        return Raw(200, "application/json", shapes.gemini_json_stream(tokens, **kw), pieces=9)
     if record.path.split("?")[0].endswith("/chat/completions"):
         if not stream:
             return Raw(200, "application/json", shapes.chat_json(tokens, **kw))
@@ -251,7 +260,7 @@ class FakeModelServer:
             def _raw(self, answer: Raw) -> None:
                 self.send_response(answer.status)
                 self.send_header("content-type", answer.content_type)
-                if answer.content_type == "text/event-stream":
+                if answer.content_type == "text/event-stream" or answer.pieces > 1:
                     self.send_header("cache-control", "no-cache")
                     self.send_header("connection", "close")
                     self.end_headers()

@@ -11,14 +11,121 @@ from pathlib import Path
 import pytest
 
 from proxy.budget import MARKER, VaultBudgets
-from proxy.spend_paths import MAX_CHECKED_BODY, TABLE, background_requested, classify, normalize_path
+from proxy.spend_paths import (
+    GEMINI_VERBS,
+    MAX_CHECKED_BODY,
+    TABLE,
+    background_requested,
+    classify,
+    gemini_model,
+    normalize_path,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+GEMINI = "generativelanguage.googleapis.com"
+GEN = "/v1beta/models/gemini-2.5-flash"
 
 
 @pytest.mark.parametrize(
     ("method", "path", "host", "kind", "label"),
     [
+        # Gemini's native API: the call is the `:verb`, on any host, with any method
+        ("POST", f"{GEN}:generateContent", GEMINI, "metered", "gemini"),
+        ("POST", f"{GEN}:streamGenerateContent?alt=sse&key=x", "", "metered", "gemini"),
+        ("POST", "/v1/models/gemini-2.0-flash:streamGenerateContent", "", "metered", "gemini"),
+        ("POST", "/v1beta/tunedModels/mine-123:generateContent", "", "metered", "gemini"),
+        ("GET", f"{GEN}:generateContent", "", "metered", "gemini"),  # a method override makes it a call
+        # ... however the verb is spelled
+        ("POST", f"{GEN}%3AgenerateContent", "", "metered", "gemini"),
+        ("POST", f"{GEN}%253AstreamGenerateContent", "", "metered", "gemini"),  # double-encoded
+        ("POST", "/V1BETA//Models/Gemini-2.5-Flash:GENERATECONTENT/", "", "metered", "gemini"),
+        ("POST", "/v1beta/models/./x/../gemini-2.5-flash:generateContent", "", "metered", "gemini"),
+        ("POST", "/v1beta/models/gemini-2.5-flash%3agenerateContent;x=1", "", "metered", "gemini"),
+        ("POST", f"{GEN}:countTokens", GEMINI, "free", ""),
+        ("POST", "/v1beta/batches/b1:cancel", GEMINI, "free", ""),
+        ("POST", "/v1beta/files", GEMINI, "free", ""),
+        ("POST", "/upload/v1beta/files?uploadType=resumable", GEMINI, "free", ""),
+        ("POST", f"{GEN}:batchGenerateContent", "", "unmeterable", "Gemini batch creation"),
+        (
+            "POST",
+            "/v1beta/models/gemini-embedding-001:asyncBatchEmbedContent",
+            "",
+            "unmeterable",
+            "Gemini embedding batch creation",
+        ),
+        (
+            "POST",
+            "/v1beta/models/gemini-embedding-001:embedContent",
+            "",
+            "unmeterable",
+            "Gemini embedContent",
+        ),
+        (
+            "POST",
+            "/v1beta/models/gemini-embedding-001:batchEmbedContents",
+            "",
+            "unmeterable",
+            "Gemini batchEmbedContents",
+        ),
+        ("POST", "/v1beta/models/aqa:generateAnswer", "", "unmeterable", "Gemini generateAnswer"),
+        (
+            "POST",
+            "/v1beta/models/imagen-4.0-generate-001:predict",
+            "",
+            "unmeterable",
+            "Gemini predict (Imagen)",
+        ),
+        (
+            "POST",
+            "/v1beta/models/veo-3.0-generate-001:predictLongRunning",
+            "",
+            "unmeterable",
+            "Gemini predictLongRunning (Veo, Imagen)",
+        ),
+        ("POST", "/v1beta/cachedContents", "", "unmeterable", "Gemini context cache creation"),
+        (
+            "PATCH",
+            "/v1beta/cachedContents/abc?updateMask=ttl",
+            "",
+            "unmeterable",
+            "Gemini context cache update",
+        ),
+        (
+            "GET",
+            "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent?key=k",
+            "",
+            "unmeterable",
+            "Gemini Live API",
+        ),
+        (
+            "GET",
+            "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained",
+            "",
+            "unmeterable",
+            "Gemini Live API",
+        ),
+        (
+            "POST",
+            "/google.ai.generativelanguage.v1beta.GenerativeService/GenerateContent",
+            "",
+            "unmeterable",
+            "Gemini gRPC call",
+        ),
+        (
+            "POST",
+            "/$rpc/google.ai.generativelanguage.v1beta.GenerativeService/GenerateContent",
+            "",
+            "unmeterable",
+            "Gemini gRPC call",
+        ),
+        # respelled unmeterable verbs: the stricter reading wins
+        ("POST", f"{GEN}%3AbatchGenerateContent", "", "unmeterable", "Gemini batch creation"),
+        ("POST", "/v1beta/models/imagen;x:predict", "", "unmeterable", "Gemini predict (Imagen)"),
+        ("POST", f"{GEN}:countTokens:batchGenerateContent", "", "unmeterable", "Gemini batch creation"),
+        ("POST", "/v1beta/%63achedContents", "", "unmeterable", "Gemini context cache creation"),
+        ("GET", f"{GEN}:predict", "", "unmeterable", "Gemini predict (Imagen)"),
         # metered, with the query strings and spellings clients really send
         ("POST", "/v1/messages?beta=true", "", "metered", "anthropic"),
         ("POST", "/v1/chat/completions", "", "metered", "openai-chat"),
@@ -105,6 +212,22 @@ ROOT = Path(__file__).resolve().parents[2]
             "OpenAI /v1/x??fake?log?<b>",
         ),
         ("POST", "/v1/evals/eval_1/runs", "example.com", "other", ""),
+        ("POST", "/v1beta/interactions", GEMINI, "unknown", "Gemini /v1beta/interactions"),
+        ("POST", "/v1alpha/auth_tokens", GEMINI, "unknown", "Gemini /v1alpha/auth_tokens"),
+        (
+            "POST",
+            "/v1beta/openai/images/generations",
+            GEMINI,
+            "unknown",
+            "Gemini /v1beta/openai/images/generations",
+        ),
+        ("POST", "/v1beta/tunedModels", GEMINI, "unknown", "Gemini /v1beta/tunedmodels"),
+        ("POST", "/v1beta/models/x:newVerb", GEMINI, "unknown", "Gemini /v1beta/models/x:newverb"),
+        ("POST", "/v2/models/x:newVerb", GEMINI, "unknown", "Gemini /v2/models/x:newverb"),  # any prefix
+        ("POST", "/v1beta/models/x:newVerb", "example.com", "other", ""),
+        ("GET", "/v1beta/models", GEMINI, "other", ""),
+        ("GET", "/v1beta/batches/b1", GEMINI, "other", ""),
+        ("DELETE", "/v1beta/cachedContents/c1", GEMINI, "other", ""),
         ("POST", "/api/event_logging/batch", "api.anthropic.com", "other", ""),
         ("POST", "/repos/o/r/issues", "api.github.com", "other", ""),
     ],
@@ -125,11 +248,27 @@ def test_normalized_paths() -> None:
     assert normalize_path("/v1/%ff%fe") == "/v1/\ufffd\ufffd"  # undecodable bytes do not raise
 
 
+def test_the_model_a_gemini_path_names() -> None:
+    assert gemini_model(f"{GEN}:generateContent?key=x") == "gemini-2.5-flash"
+    assert gemini_model("/v1beta/models/Gemini-2.0-Flash%3AstreamGenerateContent") == "gemini-2.0-flash"
+    assert gemini_model("/v1beta/models/x%0Ay:generateContent") == "x?y"  # nothing unprintable reaches a log
+    assert gemini_model("/v1/chat/completions") == ""
+
+
+def test_a_method_override_makes_a_read_a_write() -> None:
+    assert classify("GET", "/v1beta/cachedContents").kind == "other"
+    assert classify("GET", "/v1beta/cachedContents", "", ["POST"]).kind == "unmeterable"
+    assert classify("GET", "/v1beta/x", GEMINI, [" patch "]).kind == "unknown"
+    assert classify("POST", "/v1beta/x", GEMINI, ["GET"]).kind == "unknown"  # the method itself still counts
+
+
 def test_every_unmeterable_class_says_what_and_why_and_picks_its_providers_error_shape() -> None:
-    for _pattern, _any, call in TABLE:
-        if call.kind == "unmeterable":
-            assert call.what and call.why
-            assert call.provider == ("anthropic" if call.what.startswith("Anthropic") else "openai")
+    calls = [call for _pattern, _any, call in TABLE] + list(GEMINI_VERBS.values())
+    for call in calls:
+        if call.kind in ("unmeterable", "metered"):
+            assert call.what and (call.why or call.kind == "metered")
+            name = call.what.split(" ", 1)[0]
+            assert call.provider == {"Anthropic": "anthropic", "Gemini": "gemini"}.get(name, "openai")
 
 
 @pytest.mark.parametrize(
@@ -194,6 +333,20 @@ def test_budget_verdicts_per_class() -> None:
     assert (
         openai is not None and json.loads(openai[0].get_text() or "")["error"]["code"] == "budget_exhausted"
     )
+    gemini = budgets.refusal("team", classify("POST", f"{GEN}:batchGenerateContent"))
+    assert gemini is not None
+    error = json.loads(gemini[0].get_text() or "")["error"]
+    assert (
+        error["code"] == 403
+        and error["status"] == "PERMISSION_DENIED"
+        and set(error)
+        == {
+            "code",
+            "message",
+            "status",
+        }
+    )
+    assert error["message"].startswith(MARKER) and "Gemini batch creation" in error["message"]
     assert budgets.refusal("other", batch) is None  # another group's budget is not this one's
     # Exhausted: the metered call is refused too, with the limit's own message.
     budgets.set_state(_limits(0))
@@ -210,5 +363,9 @@ def _readme_section() -> str:
 
 def test_readme_lists_exactly_the_tables_paths() -> None:
     """The owner reads the README to know what a budget sees; it must not drift from the code."""
-    listed = set(re.findall(r"`(?:POST |any method )?(/v1/[^`\s]*)`", _readme_section()))
+    section = _readme_section()
+    found = re.findall(r"`(?:POST |any method )?(/(?:v1|v1beta|\*|upload)/[^`\s]*)`", section)
+    listed = {path for path in found if "…" not in path}  # `/v1beta/openai/…` is an example prefix
     assert listed == {pattern for pattern, _any, _call in TABLE}
+    verbs = set(re.findall(r"`:([A-Za-z]+)`", section))
+    assert verbs == set(GEMINI_VERBS)
