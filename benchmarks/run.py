@@ -22,7 +22,9 @@
 - vault: HTTPS requests/s and added latency through the vault, next to a bare mitmdump and
   direct to the upstream, in rounds that alternate the subjects (medians and per-round
   figures); `vault_metering_rps`: streamed model calls with metering on, next to the same
-  stream on an unmetered path (`vault_stream_rps`) and `vault_rps` (see benchmarks/vault.py).
+  stream on an unmetered path (`vault_stream_rps`) and `vault_rps`; `vault_metering_json_rps`:
+  non-streamed model calls metered, next to `vault_rps` and the same call unmetered
+  (`vault_json_rps`) (see benchmarks/vault.py).
 - held request: the owner's Approve click -> a request the vault held for approval arriving at
   the upstream with its credential (`held_request_forward_ms`), next to the same request
   without a hold (see benchmarks/held_request.py).
@@ -269,6 +271,7 @@ async def main() -> None:
             "bwrap_cold_start_p50_ms": 100,
             "vault_vs_mitmdump_rps": 0.9,
             "vault_metering_vs_stream_rps": 0.9,
+            "vault_metering_json_vs_vault_rps": 0.9,
             "near_sign_per_s": 5000,
             "ipc_conn_flood_other_group_p99_ms": 200,
             "fuzz_crashes": 0,

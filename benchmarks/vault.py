@@ -14,15 +14,20 @@ its own process, certificate from a throw-away CA):
   (fsync) and reported to a gateway control socket that acknowledges (this process), next to
   - vault_stream: the same request and stream on a path that is not a model endpoint (not
     metered), so `vault_metering_vs_stream_rps` isolates what metering costs.
+- vault_metering_json / vault_json: the same pair with a non-streamed call (`"stream": false`,
+  a small JSON Messages body with usage, `Content-Length`), a response the size of `vault`'s:
+  `vault_metering_json_vs_vault_rps` is metering next to `vault_rps` on equal terms, while
+  `vault_metering_vs_vault_rps` also contains what relaying an SSE stream costs mitmproxy
+  (about the same with metering off: `vault_stream_rps`).
 
 Throughput: a fixed number of requests at the same client concurrency over keep-alive
 connections (httpcore, HTTP/1.1), in ROUNDS rounds; every round runs each subject once, in
-the same order (vault, mitmdump, direct, vault_stream, vault_metering, then vault again in
-the next round, ...), so a machine that is busy for a while slows every subject alike. The
-reported figure is each subject's median round; the per-round figures are reported too
-(`*_rps_rounds`), so drift within the run can be seen. Latency: a sequential pass, one request
-in flight, alternating between the modes; `vault_added_*` = vault minus direct at the same
-percentile.
+the same order (vault, mitmdump, direct, vault_stream, vault_metering, vault_json,
+vault_metering_json, then vault again in the next round, ...), so a machine that is busy for a
+while slows every subject alike. The reported figure is each subject's median round; the
+per-round figures are reported too (`*_rps_rounds`), so drift within the run can be seen.
+Latency: a sequential pass, one request in flight, alternating between the modes;
+`vault_added_*` = vault minus direct at the same percentile.
 
 Run alone: `python -m benchmarks.vault` (prints JSON).
 """
@@ -63,6 +68,8 @@ MODEL_BODY = json.dumps(
         "messages": [{"role": "user", "content": "hi"}],
     }
 ).encode()
+MODEL_BODY_JSON = MODEL_BODY.replace(b'"stream": true', b'"stream": false')
+JSON_SHAPE = "shape=json"  # the upstream answers JSON instead of a stream (the query is not part of the path)
 
 
 # -- the upstream (runs in its own process: `python -m benchmarks.vault --upstream CERT KEY`) --
@@ -82,10 +89,21 @@ def _stream_response() -> bytes:
     return head + chunks
 
 
+def _json_response() -> bytes:
+    """A recorded-shape non-streamed Messages answer (with usage)."""
+    from tests.fakes.model_payloads import Tokens, anthropic_json
+
+    body = anthropic_json(Tokens(input=1200, output=300, cache_read=20_000, cache_write=800))
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(body),
+        body,
+    )
+
+
 async def _serve_upstream(cert: str, key: str) -> None:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
-    stream = _stream_response()
+    stream, answer = _stream_response(), _json_response()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -97,7 +115,10 @@ async def _serve_upstream(cert: str, key: str) -> None:
                         length = int(line[15:])
                 if length:
                     await reader.readexactly(length)
-                writer.write(stream if head.startswith(b"POST") else _RESPONSE)
+                if not head.startswith(b"POST"):
+                    writer.write(_RESPONSE)
+                else:
+                    writer.write(answer if JSON_SHAPE.encode() in head.split(b"\r\n", 1)[0] else stream)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, asyncio.LimitOverrunError):
             pass
@@ -114,11 +135,14 @@ async def _serve_upstream(cert: str, key: str) -> None:
 
 async def _one(pool: httpcore.AsyncConnectionPool, url: str) -> float:
     start = time.perf_counter()
-    if "/v1/" in url:  # a streamed model call (metered on /v1/messages)
+    if "/v1/" in url:  # a model call (metered on /v1/messages), streamed or JSON
         headers = {"Authorization": "Bearer placeholder", "Content-Type": "application/json"}
-        resp = await pool.request("POST", url, headers=headers, content=MODEL_BODY)
-        if b"message_stop" not in resp.content:
-            raise RuntimeError(f"{url}: the stream did not arrive whole: {resp.content[-300:]!r}")
+        as_json = JSON_SHAPE in url
+        resp = await pool.request(
+            "POST", url, headers=headers, content=MODEL_BODY_JSON if as_json else MODEL_BODY
+        )
+        if (b'"usage"' if as_json else b"message_stop") not in resp.content:
+            raise RuntimeError(f"{url}: the answer did not arrive whole: {resp.content[-300:]!r}")
     else:
         resp = await pool.request("GET", url, headers={"Authorization": "Bearer placeholder"})
     if resp.status != 200:
@@ -306,10 +330,14 @@ async def run() -> dict[str, object]:
             "direct": httpcore.AsyncConnectionPool(ssl_context=upstream_ctx, max_connections=CONCURRENCY),
             "vault_stream": via_vault(),
             "vault_metering": via_vault(),
+            "vault_json": via_vault(),
+            "vault_metering_json": via_vault(),
         }
         urls = {name: url for name in pools}
         urls["vault_stream"] = f"https://127.0.0.1:{port}/v1/not-a-model"
         urls["vault_metering"] = f"https://127.0.0.1:{port}/v1/messages"
+        urls["vault_json"] = f"https://127.0.0.1:{port}/v1/not-a-model?{JSON_SHAPE}"
+        urls["vault_metering_json"] = f"https://127.0.0.1:{port}/v1/messages?{JSON_SHAPE}"
         # Rounds in a fixed order (vault, mitmdump, direct, vault_stream, vault_metering, vault,
         # ...): background load hits every subject alike; throughput is each one's median round.
         rps: dict[str, list[float]] = {name: [] for name in pools}
@@ -324,7 +352,7 @@ async def run() -> dict[str, object]:
                 lat[name].append(await _one(pools[name], urls[name]))
         for pool in pools.values():
             await pool.aclose()
-        metered_calls = CONCURRENCY * 3 + ROUNDS * (REQUESTS // ROUNDS)  # warm-up + rounds
+        metered_calls = 2 * (CONCURRENCY * 3 + ROUNDS * (REQUESTS // ROUNDS))  # 2 subjects: warm-up + rounds
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(gateway.reached(metered_calls), 30)
         results = {name: (statistics.median(rps[name]), lat.get(name, [])) for name in pools}
@@ -349,6 +377,9 @@ async def run() -> dict[str, object]:
     def added(name: str, q: float) -> float:
         return round((p(name, q) - p("direct", q)) * 1000, 3)
 
+    def ratio(a: str, b: str) -> float:
+        return round(results[a][0] / results[b][0], 3)
+
     return {
         "vault_rps": round(results["vault"][0], 1),
         "mitmdump_rps": round(results["mitmdump"][0], 1),
@@ -362,6 +393,12 @@ async def run() -> dict[str, object]:
         "vault_stream_rps": round(results["vault_stream"][0], 1),
         "vault_metering_vs_vault_rps": round(results["vault_metering"][0] / results["vault"][0], 3),
         "vault_metering_vs_stream_rps": round(results["vault_metering"][0] / results["vault_stream"][0], 3),
+        "vault_metering_json_rps": round(results["vault_metering_json"][0], 1),
+        "vault_json_rps": round(results["vault_json"][0], 1),
+        "vault_metering_json_vs_vault_rps": ratio("vault_metering_json", "vault"),
+        "vault_metering_json_vs_json_rps": round(
+            results["vault_metering_json"][0] / results["vault_json"][0], 3
+        ),
         "vault_metering_records": len(gateway.ids),
         "vault_metering_calls": metered_calls,
         **{f"{name}_rps_rounds": [round(v, 1) for v in rps[name]] for name in pools},

@@ -27,6 +27,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -122,7 +123,10 @@ class VaultAddon:
     def __init__(self, registry: PeerRegistry, allow_private: Iterable[str] = ()) -> None:
         self.registry = registry
         self.allow: set[Address] = {parse_hostport(a) for a in allow_private}
-        self._groups: dict[str, str] = {}  # client connection id -> group
+        # client connection -> group, for as long as the connection object lives: a flow's
+        # last lines (audit, a withdrawn hold, a cut stream's usage) are written after the
+        # client has disconnected and must still name the group. Ids are never reused.
+        self._groups: weakref.WeakKeyDictionary[connection.Client, str] = weakref.WeakKeyDictionary()
         self._secrets: list[tuple[SecretInfo, str]] = []
         self._pinned: dict[str, Address] = {}  # server connection id -> original address
         self.enforcer = Enforcer()  # rules, scoping and policies: proxy/policy.py, proxy/rules.py
@@ -161,13 +165,10 @@ class VaultAddon:
                 self.registry.describe_unknown(client.peername),
             )
             return
-        self._groups[client.id] = group
-
-    def client_disconnected(self, client: connection.Client) -> None:
-        self._groups.pop(client.id, None)
+        self._groups[client] = group
 
     def group_of(self, client: connection.Client) -> str | None:
-        return self._groups.get(client.id)
+        return self._groups.get(client)
 
     # -- egress policy --
 

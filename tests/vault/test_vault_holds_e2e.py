@@ -302,3 +302,5 @@ async def test_outcomes_are_in_the_audit_log(setup, env) -> None:
     assert "approved by tg:4242 (and allowed for 2 s)" in outcomes
     assert outcomes.count("allowed (an owner's allowance for this rule is active)") == 2
     assert SECRET not in json.dumps(list(read_entries(env["state"])))
+    # Every line names the group, also those written after the client had gone (withdrawn).
+    assert {e["group"] for e in entries} == {"team"}, [e for e in entries if e["group"] != "team"]

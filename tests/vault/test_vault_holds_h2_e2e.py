@@ -255,5 +255,6 @@ async def test_withdrawals_are_in_the_audit_log(setup, env) -> None:
     entries = list(read_entries(env["state"]))
     withdrawn = [e for e in entries if e.get("approval") == "withdrawn: the client disconnected"]
     assert sorted(e["path"] for e in withdrawn) == ["/admin/deploy", "/admin/one", "/admin/two"]
+    assert {e["group"] for e in entries} == {"team"}  # also the lines written after the connection closed
     assert "approved by tg:4242" in [e.get("approval") for e in entries]
     assert SECRET not in json.dumps(entries)
