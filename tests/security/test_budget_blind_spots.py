@@ -5,7 +5,8 @@ A budget applies to every group (`[budget.global]`, plenty of headroom left). Th
 runs curl with its shell tool, in a real sandbox on every tier, through the real vault, straight
 at the model server with the injected key: batch creation, image generation, a Realtime
 WebSocket upgrade, a background Response, and the same batch call respelled (`%62atches`,
-`//./`, `..`, case) with `--path-as-is` so curl does not tidy the path first. Every one must be
+`//./`, `..`, case) with `--path-as-is` so curl does not tidy the path first, and Gemini's
+batch (its `:verb` escaped as `%3A`), context cache and Imagen calls. Every one must be
 refused with the vault's "clawgate budget:" 403 and none may reach the model server; a metered
 call (embeddings) still goes through and is stored exactly as the model reported it.
 """
@@ -36,6 +37,10 @@ REFUSED: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "escaped": ("POST", "/v1/%62atches", BATCH),
     "dots": ("POST", "//v1/./files/../Batches/", BATCH),
     "realtime": ("GET", "/v1/realtime?model=gpt-realtime", None),
+    # Gemini's native API: the verb respelled, a context cache, Imagen
+    "gemini-batch": ("POST", "/v1beta/models/gemini-2.5-flash%3AbatchGenerateContent", {"batch": {}}),
+    "gemini-cache": ("POST", "/V1BETA//cachedContents/", {"model": "models/gemini-2.5-flash"}),
+    "gemini-imagen": ("POST", "/v1beta/models/imagen-4.0-generate-001:predict", {"instances": []}),
 }
 EMBEDDING = Tokens(input=54_321)
 
@@ -86,7 +91,8 @@ async def test_a_sandbox_under_a_budget_cannot_spend_where_the_vault_cannot_coun
     assert out.count("clawgate budget: ") >= len(REFUSED), out
     assert "embedding\nstatus=200" in out, out
     reached = [r.path for r in model_server.requests]
-    assert not [p for p in reached if "atches" in p or "images" in p or "realtime" in p or "responses" in p]
+    spent = ("atches", "images", "realtime", "responses", "atchGenerate", "ached", "predict")
+    assert not [p for p in reached if any(word in p for word in spent)]
     assert reached.count("/v1/embeddings") == 1
 
     store = budgeted_gateway.store
