@@ -42,7 +42,7 @@ from mitmproxy import http
 from core.pricing import Price, PriceTable, cost_micros
 from proxy.bodies import may_have_large_body
 from proxy.metering import Usage
-from proxy.spend_paths import Call, background_requested, classify
+from proxy.spend_paths import GEMINI_OPAQUE, Call, background_requested, classify, gemini_unreadable
 
 log = logging.getLogger("clawgate.vault.budget")
 
@@ -214,6 +214,11 @@ class VaultBudgets:
         flow.metadata[CALL] = call
         if call.check_background and self.applies(group) and may_have_large_body(req):
             call = _UNCHECKED  # streamed to the upstream before the vault could read `background`
+        headers = req.headers
+        if call.endpoint == "gemini" and gemini_unreadable(
+            req.path, ",".join(headers.get_all("content-type")), ",".join(headers.get_all("accept"))
+        ):
+            call = GEMINI_OPAQUE  # the same call, answered in bytes the meter cannot read
         return self._verdict(group, flow, call)
 
     def screen_body(self, group: str, flow: http.HTTPFlow) -> bool:

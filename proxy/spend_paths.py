@@ -15,7 +15,8 @@ said otherwise, so local model servers and test fakes count exactly like the pro
   session's usage travels in WebSocket frames; an Assistants run spends in the background; a
   `background: true` Response (`check_background`, read from the body by `background_requested`)
   reports its usage only through a later GET; Gemini's batches, embeddings (no counts in the
-  answer), Imagen/Veo, context caches (storage billed per hour), Live API and gRPC likewise.
+  answer), Imagen/Veo, context caches (storage billed per hour), Live API and gRPC likewise, and
+  a Gemini model call asking for a protobuf answer (`gemini_unreadable`, checked by the budget).
   While any budget applies to the group these are refused (a budget that cannot see spend is
   no budget); without one they pass and the audit log marks them "unmetered".
 - **free**: known not to bill by itself (token counting, uploads, cancelling, moderation, ...).
@@ -291,6 +292,44 @@ def model_endpoint(method: str, path: str) -> Endpoint | None:
     """Which metered model API a request calls, on any host; None if it is not one."""
     call = classify(method, path)
     return call.endpoint if call.kind == "metered" else None
+
+
+# Google's APIs answer in protobuf when asked (`alt=proto`, `$alt=…`, a protobuf or JSPB
+# `application/json+protobuf` body or Accept): the same metered call, in bytes the meter cannot
+# read. Such a call is unmeterable; only JSON and SSE answers are metered.
+GEMINI_OPAQUE = _u(
+    "gemini",
+    "Gemini call asking for a protobuf answer",
+    "its answer would be protobuf, which the vault does not read",
+)
+_READABLE_ALT = frozenset({"", "json", "sse"})
+
+
+def _decoded(text: str) -> str:
+    for _ in range(4):
+        decoded = unquote(text.replace("+", " "), errors="replace")
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
+def gemini_unreadable(path: str, content_type: str = "", accept: str = "") -> bool:
+    """Whether a Gemini model call asks for an answer the meter cannot read (see GEMINI_OPAQUE).
+
+    Every `alt`/`$alt` parameter counts (decoded, any case); a value other than json or sse
+    (`json;enum-encoding=int` is json) makes the answer unreadable, and so does a body or
+    Accept type naming protobuf or gRPC.
+    """
+    if any(word in f"{content_type} {accept}".lower() for word in ("proto", "grpc")):
+        return True
+    query = path.split("#", 1)[0].partition("?")[2]
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        alt = _decoded(value).split(";", 1)[0].strip().lower()
+        if _decoded(key).strip().lower().lstrip("$") == "alt" and alt not in _READABLE_ALT:
+            return True
+    return False
 
 
 def gemini_model(path: str) -> str:

@@ -18,6 +18,7 @@ from proxy.spend_paths import (
     background_requested,
     classify,
     gemini_model,
+    gemini_unreadable,
     normalize_path,
 )
 
@@ -253,6 +254,32 @@ def test_the_model_a_gemini_path_names() -> None:
     assert gemini_model("/v1beta/models/Gemini-2.0-Flash%3AstreamGenerateContent") == "gemini-2.0-flash"
     assert gemini_model("/v1beta/models/x%0Ay:generateContent") == "x?y"  # nothing unprintable reaches a log
     assert gemini_model("/v1/chat/completions") == ""
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "accept", "unreadable"),
+    [
+        (f"{GEN}:generateContent", "application/json", "", False),
+        (f"{GEN}:streamGenerateContent?alt=sse&key=k", "", "*/*", False),
+        (f"{GEN}:generateContent?alt=JSON", "", "", False),
+        (f"{GEN}:generateContent?$alt=json;enum-encoding=int", "", "", False),
+        (f"{GEN}:generateContent?salt=proto&key=alt%3Dproto", "", "", False),
+        (f"{GEN}:generateContent?alt=proto", "", "", True),
+        (f"{GEN}:generateContent?%24alt=proto", "", "", True),
+        (f"{GEN}:generateContent?$ALT=Proto", "", "", True),
+        (f"{GEN}:generateContent?alt=sse&alt=proto", "", "", True),  # either may win upstream
+        (f"{GEN}:generateContent?alt=%2570roto", "", "", True),  # double-encoded
+        (f"{GEN}:generateContent?alt=media", "", "", True),
+        (f"{GEN}:generateContent", "application/x-protobuf", "", True),
+        (f"{GEN}:generateContent", "application/json+protobuf", "", True),  # JSPB: arrays, no keys
+        (f"{GEN}:generateContent", "application/json", "application/x-protobuf", True),
+        (f"{GEN}:generateContent", "application/grpc", "", True),
+    ],
+)
+def test_a_gemini_call_asking_for_an_answer_the_meter_cannot_read(
+    path: str, content_type: str, accept: str, unreadable: bool
+) -> None:
+    assert gemini_unreadable(path, content_type, accept) is unreadable
 
 
 def test_a_method_override_makes_a_read_a_write() -> None:

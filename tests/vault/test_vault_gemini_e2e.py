@@ -6,8 +6,9 @@ neither metered `…:generateContent` nor refused anything Gemini. Here, with th
 streamed JSON array without it, sent in pieces) is stored per group exactly as the model server
 reported it; a group with no headroom gets the vault's 403 in Gemini's own error shape and the
 model server sees nothing, however the verb is spelled; and what the vault cannot meter (batches,
-embeddings, Imagen/Veo, context caches, the Live API's WebSocket, gRPC) is refused while any budget
-applies, and passes marked "unmetered" in the audit log without one.
+embeddings, Imagen/Veo, context caches, the Live API's WebSocket, gRPC, a model call asking for a
+protobuf answer) is refused while any budget applies, and passes marked "unmetered" in the audit
+log without one.
 """
 
 from __future__ import annotations
@@ -190,6 +191,10 @@ UNMETERABLE: list[tuple[str, str, dict[str, str], str]] = [
     ("POST", "/v1beta/models/imagen;v=1:predict", JSON, "Gemini predict (Imagen)"),
     ("POST", "/v1beta/%63achedContents/", JSON, "Gemini context cache creation"),
     ("GET", "/v1beta/cachedContents", {**JSON, "X-HTTP-Method-Override": "POST"}, "Gemini context cache"),
+    # a model call asking for an answer in protobuf: the meter could not read its usage
+    ("POST", f"{MODEL}:generateContent?alt=proto", JSON, "protobuf answer"),
+    ("POST", f"{MODEL}:streamGenerateContent?%24alt=proto", JSON, "protobuf answer"),
+    ("POST", f"{MODEL}:generateContent", {"Content-Type": "application/x-protobuf"}, "protobuf answer"),
 ]
 
 
