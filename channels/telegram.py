@@ -3,12 +3,10 @@
 Webhook mode always checks Telegram's secret token (`channels.telegram_webhook`); without one
 in the config, one is generated and kept in the config dir.
 
-Chat ids are `tg:<chat id>` (negative for groups, `-100…` for supergroups), which is
-what `/chatid` answers and what a group is registered under. Forum topics: inbound
-messages keep the plain `tg:<chat id>` (so a registered supergroup hears all of its
-topics) and the channel remembers the topic of the latest message from a person in
-each chat; a reply to `tg:<chat id>` goes to that topic. `tg:<chat id>:<thread id>`
-addresses one topic explicitly and is accepted by `send`/`owns_chat` as well.
+Chat ids are `tg:<chat id>[:<topic id>]`; which topic a reply goes to, and where a
+migrated group went, is `channels/telegram_chats.py`. Everything the channel sends (reply
+chunks, 429 waits, "typing…", approval prompts) is `channels/telegram_outbound.py`; this
+module connects, receives, and stores each update before it is acknowledged.
 
 A mention of `@<bot username>` or a reply to one of the bot's messages is the trigger:
 the mention is removed and `@<assistant name>` put in front, so the gateway's trigger
@@ -24,26 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from telegram import (
-    LinkPreviewOptions,
-    Message,
-    Update,
-)
-from telegram.constants import ChatAction, ParseMode
-from telegram.error import (
-    BadRequest,
-    ChatMigrated,
-    InvalidToken,
-    NetworkError,
-    RetryAfter,
-    TelegramError,
-)
+from telegram import Message, Update
+from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application
 
 try:
@@ -62,12 +47,14 @@ from channels.base import (
     OnButton,
     OnMessage,
 )
-from channels.telegram_approvals import decided_text, keyboard, parse_callback, pending_text
+from channels.telegram_approvals import parse_callback
 from channels.telegram_attachments import save_attachment
+from channels.telegram_chats import PREFIX, ChatRoutes, parse_chat_id
 from channels.telegram_commands import sync_commands
-from channels.telegram_format import LIMIT, apply_trigger, html_to_plain, render
+from channels.telegram_format import apply_trigger
+from channels.telegram_outbound import TelegramOutbound
 from channels.telegram_poll import UpdatePoller
-from channels.telegram_send import HandoffRequest, not_accepted, retry_after_s
+from channels.telegram_send import HandoffRequest
 from channels.telegram_webhook import WebhookServer, check_secret, webhook_secret
 from core import redaction
 from core.models import InboundMessage
@@ -82,27 +69,11 @@ class StoreUnavailable(RuntimeError):
     """An update could not be stored; it must not be acknowledged."""
 
 
-PREFIX = "tg:"
 WEBHOOK_PATH = "/clawgate-telegram"
-MAX_RETRY_AFTER_S = 300.0
-SEND_ATTEMPTS = 5
-TYPING_REFRESH_S = 4.0
-TYPING_MAX_S = 300.0
-NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 
 OnMigrate = Callable[[str, str], Awaitable[None] | None]
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines contain the token-bearing URL
-
-
-def parse_chat_id(chat_id: str) -> tuple[int, int | None]:
-    """`tg:<chat>` or `tg:<chat>:<thread>` → (chat, thread or None); ValueError otherwise."""
-    if not chat_id.startswith(PREFIX):
-        raise ValueError(f"not a Telegram chat id: {chat_id!r}")
-    parts = chat_id[len(PREFIX) :].split(":")
-    if len(parts) not in (1, 2) or not all(re.fullmatch(r"-?\d+", p) for p in parts):
-        raise ValueError(f"not a Telegram chat id: {chat_id!r} (expected tg:<chat id>[:<topic id>])")
-    return int(parts[0]), int(parts[1]) if len(parts) == 2 else None
 
 
 class TelegramChannel:
@@ -150,9 +121,8 @@ class TelegramChannel:
         self._unavailable_told: set[str] = set()
         self._on_message: OnMessage | None = None
         self._on_button: OnButton | None = None
-        self._threads: dict[int, int] = {}  # chat → topic of the latest human message
-        self._migrated: dict[int, int] = {}
-        self._typing: dict[int, asyncio.Task[None]] = {}
+        self._routes = ChatRoutes()
+        self._out = TelegramOutbound(lambda: self._bot, self._routes, self._migrate)
         self._tasks: set[asyncio.Task[None]] = set()
         self.bot_id: int | None = None
         self.bot_username: str | None = None
@@ -240,7 +210,7 @@ class TelegramChannel:
         )
         builder = builder.updater(None)  # inbound is ours: stored before acknowledged (telegram_poll)
         app: Application[Any, Any, Any, Any, Any, Any]
-        if AIORateLimiter is not None:  # Telegram's flood limits; a 429 still comes back to `_call`
+        if AIORateLimiter is not None:  # Telegram's flood limits; a 429 still reaches `TelegramOutbound.call`
             app = builder.rate_limiter(AIORateLimiter(max_retries=0)).build()
         else:
             app = builder.build()
@@ -268,9 +238,9 @@ class TelegramChannel:
     async def disconnect(self) -> None:
         self.connected = False
         app, self._app = self._app, None
-        for task in [*self._typing.values(), *self._tasks]:
+        self._out.stop_all_typing()
+        for task in self._tasks:
             task.cancel()
-        self._typing.clear()
         server, self._server = self._server, None
         if server is not None:
             with contextlib.suppress(Exception):
@@ -364,7 +334,7 @@ class TelegramChannel:
             return
         self._unavailable_told.add(chat_id)
         with contextlib.suppress(Exception):
-            chat, thread = self._target(chat_id)
+            chat, thread = self._routes.target(chat_id)
             await self._bot.send_message(
                 chat_id=chat,
                 message_thread_id=thread,
@@ -385,10 +355,7 @@ class TelegramChannel:
         sender = message.from_user
         is_bot = bool(sender and sender.is_bot) or (sender is not None and sender.id == self.bot_id)
         if not is_bot:
-            if message.is_topic_message and message.message_thread_id:
-                self._threads[chat.id] = message.message_thread_id
-            else:
-                self._threads.pop(chat.id, None)
+            self._routes.heard(chat.id, message.message_thread_id if message.is_topic_message else None)
         saved = await self._save_attachment(message, f"{PREFIX}{chat.id}") if not is_bot else None
         if saved:
             text = f"{text}\n{saved}".strip()
@@ -419,11 +386,8 @@ class TelegramChannel:
         return apply_trigger(text, self.bot_username, replied, self._assistant)
 
     async def _migrate(self, old: int, new: int) -> None:
-        if self._migrated.get(old) == new:
+        if not self._routes.migrate(old, new):
             return
-        self._migrated[old] = new
-        if old in self._threads:
-            self._threads[new] = self._threads.pop(old)
         log.info("telegram: chat %s became supergroup %s", old, new)
         if self._on_migrate is not None:
             result = self._on_migrate(f"{PREFIX}{old}", f"{PREFIX}{new}")
@@ -458,124 +422,19 @@ class TelegramChannel:
         with contextlib.suppress(Exception):
             await query.answer(answer[:200])
 
-    # -- outbound ----------------------------------------------------------------------------
-
-    def _target(self, chat_id: str) -> tuple[int, int | None]:
-        chat, thread = parse_chat_id(chat_id)
-        chat = self._migrated.get(chat, chat)
-        return chat, thread if thread is not None else self._threads.get(chat)
+    # -- outbound (channels/telegram_outbound.py) -------------------------------------------
 
     async def send(self, chat_id: str, text: str) -> None:
-        chat, thread = self._target(chat_id)
-        self._stop_typing(chat)
-        for index, chunk in enumerate(render(text, LIMIT)):
-            try:
-                await self._send_chunk(chat, thread, chunk)
-            except TelegramError as exc:
-                refused = not_accepted(exc)
-                if refused is None or index > 0:  # unknown, or earlier chunks are already out
-                    raise
-                raise refused from exc
-
-    async def _send_chunk(self, chat: int, thread: int | None, chunk: str) -> Message:
-        try:
-            return await self._call(
-                lambda c: self._bot.send_message(
-                    c,
-                    chunk,
-                    parse_mode=ParseMode.HTML,
-                    message_thread_id=thread,
-                    link_preview_options=LinkPreviewOptions(is_disabled=True),
-                ),
-                chat,
-            )
-        except BadRequest as exc:
-            if "parse entities" not in str(exc).lower() and "tag" not in str(exc).lower():
-                raise
-            log.warning("telegram rejected our HTML (%s); sending plain text", exc)
-        plain = html_to_plain(chunk)
-        return await self._call(
-            lambda c: self._bot.send_message(c, plain[:LIMIT], message_thread_id=thread), chat
-        )
-
-    async def _call[T](self, request: Callable[[int], Awaitable[T]], chat: int) -> T:
-        """One Bot API request: waits out 429 `retry_after`, follows a group→supergroup migration."""
-        for attempt in range(1, SEND_ATTEMPTS + 1):
-            try:
-                return await request(chat)
-            except RetryAfter as exc:
-                wait = retry_after_s(exc)
-                if attempt == SEND_ATTEMPTS or wait > MAX_RETRY_AFTER_S:
-                    raise
-                log.info("telegram: rate limited, retrying in %.0fs", wait)
-                await asyncio.sleep(wait)
-            except ChatMigrated as exc:
-                await self._migrate(chat, exc.new_chat_id)
-                chat = exc.new_chat_id
-        raise AssertionError("unreachable")
+        await self._out.send(chat_id, text)
 
     async def typing(self, chat_id: str) -> None:
         """Show "typing…" in the chat until the next reply to it (refreshed; best effort)."""
-        try:
-            chat, thread = self._target(chat_id)
-        except ValueError:
-            return
-        if chat in self._typing and not self._typing[chat].done():
-            return
-
-        async def refresh() -> None:
-            deadline = time.monotonic() + TYPING_MAX_S
-            while time.monotonic() < deadline:
-                with contextlib.suppress(Exception):
-                    await self._bot.send_chat_action(chat, ChatAction.TYPING, message_thread_id=thread)
-                await asyncio.sleep(TYPING_REFRESH_S)
-
-        task = asyncio.create_task(refresh(), name="telegram-typing")
-        self._typing[chat] = task
-        task.add_done_callback(lambda t: self._typing.pop(chat) if self._typing.get(chat) is t else None)
-
-    def _stop_typing(self, chat: int) -> None:
-        task = self._typing.pop(chat, None)
-        if task is not None:
-            task.cancel()
-
-    # -- approvals ---------------------------------------------------------------------------
+        await self._out.typing(chat_id)
 
     async def send_approval(self, chat_id: str, prompt: ApprovalPrompt) -> str:
-        chat, thread = self._target(chat_id)
-        body, buttons = pending_text(prompt), keyboard(prompt)
-        message = await self._call(
-            lambda c: self._bot.send_message(
-                c,
-                body,
-                parse_mode=ParseMode.HTML,
-                reply_markup=buttons,
-                message_thread_id=thread,
-                link_preview_options=NO_PREVIEW,
-            ),
-            chat,
-        )
-        return f"{message.chat.id}:{message.message_id}"
+        return await self._out.send_approval(chat_id, prompt)
 
     async def finish_approval(
         self, chat_id: str, ref: str, prompt: ApprovalPrompt, outcome: ApprovalOutcome
     ) -> None:
-        chat_text, _, message_text = ref.rpartition(":")
-        chat, message_id = int(chat_text), int(message_text)
-        chat = self._migrated.get(chat, chat)
-        body = decided_text(prompt, outcome)
-        try:
-            # editMessageText without reply_markup removes the inline keyboard
-            await self._call(
-                lambda c: self._bot.edit_message_text(
-                    body,
-                    chat_id=c,
-                    message_id=message_id,
-                    parse_mode=ParseMode.HTML,
-                    link_preview_options=NO_PREVIEW,
-                ),
-                chat,
-            )
-        except BadRequest as exc:
-            if "not modified" not in str(exc).lower():
-                raise
+        await self._out.finish_approval(ref, prompt, outcome)

@@ -1,9 +1,9 @@
 """What an approval prompt looks like in Telegram: its text, its buttons, and a click's data.
 
-Kept apart from the channel's transport (channels/telegram.py) because this is where the
-agent's own words meet the owner's screen: the title and details come (in part) from the
-requesting sandbox, so everything here is escaped and bounded, and a button's callback data
-is parsed strictly before any approval id reaches the gateway.
+Kept apart from the channel's transport (channels/telegram.py, channels/telegram_outbound.py)
+because this is where the agent's own words meet the owner's screen: the title and details
+come (in part) from the requesting sandbox, so everything here is escaped and bounded, and a
+button's callback data is parsed strictly before any approval id reaches the gateway.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ from gateway.sandboxes import sandbox_spec
 from groups import folders
 from groups.mounts import plan_mounts
 from groups.sandbox.base import ExtraMount, Limits, SandboxSpec, SandboxUnavailable
-from groups.sandbox.bwrap import BWRAP_ENV, BwrapBackend, bwrap_argv, launch, read_rootfs
+from groups.sandbox.bwrap import BWRAP_ENV, BwrapBackend, launch, read_rootfs
+from groups.sandbox.bwrap_argv import bwrap_argv
 from groups.uids import group_identity
 from tests.integration.bwrap_support import alive, bwrap_rootfs, descendants, link_rootfs, probe
 from tests.integration.probes import (

@@ -323,4 +323,4 @@ async def test_typing_indicator_until_the_reply(tg: Harness) -> None:
     action = await tg.api_wait(lambda: [p for m, p in tg.api.calls if m == "sendChatAction"])
     assert action[0]["chat_id"] == GROUP and action[0]["action"] == "typing"
     await tg.channel.send(f"tg:{GROUP}", "done")
-    assert tg.channel._typing == {}
+    assert tg.channel._out.typing_tasks == {}

@@ -98,7 +98,7 @@ def test_disk_limits_default_to_a_quota_and_a_floor(tmp_path: Path) -> None:
 
 
 def test_the_inbox_is_mounted_read_only_by_both_backends(tmp_path: Path) -> None:
-    from groups.sandbox.bwrap import bwrap_argv
+    from groups.sandbox.bwrap_argv import bwrap_argv
 
     dirs = group_dirs(tmp_path, "team")
     spec = sandbox_spec(load(tmp_path), Group("team", "tg:1", "team", "@Andy"), dirs, (1000, 1000), "i")

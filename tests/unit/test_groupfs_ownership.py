@@ -321,7 +321,7 @@ def test_the_rule_sees_the_group_paths_in_the_code_base() -> None:
         seen[path.relative_to(ROOT).as_posix()] = hits
     for rel in (
         "groups/sandbox/docker.py",
-        "groups/sandbox/bwrap.py",
+        "groups/sandbox/bwrap_argv.py",  # sandbox_binds: the spec's dirs become bwrap's mounts
         "gateway/commands.py",
         "gateway/channel_setup.py",  # attachment inboxes, written for the channels
     ):
