@@ -271,7 +271,7 @@ async def main() -> None:
             "bwrap_cold_start_p50_ms": 100,
             "vault_vs_mitmdump_rps": 0.9,
             "vault_metering_vs_stream_rps": 0.9,
-            "vault_metering_json_vs_vault_rps": 0.9,
+            "vault_metering_json_vs_json_rps": 0.9,
             "near_sign_per_s": 5000,
             "ipc_conn_flood_other_group_p99_ms": 200,
             "fuzz_crashes": 0,

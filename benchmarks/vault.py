@@ -15,10 +15,11 @@ its own process, certificate from a throw-away CA):
   - vault_stream: the same request and stream on a path that is not a model endpoint (not
     metered), so `vault_metering_vs_stream_rps` isolates what metering costs.
 - vault_metering_json / vault_json: the same pair with a non-streamed call (`"stream": false`,
-  a small JSON Messages body with usage, `Content-Length`), a response the size of `vault`'s:
-  `vault_metering_json_vs_vault_rps` is metering next to `vault_rps` on equal terms, while
-  `vault_metering_vs_vault_rps` also contains what relaying an SSE stream costs mitmproxy
-  (about the same with metering off: `vault_stream_rps`).
+  a small JSON Messages body with usage, `Content-Length`). `vault_metering_json_vs_json_rps`
+  is what metering costs a non-streamed call; `vault_metering_json_vs_vault_rps` and
+  `vault_metering_vs_vault_rps` set model calls next to `vault_rps`'s 3-byte GET, so they also
+  contain what a POST with a body and a larger answer (or an SSE stream) cost mitmproxy with
+  metering off (`vault_json_rps`, `vault_stream_rps`).
 
 Throughput: a fixed number of requests at the same client concurrency over keep-alive
 connections (httpcore, HTTP/1.1), in ROUNDS rounds; every round runs each subject once, in
