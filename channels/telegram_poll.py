@@ -20,11 +20,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
 from typing import Any
 
 from telegram import Update
 from telegram.error import Conflict, Forbidden, InvalidToken, RetryAfter, TelegramError
+
+from channels.telegram_send import retry_after_s
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class UpdatePoller:
             except asyncio.CancelledError:
                 raise
             except RetryAfter as exc:
-                await asyncio.sleep(_seconds(exc.retry_after))
+                await asyncio.sleep(_wait_s(exc))
                 continue
             except (InvalidToken, Forbidden) as exc:
                 log.error("telegram: polling refused (%s); check telegram.token", type(exc).__name__)
@@ -130,10 +131,7 @@ class UpdatePoller:
                 backoff = BACKOFF_INITIAL_S
 
 
-def _seconds(value: float | timedelta) -> float:
-    """RetryAfter.retry_after: seconds, or a timedelta (python-telegram-bot's newer form)."""
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    try:
-        return min(max(float(seconds), 1.0), 300.0)
-    except (TypeError, ValueError):
-        return BACKOFF_MAX_S
+def _wait_s(exc: RetryAfter) -> float:
+    """Telegram's asked-for pause, kept between 1 s and 5 min so a hostile or broken answer
+    neither spins the poll loop nor parks it for a day."""
+    return min(max(retry_after_s(exc), 1.0), 300.0)

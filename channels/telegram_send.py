@@ -9,6 +9,7 @@ from "outcome unknown".
 
 from __future__ import annotations
 
+import math
 import warnings
 from datetime import timedelta
 from typing import Any
@@ -29,11 +30,21 @@ class HandoffRequest(HTTPXRequest):
         return await super().do_request(*args, **kwargs)
 
 
+UNREADABLE_RETRY_AFTER_S = 30.0
+
+
 def retry_after_s(exc: RetryAfter) -> float:
-    with warnings.catch_warnings():  # PTB 22 warns that the type will become timedelta
-        warnings.simplefilter("ignore")
-        value = exc.retry_after
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+    """Seconds Telegram asks us to wait: PTB gives an int today and a timedelta in its next
+    major version (and warns about it on every read). A value that is no finite number of
+    seconds reads as UNREADABLE_RETRY_AFTER_S rather than breaking the caller's wait."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = exc.retry_after
+        seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        return UNREADABLE_RETRY_AFTER_S
+    return seconds if math.isfinite(seconds) else UNREADABLE_RETRY_AFTER_S
 
 
 def not_accepted(exc: TelegramError) -> NotAccepted | None:
