@@ -36,7 +36,7 @@ from mitmproxy.connection import ConnectionState
 from mitmproxy.proxy import server_hooks
 
 from proxy.audit import strip_query_values
-from proxy.bodies import STREAM_ABOVE, may_have_large_body
+from proxy.bodies import HOLD, STREAM_ABOVE, may_have_large_body
 from proxy.budget import VaultBudgets
 from proxy.holds import Demand, Holder, neutralise, refusal_json, summarize_body
 from proxy.leaks import redact
@@ -114,6 +114,17 @@ def _refusal_body(host: str, port: int, detail: str) -> str:
         "model server), allow it explicitly in config.toml:\n\n"
         "[vault]\n"
         f'allow_private_upstreams = ["{hp}"]\n'
+    )
+
+
+def _unheld_body_refusal() -> str:
+    return (
+        "clawgate vault: this request needs the owner's approval, and the vault holds a request "
+        "only once it has the whole of it: a body of at most "
+        f"{STREAM_ABOVE} bytes with a declared Content-Length (over HTTP/2 also no body at all, "
+        "the stream ended with the headers). This one's body was still coming without a "
+        "declared size. Send it again with a Content-Length header (Content-Length: 0 for no body) "
+        "and it is held for the owner.\n"
     )
 
 
@@ -277,7 +288,7 @@ class VaultAddon:
             self._policy_refusal(flow, self.enforcer.check_request_size(flow, have_body=True))
         if flow.response is None and self.budgets is not None:  # `background: true` is in the body
             self.budgets.screen_body(self.group_of(flow.client_conn) or "", flow)
-        demand = flow.metadata.pop("clawgate.hold", None)
+        demand = flow.metadata.pop(HOLD, None)
         if isinstance(demand, Demand) and flow.response is None:
             await self._hold(flow, demand)
 
@@ -288,14 +299,13 @@ class VaultAddon:
         demand = self.enforcer.approval_demand(flow, self.group_of(flow.client_conn) or "")
         if demand is None:
             return False
-        if may_have_large_body(flow.request):
-            body = (
-                f"clawgate vault: this request needs the owner's approval, and such requests may carry "
-                f"a body of at most {STREAM_ABOVE} bytes with a declared Content-Length.\n"
-            )
-            self._refuse(flow, 413, body)
+        # Held means whole: a body of known small size, or (HTTP/2) a stream the client already
+        # ended without one. A body still coming would be streamed to the upstream before the
+        # hold (mitmproxy streams past STREAM_ABOVE), so it is refused here (invariant 14).
+        if may_have_large_body(flow.request) and not self.streams.ended_without_body(flow):
+            self._refuse(flow, 413, _unheld_body_refusal())
             return True
-        flow.metadata["clawgate.hold"] = demand
+        flow.metadata[HOLD] = demand  # proxy/bodies.py BodyGate never streams such a flow
         return True
 
     async def _hold(self, flow: http.HTTPFlow, demand: Demand) -> None:

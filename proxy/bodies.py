@@ -20,6 +20,9 @@ of unknown length (chunked) had no limit at all. So:
   client's and no body, to `EarlyResponder`, an in-process loopback server that answers at once
   with the refusal; the body is discarded as it arrives. So a declared 4 GB body gets its 413
   right after the headers.
+- A request to be held for the owner's approval (proxy/holds.py; marked `HOLD` in
+  `requestheaders`) is never streamed, whatever its headers say: streaming would send it
+  upstream before the owner decided. The marking addon vouches that its body is whole or small.
 
 Register `BodyGate` after every addon that may refuse in `requestheaders` (it acts on their
 decision), and tell `VaultAddon` and `PinAddon` the responder's address (`internal`).
@@ -43,6 +46,7 @@ log = logging.getLogger("clawgate.vault.bodies")
 STREAM_ABOVE = 1 << 20  # bodies above this (or of unknown length) are streamed, never buffered
 MIN_OVERLAP = 4096  # covers every built-in credential format with room to spare
 REFUSAL_HEADER = "x-clawgate-refusal"
+HOLD = "clawgate.hold"  # flow metadata: this request waits for the owner in `request` (whole, never streamed)
 _MAX_HELD = 1024  # refusals waiting for their redirected request; the oldest go first
 _HEAD_LIMIT = 64 * 1024
 _DRAIN_S = 30.0
@@ -196,6 +200,8 @@ class BodyGate:
         req = flow.request
         if not may_have_large_body(req):
             return
+        if flow.response is None and HOLD in flow.metadata:
+            return  # held whole until the owner decides (invariant 14): the body has ended already
         if flow.response is not None:
             self._answer_early(flow)
         else:

@@ -1,4 +1,4 @@
-"""Held requests over HTTP/2 through the real vault process (proxy/holds.py, proxy/h2_streams.py).
+"""Held requests over HTTP/2 through the real vault process (proxy/holds.py, proxy/stream_watch.py).
 
 Over HTTP/2 a client gives up on one request by resetting its stream (RST_STREAM, CANCEL)
 while the connection stays open for its other requests; the connection never closes, so
@@ -60,6 +60,8 @@ class HttpsUpstream:
                 self.end_headers()
                 self.wfile.write(out)
 
+            do_DELETE = do_POST = do_GET  # noqa: N815 - http.server API (a POST recorded at its headers)
+
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -112,18 +114,21 @@ class H2Client:
 
     async def get(self, path: str) -> int:
         """Send a GET on a new stream; its answer arrives in `self.answers[stream_id]`."""
+        return await self.send("GET", path, content_length="0")
+
+    async def send(
+        self, method: str, path: str, *, content_length: str | None = None, end_stream: bool = True
+    ) -> int:
+        """HEADERS on a new stream, with END_STREAM unless `end_stream` is False (then nothing is flushed)."""
         sid = self.conn.get_next_available_stream_id()
-        headers = [
-            (":method", "GET"),
-            (":scheme", "https"),
-            (":authority", self.authority),
-            (":path", path),
-            ("x-token", "placeholder"),
-            ("content-length", "0"),  # a held request declares its body (README: approvals)
-        ]
+        headers = [(":method", method), (":scheme", "https"), (":authority", self.authority), (":path", path)]
+        headers.append(("x-token", "placeholder"))
+        if content_length is not None:
+            headers.append(("content-length", content_length))
         self.answers[sid] = asyncio.get_running_loop().create_future()
-        self.conn.send_headers(sid, headers, end_stream=True)
-        await self.flush()
+        self.conn.send_headers(sid, headers, end_stream=end_stream)
+        if end_stream:
+            await self.flush()
         return sid
 
     async def cancel(self, sid: int) -> None:
