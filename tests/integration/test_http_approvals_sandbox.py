@@ -5,7 +5,9 @@ and the vault's CA, to a loopback HTTPS upstream that answers 401 without the re
 A secret rule with `approve = true` on `/deploy/*` holds the POST until the owner presses
 Approve in the main chat (the capture channel's buttons go through the same
 `Approvals.on_button` as Telegram's); Deny answers the container 403 with a JSON reason.
-A request the rule does not name passes meanwhile.
+A request the rule does not name passes meanwhile. curl speaks HTTP/2 to the vault by default
+and sends a bodyless GET or DELETE without content-length, the stream ended with its headers:
+held like any other (proxy/stream_watch.py), not refused with 413.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ async def held_gateway(  # type: ignore[no-untyped-def]
         TOKEN,
         rules=[
             make_rule(hp, "/deploy/*", ["POST"], "set_header", "Authorization", approve=True),
+            make_rule(hp, "/admin/*", ["GET", "DELETE"], "set_header", "Authorization", approve=True),
             make_rule(hp, "/*", [], "set_header", "Authorization"),
         ],
     )
@@ -123,3 +126,41 @@ async def test_curl_in_the_sandbox_waits_for_approve_and_deny_gets_403(
     assert status == "403" and json.loads(body)["error"] == "approval_required", out
     assert "the owner denied it" in json.loads(body)["message"]
     assert not [r for r in server.requests if r["path"] == "/deploy/staging"]
+
+
+def curl_bodyless(method: str, url: str) -> list[str]:
+    return [
+        "curl", "-sS", "--max-time", "90", "-w", "\n%{http_code} %{http_version}", "-X", method,
+        "-H", "Authorization: Bearer placeholder", url,
+    ]  # fmt: skip
+
+
+async def test_curl_over_http2_holds_a_bodyless_get_and_delete(
+    held_gateway: Gateway,
+    https_server,  # noqa: F811
+    docker_client: docker.DockerClient,
+) -> None:
+    server, _ = https_server
+    channel: CaptureChannel = held_gateway.test_channel  # type: ignore[attr-defined]
+    base = f"https://127.0.0.1:{server.port}"
+    [container] = containers(docker_client, held_gateway, "main")
+
+    held = asyncio.create_task(exec_in(container, curl_bodyless("GET", f"{base}/admin/report")))
+    await channel.wait_until(lambda: bool(channel.prompts), 60)
+    _, prompt = channel.prompts[0]
+    assert "/admin/report" in prompt.title
+    assert not [r for r in server.requests if r["path"] == "/admin/report"]
+    assert (await channel.press(prompt.id, "approve", OWNER_ID, MAIN)).startswith("Approved")
+    code, out = await asyncio.wait_for(held, 60)
+    assert code == 0 and out == "hello over tls\n\n200 2", out  # HTTP/2 all the way to the vault
+    [sent] = [r for r in server.requests if r["path"] == "/admin/report"]
+    assert sent["authorization"] == f"Bearer {TOKEN}" and sent["method"] == "GET"
+
+    denied = asyncio.create_task(exec_in(container, curl_bodyless("DELETE", f"{base}/admin/report")))
+    await channel.wait_until(lambda: len(channel.prompts) > 1, 60)
+    _, prompt = channel.prompts[1]
+    assert (await channel.press(prompt.id, "deny", OWNER_ID, MAIN)).startswith("Denied")
+    code, out = await asyncio.wait_for(denied, 60)
+    body, _, status = out.rpartition("\n")
+    assert status == "403 2" and json.loads(body)["error"] == "approval_required", out
+    assert [r["method"] for r in server.requests if r["path"] == "/admin/report"] == ["GET"]

@@ -66,7 +66,7 @@ class HttpsServer:
                 else:
                     self._send(200, b"hello over tls\n", [("Content-Type", "text/plain")])
 
-            do_GET = do_POST = _handle  # noqa: N815 - http.server API
+            do_GET = do_POST = do_DELETE = _handle  # noqa: N815 - http.server API
 
             def _send(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
                 self.send_response(status)
