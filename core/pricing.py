@@ -10,6 +10,13 @@ dated snapshot `claude-sonnet-4-5-20250929` finds `claude-sonnet-4-5`), then the
 if one is configured; otherwise it costs 0 and the table warns once per model, since a budget in
 USD cannot see spend it cannot price (the owner sets `[prices."<model>"]` or `[prices.default]`).
 
+Ollama's native API (provider "ollama", proxy/spend_paths.py) is the exception: its models run
+on the owner's own hardware unless they are cloud models, which Ollama bills by plan, not per
+token. So such a call is priced only by an entry that names its model (exactly or by prefix:
+`[prices."gpt-oss:120b-cloud"]`, `[prices."qwen3"]`), never by `default`, and costs 0 USD
+otherwise, without a warning: a `[prices.default]` meant for unknown paid models does not make
+a local model spend a USD budget. Its tokens still count against token budgets.
+
 Defaults: list prices taken 2026-12-02 from Anthropic's pricing page
 (platform.claude.com/docs/en/about-claude/pricing; `cache_write` is the default 5-minute
 cache-write price) and OpenAI's (platform.openai.com/docs/pricing; `cache_read` is the "cached
@@ -41,6 +48,7 @@ log = logging.getLogger("clawgate.pricing")
 
 DEFAULT_KEY = "default"
 MAX_COST_MICROS = 10**15  # a billion dollars: past this a count is a bug, not a bill
+NAMED_ONLY = frozenset({"ollama"})  # providers whose models `default` does not price (see above)
 
 
 class ModelPrice(BaseModel):
@@ -149,6 +157,8 @@ class TokenCounts(Protocol):
     """What is priced: a metered Usage (proxy/metering.py) or a stored row."""
 
     @property
+    def provider(self) -> str: ...
+    @property
     def model(self) -> str: ...
     @property
     def input_tokens(self) -> int: ...
@@ -188,13 +198,16 @@ class PriceTable:
         """The inverse of `to_json` (the whole table; defaults are not added again)."""
         return cls({key: Price(**dict(value)) for key, value in data.items()}, with_defaults=False)
 
-    def lookup(self, model: str) -> Price | None:
+    def lookup(self, model: str, *, named_only: bool = False) -> Price | None:
+        """`named_only`: an entry naming the model (exactly or by prefix) or None; no default, no warning."""
         found = self.prices.get(model)
         if found is not None:
             return found
         for prefix in self._prefixes:
             if model.startswith(prefix):
                 return self.prices[prefix]
+        if named_only:
+            return None
         if self.default is None and model not in self._warned and len(self._warned) < 1000:
             self._warned.add(model)
             log.warning(
@@ -212,7 +225,7 @@ def _toml_key(model: str) -> str:
 
 def cost_micros(usage: TokenCounts, prices: PriceTable) -> int:
     """USD millionths of one call: tokens x USD per million tokens is exactly micro-USD."""
-    price = prices.lookup(usage.model)
+    price = prices.lookup(usage.model, named_only=usage.provider in NAMED_ONLY)
     if price is None:
         return 0
     cost = (

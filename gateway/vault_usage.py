@@ -31,7 +31,7 @@ MAX_MODEL = 100
 MAX_GROUP = 100
 PAST_S = 400 * 86400  # a record older than this (or from the future) gets the time it arrived
 FUTURE_S = 300.0
-PROVIDERS = frozenset({"anthropic", "openai", "gemini"})
+PROVIDERS = frozenset({"anthropic", "openai", "gemini", "ollama"})
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 

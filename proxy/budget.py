@@ -11,7 +11,8 @@ groups share), each limit's remaining headroom with the `budgets` control op
   writes to a provider's API) is answered 403 while ANY limit applies to G, since a budget that
   cannot see the spend would not bound it. Both in the provider's own error shape, so SDKs
   surface the message and do not retry (they retry 408/409/429/5xx, never 403; Gemini's shape
-  is Google's `{"error": {"code", "message", "status": "PERMISSION_DENIED"}}`). The message
+  is Google's `{"error": {"code", "message", "status": "PERMISSION_DENIED"}}`, Ollama's a bare
+  `{"error": "<message>"}`). The message
   starts "clawgate budget:", which the builtin agent recognises as final
   (groups/agent/transport.py). Without a budget such calls pass, marked "unmetered" in the
   audit log (`clawgate.spend`) so the owner can find them.
@@ -146,6 +147,8 @@ def refusal_response(kind: str, message: str) -> http.Response:
         body: dict[str, Any] = {"type": "error", "error": {"type": "permission_error", "message": message}}
     elif kind == "gemini":  # google.rpc.Status as Google's JSON APIs send it
         body = {"error": {"code": 403, "message": message, "status": "PERMISSION_DENIED"}}
+    elif kind == "ollama":  # Ollama's clients read a bare string
+        body = {"error": message}
     else:
         body = {"error": {"message": message, "type": "insufficient_quota", "code": "budget_exhausted"}}
     return http.Response.make(403, json.dumps(body), {"Content-Type": "application/json"})

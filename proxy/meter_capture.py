@@ -28,6 +28,7 @@ class Keys:
     usage: str  # e.g. "usage", "usageMetadata"
     model: str  # e.g. "model", "modelVersion"
     model_at_end: bool = False  # Gemini: `modelVersion` follows `usageMetadata`, in the tail
+    marker: bytes = b""  # the substring test, if not the quoted `usage` (Ollama: two count keys)
     key: bytes = field(init=False)  # `"usage"`: a substring test before anything is parsed
     model_key: bytes = field(init=False)  # `"model"`, likewise
     usage_obj: re.Pattern[bytes] = field(init=False)
@@ -35,7 +36,7 @@ class Keys:
 
     def __post_init__(self) -> None:
         quoted = re.escape(json.dumps(self.usage).encode())
-        object.__setattr__(self, "key", json.dumps(self.usage).encode())
+        object.__setattr__(self, "key", self.marker or json.dumps(self.usage).encode())
         object.__setattr__(self, "usage_obj", re.compile(quoted + rb"\s*:\s*\{"))
         object.__setattr__(self, "model_key", json.dumps(self.model).encode())
         model = re.escape(self.model_key)
@@ -67,14 +68,19 @@ class Capture:
         if not self.has_usage and (key in data or key in self._carry + data[: len(key)]):
             self.has_usage = True
         self._carry = (self._carry + data[-len(key) :])[-len(key) :]  # also across tiny pieces
+        was_whole = self.size <= self.cap
         self.size += len(data)
         if self.size <= self.cap:
             self.head += data
             return
-        if len(self.head) > HEAD:  # just overflowed: keep HEAD, the rest starts the tail
+        if (
+            was_whole
+        ):  # just overflowed: keep HEAD (also of a first piece over the cap), the rest starts the tail
+            self.head += data
             self.tail = self.head[HEAD:]
             del self.head[HEAD:]
-        self.tail += data
+        else:
+            self.tail += data
         if len(self.tail) > TAIL:
             del self.tail[: len(self.tail) - TAIL]
 

@@ -17,6 +17,8 @@ pass. What it reads:
 - Gemini (`…/models/<m>:generateContent`, `:streamGenerateContent`): `usageMetadata` of a JSON
   body, of every SSE event, or of every element of the streamed JSON array it sends without
   `alt=sse` (cumulative: the last wins; known only at the end); see proxy/meter_gemini.py.
+- Ollama (`/api/chat`, `/api/generate`, `/api/embed`): NDJSON or one JSON object, read line by
+  line; the final object's `prompt_eval_count` and `eval_count`; see proxy/meter_ollama.py.
 
 Why incremental and bounded: a stream can be long and the upstream is untrusted input, so the
 meter never holds a whole stream. It keeps the unfinished line (up to `MAX_LINE`) and the data of
@@ -40,9 +42,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy import meter_gemini as gemini
+from proxy import meter_ollama as ollama
 from proxy.meter_capture import GEMINI_KEYS, HEAD, OPENAI_KEYS, TAIL, Capture
 from proxy.meter_decoding import Decoder
-from proxy.spend_paths import Endpoint
+from proxy.spend_paths import NATIVE, Endpoint
 
 __all__ = ["HEAD", "TAIL", "Meter", "Usage", "ensure_stream_usage", "meter_body", "request_model"]
 
@@ -56,7 +59,7 @@ _STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
 
 
 def provider_of(endpoint: Endpoint) -> str:
-    return endpoint if endpoint in ("anthropic", "gemini") else "openai"
+    return endpoint if endpoint in NATIVE else "openai"
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ class Meter:
         self._line_overflow = (
             b""  # b"data" when a too-long data line is being streamed into _data, b"x" to skip
         )
-        self._keys = GEMINI_KEYS if endpoint == "gemini" else OPENAI_KEYS
+        self._keys = {"gemini": GEMINI_KEYS, "ollama": ollama.KEYS}.get(endpoint, OPENAI_KEYS)
         self._data = Capture(MAX_EVENT if sse else MAX_JSON, self._keys)
         self._event = ""
         self._has_data = False
@@ -166,6 +169,8 @@ class Meter:
         self._array = (
             gemini.JsonArray(self._data.add, self._element) if endpoint == "gemini" and not sse else None
         )
+        # Ollama: NDJSON (or one JSON object), a line at a time whatever the content type says
+        self._ndjson = ollama.Lines(self._data.add, self._line_end) if endpoint == "ollama" else None
 
     # -- public --
 
@@ -182,7 +187,9 @@ class Meter:
         else:
             pieces = [chunk]
         for piece in pieces:
-            if self.sse:
+            if self._ndjson is not None:
+                self._ndjson.add(piece)
+            elif self.sse:
                 self._feed_sse(piece)
             elif self._array is not None:
                 self._array.add(piece)
@@ -199,7 +206,12 @@ class Meter:
         if self.done:
             return None
         self.done = True
-        if self.sse:
+        if self._ndjson is not None:
+            if self._data.size:  # the last line, without its line end (a JSON body has none)
+                self._line_end()
+            if self.seen_usage and self._final:
+                return self._usage(True)
+        elif self.sse:
             if self._line and not self._line_overflow:  # the last line, without its line end
                 line = bytes(self._line)
                 self._line.clear()
@@ -332,15 +344,32 @@ class Meter:
         """One element of a streamed Gemini JSON array is complete."""
         self._dispatch()
 
+    def _line_end(self) -> bool:
+        """One line of an Ollama answer is complete; True once the call's counts are known."""
+        if self._final:
+            return True
+        if not self.response_model and not self._data.has_usage and self._data.whole:
+            obj = self._data.parse()  # until the answer named its model (a cut stream keeps it)
+            if obj is not None:
+                self._model_from(obj)
+        self._dispatch()
+        return self._final
+
     def _parse(self, capture: Capture) -> dict[str, Any] | None:
         obj = capture.parse()
         if obj is not None and obj.get("_rebuilt") and self.endpoint == "gemini":
             obj["_final"] = gemini.mentions_finish(bytes(capture.tail))
+        elif obj is not None and obj.get("_rebuilt") and self.endpoint == "ollama":
+            ollama.rebuilt_counts(obj, bytes(capture.tail))
         return obj
 
     def _read_event(self, event: str, obj: dict[str, Any]) -> None:
         kind = obj.get("type") if isinstance(obj.get("type"), str) else event
-        if self.endpoint == "gemini":  # every chunk: cumulative usage, the last wins; no final event
+        if self.endpoint == "ollama":  # the counts come once, on the final object
+            self._model_from(obj)
+            if self._take(obj) and ollama.is_final(obj):
+                self._final = self.done = True
+        elif self.endpoint == "gemini":  # every chunk: cumulative usage, the last wins; no final event
             self._model_from(obj)
             if self._take(obj.get("usageMetadata")) and gemini.is_final(obj):
                 self._final = True
@@ -386,7 +415,9 @@ class Meter:
         if not isinstance(usage, dict):
             return False
         got = False
-        if self.endpoint == "gemini":
+        if self.endpoint == "ollama":  # the object itself: its counts are top-level fields
+            got = ollama.take(self.counts, usage)
+        elif self.endpoint == "gemini":
             got = gemini.take(self._gemini, usage)
             self.counts = gemini.counts(self._gemini)
         elif self.endpoint == "anthropic":

@@ -6,8 +6,9 @@ said otherwise, so local model servers and test fakes count exactly like the pro
 - **metered**: the response carries the call's token counts and `proxy/metering.py` reads them
   as they pass (Anthropic Messages, OpenAI Chat Completions, Responses, legacy Completions,
   Embeddings — the OpenAI ones also under the prefixes of OpenAI-compatible APIs, `_COMPAT` —
-  and Gemini's `:generateContent` / `:streamGenerateContent`, `GEMINI_VERBS`).
-  Refused only once a budget's headroom is gone (`proxy/budget.py`).
+  Gemini's `:generateContent` / `:streamGenerateContent`, `GEMINI_VERBS`, and Ollama's native
+  `/api/chat`, `/api/generate`, `/api/embed`, `OLLAMA`). Refused only once a budget's
+  headroom is gone (`proxy/budget.py`).
 - **unmeterable**: it spends the owner's money, but no response the vault relays says how much
   at the moment of the call — a batch or a fine-tuning job runs later and bills then; images,
   speech and transcription are priced per image / character / minute, not per token in the
@@ -16,13 +17,15 @@ said otherwise, so local model servers and test fakes count exactly like the pro
   `background: true` Response (`check_background`, read from the body by `background_requested`)
   reports its usage only through a later GET; Gemini's batches, embeddings (no counts in the
   answer), Imagen/Veo, context caches (storage billed per hour), Live API and gRPC likewise, and
-  a Gemini model call asking for a protobuf answer (`gemini_unreadable`, checked by the budget).
+  a Gemini model call asking for a protobuf answer (`gemini_unreadable`, checked by the budget),
+  and Ollama's legacy `/api/embeddings` (no counts in the answer).
   While any budget applies to the group these are refused (a budget that cannot see spend is
   no budget); without one they pass and the audit log marks them "unmetered".
 - **free**: known not to bill by itself (token counting, uploads, cancelling, moderation, ...).
 - **unknown**: any other write (not GET/HEAD/OPTIONS/DELETE, nor one a method-override header
-  makes a write) under `/v1/` on Anthropic's and OpenAI's API hosts, and anywhere on Gemini's
-  (`PROVIDER_HOSTS`). Providers add paid endpoints faster than this table grows, so on
+  makes a write) under `/v1/` on Anthropic's and OpenAI's API hosts, under `/api/` or `/v1/` on
+  Ollama's cloud (`ollama.com`), and anywhere on Gemini's (`PROVIDER_HOSTS`). Providers add
+  paid endpoints faster than this table grows, so on
   their hosts what the table does not know is treated like unmeterable spend, not like free.
 - **other**: everything else (package mirrors, other APIs): not the budget's business.
 
@@ -32,6 +35,21 @@ counts as `b`, `%3A` as the colon of a Gemini `:verb`), backslashes as slashes, 
 dropped and kept, empty and `.` segments dropped, case folded, and `..` both resolved and kept
 as a segment — the strictest reading wins. Matching over-approximates on purpose: refusing a
 request the upstream would have 404ed costs nothing, relaying one it would have billed unseen costs money.
+
+Ollama's native API is matched by its path alone, `/api/<name>` or `/ollama/api/<name>` (Open
+WebUI's Ollama proxy, the way many self-hosters expose it), on any host. Over- against
+under-approximation, decided so:
+- No look at the body for Ollama's `model` + `messages`/`prompt`: Ollama's Go decoder reads keys
+  in any case (`"MODEL"`) and keeps the last of duplicates, and `/api/generate` with only `model`
+  loads a model; a body test would have to mirror that decoder or be talked past, and a streamed
+  body is on its way upstream before the vault could read it. What the path alone costs another
+  REST API: its `POST /api/chat` or `/api/generate` is refused only once the group's budget is
+  used up (when its model calls are refused anyway), and its answer, without counts, is stored as
+  a call of 0 tokens marked incomplete; its `POST /api/embeddings` is refused while any budget
+  applies. Cheap next to a paid cloud model's spend going unseen.
+- No other prefix (`/llm/api/chat`, `/v2/api/chat`): `…/api/chat` under any prefix would catch far
+  more unrelated APIs, refusing them under a budget; a reverse proxy that moves Ollama elsewhere
+  is under-approximated (its spend unseen), which the README says.
 """
 
 from __future__ import annotations
@@ -46,7 +64,13 @@ from urllib.parse import unquote
 from core.json_nesting import nesting_exceeds
 
 Endpoint = Literal[
-    "anthropic", "openai-chat", "openai-responses", "openai-completions", "openai-embeddings", "gemini"
+    "anthropic",
+    "openai-chat",
+    "openai-responses",
+    "openai-completions",
+    "openai-embeddings",
+    "gemini",
+    "ollama",
 ]
 Kind = Literal["metered", "unmeterable", "free", "unknown", "other"]
 
@@ -54,8 +78,10 @@ PROVIDER_HOSTS = {
     "api.anthropic.com": "anthropic",
     "api.openai.com": "openai",
     "generativelanguage.googleapis.com": "gemini",
+    "ollama.com": "ollama",
 }
-PROVIDER_NAMES = {"anthropic": "Anthropic", "openai": "OpenAI", "gemini": "Gemini"}
+PROVIDER_NAMES = {"anthropic": "Anthropic", "openai": "OpenAI", "gemini": "Gemini", "ollama": "Ollama"}
+NATIVE = ("anthropic", "gemini", "ollama")  # endpoints that are their own provider (else: OpenAI's shape)
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 MAX_CHECKED_BODY = 4 << 20  # a body larger than this is not parsed for `background`
 MAX_NESTING = 128
@@ -84,7 +110,7 @@ _STORAGE = "its storage is billed per hour while it exists, which no response st
 
 
 def _m(endpoint: Endpoint, what: str, *, background: bool = False) -> Call:
-    provider = endpoint if endpoint in ("anthropic", "gemini") else "openai"
+    provider = endpoint if endpoint in NATIVE else "openai"
     return Call("metered", provider, endpoint, what, check_background=background)
 
 
@@ -187,6 +213,29 @@ _RPC_PREFIX = "google.ai.generativelanguage."
 _RPC = _u("gemini", "Gemini gRPC call", "its answer is protobuf, which the vault does not read")
 _LIVE_WS = _u("gemini", "Gemini Live API", _LIVE)
 
+# Ollama's native API (`ollama serve`, its cloud models on ollama.com, hosted Ollama-compatible
+# services), write methods only, under the prefixes and for the reasons in the module docstring.
+# The README's "Model spend" lists the same names.
+OLLAMA: dict[str, Call] = {
+    "chat": _m("ollama", "Ollama chat"),
+    "generate": _m("ollama", "Ollama generate"),
+    "embed": _m("ollama", "Ollama embed"),
+    "embeddings": _u("ollama", "Ollama legacy embeddings", _NO_COUNTS),
+    **{name: _FREE for name in ("pull", "push", "create", "copy", "delete", "show", "tags", "ps", "version")},
+}
+_OLLAMA_PREFIXES = (("api",), ("ollama", "api"))
+
+
+def _ollama(segments: tuple[str, ...]) -> Call | None:
+    for prefix in _OLLAMA_PREFIXES:
+        rest = segments[len(prefix) :] if segments[: len(prefix)] == prefix else ()
+        if len(rest) == 1:
+            return OLLAMA.get(rest[0])
+        if len(rest) == 2 and rest[0] == "blobs":  # a model file uploaded for /api/create
+            return _FREE
+    return None
+
+
 # OpenAI-compatible APIs under other prefixes: OpenRouter `/api/v1/…`, Groq `/openai/v1/…`,
 # Gemini `/v1beta/openai/…`, Azure `/openai/deployments/<name>/…`, DeepSeek's bare
 # `/chat/completions`. The same four endpoints are metered there when they follow a version or
@@ -260,15 +309,18 @@ def _gemini(segments: tuple[str, ...]) -> Call | None:
 
 def _lookup(write: bool, segments: tuple[str, ...], host: str) -> Call:
     row = next((c for p, any_method, c in _ROWS if (write or any_method) and _match(p, segments)), None)
-    found = [call for call in (row, _gemini(segments)) if call is not None]
-    if found:  # the first matching row, unless a Gemini verb is stricter
+    ollama = _ollama(segments) if write else None
+    found = [call for call in (row, _gemini(segments), ollama) if call is not None]
+    if found:  # the first matching row, unless a Gemini verb or an Ollama call is stricter
         return max(found, key=lambda call: _SEVERITY[call.kind])
     compatible = _compatible(segments) if write else None
     if compatible is not None:
         return compatible
     provider = PROVIDER_HOSTS.get(host)
-    # Anthropic's and OpenAI's APIs live under /v1/; everything on Gemini's host is its API.
-    if write and provider is not None and (provider == "gemini" or segments[:1] == ("v1",)):
+    # Anthropic's and OpenAI's APIs live under /v1/, Ollama's under /api/ and /v1/ (its
+    # OpenAI-compatible one); everything on Gemini's host is its API.
+    api = ("v1", "api") if provider == "ollama" else ("v1",)
+    if write and provider is not None and (provider == "gemini" or segments[:1] in [(p,) for p in api]):
         shown = _UNPRINTABLE.sub("?", "/".join(segments))  # the client's text: no newline reaches a log
         what = f"{PROVIDER_NAMES[provider]} /{shown}"[:120]
         return Call("unknown", provider, None, what, "the vault does not know what this endpoint costs")

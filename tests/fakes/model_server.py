@@ -10,7 +10,8 @@ Claude Code CLI asks for (`POST /v1/messages?beta=true`). Whatever else a client
 is recorded and otherwise ignored.
 
 `recorded_answer` (used as a `default` or pushed as a scripted `Raw`) answers in the recorded
-shapes of tests/fakes/model_payloads.py (Gemini's by the path's `:verb` and `alt=sse`),
+shapes of tests/fakes/model_payloads.py (Gemini's by the path's `:verb` and `alt=sse`) and
+tests/fakes/ollama_payloads.py (Ollama's native `/api/…`, NDJSON unless `"stream": false`),
 streamed or not as the request asks, with the token
 counts the test chooses: for metering tests, what "the model reported" is then known exactly.
 Like the real API, a chat completions stream carries usage only when the request set
@@ -20,6 +21,7 @@ Like the real API, a chat completions stream carries usage only when the request
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -27,8 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 from tests.fakes import model_payloads as shapes
+from tests.fakes import ollama_payloads as ollama
 
 
 @dataclass
@@ -148,6 +152,9 @@ def recorded_answer(record: Recorded, tokens: shapes.Tokens, model: str | None =
     stream = body.get("stream") is True
     kw = {"model": model} if model else {}
     path = record.path.split("?")[0].lower().replace("%3a", ":")
+    native = _ollama_answer(re.sub("/+", "/", unquote(path)).rstrip("/"), body, tokens, model)
+    if native is not None:
+        return native
     if path.endswith(":generatecontent"):
         return Raw(200, "application/json", shapes.gemini_json(tokens, **kw))
     if path.endswith(":streamgeneratecontent"):
@@ -180,6 +187,23 @@ def recorded_answer(record: Recorded, tokens: shapes.Tokens, model: str | None =
     if not stream:
         return Raw(200, "application/json", shapes.anthropic_json(tokens, **kw))
     return Raw(200, "text/event-stream", shapes.anthropic_sse(tokens, **kw), pieces=7)
+
+
+def _ollama_answer(path: str, body: dict[str, Any], tokens: shapes.Tokens, model: str | None) -> Raw | None:
+    """Ollama's native API: streamed (NDJSON, its default) unless `"stream": false`."""
+    kind = path.rsplit("/", 1)[-1]
+    if not path.endswith(("/api/chat", "/api/generate", "/api/embed", "/api/embeddings")):
+        return None
+    if kind == "embeddings":
+        return Raw(200, "application/json", ollama.ollama_embeddings_json())
+    if kind == "embed":
+        return Raw(
+            200, "application/json", ollama.ollama_embed_json(tokens, **({"model": model} if model else {}))
+        )
+    name = model or str(body.get("model") or "llama3.2")
+    if body.get("stream") is False:
+        return Raw(200, "application/json; charset=utf-8", ollama.ollama_json(tokens, kind, name))
+    return Raw(200, ollama.NDJSON, ollama.ollama_ndjson(tokens, kind, name), pieces=7)
 
 
 Responder = Callable[[Recorded], "tuple[int, dict[str, Any]] | Raw"]

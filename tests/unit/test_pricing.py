@@ -19,6 +19,7 @@ class Call:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    provider: str = "openai"
 
 
 def test_exact_then_longest_prefix_then_default() -> None:
@@ -42,6 +43,23 @@ def test_unknown_model_costs_nothing_and_warns_once(caplog: pytest.LogCaptureFix
         assert cost_micros(Call("my-local-model", 5, 5), table) == 0
     warnings = [r for r in caplog.records if "my-local-model" in r.getMessage()]
     assert len(warnings) == 1 and "[prices.default]" in warnings[0].getMessage()
+
+
+def test_an_ollama_model_is_priced_only_by_an_entry_naming_it_never_by_default(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A local model is free: `[prices.default]`, meant for unknown paid models, must not make an
+    Ollama call spend a USD budget (or, used up, refuse it); a model the owner prices still costs."""
+    table = PriceTable({"default": Price(3, 15, 3, 3), "gpt-oss:120b-cloud": Price(1, 2, 1, 1)})
+    with caplog.at_level(logging.WARNING, "clawgate.pricing"):
+        assert cost_micros(Call("llama3.2", 1000, 1000, provider="ollama"), table) == 0
+        assert cost_micros(Call("gpt-oss:120b-cloud", 1000, 1000, provider="ollama"), table) == 3000
+        assert cost_micros(Call("llama3.2", 1000, 1000), table) == 18_000  # the same name elsewhere: default
+        assert (
+            cost_micros(Call("gpt-4o", 1000, 0, provider="ollama"), table) == 2500
+        )  # a built-in name prices it
+        assert cost_micros(Call("qwen3:8b", 1000, 1000, provider="ollama"), PriceTable()) == 0
+    assert not [r for r in caplog.records if "qwen3" in r.getMessage()]  # no advice that would not help
 
 
 def test_cost_is_tokens_times_price_in_micro_dollars() -> None:

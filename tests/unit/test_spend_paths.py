@@ -14,6 +14,7 @@ from proxy.budget import MARKER, VaultBudgets
 from proxy.spend_paths import (
     GEMINI_VERBS,
     MAX_CHECKED_BODY,
+    OLLAMA,
     TABLE,
     background_requested,
     classify,
@@ -231,6 +232,45 @@ GEN = "/v1beta/models/gemini-2.5-flash"
         ("DELETE", "/v1beta/cachedContents/c1", GEMINI, "other", ""),
         ("POST", "/api/event_logging/batch", "api.anthropic.com", "other", ""),
         ("POST", "/repos/o/r/issues", "api.github.com", "other", ""),
+        # Ollama's native API: `/api/<name>` or `/ollama/api/<name>` (Open WebUI), on any host
+        ("POST", "/api/chat", "", "metered", "ollama"),
+        ("POST", "/api/generate", "127.0.0.1", "metered", "ollama"),
+        ("POST", "/api/embed", "", "metered", "ollama"),
+        ("POST", "/api/chat", "ollama.com", "metered", "ollama"),
+        ("POST", "/ollama/api/chat", "", "metered", "ollama"),
+        ("POST", "/ollama/api/generate?x=1", "", "metered", "ollama"),
+        # respelled: escapes (also twice), case, `//`, `/./`, `..`, `;params`, backslashes
+        ("POST", "/API//Chat/", "", "metered", "ollama"),
+        ("POST", "/api/%63hat", "", "metered", "ollama"),
+        ("POST", "/api%252Fgenerate", "", "metered", "ollama"),
+        ("POST", "/api/./x/../embed", "", "metered", "ollama"),
+        ("POST", "/api/chat;v=1", "", "metered", "ollama"),
+        ("POST", "\\api\\chat", "", "metered", "ollama"),
+        ("POST", "/api/chat/../generate", "", "metered", "ollama"),
+        ("POST", "/x/../api/chat", "", "metered", "ollama"),
+        ("POST", "/Ollama/API/Generate#f", "", "metered", "ollama"),
+        ("POST", "/api/embeddings", "", "unmeterable", "Ollama legacy embeddings"),
+        ("POST", "/api/Embeddings/", "", "unmeterable", "Ollama legacy embeddings"),
+        ("POST", "/api/embed%64ings", "", "unmeterable", "Ollama legacy embeddings"),
+        ("POST", "/ollama/api/embeddings", "", "unmeterable", "Ollama legacy embeddings"),
+        ("POST", "/api/chat/../embeddings", "", "unmeterable", "Ollama legacy embeddings"),  # stricter
+        ("POST", "/api/embeddings;x=1", "", "unmeterable", "Ollama legacy embeddings"),
+        # free: model management and reads, also on ollama.com where unknown writes are not
+        *[("POST", f"/api/{name}", "ollama.com", "free", "") for name in ("pull", "push", "create", "copy")],
+        *[("POST", f"/api/{name}", "ollama.com", "free", "") for name in ("show", "tags", "ps", "version")],
+        ("DELETE", "/api/delete", "ollama.com", "other", ""),  # a read-like method: never a call
+        ("POST", "/api/delete", "ollama.com", "free", ""),
+        ("POST", "/api/blobs/sha256:29fdb92e57cf0827", "ollama.com", "free", ""),
+        ("POST", "/API/%50ull", "ollama.com", "free", ""),
+        ("POST", "/api/web_search", "ollama.com", "unknown", "Ollama /api/web_search"),
+        ("POST", "/v1/images/x", "ollama.com", "unknown", "Ollama /v1/images/x"),
+        ("POST", "/api/web_search", "example.com", "other", ""),
+        # ... but not what merely resembles it: reads, other prefixes, deeper paths
+        ("GET", "/api/chat", "", "other", ""),
+        ("POST", "/v2/api/chat", "", "other", ""),
+        ("POST", "/api/chat/messages", "", "other", ""),
+        ("POST", "/api/v4/chat", "", "other", ""),
+        ("POST", "/apichat", "", "other", ""),
     ],
 )
 def test_classification(method: str, path: str, host: str, kind: str, label: str) -> None:
@@ -290,12 +330,13 @@ def test_a_method_override_makes_a_read_a_write() -> None:
 
 
 def test_every_unmeterable_class_says_what_and_why_and_picks_its_providers_error_shape() -> None:
-    calls = [call for _pattern, _any, call in TABLE] + list(GEMINI_VERBS.values())
+    calls = [call for _pattern, _any, call in TABLE] + list(GEMINI_VERBS.values()) + list(OLLAMA.values())
     for call in calls:
         if call.kind in ("unmeterable", "metered"):
             assert call.what and (call.why or call.kind == "metered")
             name = call.what.split(" ", 1)[0]
-            assert call.provider == {"Anthropic": "anthropic", "Gemini": "gemini"}.get(name, "openai")
+            providers = {"Anthropic": "anthropic", "Gemini": "gemini", "Ollama": "ollama"}
+            assert call.provider == providers.get(name, "openai")
 
 
 @pytest.mark.parametrize(
@@ -374,11 +415,18 @@ def test_budget_verdicts_per_class() -> None:
         }
     )
     assert error["message"].startswith(MARKER) and "Gemini batch creation" in error["message"]
+    ollama = budgets.refusal("team", classify("POST", "/api/embeddings"))
+    assert ollama is not None and ollama[0].status_code == 403
+    said = json.loads(ollama[0].get_text() or "")
+    assert set(said) == {"error"} and isinstance(said["error"], str)  # Ollama's shape: a bare string
+    assert said["error"].startswith(MARKER) and "Ollama legacy embeddings" in said["error"]
     assert budgets.refusal("other", batch) is None  # another group's budget is not this one's
     # Exhausted: the metered call is refused too, with the limit's own message.
     budgets.set_state(_limits(0))
     exhausted = budgets.refusal("team", metered)
     assert exhausted is not None and exhausted[1] == f"{MARKER} team:daily_tokens:d exhausted"
+    chat = budgets.refusal("team", classify("POST", "/api/chat"))
+    assert chat is not None and json.loads(chat[0].get_text() or "") == {"error": f"{MARKER} used up"}
     assert budgets.refusal("team", free) is None
 
 
@@ -396,3 +444,4 @@ def test_readme_lists_exactly_the_tables_paths() -> None:
     assert listed == {pattern for pattern, _any, _call in TABLE}
     verbs = set(re.findall(r"`:([A-Za-z]+)`", section))
     assert verbs == set(GEMINI_VERBS)
+    assert set(re.findall(r"`(?:POST )?/api/([a-z_]+)`", section)) == set(OLLAMA)
