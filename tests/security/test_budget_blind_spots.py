@@ -6,9 +6,11 @@ runs curl with its shell tool, in a real sandbox on every tier, through the real
 at the model server with the injected key: batch creation, image generation, a Realtime
 WebSocket upgrade, a background Response, and the same batch call respelled (`%62atches`,
 `//./`, `..`, case) with `--path-as-is` so curl does not tidy the path first, and Gemini's
-batch (its `:verb` escaped as `%3A`), context cache and Imagen calls. Every one must be
-refused with the vault's "clawgate budget:" 403 and none may reach the model server; a metered
-call (embeddings) still goes through and is stored exactly as the model reported it.
+batch (its `:verb` escaped as `%3A`), context cache and Imagen calls, and Ollama's legacy
+`/api/embeddings` (respelled). Every one must be refused with the vault's "clawgate budget:" 403
+and none may reach the model server; metered calls (OpenAI embeddings, an Ollama chat streamed
+as NDJSON at a respelled `/API//chat`) still go through and are stored exactly as the model
+reported them.
 """
 
 from __future__ import annotations
@@ -41,8 +43,11 @@ REFUSED: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "gemini-batch": ("POST", "/v1beta/models/gemini-2.5-flash%3AbatchGenerateContent", {"batch": {}}),
     "gemini-cache": ("POST", "/V1BETA//cachedContents/", {"model": "models/gemini-2.5-flash"}),
     "gemini-imagen": ("POST", "/v1beta/models/imagen-4.0-generate-001:predict", {"instances": []}),
+    # Ollama's native API: its legacy embeddings carry no counts
+    "ollama-embeddings": ("POST", "/ollama/API/%65mbeddings", {"model": "all-minilm", "prompt": "a"}),
 }
 EMBEDDING = Tokens(input=54_321)
+OLLAMA_CHAT = Tokens(input=4_321, output=765)
 
 
 @pytest.fixture
@@ -59,6 +64,8 @@ async def budgeted_gateway(
 def answer(record: Recorded) -> Any:
     if (record.body.get("metadata") or {}).get("attack") == "embedding":
         return recorded_answer(record, EMBEDDING)
+    if record.body.get("attack") == "ollama-chat":
+        return recorded_answer(record, OLLAMA_CHAT)
     return FakeModelServer._echo(record)  # the agent's own calls
 
 
@@ -85,27 +92,32 @@ async def test_a_sandbox_under_a_budget_cannot_spend_where_the_vault_cannot_coun
     embed = {"model": "text-embedding-3-small", "input": ["a", "b"], "metadata": {"attack": "embedding"}}
     commands = [curl(name, *spec, model_server.url) for name, spec in REFUSED.items()]
     commands.append(curl("embedding", "POST", "/v1/embeddings", embed, model_server.url))
+    chat = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "attack": "ollama-chat"}
+    commands.append(curl("ollama-chat", "POST", "/API//chat", chat, model_server.url))
     out = await attacker.shell("; ".join(commands))
     for name in REFUSED:
         assert f"{name}\nstatus=403" in out, out
     assert out.count("clawgate budget: ") >= len(REFUSED), out
-    assert "embedding\nstatus=200" in out, out
+    assert "embedding\nstatus=200" in out and "ollama-chat\nstatus=200" in out, out
     reached = [r.path for r in model_server.requests]
-    spent = ("atches", "images", "realtime", "responses", "atchGenerate", "ached", "predict")
-    assert not [p for p in reached if any(word in p for word in spent)]
-    assert reached.count("/v1/embeddings") == 1
+    spent = ("atches", "images", "realtime", "responses", "atchGenerate", "ached", "predict", "mbeddings")
+    assert not [p for p in reached if any(word in p.lower() for word in spent) and p != "/v1/embeddings"]
+    assert reached.count("/v1/embeddings") == 1 and reached.count("/API//chat") == 1
 
     store = budgeted_gateway.store
 
     async def stored() -> list[tuple[object, ...]]:
         async with store._conn.execute(
             "SELECT group_folder, model, input_tokens, output_tokens, complete FROM metered_usage"
-            " WHERE model LIKE 'text-embedding%'"
+            " WHERE model IN ('text-embedding-3-small', 'llama3.2') ORDER BY model"
         ) as cur:
             return [tuple(r) for r in await cur.fetchall()]
 
     for _ in range(200):
-        if await stored():
+        if len(await stored()) >= 2:
             break
         await asyncio.sleep(0.05)
-    assert await stored() == [("hostile", "text-embedding-3-small", EMBEDDING.input, 0, 1)]
+    assert await stored() == [
+        ("hostile", "llama3.2", OLLAMA_CHAT.input, OLLAMA_CHAT.output, 1),
+        ("hostile", "text-embedding-3-small", EMBEDDING.input, 0, 1),
+    ]
