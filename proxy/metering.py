@@ -348,8 +348,14 @@ class Meter:
         """One line of an Ollama answer is complete; True once the call's counts are known."""
         if self._final:
             return True
-        if not self.response_model and not self._data.has_usage and self._data.whole:
-            obj = self._data.parse()  # until the answer named its model (a cut stream keeps it)
+        data = self._data
+        if (
+            not self.response_model
+            and not data.has_usage
+            and data.whole
+            and self._keys.model_key in data.head
+        ):
+            obj = data.parse()  # until the answer named its model (a cut stream keeps it)
             if obj is not None:
                 self._model_from(obj)
         self._dispatch()

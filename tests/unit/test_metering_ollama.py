@@ -8,6 +8,8 @@ import json
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy import metering
 from proxy.metering import Meter, Usage, meter_body
@@ -195,3 +197,22 @@ def test_after_the_final_line_nothing_more_is_read() -> None:
     body = ollama_ndjson(T) + b'{"done":true,"prompt_eval_count":99999,"eval_count":99999}\n'
     usage, at = fed(body, [len(body)])
     assert counts(usage) == WANT and at == len(body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    junk=st.lists(st.binary(max_size=300).filter(lambda b: b"\n" not in b), max_size=5),
+    cuts=st.lists(st.integers(min_value=1, max_value=400), max_size=60),
+)
+def test_any_junk_lines_and_any_pieces_leave_the_final_counts_exact(
+    junk: list[bytes], cuts: list[int]
+) -> None:
+    """Whatever lines come before it (half-written JSON, binary, a count spelled inside a string)
+    and however the bytes are cut, the final line's counts are read exactly, once."""
+    body = b"".join(line + b"\n" for line in junk) + ollama_ndjson(T)
+    usage, _ = fed(body, [*cuts, len(body)])
+    counted_junk = any(b'eval_count"' in line for line in junk)
+    if (
+        not counted_junk
+    ):  # junk that happens to be a whole object with counts would be read, like Ollama's own
+        assert counts(usage) == WANT and usage is not None and usage.complete
