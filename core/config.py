@@ -234,6 +234,24 @@ class GroupsConfig(Section):
     sender_approval_timeout_s: float = Field(
         3600, gt=0, le=7 * 86400, description="an unanswered Allow/Deny prompt expires (message not answered)"
     )
+    # A public chat can be flooded with throw-away accounts: each would be one prompt in the
+    # owner's main chat. Past these caps unknown senders are still held, asked oldest first as
+    # open prompts are answered (gateway/senders.py).
+    max_open_sender_prompts: int = Field(
+        3, ge=1, le=100, description="Allow/Deny prompts about unknown senders open at once per group"
+    )
+    max_open_sender_prompts_total: int = Field(
+        10, ge=1, le=1000, description="the same, over all groups together"
+    )
+
+    @model_validator(mode="after")
+    def _group_cap_within_total(self) -> GroupsConfig:
+        if self.max_open_sender_prompts > self.max_open_sender_prompts_total:
+            raise ValueError(
+                f"groups.max_open_sender_prompts ({self.max_open_sender_prompts}) must not exceed "
+                f"groups.max_open_sender_prompts_total ({self.max_open_sender_prompts_total})"
+            )
+        return self
 
 
 class RetryConfig(Section):

@@ -395,6 +395,7 @@ class Gateway:
         self.approvals.set_admins(config.admin.users)
         self.budget.config = config.budget
         asyncio.create_task(self.budget.push(), name="budget-push-after-reload")
+        asyncio.create_task(self.senders.pump(), name="sender-prompts-after-reload")  # a raised cap
         return True
 
     # -- callbacks between the parts ------------------------------------------------------

@@ -186,10 +186,12 @@ class AdminCommands:
             f"vault: {'healthy' if await gw.vault.healthy() else 'DOWN'}",
             f"dead letters: {len(await gw.store.dead_letters())}",
         ]
-        if gw.senders.waiting() or gw.senders.refused:  # who was kept out, and who waits (gateway.senders)
+        asking, backlog = len(gw.senders.asking()), gw.senders.backlog()
+        if asking or backlog or gw.senders.refused:  # who was kept out, and who waits (gateway.senders)
             lines.append(
-                f"senders: {len(gw.senders.waiting())} waiting for Allow/Deny, "
-                f"{sum(gw.senders.refused.values())} trigger(s) not let through (/senders <group>)"
+                f"senders: {asking} waiting for Allow/Deny, "
+                + (f"{backlog} more not asked yet, " if backlog else "")
+                + f"{sum(gw.senders.refused.values())} trigger(s) not let through (/senders <group>)"
             )
         # Spend as the vault metered it; what agents report about themselves counts for nothing.
         spend = spend_by_group(await gw.store.metered_totals(None, start_of_day(time.time())))
@@ -290,9 +292,7 @@ class AdminCommands:
         lines = [f"{group.folder}: {self.gw.senders.describe(group)}"]
         for sender, state in sorted(self.gw.senders.senders(group.folder).items()):
             lines.append(f"  {sender} {state}")
-        waiting = [s for folder, s in self.gw.senders.waiting() if folder == group.folder]
-        if waiting:
-            lines.append("  waiting for your answer: " + ", ".join(waiting))
+        lines += await self.gw.senders.held_report(group)  # asked now, then the ones in line
         if refused := self.gw.senders.refused[group.folder]:
             lines.append(f"  {refused} trigger(s) not let through since the start (see the log)")
         return "\n".join(lines)

@@ -26,6 +26,8 @@ LIVE_KEYS: frozenset[str] = frozenset(
         "context_messages",  # read when a turn claims its batch
         "groups.default_sender_policy",  # read when a group is registered
         "groups.sender_approval_timeout_s",  # read when an unknown sender's prompt is posted
+        "groups.max_open_sender_prompts",  # read whenever a sender prompt may open (app pumps)
+        "groups.max_open_sender_prompts_total",
         "retry.max_attempts",  # read when a failure is deferred or a send fails
         "retry.base_delay_s",
         "retry.max_delay_s",

@@ -12,14 +12,23 @@ The router asks `classify` about each message that would start a turn (status `p
   asks the owner once per (group, sender) in the main chat through `gateway.approvals` (admins
   in main only, decided exactly once). Allow remembers the sender and moves their held
   messages to `pending`, so the message that asked is answered, once; Deny remembers them as
-  blocked and moves the held messages to `context`. An expired or unpostable prompt decides
-  nothing: the held messages become context and the sender's next trigger asks again.
+  blocked and moves the held messages to `context`. An expired prompt decides nothing: the
+  held messages become context and the sender's next trigger asks again. A prompt the main
+  chat's channel could not post was never seen: the messages stay held and are asked about
+  again after `RETRY_S`.
+
+Prompts are bounded (gateway/sender_queue.py): at most `[groups] max_open_sender_prompts` open
+per group and `max_open_sender_prompts_total` in all, so a flood of throw-away accounts cannot
+bury the owner's other approvals. An unknown sender past the cap is held all the same, just not
+asked yet; `_pump` asks the next ones, oldest first held message first, whenever a prompt closes
+(decided, expired, voided) or a decision clears a sender, and the main chat is told once per
+backlog. The order lives in the database (the held messages' ids), so a restart keeps it.
 
 Decisions and lists live in the database (gateway/store/senders.py), read into memory here
 because every inbound message is classified. A prompt left open by a restart is expired by
-`Approvals.recover()`; `start()` then asks again for every sender whose messages are still held,
-so a held message is never lost and never answered twice. Scheduled tasks and the bot's own
-messages never pass through here.
+`Approvals.recover()`; `start()` then asks again, within the caps and in the same order, about
+the senders whose messages are still held, so a held message is never lost and never answered
+twice. Scheduled tasks and the bot's own messages never pass through here.
 """
 
 from __future__ import annotations
@@ -28,7 +37,8 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from core.config import Config
 from core.models import Group, InboundMessage
@@ -36,11 +46,14 @@ from core.senders import SenderState, is_sender_id, validate_sender_id
 from gateway.approvals import Approvals, new_approval_id
 from gateway.queue import GroupQueue
 from gateway.registry import GroupRegistry
+from gateway.sender_queue import Held, backlog_notice, held_lines, plan
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
 
 PROMPT_TEXT_CHARS = 300
+NOTICE_DELAY_S = 1.0  # a burst of strangers arrives together: the backlog notice counts it whole
+RETRY_S = 60.0  # a prompt the main chat's channel refused is tried again after this pause
 
 
 class Host(Protocol):
@@ -52,6 +65,8 @@ class Host(Protocol):
     approvals: Approvals
     queue: GroupQueue
 
+    async def notify_main(self, text: str) -> None: ...
+
 
 class SenderGate:
     def __init__(self, host: Host) -> None:
@@ -61,6 +76,15 @@ class SenderGate:
         self._approvals = host.approvals
         self._lists: dict[str, dict[str, SenderState]] = {}
         self._asking: dict[tuple[str, str], tuple[str, asyncio.Task[None]]] = {}  # → approval id, task
+        # folder → senders held but not asked yet, oldest first (a mirror of the database's order,
+        # refreshed by every _pump; it spares a lookup per message of a sender already waiting)
+        self._waiting: dict[str, dict[str, None]] = {}
+        self._noticed: set[str] = set()  # groups whose current backlog the main chat was told about
+        self._later_tasks: set[asyncio.Task[None]] = set()  # backlog notices, retries after a failed post
+        self._lock = asyncio.Lock()  # one decision at a time about who is asked: the caps hold
+        self._stopped = False
+        self.notice_delay_s = NOTICE_DELAY_S
+        self.retry_s = RETRY_S
         self.refused: Counter[str] = Counter()  # group folder → triggers not let through (since start)
 
     async def load(self) -> None:
@@ -107,11 +131,23 @@ class SenderGate:
         return "held" if group.senders == "approval" else "context"
 
     async def after_ingest(self, group: Group, message: InboundMessage) -> None:
-        """A `held` message is committed: ask the owner (once per sender), or settle it at once
-        if a decision landed between its classification and its commit."""
-        await self._settle(group, message.sender_id, message.sender_name, message.text)
+        """A `held` message is committed: ask the owner (once per sender, within the caps), or
+        settle it at once if a decision landed between its classification and its commit."""
+        sender_id = message.sender_id
+        if await self._apply(group, sender_id) != "held" or self._stopped:
+            return
+        async with self._lock:
+            key = (group.folder, sender_id)
+            if key in self._asking or sender_id in self._waiting.get(group.folder, {}):
+                return  # asked already, or waiting in line: this message joins the others
+            if self._room(group.folder):
+                await self._pump_locked()
+            else:  # no database read per stranger of a flood: they queue behind the open prompts
+                self._waiting.setdefault(group.folder, {})[sender_id] = None
+                self._note_backlog(group.folder)
 
-    async def _settle(self, group: Group, sender_id: str, name: str, text: str) -> None:
+    async def _apply(self, group: Group, sender_id: str) -> str:
+        """Move the sender's held messages the way their current verdict says; returns it."""
         verdict = self._verdict(group, sender_id)
         if verdict == "pending":
             if await self._store.release_held(group.chat_id, sender_id):
@@ -123,19 +159,92 @@ class SenderGate:
             # closed — after the held messages moved, so its asker finds nothing left to settle —
             # and a later click on it cannot undo that decision.
             await self._approvals.void(asking[0])
-        elif verdict == "held" and (group.folder, sender_id) not in self._asking:
-            approval_id = new_approval_id()
-            task = asyncio.create_task(
-                self._ask(group, sender_id, name, text, approval_id), name=f"sender:{group.folder}"
-            )
-            self._asking[(group.folder, sender_id)] = (approval_id, task)
+        return verdict
+
+    # -- the bound on open prompts (gateway/sender_queue.py) ------------------------------------
+
+    def _caps(self) -> tuple[int, int]:
+        groups = self._host.config.groups  # read on every use: a SIGHUP may change them
+        return groups.max_open_sender_prompts, groups.max_open_sender_prompts_total
+
+    def _room(self, folder: str) -> bool:
+        per_group, total = self._caps()
+        in_group = sum(1 for f, _ in self._asking if f == folder)
+        return len(self._asking) < total and in_group < per_group
+
+    async def pump(self) -> None:
+        """Ask the next waiting senders while there is room (a prompt closed, a cap was raised)."""
+        if self._stopped:
+            return
+        async with self._lock:
+            await self._pump_locked()
+
+    async def _pump_locked(self) -> None:
+        if self._stopped:
+            return
+        held: list[Held] = []
+        for chat_id, sender_id, first_id, count in await self._store.held_queue():
+            group = self._registry.for_chat(chat_id)
+            if group is None:
+                continue  # an unregistered chat's held messages wait for its registration
+            if self._verdict(group, sender_id) != "held":
+                await self._apply(group, sender_id)  # decided, or the policy changed, meanwhile
+                continue
+            if (group.folder, sender_id) in self._asking:
+                continue
+            held.append(Held(group.folder, sender_id, first_id, count))
+        per_group, total = self._caps()
+        chosen = plan(held, (f for f, _ in self._asking), per_group, total)
+        for item in chosen.ask:
+            group = self._registry.by_folder(item.folder)
+            first = await self._store.held_message(item.first_id)
+            if group is not None and first is not None:  # else: settled while we looked
+                self._start_asking(group, item.sender_id, *first)
+        self._waiting = {f: dict.fromkeys(h.sender_id for h in q) for f, q in chosen.waiting.items()}
+        self._noticed &= set(self._waiting)  # a cleared backlog may be told about again
+        for folder in self._waiting:
+            self._note_backlog(folder)
+
+    def _start_asking(self, group: Group, sender_id: str, name: str, text: str) -> None:
+        approval_id = new_approval_id()
+        task = asyncio.create_task(
+            self._ask(group, sender_id, name, text, approval_id), name=f"sender:{group.folder}"
+        )
+        self._asking[(group.folder, sender_id)] = (approval_id, task)
+
+    def _note_backlog(self, folder: str) -> None:
+        if folder in self._noticed or self._stopped:
+            return
+        self._noticed.add(folder)
+        self._later(self._tell_backlog(folder), f"sender-backlog:{folder}")
+
+    def _later(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """A notice or a retry, run beside the caller and cancelled by stop()."""
+        if self._stopped:
+            work.close()
+            return
+        task = asyncio.create_task(work, name=name)
+        self._later_tasks.add(task)
+        task.add_done_callback(self._later_tasks.discard)
+
+    async def _tell_backlog(self, folder: str) -> None:
+        await asyncio.sleep(self.notice_delay_s)
+        waiting = len(self._waiting.get(folder, {}))
+        if not waiting:
+            return  # cleared meanwhile (the owner decided, prompts closed): nothing to say
+        try:
+            await self._host.notify_main(backlog_notice(folder, waiting, *self._caps()))
+        except Exception:  # the senders still wait and /senders lists them
+            log.exception("group %s: could not tell the main chat about waiting senders", folder)
 
     # -- asking the owner ---------------------------------------------------------------------
 
     async def _ask(self, group: Group, sender_id: str, name: str, text: str, approval_id: str) -> None:
         key = (group.folder, sender_id)
-        undecided = False
+        retry = False
         try:
+            if self._asking.get(key, ("", None))[1] is not asyncio.current_task():
+                return  # decided (/allow, /block) before this task ran: its void found no prompt
             shown = " ".join(name.split())[:80] or "(none)"
             first = text if len(text) <= PROMPT_TEXT_CHARS else text[:PROMPT_TEXT_CHARS] + "…"
             decision = await self._approvals.request_approval(
@@ -162,9 +271,14 @@ class SenderGate:
                 await self.decide(current, sender_id, "allowed", by)
             elif decision == "denied" and by not in (None, "gateway"):
                 await self.decide(current, sender_id, "blocked", by)
-            else:  # expired, voided, or the prompt could not be posted: nobody decided
+            elif record is not None and record.state == "denied" and record.message_ref is None:
+                # Never shown (the main chat's channel failed): nobody could decide, so the
+                # messages stay held and are asked about again later — an outage must not turn
+                # the whole line of waiting senders into context, one failed post after another.
+                retry = True
+                log.warning("group %s: the prompt about %s could not be posted; asking later", *key)
+            else:  # expired or voided: nobody decided
                 moved = await self._store.demote_held(current.chat_id, sender_id)
-                undecided = True
                 log.info(
                     "group %s: nobody decided about %s (%s); %d held message(s) are context now",
                     group.folder,
@@ -173,15 +287,21 @@ class SenderGate:
                     moved,
                 )
         except Exception:
+            retry = True
             log.exception("group %s: asking the owner about %s failed", group.folder, sender_id)
         finally:
             if self._asking.get(key, ("", None))[1] is asyncio.current_task():
                 self._asking.pop(key, None)
-        if undecided:  # a trigger held after the demotion, while this prompt was still open
-            for chat_id, held_sender, held_name, held_text in await self._store.held_senders():
-                again = self._registry.for_chat(chat_id)
-                if held_sender == sender_id and again is not None and again.folder == group.folder:
-                    await self._settle(again, sender_id, held_name, held_text)
+        if retry:
+            self._later(self._pump_after_pause(), f"sender-retry:{group.folder}")
+        else:
+            # The prompt is closed: its slot goes to the next waiting sender — this one again,
+            # behind the others, if they triggered after the demotion while it was still open.
+            await self.pump()
+
+    async def _pump_after_pause(self) -> None:
+        await asyncio.sleep(self.retry_s)
+        await self.pump()
 
     async def decide(self, group: Group, sender_id: str, state: SenderState, by: str | None) -> None:
         """Remember `state` for the sender and settle their held messages accordingly."""
@@ -189,7 +309,8 @@ class SenderGate:
         await self._store.set_sender(group.folder, sender_id, state, by)
         self._lists.setdefault(group.folder, {})[sender_id] = state
         log.info("group %s: sender %s %s by %s", group.folder, sender_id, state, by or "?")
-        await self._settle(group, sender_id, "", "")
+        await self._apply(group, sender_id)
+        await self.pump()  # a prompt may have closed, or a waiting sender left the line
 
     async def decide_by_owner(self, group: Group, sender_id: str, state: SenderState, by: str) -> None:
         """`/allow`, `/block`: decide, and void a prompt still open about that sender."""
@@ -200,19 +321,18 @@ class SenderGate:
     # -- life cycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Once channels and approvals run: settle (or ask again about) every held message."""
-        for chat_id, sender_id, name, text in await self._store.held_senders():
-            group = self._registry.for_chat(chat_id)
-            if group is not None:
-                await self._settle(group, sender_id, name, text)
+        """Once channels and approvals run: settle every held message, or ask again about its
+        sender — within the caps, oldest first held message first."""
+        await self.pump()
 
     async def reload(self) -> None:
         """The CLI changed lists or policies in the database (`clawgate groups allow|block|set`)."""
         await self.load()
-        await self.start()
+        await self.pump()
 
     async def stop(self) -> None:
-        tasks = [task for _, task in self._asking.values()]
+        self._stopped = True  # a prompt closing now frees no slot: nothing new is asked
+        tasks = [task for _, task in self._asking.values()] + list(self._later_tasks)
         self._asking.clear()
         for task in tasks:
             task.cancel()
@@ -229,6 +349,15 @@ class SenderGate:
         states = Counter(self._lists.get(group.folder, {}).values())
         return f"senders {group.senders} ({states['allowed']} allowed, {states['blocked']} blocked)"
 
-    def waiting(self) -> list[tuple[str, str]]:
+    def asking(self) -> list[tuple[str, str]]:
         """(group, sender) pairs whose prompt is open in the main chat."""
         return sorted(self._asking)
+
+    def backlog(self) -> int:
+        """Senders held but not asked yet (past the caps), in all groups."""
+        return sum(len(senders) for senders in self._waiting.values())
+
+    async def held_report(self, group: Group) -> list[str]:
+        """/senders: who waits for a decision in the group, oldest first, with held counts."""
+        held = [(sender, count) for _, sender, _, count in await self._store.held_queue(group.chat_id)]
+        return held_lines(held, {s for f, s in self._asking if f == group.folder})

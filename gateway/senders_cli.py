@@ -13,6 +13,7 @@ import click
 
 from core.senders import SenderState
 from gateway.admin_cli import _announce, _with_store
+from gateway.sender_queue import held_lines
 
 if TYPE_CHECKING:
     from gateway.store import Store
@@ -64,7 +65,7 @@ def groups_block(name: str, sender: str) -> None:
 @click.command("senders")
 @click.argument("name")
 def groups_senders(name: str) -> None:
-    """Show group NAME's sender policy and its allowed and blocked senders."""
+    """Show group NAME's sender policy, its allowed and blocked senders, and who waits (held)."""
 
     async def show(store: Store) -> list[str] | None:
         group = next((g for g in await store.groups() if g.folder == name), None)
@@ -73,9 +74,12 @@ def groups_senders(name: str) -> None:
         if group.is_main:
             return [f"{name}: admins only ([admin] users)"]
         listed = (await store.group_senders()).get(name, {})
-        return [f"{name}: senders {group.senders}"] + [
-            f"  {s} {state}" for s, state in sorted(listed.items())
-        ]
+        held = [(sender, count) for _, sender, _, count in await store.held_queue(group.chat_id)]
+        return (
+            [f"{name}: senders {group.senders}"]
+            + [f"  {s} {state}" for s, state in sorted(listed.items())]
+            + held_lines(held, None)  # which of them has an open prompt only the gateway knows
+        )
 
     lines = _with_store(show)
     if lines is None:

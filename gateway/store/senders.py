@@ -38,13 +38,26 @@ class SenderStore(Database):
             (folder, sender_id, state, by, time.time()),
         )
 
-    async def held_senders(self) -> list[tuple[str, str, str, str]]:
-        """(chat id, sender id, sender name, text of the first) per sender with held messages."""
+    async def held_queue(self, chat_id: str | None = None) -> list[tuple[str, str, int, int]]:
+        """(chat id, sender id, id of their first held message, held count) per sender with held
+        messages, oldest first message first: the order unknown senders are asked in. Reads the
+        partial index `messages_held` only, never the messages' text, so a backlog of thousands
+        of throw-away senders costs one small scan, not their words."""
+        where, args = ("AND chat_id = ? ", (chat_id,)) if chat_id is not None else ("", ())
         async with self._conn.execute(
-            "SELECT chat_id, sender_id, sender_name, text FROM messages WHERE id IN "
-            "(SELECT MIN(id) FROM messages WHERE status = 'held' GROUP BY chat_id, sender_id) ORDER BY id"
+            "SELECT chat_id, sender_id, MIN(id), COUNT(*) FROM messages WHERE status = 'held' "
+            f"{where}GROUP BY chat_id, sender_id ORDER BY MIN(id)",
+            args,
         ) as cur:
-            return [(str(c), str(s), str(n), str(t)) for c, s, n, t in await cur.fetchall()]
+            return [(str(c), str(s), int(i), int(n)) for c, s, i, n in await cur.fetchall()]
+
+    async def held_message(self, message_id: int) -> tuple[str, str] | None:
+        """(sender name, text) of one held message: what the prompt about its sender quotes."""
+        async with self._conn.execute(
+            "SELECT sender_name, text FROM messages WHERE id = ? AND status = 'held'", (message_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
 
     async def release_held(self, chat_id: str, sender_id: str) -> int:
         """The sender was allowed: their held messages become pending (answered once)."""

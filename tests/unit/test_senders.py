@@ -53,10 +53,15 @@ class World:
     clock: FakeClock
     senders: SenderGate = field(init=False)
     router: Router = field(init=False)
+    notices: list[str] = field(default_factory=list)  # what notify_main was told
 
     def __post_init__(self) -> None:
         self.senders = SenderGate(self)  # type: ignore[arg-type]  # Queue stands for GroupQueue.wake
+        self.senders.notice_delay_s = 0
         self.router = Router(self.store, self.registry.for_chat, self.queue.wake, None, self.senders)
+
+    async def notify_main(self, text: str) -> None:
+        self.notices.append(text)
 
     async def say(self, sender: str, text: str, chat: str = TEAM, name: str = "someone") -> str:
         message = InboundMessage(chat, f"m{next(_ids)}", sender, name, text, time.time(), "telegram")
@@ -232,10 +237,10 @@ async def test_an_unanswered_prompt_decides_nothing_and_the_next_trigger_asks_ag
     await w.tg.wait_until(lambda: len(w.tg.outcomes) == 1, 5)
 
     async def settled() -> bool:
-        return await w.statuses() == [("@Andy hello?", "context")] and not w.senders.waiting()
+        return await w.statuses() == [("@Andy hello?", "context")] and not w.senders.asking()
 
     await eventually(settled)
-    assert w.senders.state("team", BOB) is None and w.senders.waiting() == []
+    assert w.senders.state("team", BOB) is None and w.senders.asking() == []
     assert await w.say(BOB, "@Andy anyone?") == "held"
     ids = await w.prompts(2)
     assert ids[0] == first and ids[1] != first
