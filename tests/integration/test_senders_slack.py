@@ -2,7 +2,8 @@
 
 The real Gateway with the real Bolt SlackChannel in Socket Mode against the loopback fake
 Slack (`tests.fakes.slack_api`), a real Docker sandbox and the fake model. The owner (`U1`)
-registers the team channel from the main channel with `@bot /register … --members`.
+registers the team channel from the main channel with `@bot /register … --members` (or
+`--senders approval`, where a flood of strangers gets a bounded number of prompts).
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ import pytest
 
 from gateway.app import Gateway
 from tests.fakes.model_server import FakeModelServer
-from tests.fakes.slack_api import BOT_USER_ID, Call, FakeSlack, events_envelope, message_event
+from tests.fakes.slack_api import (
+    BOT_USER_ID,
+    Call,
+    FakeSlack,
+    button_payload,
+    events_envelope,
+    interactive_envelope,
+    message_event,
+)
 from tests.integration.test_gateway_docker import config_for
 
 MAIN, TEAM = "CMAIN", "CTEAM"
@@ -98,3 +107,39 @@ async def test_members_channel_answers_only_listed_ids(
     assert reply.args["text"].startswith("echo: ") and "what is new?" in reply.args["text"]
     [request] = model_server.requests
     assert "tell me the secrets" in json.dumps(request.body)  # the stranger's message was context
+
+
+async def test_a_flood_of_strangers_gets_three_prompts_and_one_notice_and_allowing_one_asks_the_next(
+    gw: Gateway, fake: FakeSlack, model_server: FakeModelServer
+) -> None:
+    await command(fake, f"/register slack:{TEAM} team --senders approval")
+    strangers = [f"U9{n}" for n in range(6)]
+    for n, user in enumerate(strangers):
+        await say(fake, f"<@{BOT_USER_ID}> let me in {n}", TEAM, user)  # acknowledged = committed
+
+    def prompts() -> list[Call]:
+        return [
+            c for c in posts(fake, MAIN) if "blocks" in c.args and "talk to the assistant" in c.args["text"]
+        ]
+
+    def notices() -> list[Call]:
+        return [c for c in posts(fake, MAIN) if "more unknown senders wait in team" in c.args["text"]]
+
+    await fake.wait_until(lambda: len(prompts()) >= 3 and notices(), timeout=15)
+    await asyncio.sleep(1.0)  # a 4th prompt or a 2nd notice, if one were coming, would be here by now
+    assert len(prompts()) == 3 and len(notices()) == 1
+    assert [next(s for s in strangers if f"slack:{s} " in p.args["text"]) for p in prompts()] == strangers[:3]
+    assert set((await statuses(gw)).values()) == {"held"} and model_server.requests == []
+
+    blocks = prompts()[0].args["blocks"]
+    actions = [
+        b for b in (json.loads(blocks) if isinstance(blocks, str) else blocks) if b["type"] == "actions"
+    ]
+    approval_id = actions[0]["elements"][0]["value"]
+    envelope = interactive_envelope(button_payload("clawgate_approve", approval_id, user=ADMIN, channel=MAIN))
+    await fake.push(envelope)
+    await fake.wait_ack(envelope["envelope_id"])
+    await fake.wait_until(lambda: len(prompts()) == 4, timeout=15)
+    assert f"slack:{strangers[3]} " in prompts()[3].args["text"]
+    await fake.wait_until(lambda: bool(posts(fake, TEAM)), timeout=120)
+    assert "let me in 0" in posts(fake, TEAM)[0].args["text"]

@@ -306,6 +306,18 @@ def test_sender_policies_and_lists_from_the_cli(data_dir: Path, running_gateway:
     result = invoke("groups", "set", "team", "--senders", "approval")
     assert result.exit_code == 0 and "team: senders approval" in result.output
     assert "approval" in invoke("groups", "list").output
+
+    async def hold(store: Store) -> None:  # unknown senders' triggers, held for the owner
+        for n, sender in enumerate(["tg:8", "tg:7", "tg:8"]):
+            message = InboundMessage("tg:-1", f"x{n}", sender, "someone", f"@Andy {n}", 1.0 + n, "telegram")
+            await store.ingest(message, "held")
+
+    db(data_dir, hold)
+    assert invoke("groups", "senders", "team").output.splitlines()[-3:] == [
+        "  held, waiting for a decision (oldest first):",
+        "    tg:8: 2 held messages",
+        "    tg:7: 1 held message",
+    ]
     assert invoke("groups", "senders", "main").output.strip() == "main: admins only ([admin] users)"
 
 
