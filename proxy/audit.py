@@ -5,9 +5,11 @@ parameter names kept: `/search?q=&page=`), `status` (None when the upstream fail
 `req_bytes`, `resp_bytes` (0 for streamed bodies, which the vault does not buffer),
 `ms` (request start to response end), `secret` / `rule` (what the vault applied, from
 `flow.metadata["clawgate.secret"|"clawgate.rule"]`), `refusal` (why the vault answered
-itself: `flow.metadata["clawgate.refusal"]`, or `error` for upstream failures), `spend`
-("unmetered: <what>" for a call that costs money the vault cannot meter, let through because no
-budget applies to the group: proxy/spend_paths.py, proxy/budget.py; None otherwise) and
+itself: `flow.metadata["clawgate.refusal"]`, or `error` for upstream failures and responses cut
+short), `spend` ("unmetered: <what>" for a call that costs money the vault cannot meter, let
+through because no budget applies to the group: proxy/spend_paths.py, proxy/budget.py;
+"estimated: …" for a model call that ended before its final usage, counted with an estimate:
+proxy/meter_addon.py; None otherwise) and
 `approval` (a held request's outcome, proxy/holds.py: `approved by tg:1`, `denied by …`,
 `expired`, `withdrawn: the client disconnected`, `allowed (…)`; None if not held). A request
 that starts waiting for the owner also gets a line of its own at once, `approval: "held"`
@@ -199,16 +201,24 @@ class AuditAddon:
     def error(self, flow: http.HTTPFlow) -> None:
         if flow.response is None:
             self._write(flow, None, flow.metadata.get("clawgate.refusal") or f"error: {flow.error}")
+        # A response cut short (the client hung up mid-stream) is written by the tail, after the
+        # meter has marked what it counted for it.
 
     @property
     def tail(self) -> _ConnectTail:
-        """A second addon to register AFTER VaultAddon: it logs CONNECTs the vault refused."""
+        """A second addon to register AFTER VaultAddon and the meter: it logs CONNECTs the vault
+        refused and responses cut short."""
         return _ConnectTail(self)
 
 
 class _ConnectTail:
     def __init__(self, audit: AuditAddon) -> None:
         self._audit = audit
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            refusal = flow.metadata.get("clawgate.refusal") or f"error: {flow.error}"
+            self._audit._write(flow, flow.response.status_code, refusal)
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         # A refused CONNECT never becomes a request: log it here (after VaultAddon decided).

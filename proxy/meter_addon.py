@@ -17,8 +17,14 @@ the path is spelled):
   cap of proxy/policy.py), or from the buffered body in `response` for a small one. The moment
   the final usage is known — for a stream, while relaying the chunk that carries it, before the
   client has the end of the response — every `on_usage(group, usage)` listener is called, then
-  the record is queued for the gateway (proxy/usage_report.py). A stream cut short (`error`)
-  reports what was seen, marked incomplete.
+  the record is queued for the gateway (proxy/usage_report.py).
+- A call that ends without its final usage — the client hangs up, the upstream breaks off, or it
+  sends garbage — is counted with an over-estimate, marked incomplete (`complete: false`): input
+  from the request body's size unless the response stated it, output from the content relayed
+  before the cut (proxy/meter_estimate.py), so a sandbox cannot spend under a budget by hanging
+  up before the end. Hence the request body's bytes are counted as they pass. A call cut after
+  its request went upstream but before any response counts its input. The audit log's line for
+  it says `spend: "estimated: …"`.
 
 Metering never breaks or slows traffic: each step is wrapped, a failure disables metering for
 that one flow and is logged once per kind (no bodies, no secrets), and the bytes pass unchanged.
@@ -44,6 +50,9 @@ _MODEL = "clawgate.request_model"
 _METER = "clawgate.meter"
 _GROUP = "clawgate.meter_group"  # kept on the flow: the client may be gone when a cut stream ends
 _STREAM_USAGE = ("openai-chat", "openai-completions")  # streams that carry usage only when asked
+_REQUEST_BYTES = "clawgate.request_bytes"  # a streamed request body's bytes, counted as they pass
+SPEND = "clawgate.spend"  # the audit log's `spend` (proxy/audit.py)
+ESTIMATED = "estimated: the call ended before its final usage; counted from the bytes relayed"
 
 
 class _Chain:
@@ -58,6 +67,29 @@ class _Chain:
             out: bytes | list[bytes] = self.inner(chunk)
             return out
         return chunk
+
+
+class _Counted:
+    """A request `stream` callable counting the body's bytes before passing them to `inner`."""
+
+    def __init__(self, flow: http.HTTPFlow, inner: Any) -> None:
+        self.flow, self.inner = flow, inner
+        flow.metadata[_REQUEST_BYTES] = 0
+
+    def __call__(self, chunk: bytes) -> bytes | list[bytes]:
+        self.flow.metadata[_REQUEST_BYTES] += len(chunk)
+        if callable(self.inner):
+            out: bytes | list[bytes] = self.inner(chunk)
+            return out
+        return chunk
+
+
+def _request_size(flow: http.HTTPFlow) -> tuple[int, bool]:
+    """The request body's bytes as sent by the client, and whether it was content-encoded."""
+    req = flow.request
+    encoded = req.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
+    counted = flow.metadata.get(_REQUEST_BYTES)
+    return (counted if isinstance(counted, int) else len(req.raw_content or b"")), encoded
 
 
 class _HoldWhole:
@@ -130,6 +162,8 @@ class MeterAddon:
                 flow.request.headers.pop("content-length", None)
                 if not (flow.request.is_http2 or flow.request.is_http3):
                     flow.request.headers["transfer-encoding"] = "chunked"
+            if flow.request.stream:
+                flow.request.stream = _Counted(flow, flow.request.stream)
         except Exception as exc:
             self._failed(flow, "requestheaders", exc)
 
@@ -166,12 +200,15 @@ class MeterAddon:
             return
         try:
             sse = resp.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream"
+            request_bytes, encoded = _request_size(flow)
             meter = Meter(
                 endpoint,
                 sse=sse,
                 status=resp.status_code,
                 request_model=flow.metadata.get(_MODEL, ""),
                 encoding=resp.headers.get("content-encoding", ""),
+                request_bytes=request_bytes,
+                request_encoded=encoded,
             )
             if meter.undecodable:
                 log.warning(
@@ -212,11 +249,13 @@ class MeterAddon:
             self._emit(flow, usage)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        """A stream cut short: what was seen counts, marked incomplete."""
+        """A call cut short: estimated, marked incomplete (the module docstring)."""
         meter: Meter | None = flow.metadata.get(_METER)
-        if meter is None:
-            return
         try:
+            if meter is None:
+                meter = self._unanswered(flow)
+                if meter is None:
+                    return
             usage = meter.finish()
         except Exception as exc:
             self._failed(flow, "error", exc)
@@ -224,11 +263,36 @@ class MeterAddon:
         if usage is not None:
             self._emit(flow, usage)
 
+    def _unanswered(self, flow: http.HTTPFlow) -> Meter | None:
+        """A meter for a model call cut after its whole request went upstream, before any response
+        (its input may be billed); None if the call never reached the upstream whole."""
+        endpoint: Endpoint | None = flow.metadata.get(_ENDPOINT)
+        server = flow.server_conn
+        if (
+            endpoint is None
+            or flow.response is not None
+            or flow.metadata.get("clawgate.refusal")
+            or flow.request.timestamp_end is None
+            or server is None
+            or server.timestamp_tcp_setup is None
+        ):
+            return None
+        request_bytes, encoded = _request_size(flow)
+        return Meter(
+            endpoint,
+            sse=False,
+            request_model=flow.metadata.get(_MODEL, ""),
+            request_bytes=request_bytes,
+            request_encoded=encoded,
+        )
+
     def _emit(self, flow: http.HTTPFlow, usage: Usage) -> None:
         group: str | None = flow.metadata.get(_GROUP)
         if group is None:
             return
         flow.metadata["clawgate.usage"] = usage
+        if not usage.complete:
+            flow.metadata.setdefault(SPEND, ESTIMATED)
         for listener in list(self.listeners):
             try:
                 listener(group, usage)

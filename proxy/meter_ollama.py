@@ -10,7 +10,9 @@ cannot hold a raw newline inside a string, so a line end is always an object's e
 The counts: `prompt_eval_count` (input: the prompt tokens evaluated) and `eval_count` (output),
 top-level fields that Ollama puts only on the final object (`"done": true`; omitted when 0).
 `/api/embed` answers one object with `prompt_eval_count` and no `done`. So an object carrying a
-count ends the call, unless it says `"done": false`. Ollama reports no cache reads or writes
+count ends the call, unless it says `"done": false`; and a whole line saying `"done": true` with
+no count at all (a model load, `/api/generate` with an empty prompt) ends it at zero tokens,
+which is not a cut (`done_without_counts`). Ollama reports no cache reads or writes
 (a prompt prefix it reuses from its KV cache is simply not evaluated again, so not counted).
 
 A final line too large to keep whole (a non-streamed `/api/generate` repeats the whole answer
@@ -26,10 +28,11 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from proxy.meter_capture import Keys
+from proxy.meter_capture import Capture, Keys
 
 KEYS = Keys("eval_count", "model", marker=b'eval_count"')  # the marker is in both counts' keys
 FIELDS = {"prompt_eval_count": "input_tokens", "eval_count": "output_tokens"}
+_DONE = re.compile(rb'"done"\s*:\s*true')
 _IN_TAIL = {name: re.compile(rb'"' + name.encode() + rb'"\s*:\s*(\d{1,18})(?![\d.eE])') for name in FIELDS}
 
 
@@ -58,6 +61,14 @@ def take(counts: dict[str, int], obj: dict[str, Any]) -> bool:
 def is_final(obj: dict[str, Any]) -> bool:
     """Whether an object that carried counts ends the call (see the module docstring)."""
     return obj.get("_rebuilt") is True or obj.get("done") is not False
+
+
+def done_without_counts(line: Capture) -> bool:
+    """A whole line that ends the call and carries no count (see the module docstring)."""
+    if line.has_usage or not line.whole or _DONE.search(line.head) is None:
+        return False
+    obj = line.parse()
+    return obj is not None and obj.get("done") is True
 
 
 def rebuilt_counts(obj: dict[str, Any], tail: bytes) -> None:

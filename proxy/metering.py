@@ -31,7 +31,7 @@ the text deltas that make up nearly all of a stream cost a substring test (Gemin
 usage in every chunk, so each of its chunks is parsed).
 
 Content encodings: gzip and deflate are decoded, bounded (proxy/meter_decoding.py); any other
-encoding yields `complete=False` with the counts seen (none) and the caller logs it.
+encoding yields `complete=False`, estimated from the bytes, and the caller logs it.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from proxy import meter_estimate as estimate
 from proxy import meter_gemini as gemini
 from proxy import meter_ollama as ollama
 from proxy.meter_capture import GEMINI_KEYS, HEAD, OPENAI_KEYS, TAIL, Capture
@@ -129,8 +130,8 @@ class Meter:
 
     `feed(chunk)` returns the Usage exactly once, from the chunk that completes it (a stream's
     final usage event), so the caller can act before relaying that chunk. `finish()` ends the
-    body (or notes it was cut): it returns the Usage if `feed` has not — for a stream without
-    its final usage event, what was seen with `complete=False` — and None after that, or for a
+    body (or notes it was cut): it returns the Usage if `feed` has not — without the final usage,
+    an over-estimate (proxy/meter_estimate.py), `complete=False` — and None after that, or for a
     non-2xx response that carried no usage (an error answer is not a call that cost anything).
     """
 
@@ -142,6 +143,8 @@ class Meter:
         status: int = 200,
         request_model: str = "",
         encoding: str = "",
+        request_bytes: int = 0,
+        request_encoded: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self.sse = sse
@@ -151,14 +154,17 @@ class Meter:
         self.counts: dict[str, int] = {}
         self.seen_usage = False
         self.done = False
+        # What a call cut before its final usage counts (proxy/meter_estimate.py): input, output
+        self.request_tokens, self.relayed = estimate.request_tokens(request_bytes, request_encoded), 0
+        self.raw_bytes = 0
+        self._content = estimate.content_pattern(endpoint)
         encoding = encoding.strip().lower()
         self._decoder = Decoder(encoding) if encoding and encoding != "identity" else None
         self.undecodable = self._decoder is not None and not self._decoder.ok
         # SSE state
         self._line = bytearray()  # the unfinished line
-        self._line_overflow = (
-            b""  # b"data" when a too-long data line is being streamed into _data, b"x" to skip
-        )
+        # b"data" when a too-long data line is being streamed into _data, b"x" to skip
+        self._line_overflow = b""
         self._keys = {"gemini": GEMINI_KEYS, "ollama": ollama.KEYS}.get(endpoint, OPENAI_KEYS)
         self._data = Capture(MAX_EVENT if sse else MAX_JSON, self._keys)
         self._event = ""
@@ -177,6 +183,7 @@ class Meter:
     def feed(self, chunk: bytes) -> Usage | None:
         if self.done or not chunk:
             return None
+        self.raw_bytes += len(chunk)
         if self._decoder is not None:
             if not self._decoder.ok:
                 self.undecodable = True
@@ -221,7 +228,8 @@ class Meter:
             if self.done and self.seen_usage and self._final:
                 return self._usage(True)
         elif self._array is not None:  # a streamed array: complete only if it was closed
-            self._data.clear()  # an element cut short
+            self.relayed += estimate.capture_tokens(self._content, self._data)  # an element cut short
+            self._data.clear()
             if self.seen_usage and self._array.closed:
                 return self._usage(True)
         else:
@@ -261,6 +269,7 @@ class Meter:
                 and self._keys.usage_obj.search(data, 0, end) is None
                 and (self.response_model or data.find(self._keys.model_key, 0, end) < 0)
             ):
+                self.relayed += estimate.span_tokens(self._content, data, 0, end)
                 data = data[end + 2 :]
                 continue
             self._lines(data[: end + 2])
@@ -334,6 +343,7 @@ class Meter:
     def _dispatch(self) -> None:
         event, capture = self._event, self._data
         self._event, self._has_data = "", False
+        self.relayed += estimate.capture_tokens(self._content, capture)
         if capture.has_usage:
             obj = self._parse(capture)
             if obj is not None:
@@ -358,6 +368,8 @@ class Meter:
             obj = data.parse()  # until the answer named its model (a cut stream keeps it)
             if obj is not None:
                 self._model_from(obj)
+        if ollama.done_without_counts(data):  # Ollama omits a count that is 0
+            self.seen_usage = self._final = self.done = True
         self._dispatch()
         return self._final
 
@@ -456,6 +468,10 @@ class Meter:
 
     def _usage(self, complete: bool) -> Usage:
         c = self.counts
+        if not complete:  # cut before its final usage: over-approximated (proxy/meter_estimate.py)
+            whole_body = not self.sse and self._ndjson is None and not (self._array and self._array.started)
+            by_bytes = estimate.tokens_of(self.raw_bytes) if self.undecodable or whole_body else 0
+            c = estimate.cut_counts(c, self.request_tokens, max(self.relayed, by_bytes))
         return Usage(
             provider=provider_of(self.endpoint),
             model=self.response_model or self.model,

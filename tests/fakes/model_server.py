@@ -20,6 +20,7 @@ Like the real API, a chat completions stream carries usage only when the request
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -138,12 +139,21 @@ def sse_events(message: dict[str, Any]) -> list[bytes]:
 
 @dataclass(frozen=True)
 class Raw:
-    """A response sent byte for byte: SSE bodies are written in `pieces`, flushed one by one."""
+    """A response sent byte for byte: SSE bodies are written in `pieces`, flushed one by one.
+
+    `hang_at`: only the body's first `hang_at` bytes are sent, then the server waits (at most
+    `HANG_S`) for the other side to hang up — a stream whose final usage event never comes
+    while the client is still there to cut it.
+    """
 
     status: int
     content_type: str
     body: bytes
     pieces: int = 1
+    hang_at: int | None = None
+
+
+HANG_S = 10.0
 
 
 def recorded_answer(record: Recorded, tokens: shapes.Tokens, model: str | None = None) -> Raw:
@@ -288,10 +298,15 @@ class FakeModelServer:
                     self.send_header("cache-control", "no-cache")
                     self.send_header("connection", "close")
                     self.end_headers()
-                    size = max(1, -(-len(answer.body) // answer.pieces))
-                    for i in range(0, len(answer.body), size):
-                        self.wfile.write(answer.body[i : i + size])
+                    body = answer.body[: answer.hang_at] if answer.hang_at is not None else answer.body
+                    size = max(1, -(-len(body) // answer.pieces))
+                    for i in range(0, len(body), size):
+                        self.wfile.write(body[i : i + size])
                         self.wfile.flush()
+                    if answer.hang_at is not None:
+                        self.connection.settimeout(HANG_S)
+                        with contextlib.suppress(OSError):
+                            self.rfile.read(1)  # returns when the vault hangs up (or at HANG_S)
                     self.close_connection = True
                     return
                 self.send_header("content-length", str(len(answer.body)))

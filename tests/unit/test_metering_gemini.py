@@ -10,6 +10,7 @@ import random
 
 import pytest
 
+from proxy import meter_estimate as estimate
 from proxy import metering
 from proxy.meter_gemini import JsonArray
 from proxy.metering import Meter, Usage, meter_body
@@ -184,7 +185,10 @@ def test_strings_and_nesting_inside_elements_do_not_confuse_the_array_reader() -
 def test_garbage_never_raises_and_yields_no_invented_counts(body: bytes) -> None:
     for sse in (False, True) if not body.startswith(b"data:") else (False,):
         usage = fed(body, sse=sse, pieces=random_pieces(body, 3), request_model="gemini-2.5-flash")
-        assert usage is None or (not usage.complete and usage.total_tokens == 0), (sse, usage)
+        # no count is taken from it; a body that is no stream of chunks counts its bytes as output
+        assert usage is None or (
+            not usage.complete and usage.total_tokens == usage.output_tokens <= estimate.tokens_of(len(body))
+        ), (sse, usage)
 
 
 def test_garbage_before_a_good_element_does_not_hide_it() -> None:
@@ -215,8 +219,9 @@ def test_an_endless_string_costs_bounded_memory() -> None:
     for _ in range(200):
         meter.feed(b"x" * 65536)
     assert len(meter._data.head) <= metering.HEAD and len(meter._data.tail) <= metering.TAIL
-    usage = meter.finish()
-    assert usage is not None and not usage.complete and usage.total_tokens == 0
+    usage = meter.finish()  # an element cut short, too large to keep whole: all its bytes count
+    assert usage is not None and not usage.complete
+    assert usage.total_tokens == usage.output_tokens == estimate.tokens_of(17 + 200 * 65536 - 1)
 
 
 def test_no_model_version_falls_back_to_the_paths_model() -> None:

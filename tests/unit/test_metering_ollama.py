@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy import meter_estimate as estimate
 from proxy import metering
 from proxy.metering import Meter, Usage, meter_body
 from tests.fakes.model_payloads import Tokens
@@ -84,6 +85,11 @@ def test_a_final_object_without_counts_at_all_is_zero_tokens() -> None:
     """Ollama omits a count that is 0; a call that evaluated nothing is not invented spend."""
     usage = meter_body("ollama", ollama_ndjson(Tokens()), sse=False, request_model="llama3.2")
     assert usage is not None and usage.total_tokens == 0 and usage.model == "llama3.2"
+    assert usage.complete  # the done line ended it: not a cut, nothing estimated
+    load = b'{"model":"llama3.2","created_at":"x","response":"","done":true,"done_reason":"load"}'
+    meter = Meter("ollama", sse=False, request_bytes=600)
+    assert meter.feed(load) is None
+    assert meter.finish() == Usage("ollama", "llama3.2", 0, 0, 0, 0, True)
 
 
 def test_only_output_counted_when_the_prompt_came_from_the_cache() -> None:
@@ -97,7 +103,9 @@ def test_a_cut_stream_counts_what_it_showed_as_incomplete(cut: int) -> None:
     part = body[:cut] if cut > 0 else body[: len(body) + cut]
     usage, _ = fed(part, random_pieces(part, cut % 7), request_model="asked-for")
     assert usage is not None and not usage.complete
-    assert counts(usage) == (0, 0, 0, 0)  # the counts come only in the final line, which never ended
+    # the counts come only in the final line, which never ended: estimated from what passed
+    assert usage.input_tokens == 0  # no request body here
+    assert (usage.output_tokens > 0) == (b'"content"' in part)
     # the model named by the first whole line, else the request's
     assert usage.model == ("asked-for" if cut > 0 else "qwen3:8b")
 
@@ -132,7 +140,10 @@ def test_counts_on_an_object_that_says_it_is_not_done_are_taken_but_do_not_end_t
 def test_garbage_never_raises_and_yields_no_invented_counts(body: bytes) -> None:
     for seed in range(3):
         usage, _ = fed(body, random_pieces(body, seed), request_model="llama3.2")
-        assert usage is None or (not usage.complete and usage.total_tokens == 0), usage
+        # no count is taken from it (999 is the model's text); what passed is estimated
+        assert usage is None or (
+            not usage.complete and usage.total_tokens == usage.output_tokens <= estimate.tokens_of(len(body))
+        ), usage
 
 
 def test_garbage_lines_before_the_final_one_do_not_hide_it() -> None:
@@ -173,10 +184,11 @@ def test_a_huge_final_line_is_read_from_its_ends_with_bounded_memory() -> None:
     assert meter_body("ollama", body, sse=False) == usage
 
 
-def test_a_huge_line_whose_counts_were_cut_off_counts_nothing() -> None:
+def test_a_huge_line_whose_counts_were_cut_off_counts_its_bytes() -> None:
     body = b'{"model":"m","response":"' + b"x" * (3 * metering.MAX_EVENT) + b'","done":true\n'
     usage = meter_body("ollama", body, sse=False)
-    assert usage is not None and usage.total_tokens == 0
+    assert usage is not None and not usage.complete
+    assert usage.output_tokens == estimate.tokens_of(len(body) - 1)  # the line, not its end
 
 
 def test_an_endless_line_or_stream_stays_bounded() -> None:
@@ -184,13 +196,13 @@ def test_an_endless_line_or_stream_stays_bounded() -> None:
     for _ in range(64):
         meter.feed(b"y" * 65536)  # one endless line: head + tail only
     assert len(meter._data.head) + len(meter._data.tail) <= metering.HEAD + metering.TAIL + 65536
-    assert meter.finish() == Usage("ollama", "", 0, 0, 0, 0, False)
+    assert meter.finish() == Usage("ollama", "", 0, estimate.tokens_of(64 * 65536), 0, 0, False)
     meter = Meter("ollama", sse=False)
     line = b'{"model":"m","created_at":"x","message":{"role":"assistant","content":"hi"},"done":false}\n'
     for _ in range(20_000):
         meter.feed(line)
     assert meter._data.size == 0
-    assert meter.finish() == Usage("ollama", "m", 0, 0, 0, 0, False)
+    assert meter.finish() == Usage("ollama", "m", 0, 20_000, 0, 0, False)  # a token per line
 
 
 def test_after_the_final_line_nothing_more_is_read() -> None:
