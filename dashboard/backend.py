@@ -72,6 +72,7 @@ class SpendLine:
     tokens: int
     cost_usd: float
     calls: int
+    estimated: int = 0  # of the calls: cut before their final usage, counted with the vault's estimate
 
 
 @dataclass(frozen=True)

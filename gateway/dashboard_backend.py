@@ -268,7 +268,7 @@ class GatewayDashboard:
 
 
 def _line(row: SpendRow) -> SpendLine:
-    return SpendLine(row.group, row.model, row.tokens, row.cost_micros / 1_000_000, row.calls)
+    return SpendLine(row.group, row.model, row.tokens, row.cost_micros / 1_000_000, row.calls, row.estimated)
 
 
 def _view(a: Approval) -> ApprovalView:

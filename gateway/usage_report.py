@@ -34,6 +34,7 @@ def _rows(rows: list[SpendRow]) -> list[dict[str, Any]]:
             "tokens": r.tokens,
             "cost_usd": r.cost_micros / 1_000_000,
             "calls": r.calls,
+            "estimated_calls": r.estimated,
         }
         for r in rows
     ]
@@ -104,7 +105,9 @@ def _line(rows: list[dict[str, Any]]) -> str:
     cost = sum(r["cost_usd"] for r in rows)
     tokens = sum(r["tokens"] for r in rows)
     calls = sum(r["calls"] for r in rows)
-    return f"{_usd(cost)}, {tokens:,} tokens, {calls} call(s)"
+    estimated = sum(r.get("estimated_calls", 0) for r in rows)
+    cut = f" ({estimated} cut short, estimated)" if estimated else ""
+    return f"{_usd(cost)}, {tokens:,} tokens, {calls} call(s){cut}"
 
 
 def render(report: dict[str, Any]) -> str:

@@ -33,6 +33,7 @@ class SpendRow:
     calls: int
     run_id: int | None = None
     last_at: float = 0.0
+    estimated: int = 0  # calls cut before their final usage, counted with the vault's estimate
 
     @property
     def tokens(self) -> int:
@@ -100,8 +101,9 @@ class BudgetStore(Database):
             args.append(group)
         async with self._conn.execute(
             "SELECT group_folder, model, SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), "
-            "SUM(cache_write_tokens), SUM(cost_micros), COUNT(*), NULL, MAX(at) FROM metered_usage "
-            f"WHERE {' AND '.join(where)} GROUP BY group_folder, model ORDER BY group_folder, model",
+            "SUM(cache_write_tokens), SUM(cost_micros), COUNT(*), NULL, MAX(at), SUM(complete = 0) "
+            f"FROM metered_usage WHERE {' AND '.join(where)} GROUP BY group_folder, model "
+            "ORDER BY group_folder, model",
             args,
         ) as cur:
             rows = await cur.fetchall()
@@ -115,8 +117,8 @@ class BudgetStore(Database):
             args.append(group)
         async with self._conn.execute(
             "SELECT group_folder, model, SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), "
-            "SUM(cache_write_tokens), SUM(cost_micros), COUNT(*), run_id, MAX(at) FROM metered_usage "
-            f"WHERE run_id IN (SELECT run_id FROM metered_usage WHERE {where} "
+            "SUM(cache_write_tokens), SUM(cost_micros), COUNT(*), run_id, MAX(at), SUM(complete = 0) "
+            f"FROM metered_usage WHERE run_id IN (SELECT run_id FROM metered_usage WHERE {where} "
             "GROUP BY run_id ORDER BY MAX(at) DESC LIMIT ?) "
             "GROUP BY run_id, group_folder, model ORDER BY MAX(at) DESC",
             [*args, limit],
@@ -126,7 +128,7 @@ class BudgetStore(Database):
 
 
 def _row(r: Any) -> SpendRow:
-    """A SELECT of (group, model, 4 token sums, cost, calls, run_id, last at) as a SpendRow."""
+    """A SELECT of (group, model, 4 token sums, cost, calls, run_id, last at, estimated calls)."""
     return SpendRow(
         group=str(r[0]),
         model=str(r[1]),
@@ -138,4 +140,5 @@ def _row(r: Any) -> SpendRow:
         calls=int(r[7] or 0),
         run_id=None if r[8] is None else int(r[8]),
         last_at=float(r[9] or 0),
+        estimated=int(r[10] or 0),
     )

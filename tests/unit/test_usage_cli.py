@@ -59,3 +59,32 @@ def test_usage_cli_json_has_periods_budgets_and_turns(home: Path) -> None:
     assert limit["scope"] == "team" and limit["limit"] == "daily_tokens" and limit["amount"] == 1000
     text = runner.invoke(main, ["usage", "--group", "team"])
     assert text.exit_code == 0 and "team: daily-tokens 1,000 tokens (used 0 tokens, 0%) for " in text.output
+
+
+def test_usage_says_how_many_calls_were_cut_short_and_estimated(home: Path) -> None:
+    """A call the vault stored incomplete (cut before its final usage) counts its estimate, and
+    `clawgate usage` (the same report as `/usage`) says so, in the text and in `--json`."""
+    import time
+
+    from core.paths import DATABASE
+    from gateway.admin_cli import _with_store
+    from gateway.store import MeteredRow, Store
+
+    runner = CliRunner()
+    assert runner.invoke(main, ["groups", "register", "tg:-100", "team"]).exit_code == 0
+    now = time.time()
+    rows = [
+        MeteredRow("v:1", "team", None, "openai", "gpt-4o", 100, 20, 0, 0, 0, True, now),
+        MeteredRow("v:2", "team", None, "openai", "gpt-4o", 500, 7, 0, 0, 0, False, now),  # cut
+    ]
+
+    async def add(store: Store) -> int:
+        return await store.add_metered_usage(rows)
+
+    assert _with_store(add) == 2
+    assert (home / "data" / DATABASE).exists()
+    report = json.loads(runner.invoke(main, ["usage", "--json"]).output)
+    [today] = report["periods"]["today"]["rows"]
+    assert (today["calls"], today["estimated_calls"], today["tokens"]) == (2, 1, 627)
+    text = runner.invoke(main, ["usage", "--group", "team"]).output
+    assert "627 tokens, 2 call(s) (1 cut short, estimated)" in text, text
