@@ -143,7 +143,7 @@ class Raw:
 
     `hang_at`: only the body's first `hang_at` bytes are sent, then the server waits (at most
     `HANG_S`) for the other side to hang up — a stream whose final usage event never comes
-    while the client is still there to cut it.
+    while the client is still there to cut it. `hang_at=-1`: not even the status line is sent.
     """
 
     status: int
@@ -292,6 +292,9 @@ class FakeModelServer:
                     self.rfile.readline()
 
             def _raw(self, answer: Raw) -> None:
+                if answer.hang_at == -1:
+                    self._hang()
+                    return
                 self.send_response(answer.status)
                 self.send_header("content-type", answer.content_type)
                 if answer.content_type == "text/event-stream" or answer.pieces > 1:
@@ -304,14 +307,18 @@ class FakeModelServer:
                         self.wfile.write(body[i : i + size])
                         self.wfile.flush()
                     if answer.hang_at is not None:
-                        self.connection.settimeout(HANG_S)
-                        with contextlib.suppress(OSError):
-                            self.rfile.read(1)  # returns when the vault hangs up (or at HANG_S)
+                        self._hang()
                     self.close_connection = True
                     return
                 self.send_header("content-length", str(len(answer.body)))
                 self.end_headers()
                 self.wfile.write(answer.body)
+
+            def _hang(self) -> None:
+                self.connection.settimeout(HANG_S)
+                with contextlib.suppress(OSError):
+                    self.rfile.read(1)  # returns when the vault hangs up (or at HANG_S)
+                self.close_connection = True
 
             def do_GET(self) -> None:  # noqa: N802
                 server.requests.append(Recorded("GET", self.path, dict(self.headers.items()), {}))

@@ -134,7 +134,7 @@ async def cut_call(sock: Path, port: int, path: str, body: dict[str, Any], until
 async def stored(store: Store, group: str) -> list[tuple[Any, ...]]:
     async with store._conn.execute(
         "SELECT input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, complete"
-        " FROM metered_usage WHERE group_folder = ?",
+        " FROM metered_usage WHERE group_folder = ? ORDER BY rowid",
         (group,),
     ) as cur:
         return [tuple(r) for r in await cur.fetchall()]
@@ -203,3 +203,35 @@ async def test_hanging_up_before_the_final_usage_still_uses_up_the_budget(
         await asyncio.sleep(0.1)
     assert len(marked) == calls - 1, marked
     assert all(e["status"] == 200 and str(e["refusal"]).startswith("error:") for e in marked)
+
+
+async def test_hanging_up_before_any_answer_counts_the_request(setup: Setup) -> None:
+    """The whole request reached the model server, which may bill its input; the client hangs up
+    before the first byte of the answer. The call counts its request body's size as input."""
+    group = "chat"
+    await setup.vault.set_budgets({"prices": {}, "limits": {}})
+    before = len(await stored(setup.store, group))
+    setup.model.responses.append(Raw(200, "text/event-stream", b"", hang_at=-1))
+    request = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
+    data = json.dumps(request).encode()
+    port = setup.model.port
+    head = (
+        f"POST http://127.0.0.1:{port}/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    ).encode()
+    reached = len(setup.model.requests)
+    reader, writer = await asyncio.open_unix_connection(str(setup.dirs[group] / "vault.sock"))
+    writer.write(head + data)
+    await writer.drain()
+    for _ in range(400):  # until the model server has the whole request
+        if len(setup.model.requests) > reached:
+            break
+        await asyncio.sleep(0.05)
+    assert len(setup.model.requests) == reached + 1
+    writer.close()  # before any answer
+    await until_rows(setup.store, group, before + 1)
+    rows = await stored(setup.store, group)
+    assert len(rows) == before + 1
+    inp, out, cache_read, cache_write, complete = rows[-1]
+    assert complete == 0 and (out, cache_read, cache_write) == (0, 0, 0)
+    assert inp >= len(data) // 3  # the body as sent, 3 bytes a token
