@@ -11,6 +11,12 @@ batch (its `:verb` escaped as `%3A`), context cache and Imagen calls, and Ollama
 and none may reach the model server; metered calls (OpenAI embeddings, an Ollama chat streamed
 as NDJSON at a respelled `/API//chat`) still go through and are stored exactly as the model
 reported them.
+
+Then the other way past a budget: under a small one, the hostile agent streams chat completions
+with curl and hangs up each one (`--max-time`) before the final chunk, the only one with usage.
+The vault must count each cut call with its estimate, so the calls are refused with the budget's
+403 after a few, the model server sees no more of them, the turn ends with the budget's message,
+and every cut call is stored non-zero and marked incomplete (estimated).
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from typing import Any
 import pytest
 
 from gateway.app import Gateway
-from tests.fakes.model_payloads import Tokens
-from tests.fakes.model_server import FakeModelServer, Recorded, recorded_answer
-from tests.security.conftest import Attacker, Tier, add_model_key, with_hostile_group
+from tests.fakes.model_payloads import Tokens, chat_sse
+from tests.fakes.model_server import FakeModelServer, Raw, Recorded, recorded_answer
+from tests.security.conftest import HOSTILE, Attacker, Tier, add_model_key, with_hostile_group
+from tests.waits import drained
 
 BUDGET = "[budget.global]\ndaily_tokens = 100_000_000\n"
 BATCH = {"input_file_id": "file-abc", "endpoint": "/v1/chat/completions", "completion_window": "24h"}
@@ -121,3 +128,92 @@ async def test_a_sandbox_under_a_budget_cannot_spend_where_the_vault_cannot_coun
         ("hostile", "llama3.2", OLLAMA_CHAT.input, OLLAMA_CHAT.output, 1),
         ("hostile", "text-embedding-3-small", EMBEDDING.input, 0, 1),
     ]
+
+
+TIGHT = "[budget.global]\ndaily_tokens = 3000\n"
+CUTS = 12  # the hostile loop's calls; the estimates (~540 tokens each) use 3000 up after about 6
+
+
+@pytest.fixture
+async def tight_gateway(
+    tier: Tier, dirs: tuple[Path, Path], model_server: FakeModelServer
+) -> AsyncIterator[Gateway]:
+    config_dir, data_dir = dirs
+    tier.prepare(data_dir)
+    add_model_key(config_dir, model_server)
+    async with with_hostile_group(tier.config(model_server, extra=TIGHT), config_dir, data_dir) as gateway:
+        yield gateway
+
+
+def hang_before_usage(record: Recorded) -> Any:
+    if record.body.get("attack") != "cut":
+        return FakeModelServer._echo(record)  # the agent's own calls
+    body = chat_sse(Tokens(input=400, output=9000))
+    at = body.rfind(b"\n\n", 0, body.index(b'"usage":{')) + 2
+    return Raw(200, "text/event-stream", body, hang_at=at)  # the final chunk never comes
+
+
+async def test_a_sandbox_hanging_up_every_stream_before_its_usage_is_refused_after_a_few(
+    tight_gateway: Gateway, model_server: FakeModelServer, tier: Tier
+) -> None:
+    model_server.default = hang_before_usage
+    gw = tight_gateway
+    prompt = "Summarise these notes in full detail please. " * 33  # ~1.5 KB: ~500 tokens estimated
+    body = json.dumps(
+        {
+            "model": "gpt-4o-mini",
+            "stream": True,
+            "attack": "cut",
+            "messages": [{"role": "user", "content": prompt}],
+        }
+    )
+    loop = (
+        f"echo '{body}' > /tmp/req.json; for i in $(seq {CUTS}); do"
+        ' curl -sS -N -m 2 --proxy "$http_proxy" -H "content-type: application/json"'
+        " -H 'authorization: Bearer placeholder' -d @/tmp/req.json -o /dev/null"
+        f" -w 'status=%{{http_code}}\\n' '{model_server.url}/v1/chat/completions'; done"
+    )
+    call = {
+        "id": "msg_cut",
+        "type": "message",
+        "role": "assistant",
+        "model": "fake",
+        "content": [
+            {
+                "type": "tool_use",
+                "id": "toolu_cut",
+                "name": "shell",
+                "input": {"command": loop, "timeout_s": 120},
+            }
+        ],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
+    if gw.config.agent.runtime == "claude":
+        call["content"][0].update(name="Bash", input={"command": loop, "timeout": 120_000})  # type: ignore[index]
+    channel = gw.test_channel  # type: ignore[attr-defined]
+    replies = len(channel.sent)
+    model_server.responses.append((200, call))
+    await gw.ingest(channel.message("@Andy please run toolu_cut", chat_id=HOSTILE.chat_id))
+    await channel.wait_for(replies + 1, timeout=240)
+    await drained(gw, 240, "the turn that cut the streams")
+
+    cut = [r for r in model_server.requests if r.body.get("attack") == "cut"]
+    assert 3 <= len(cut) < CUTS, f"{len(cut)} of {CUTS} cut calls reached the model server"
+    # The agent's next model call is refused too: the turn ends with the budget's message.
+    assert any("budget" in str(m).lower() for m in channel.sent[replies:]), channel.sent[replies:]
+
+    async def estimated() -> list[tuple[int, int, int]]:
+        async with gw.store._conn.execute(
+            "SELECT input_tokens, output_tokens, complete FROM metered_usage"
+            " WHERE group_folder = 'hostile' AND complete = 0"
+        ) as cur:
+            return [(int(a), int(b), int(c)) for a, b, c in await cur.fetchall()]
+
+    for _ in range(200):
+        if len(await estimated()) >= len(cut):
+            break
+        await asyncio.sleep(0.05)
+    rows = await estimated()
+    assert len(rows) == len(cut)
+    assert all(inp >= len(body) // 4 and out > 0 for inp, out, _ in rows), rows
