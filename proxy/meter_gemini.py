@@ -28,6 +28,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from proxy.meter_counts import merge_counts
+
 FIELDS = {
     "promptTokenCount": "prompt",
     "cachedContentTokenCount": "cached",
@@ -38,29 +40,9 @@ FIELDS = {
 _FINISH = re.compile(rb'"(?:finishReason|blockReason)"\s*:\s*"')
 
 
-def _count(value: object) -> int | None:
-    """A token count from untrusted JSON: a non-negative int (bools and floats are not counts).
-
-    The API's JSON mapping may send int64 fields as strings; a string of digits counts too.
-    """
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value if value >= 0 else 0
-
-
 def take(raw: dict[str, int], usage: object) -> bool:
     """Merge one `usageMetadata` into `raw` (present fields win); True if it carried any count."""
-    if not isinstance(usage, dict):
-        return False
-    got = False
-    for name, short in FIELDS.items():
-        value = _count(usage.get(name))
-        if value is not None:
-            raw[short] = value
-            got = True
-    return got
+    return isinstance(usage, dict) and merge_counts(raw, usage, FIELDS, digit_string=True)
 
 
 def counts(raw: dict[str, int]) -> dict[str, int]:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from proxy.meter_capture import Capture, Keys
+from proxy.meter_counts import merge_counts
 
 KEYS = Keys("eval_count", "model", marker=b'eval_count"')  # the marker is in both counts' keys
 FIELDS = {"prompt_eval_count": "input_tokens", "eval_count": "output_tokens"}
@@ -36,21 +37,9 @@ _DONE = re.compile(rb'"done"\s*:\s*true')
 _IN_TAIL = {name: re.compile(rb'"' + name.encode() + rb'"\s*:\s*(\d{1,18})(?![\d.eE])') for name in FIELDS}
 
 
-def _count(value: object) -> int | None:
-    """A token count from untrusted JSON: a non-negative int (bools and floats are not counts)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value if value >= 0 else 0
-
-
 def take(counts: dict[str, int], obj: dict[str, Any]) -> bool:
     """Merge an object's counts into the meter's (present fields win); True if it carried any."""
-    got = False
-    for name, key in FIELDS.items():
-        value = _count(obj.get(name))
-        if value is not None:
-            counts[key] = value
-            got = True
+    got = merge_counts(counts, obj, FIELDS)
     if got:
         counts.setdefault("input_tokens", 0)
         counts.setdefault("output_tokens", 0)

@@ -45,6 +45,7 @@ from proxy import meter_estimate as estimate
 from proxy import meter_gemini as gemini
 from proxy import meter_ollama as ollama
 from proxy.meter_capture import GEMINI_KEYS, HEAD, OPENAI_KEYS, TAIL, Capture
+from proxy.meter_counts import token_count
 from proxy.meter_decoding import Decoder
 from proxy.spend_paths import NATIVE, Endpoint
 
@@ -78,13 +79,6 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
-
-
-def _int(value: object) -> int | None:
-    """A token count from untrusted JSON: a non-negative int (bools and floats are not counts)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value if value >= 0 else 0
 
 
 def _text(value: object) -> str:
@@ -446,16 +440,16 @@ class Meter:
                 "cache_write_tokens": usage.get("cache_creation_input_tokens"),
             }
             for key, raw in fields.items():
-                value = _int(raw)
+                value = token_count(raw)
                 if value is not None:
                     self.counts[key] = value
                     got = True
         else:
             chat = self.endpoint != "openai-responses"  # completions and embeddings: chat's names
-            prompt = _int(usage.get("prompt_tokens" if chat else "input_tokens"))
-            output = _int(usage.get("completion_tokens" if chat else "output_tokens"))
+            prompt = token_count(usage.get("prompt_tokens" if chat else "input_tokens"))
+            output = token_count(usage.get("completion_tokens" if chat else "output_tokens"))
             details = usage.get("prompt_tokens_details" if chat else "input_tokens_details")
-            cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else None
+            cached = token_count(details.get("cached_tokens")) if isinstance(details, dict) else None
             if prompt is not None or output is not None:
                 got = True
                 cached = min(cached or 0, prompt or 0)

@@ -22,12 +22,12 @@ import pytest_asyncio
 
 from core.pricing import DEFAULT_PRICES
 from proxy.audit import read_entries
-from proxy.process import VaultProcess
 from proxy.secrets import SecretStore
 from tests.fakes.model_payloads import Tokens
-from tests.fakes.model_server import FakeModelServer, Recorded, recorded_answer
-from tests.vault.test_vault_metering_e2e import Receiver, until
-from tests.vault.test_vault_unmetered_e2e import Setup, audit_lines, limit, rows, send
+from tests.fakes.model_server import Recorded, recorded_answer
+from tests.vault.metered_vault import Setup, metered_vault
+from tests.vault.test_vault_metering_e2e import until
+from tests.vault.test_vault_unmetered_e2e import audit_lines, limit, rows, send
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -39,43 +39,19 @@ JSON = {"Content-Type": "application/json"}
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup]:
-    from gateway.store import Store
+    def secret(store: SecretStore, host_port: str) -> None:
+        store.add("gemini", KEY, host_port, header="x-goog-api-key", fmt="{value}", groups=list(GROUPS))
 
-    base = tmp_path_factory.mktemp("gemini")
-    for name in ("cfg", "state", *GROUPS):
-        (base / name).mkdir(mode=0o700)
-    model = FakeModelServer()
-    model.__enter__()
-    store = await Store.open(base / "db.sqlite")
-    receiver = Receiver(base / "gw.sock", store)
-    await receiver.start()
-    egress = "".join(f'{g} = ["127.0.0.1"]\n' for g in GROUPS)
-    (base / "cfg" / "config.toml").write_text(
-        f'[vault]\nallow_private_upstreams = ["{model.host_port}"]\n[vault.egress]\n{egress}'
-    )
-    SecretStore(base / "cfg").add(
-        "gemini", KEY, model.host_port, header="x-goog-api-key", fmt="{value}", groups=list(GROUPS)
-    )
-    vault = VaultProcess(
-        base / "cfg", base / "state", allow_private=[model.host_port], gateway_socket=base / "gw.sock"
-    )
-    await vault.start(timeout=30)
-    for group in GROUPS:
-        await vault.open_group(group, base / group / "vault.sock")
-    s = Setup(model, vault, receiver, base)
+    async with metered_vault(tmp_path_factory.mktemp("gemini"), GROUPS, secret) as s:
 
-    def answer(record: Recorded) -> Any:
-        marker = str((record.body.get("labels") or {}).get("marker", ""))
-        if marker in s.reported:
-            return recorded_answer(record, s.reported[marker])
-        return 200, {"name": "operations/fake", "totalTokens": 3}
+        def answer(record: Recorded) -> Any:
+            marker = str((record.body.get("labels") or {}).get("marker", ""))
+            if marker in s.reported:
+                return recorded_answer(record, s.reported[marker])
+            return 200, {"name": "operations/fake", "totalTokens": 3}
 
-    model.default = answer
-    yield s
-    await vault.stop()
-    await receiver.stop()
-    await store.close()
-    model.__exit__()
+        s.model.default = answer
+        yield s
 
 
 def request(marker: str = "") -> dict[str, Any]:

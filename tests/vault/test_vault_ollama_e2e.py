@@ -24,12 +24,12 @@ import pytest_asyncio
 from core.pricing import Price, PriceTable
 from gateway.vault_usage import store_report
 from proxy.audit import read_entries
-from proxy.process import VaultProcess
 from proxy.secrets import SecretStore
 from tests.fakes.model_payloads import Tokens
-from tests.fakes.model_server import FakeModelServer, Recorded, recorded_answer
+from tests.fakes.model_server import Recorded, recorded_answer
+from tests.vault.metered_vault import Setup, metered_vault
 from tests.vault.test_vault_metering_e2e import Receiver, until
-from tests.vault.test_vault_unmetered_e2e import Setup, audit_lines, limit, rows, send
+from tests.vault.test_vault_unmetered_e2e import audit_lines, limit, rows, send
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -51,43 +51,21 @@ class PricedReceiver(Receiver):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup]:
-    from gateway.store import Store
+    def secret(store: SecretStore, host_port: str) -> None:
+        store.add("ollama", KEY, host_port, groups=list(GROUPS))
 
-    base = tmp_path_factory.mktemp("ollama")
-    for name in ("cfg", "state", *GROUPS):
-        (base / name).mkdir(mode=0o700)
-    model = FakeModelServer()
-    model.__enter__()
-    store = await Store.open(base / "db.sqlite")
-    receiver = PricedReceiver(base / "gw.sock", store)
-    await receiver.start()
-    egress = "".join(f'{g} = ["127.0.0.1"]\n' for g in GROUPS)
-    (base / "cfg" / "config.toml").write_text(
-        f'[vault]\nallow_private_upstreams = ["{model.host_port}"]\n[vault.egress]\n{egress}'
-    )
-    SecretStore(base / "cfg").add("ollama", KEY, model.host_port, groups=list(GROUPS))
-    vault = VaultProcess(
-        base / "cfg", base / "state", allow_private=[model.host_port], gateway_socket=base / "gw.sock"
-    )
-    await vault.start(timeout=30)
-    for group in GROUPS:
-        await vault.open_group(group, base / group / "vault.sock")
-    s = Setup(model, vault, receiver, base)
+    async with metered_vault(tmp_path_factory.mktemp("ollama"), GROUPS, secret, PricedReceiver) as s:
 
-    def answer(record: Recorded) -> Any:
-        marker = str(record.body.get("marker", ""))
-        if marker in s.reported:
-            return recorded_answer(record, s.reported[marker])
-        if record.path.endswith("/api/embeddings"):
-            return 200, {"embedding": [0.5, 0.25]}
-        return 200, {"status": "success"}
+        def answer(record: Recorded) -> Any:
+            marker = str(record.body.get("marker", ""))
+            if marker in s.reported:
+                return recorded_answer(record, s.reported[marker])
+            if record.path.endswith("/api/embeddings"):
+                return 200, {"embedding": [0.5, 0.25]}
+            return 200, {"status": "success"}
 
-    model.default = answer
-    yield s
-    await vault.stop()
-    await receiver.stop()
-    await store.close()
-    model.__exit__()
+        s.model.default = answer
+        yield s
 
 
 def request(path: str, marker: str = "", *, stream: bool = True, model: str = "llama3.2") -> dict[str, Any]:

@@ -17,18 +17,17 @@ import gzip
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from proxy.audit import read_entries
-from proxy.process import VaultProcess
 from proxy.secrets import SecretStore
 from tests.fakes.model_payloads import Tokens
-from tests.fakes.model_server import FakeModelServer, Recorded, recorded_answer
-from tests.vault.test_vault_metering_e2e import Receiver, dechunk, until
+from tests.fakes.model_server import Recorded, recorded_answer
+from tests.vault.metered_vault import Setup, metered_vault
+from tests.vault.test_vault_metering_e2e import dechunk, until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -36,58 +35,21 @@ KEY = "sk-proj-REAL-unmetered-e2e-98765"
 GROUPS = ("alpha", "beta", "gamma")
 
 
-class Setup:
-    def __init__(self, model: FakeModelServer, vault: VaultProcess, receiver: Receiver, base: Path) -> None:
-        self.model, self.vault, self.receiver, self.base = model, vault, receiver, base
-        self.reported: dict[str, Tokens] = {}
-
-    def sock(self, group: str) -> Path:
-        return self.base / group / "vault.sock"
-
-    @property
-    def state(self) -> Path:
-        return self.base / "state"
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup]:
-    from gateway.store import Store
+    def secret(store: SecretStore, host_port: str) -> None:
+        store.add("openai", KEY, host_port, header="authorization", fmt="Bearer {value}", groups=list(GROUPS))
 
-    base = tmp_path_factory.mktemp("unmetered")
-    for name in ("cfg", "state", *GROUPS):
-        (base / name).mkdir(mode=0o700)
-    model = FakeModelServer()
-    model.__enter__()
-    store = await Store.open(base / "db.sqlite")
-    receiver = Receiver(base / "gw.sock", store)
-    await receiver.start()
-    egress = "".join(f'{g} = ["127.0.0.1"]\n' for g in GROUPS)
-    (base / "cfg" / "config.toml").write_text(
-        f'[vault]\nallow_private_upstreams = ["{model.host_port}"]\n[vault.egress]\n{egress}'
-    )
-    SecretStore(base / "cfg").add(
-        "openai", KEY, model.host_port, header="authorization", fmt="Bearer {value}", groups=list(GROUPS)
-    )
-    vault = VaultProcess(
-        base / "cfg", base / "state", allow_private=[model.host_port], gateway_socket=base / "gw.sock"
-    )
-    await vault.start(timeout=30)
-    for group in GROUPS:
-        await vault.open_group(group, base / group / "vault.sock")
-    s = Setup(model, vault, receiver, base)
+    async with metered_vault(tmp_path_factory.mktemp("unmetered"), GROUPS, secret) as s:
 
-    def answer(record: Recorded) -> Any:
-        marker = str(record.body.get("metadata", {}).get("marker", ""))
-        if marker in s.reported:
-            return recorded_answer(record, s.reported[marker])
-        return 200, {"id": "batch_fake", "object": "whatever", "status": "queued"}
+        def answer(record: Recorded) -> Any:
+            marker = str(record.body.get("metadata", {}).get("marker", ""))
+            if marker in s.reported:
+                return recorded_answer(record, s.reported[marker])
+            return 200, {"id": "batch_fake", "object": "whatever", "status": "queued"}
 
-    model.default = answer
-    yield s
-    await vault.stop()
-    await receiver.stop()
-    await store.close()
-    model.__exit__()
+        s.model.default = answer
+        yield s
 
 
 async def send(
