@@ -12,6 +12,7 @@ and the pydantic config models, walked recursively.
 from __future__ import annotations
 
 import re
+import tomllib
 import types
 import typing
 from pathlib import Path
@@ -289,3 +290,100 @@ def test_every_local_file_the_readme_links_or_shows_exists(readme: str) -> None:
     assert "docs/images/dashboard-overview.png" in local  # the dashboard's screenshot (issue 16)
     missing = [t for t in local if t and not (root / t).exists()]
     assert missing == [], missing
+
+
+# --- the values the example config shows are the defaults ------------------------------------
+
+# Keys (and sections) the README's config examples set to show what a value looks like, not
+# what it defaults to.
+EXAMPLE_VALUES: frozenset[Path_] = frozenset(
+    {
+        ("mounts", "project_root"),  # unset by default: no project mount
+        ("dashboard", "enabled"),  # "turn it on": the dashboard section's example
+        ("dashboard", "port"),  # shown next to enabled = true; equal to the default anyway
+        ("budget", "global"),  # no limit by default; the block shows what limits look like
+    }
+)
+
+
+def _field_at(path: Path_) -> typing.Any:
+    """The pydantic field a key path names, or None when it is inside a user table or an array."""
+    current: object = Config
+    field = None
+    for name in path:
+        if not _is_model(current):
+            return None
+        fields = current.model_fields  # type: ignore[attr-defined]
+        field = next((f for a, f in fields.items() if (f.alias or a) == name), None)
+        if field is None:
+            return None
+        kind, inner = _child(field.annotation)
+        if kind in ("table", "items"):
+            return None  # `[prices."…"]`, `[[vault.policy]]`, `[budget.groups.team]`: examples
+        current = inner
+    return field
+
+
+def shown_values(text: str) -> list[tuple[Path_, object]]:
+    """(key path, value) of every uncommented `key = value` in the README's TOML blocks that
+    sets a plain value of a section (not a user table, not an array of tables)."""
+    shown: list[tuple[Path_, object]] = []
+    blocks, _ = split_code(text)
+
+    def walk(table: dict[str, object], prefix: Path_) -> None:
+        for key, value in table.items():
+            path = (*prefix, key)
+            field = _field_at(path)
+            if field is None:
+                continue
+            if isinstance(value, dict) and _is_model(_child(field.annotation)[1]):
+                walk(value, path)
+            else:
+                shown.append((path, value))
+
+    for lang, body in blocks:
+        if lang == "toml":
+            walk(tomllib.loads(body), ())
+    return shown
+
+
+DEFAULTS_SHOWN_UNDER = ("## Configuration", "### Model budgets")
+
+
+def default_problems(text: str, sections: tuple[str, ...] = DEFAULTS_SHOWN_UNDER) -> list[str]:
+    """A value the README's config shows beside a key that the model defaults to something else.
+
+    Only the blocks that present the defaults are read: the one under "Configuration" (every key
+    with its default) and the `[budget]` section of "Model budgets". Others (Slack, a local
+    model) show settings a user changes, by design.
+    """
+    problems = []
+    for heading in sections:
+        start = text.index(heading)
+        block = _FENCE.search(text, start)
+        assert block is not None, heading
+        for path, value in shown_values(block.group(0)):
+            if any(path[: len(example)] == example for example in EXAMPLE_VALUES):
+                continue
+            field = _field_at(path)
+            default = field.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel) or value == default:
+                continue
+            problems.append(f"README shows {'.'.join(path)} = {value!r}; the default is {default!r}")
+    return problems
+
+
+def test_the_values_the_readme_config_shows_are_the_defaults(readme: str) -> None:
+    assert default_problems(readme) == []
+
+
+def test_a_readme_value_that_is_not_the_default_is_found(readme: str) -> None:
+    checked = {path for path, _ in shown_values(readme)}
+    assert {
+        ("vault", "approval", "timeout_s"),
+        ("groups", "max_open_sender_prompts"),
+        ("budget", "warn_at"),
+    } <= checked
+    drifted = readme.replace("timeout_s = 120    ", "timeout_s = 300    ", 1)
+    assert drifted != readme
+    assert "README shows vault.approval.timeout_s = 300; the default is 120" in default_problems(drifted)
