@@ -117,7 +117,7 @@ class BudgetLimits(BaseModel):
 
 
 class BudgetConfig(BaseModel):
-    """`[budget]`: see the module docstring and README 'Model spend and budgets'."""
+    """`[budget]`: see the module docstring and README 'Model spend' and 'Model budgets'."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -118,7 +118,7 @@ def claude_variant(image: str) -> str:
 class AgentConfig(Section):
     """The agent in each group's sandbox: which runtime, and the built-in loop's limits.
 
-    See README 'Agent runtimes', 'Configuration' and 'Memory and compaction'.
+    See README 'Agent runtimes', 'Configuration' and 'Memory, caching and usage'.
     """
 
     runtime: AgentRuntime = Field(

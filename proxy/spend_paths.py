@@ -45,8 +45,9 @@ under-approximation, decided so:
   body is on its way upstream before the vault could read it. What the path alone costs another
   REST API: its `POST /api/chat` or `/api/generate` is refused only once the group's budget is
   used up (when its model calls are refused anyway), and its answer, without counts, is stored as
-  a call of 0 tokens marked incomplete; its `POST /api/embeddings` is refused while any budget
-  applies. Cheap next to a paid cloud model's spend going unseen.
+  a call estimated from its request's size, marked incomplete (proxy/meter_estimate.py); its
+  `POST /api/embeddings` is refused while any budget applies. Cheap next to a paid cloud model's
+  spend going unseen.
 - No other prefix (`/llm/api/chat`, `/v2/api/chat`): `…/api/chat` under any prefix would catch far
   more unrelated APIs, refusing them under a budget; a reverse proxy that moves Ollama elsewhere
   is under-approximated (its spend unseen), which the README says.

@@ -110,9 +110,44 @@ def missing_paths(files: list[Path]) -> list[str]:
         for span in _CODE_SPAN.findall(text):
             if not span.startswith(tuple(f"{top}/" for top in _TOP_LEVEL)):
                 continue
-            for candidate in _expand(span.split("::", 1)[0]):  # `tests/x.py::test_y`
+            name = span.split("::", 1)[0]
+            for candidate in _expand(name):  # `tests/x.py::test_y`
                 if not any(ROOT.glob(candidate.rstrip("/"))):  # `tests/…/test_sandbox_hardening*.py`
                     problems.append(f"{path.relative_to(ROOT)} names {span}, which does not exist")
+                elif "::" in span and not _defines(candidate, span.split("::")[-1]):
+                    problems.append(f"{path.relative_to(ROOT)} names {span}, which {name} does not define")
+    return problems
+
+
+def _defines(files: str, name: str) -> bool:
+    """Whether a file the glob names defines the test (a glob too: `test_host_env_*`; a
+    parametrized id `[…]` is dropped). A test renamed under its citation is a claim nobody checks."""
+    name = re.escape(name.split("[", 1)[0]).replace(r"\*", r"\w*")
+    defined = re.compile(rf"^\s*(?:async\s+)?(?:def|class)\s+{name}\b", re.MULTILINE)
+    return any(defined.search(f.read_text(encoding="utf-8")) for f in ROOT.glob(files))
+
+
+_README_CITATION = re.compile(r"README(?:'s)?\s+((?:(['\"])[A-Z][^'\"\n]{1,80}\2(?:,\s*|\s+and\s+)?)+)")
+_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*$", re.MULTILINE)
+
+
+def readme_sections() -> set[str]:
+    return set(_HEADING.findall((ROOT / "README.md").read_text(encoding="utf-8")))
+
+
+def section_citation_problems(files: list[Path], sections: set[str]) -> list[str]:
+    """In code, `README 'Model budgets'` names a heading the README has: a section renamed or
+    split leaves a docstring sending the reader nowhere."""
+    problems = []
+    for path in files:
+        if path == THIS_FILE or not _is_code(path) or (text := _text(path)) is None:
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            for match in _README_CITATION.finditer(line):
+                for name in re.findall(r"['\"]([^'\"]+)['\"]", match.group(1)):
+                    if name not in sections:
+                        where = f"{path.relative_to(ROOT)}:{number}"
+                        problems.append(f"{where} cites README section {name!r}, which the README lacks")
     return problems
 
 
@@ -157,6 +192,10 @@ def test_code_cites_invariants_by_a_number_the_architecture_has() -> None:
     assert citation_problems(repository_files(), known) == []
 
 
+def test_code_cites_readme_sections_the_readme_has() -> None:
+    assert section_citation_problems(repository_files(), readme_sections()) == []
+
+
 # --- the checks fail on the mistakes they exist for ------------------------------------------
 
 
@@ -170,13 +209,16 @@ def test_the_checks_find_outside_paths_bad_links_and_bad_citations(tmp_path: Pat
             "See [design](../../" + "shared/" + "DESIGN" + ".md), [gone](missing.md), "
             "[ok](../README.md) and [web](https://example.org).\n"
             "`gateway/app.py`, `groups/sandbox/{docker,podman}.py`, `tests/unit/test_gone.py::test_x`,\n"
-            "`tests/unit/test_groupfs*.py`, `core/`, `channels/<name>.py`, `~/.config/clawgate`.\n"
+            "`tests/unit/test_groupfs*.py`, `core/`, `channels/<name>.py`, `~/.config/clawgate`,\n"
+            "`tests/unit/test_repository_links.py::test_gone`,\n"
+            "`tests/unit/test_repository_links.py::test_the_*`.\n"
         )
         code = scratch / "module.py"
         code.write_text(
             "# keeps invariant 4 and invariants 5 and 99\n"
             "# the usual invariant holds\n"
             "PATH = '/" + "work/main/x'\nOK = '/workspace/group'\n"
+            "# see README 'Model budgets' and 'Memory and compaction'; README's \"Model spend\"\n"
         )
         outside = outside_references([doc, code])
         assert len(outside) == 3  # the sibling folder and the design document in one line, /work once
@@ -188,6 +230,12 @@ def test_the_checks_find_outside_paths_bad_links_and_bad_citations(tmp_path: Pat
         assert missing_paths([doc]) == [
             ".pytest-links-check/notes.md names groups/sandbox/{docker,podman}.py, which does not exist",
             ".pytest-links-check/notes.md names tests/unit/test_gone.py::test_x, which does not exist",
+            ".pytest-links-check/notes.md names tests/unit/test_repository_links.py::test_gone, which "
+            "tests/unit/test_repository_links.py does not define",
+        ]
+        assert section_citation_problems([code], readme_sections()) == [
+            ".pytest-links-check/module.py:5 cites README section 'Memory and compaction', "
+            "which the README lacks"
         ]
         citations = citation_problems([code], set(range(1, 13)))
         assert citations == [
