@@ -232,6 +232,37 @@ def config_problems(text: str) -> list[str]:
     return problems
 
 
+def _leaf(path: Path_) -> click.Command:
+    command: click.Command = cli_main
+    for word in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[word]
+    return command
+
+
+def option_problems(text: str) -> list[str]:
+    """An option the README shows after a command (`clawgate usage --since 7d`) that the command
+    does not take: the user's first try ends in "No such option". Only the rest of the line up
+    to a pipe, `;`, `&&`, a comment or the next `clawgate` belongs to the command."""
+    blocks, spans = split_code(text)
+    places = spans + [body for lang, body in blocks if lang not in ("toml", "json", "yaml")]
+    problems = []
+    for place in places:
+        for line in place.splitlines():
+            for match in _COMMAND.finditer(line):
+                path = resolve_command(match.group(1).split()) if match.group(1).split() else None
+                if not path:
+                    continue
+                rest = re.split(r"\||;|&&|#|\bclawgate\b", line[match.end() :])[0]
+                shown = set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", rest))
+                takes = {o for p in _leaf(path).params for o in (*p.opts, *p.secondary_opts)} | {"--help"}
+                for option in sorted(shown - takes):
+                    problems.append(
+                        f"README shows `clawgate {' '.join(path)} {option}`, which it does not take"
+                    )
+    return problems
+
+
 @pytest.fixture(scope="module")
 def readme() -> str:
     return README.read_text(encoding="utf-8")
@@ -239,6 +270,15 @@ def readme() -> str:
 
 def test_every_cli_command_is_in_the_readme_and_every_readme_command_exists(readme: str) -> None:
     assert command_problems(readme) == []
+
+
+def test_every_option_the_readme_shows_the_command_takes(readme: str) -> None:
+    assert option_problems(readme) == []
+
+
+def test_a_readme_option_the_command_lacks_is_found(readme: str) -> None:
+    drifted = readme + "\n`clawgate usage --group G --days 7`\n`clawgate vault log --json | jq .` \n"
+    assert option_problems(drifted) == ["README shows `clawgate usage --days`, which it does not take"]
 
 
 def test_every_config_key_is_in_the_readme_and_every_readme_key_exists(readme: str) -> None:
