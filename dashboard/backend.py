@@ -85,6 +85,9 @@ class BudgetLine:
     share: float  # used / limit, for the meter
     exhausted: bool
     shared: str  # "" for a group's own limit; for a global one how it is marked ("shared by all groups")
+    unit: str = "usd"  # usd | tokens: what `spent` counts (micro-USD or tokens)
+    daily: bool = True  # counts today (else this month)
+    spent: int = 0  # all of it used in the period, in `unit` (a group's share is measured against it)
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,16 @@ class MountLine:
 
 
 @dataclass(frozen=True)
+class WaitingSender:
+    """An unknown sender held in an `approval` group, as `/senders <group>` lists them."""
+
+    sender_id: str
+    name: str  # the display name they chose (hostile text: escaped by the template, clipped)
+    count: int  # held messages
+    asked: bool  # their Allow/Deny prompt is open in the main chat
+
+
+@dataclass(frozen=True)
 class GroupView:
     folder: str
     chat_id: str
@@ -242,6 +255,11 @@ class GroupView:
     budgets: list[BudgetLine]  # its own limits in force (the Spend page's lines)
     spent_today: str
     spent_month: str
+    shared_use: list[str] = field(default_factory=list)  # per GroupsView.shared line: this group's part
+    waiting: list[WaitingSender] = field(default_factory=list)  # held senders, oldest first (the first few)
+    waiting_total: int = 0  # all held senders
+    waiting_asked: int = 0  # of them, with an open prompt; the rest wait past the cap
+    prompt_cap: int = 0  # [groups] max_open_sender_prompts
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,9 @@ class GatewayDashboard:
                     s.share,
                     s.exhausted,
                     budget.SHARED if s.scope == GLOBAL else "",
+                    "usd" if s.unit == "usd_micros" else "tokens",
+                    s.kind.startswith("daily"),
+                    s.spent,
                 )
                 for s in scoped
             ]

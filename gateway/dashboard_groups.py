@@ -5,7 +5,10 @@ gate; its mounts are decided by `groups.mounts.plan_mounts` — the very call a 
 with the same allowlist, dirs and project root — so "refused and why" is the reason that start
 would log; its budget lines are the Spend page's (gateway/dashboard_backend.py passes them in),
 worded as `/budget` words them. Every card also lists the `[budget.global]` limits, marked as
-shared by all groups: they stop this group's calls too, so one card shows every limit that can.
+shared by all groups: they stop this group's calls too, so one card shows every limit that can,
+with this group's own part of what each has used (who eats a shared limit). An `approval`
+group's card lists the unknown senders waiting for a decision from `SenderGate.waiting` — the
+reading `/senders <group>` prints — with Allow / Block forms that are the typed-id forms below.
 
 Changing: each form becomes a `GroupCommand` — a chat admin command's name and argument list —
 run by `AdminCommands.execute` as a message from the session's admin in the main chat. That is
@@ -23,17 +26,20 @@ import asyncio
 import logging
 import shlex
 import time
+from dataclasses import replace
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from core.budget import GLOBAL
+from core.budget import GLOBAL, LimitKind, format_limit
 from core.models import Group, InboundMessage
-from dashboard.backend import BudgetLine, GroupCommand, GroupsView, GroupView, MountLine
+from dashboard.backend import BudgetLine, GroupCommand, GroupsView, GroupView, MountLine, WaitingSender
 from gateway import budget
 from gateway.commands import AdminCommands, Command
 from gateway.control_requests import reload_groups
 from gateway.group_settings import set_group
 from gateway.running import RunningGateway
 from gateway.sandboxes import group_runtime
+from gateway.sender_queue import SHOWN_HELD
 from groups.mounts import ALLOWLIST_FILE, MountPlan, plan_mounts
 
 log = logging.getLogger(__name__)
@@ -48,14 +54,18 @@ async def groups_view(gw: RunningGateway, budgets: dict[str, list[BudgetLine]]) 
     zone = ZoneInfo(gw.config.budget.timezone)
     day, month = budget.day_period(now, zone), budget.month_period(now, zone)
     today, this_month = await gw.store.spend_since(day.start), await gw.store.spend_since(month.start)
+    shared = budgets.get(GLOBAL, [])
     views = []
     for group in sorted(gw.registry.all(), key=lambda g: (not g.is_main, g.folder)):
         plan = await asyncio.to_thread(_plan, gw, group)
         spent = today.get(group.folder), this_month.get(group.folder)
-        views.append(_view(gw, group, plan, budgets.get(group.folder, []), *spent))
+        view = _view(gw, group, plan, budgets.get(group.folder, []), *spent)
+        views.append(
+            replace(view, shared_use=[_share(line, *spent) for line in shared], **await _waiting(gw, group))
+        )
     return GroupsView(
         groups=views,
-        shared=budgets.get(GLOBAL, []),
+        shared=shared,
         day=day.key,
         month=month.key,
         default_trigger=gw.config.default_trigger,
@@ -108,6 +118,29 @@ def _view(
         spent_today=_spent(today),
         spent_month=_spent(month),
     )
+
+
+def _share(line: BudgetLine, today: tuple[int, int] | None, month: tuple[int, int] | None) -> str:
+    """This group's part of what a shared limit has used, counted as the limit counts."""
+    tokens, micros = (today if line.daily else month) or (0, 0)
+    kind: LimitKind = "daily_usd" if line.unit == "usd" else "daily_tokens"  # only the unit matters here
+    mine = micros if line.unit == "usd" else tokens
+    return f"this group: {format_limit(kind, mine)} of {format_limit(kind, max(line.spent, 0))} used"
+
+
+async def _waiting(gw: RunningGateway, group: Group) -> dict[str, Any]:
+    """The unknown senders held in the group: `/senders <group>`'s reading, the first few named."""
+    if group.is_main:
+        return {}
+    waiting = await gw.senders.waiting(group)
+    return {
+        "waiting": [
+            WaitingSender(w.sender_id, w.name or "(none)", w.count, w.asked) for w in waiting[:SHOWN_HELD]
+        ],
+        "waiting_total": len(waiting),
+        "waiting_asked": sum(1 for w in waiting if w.asked),
+        "prompt_cap": gw.config.groups.max_open_sender_prompts,
+    }
 
 
 def _spent(spend: tuple[int, int] | None) -> str:

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 SHOWN_HELD = 30  # senders listed by /senders before "… and N more" (a chat message has a size limit)
+NAME_CHARS = 80  # of a sender's display name in a prompt or on the dashboard
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,21 @@ class Held:
     sender_id: str
     first_id: int  # their first held message's row id: the order they wait in
     count: int  # held messages
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """One sender in a group's line as the owner sees it (/senders, the dashboard's Groups page)."""
+
+    sender_id: str
+    count: int  # held messages
+    asked: bool  # their Allow/Deny prompt is open in the main chat now
+    name: str | None  # the display name on their first held message, as shown; None: not read
+
+
+def shown_name(name: str) -> str:
+    """A display name as the owner is shown it: anyone can choose it, so one line, clipped."""
+    return " ".join(name.split())[:NAME_CHARS] or "(none)"
 
 
 @dataclass

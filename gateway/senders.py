@@ -46,7 +46,7 @@ from core.senders import SenderState, is_sender_id, validate_sender_id
 from gateway.approvals import Approvals, new_approval_id
 from gateway.queue import GroupQueue
 from gateway.registry import GroupRegistry
-from gateway.sender_queue import Held, backlog_notice, held_lines, plan
+from gateway.sender_queue import SHOWN_HELD, Held, Waiting, backlog_notice, held_lines, plan, shown_name
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ class SenderGate:
         try:
             if self._asking.get(key, ("", None))[1] is not asyncio.current_task():
                 return  # decided (/allow, /block) before this task ran: its void found no prompt
-            shown = " ".join(name.split())[:80] or "(none)"
+            shown = shown_name(name)
             first = text if len(text) <= PROMPT_TEXT_CHARS else text[:PROMPT_TEXT_CHARS] + "…"
             decision = await self._approvals.request_approval(
                 f"Let {sender_id} talk to the assistant in {group.folder}?",
@@ -357,7 +357,21 @@ class SenderGate:
         """Senders held but not asked yet (past the caps), in all groups."""
         return sum(len(senders) for senders in self._waiting.values())
 
+    async def waiting(self, group: Group) -> list[Waiting]:
+        """Who waits for a decision in the group, oldest first: held counts, whose prompt is open,
+        and the display names of the first `SHOWN_HELD` (the ones anyone lists). The one reading
+        behind /senders and the dashboard's Groups page."""
+        queue = await self._store.held_queue(group.chat_id)
+        asked = {s for f, s in self._asking if f == group.folder}
+        names = await self._store.held_names([first for _, _, first, _ in queue[:SHOWN_HELD]])
+        return [
+            Waiting(sender, count, sender in asked, shown_name(names[first]) if first in names else None)
+            for _, sender, first, count in queue
+        ]
+
     async def held_report(self, group: Group) -> list[str]:
         """/senders: who waits for a decision in the group, oldest first, with held counts."""
-        held = [(sender, count) for _, sender, _, count in await self._store.held_queue(group.chat_id)]
-        return held_lines(held, {s for f, s in self._asking if f == group.folder})
+        waiting = await self.waiting(group)
+        return held_lines(
+            [(w.sender_id, w.count) for w in waiting], {w.sender_id for w in waiting if w.asked}
+        )

@@ -59,6 +59,18 @@ class SenderStore(Database):
             row = await cur.fetchone()
         return None if row is None else (str(row[0]), str(row[1]))
 
+    async def held_names(self, message_ids: list[int]) -> dict[int, str]:
+        """Message id → sender name, for a few held messages (each waiting sender's first): the
+        name the sender chose, shown beside their id. Only as many as the caller shows."""
+        if not message_ids:
+            return {}
+        marks = ", ".join("?" * len(message_ids))
+        async with self._conn.execute(
+            f"SELECT id, sender_name FROM messages WHERE status = 'held' AND id IN ({marks})",
+            tuple(message_ids),
+        ) as cur:
+            return {int(i): str(n) for i, n in await cur.fetchall()}
+
     async def release_held(self, chat_id: str, sender_id: str) -> int:
         """The sender was allowed: their held messages become pending (answered once)."""
         cur = await self._write(

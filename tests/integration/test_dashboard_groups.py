@@ -8,14 +8,19 @@ CLI's) code; Unregister needs its confirmation box; forged cross-site POSTs chan
 a trigger or chat id is shown escaped; a mount the allowlist refuses is listed with the reason the
 sandbox start would log. Budgets read as the chat's `/budget` and `/usage` read them (the words
 `/budget set` takes, never the config key), and each card also lists the `[budget.global]` limits
-that stop its group too, with what a call metered by the real vault used of each. Every response
-is scanned for the model key, the login token and the session id.
+that stop its group too, with what a call metered by the real vault used of each and, after
+calls from two groups, each group's part of it. With the main chat on Telegram (the fake Bot
+API), five strangers held in an `approval` group under a cap of two prompts are listed on its
+card as `/senders` lists them (names escaped and clipped); Allow from the card answers one held
+message once and brings the next prompt; a forged Allow changes nothing. Every response is
+scanned for the model key, the login token and the session id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -36,6 +41,7 @@ from groups.mounts import ALLOWLIST_FILE, plan_mounts
 from proxy.secrets import SecretStore
 from tests.fakes.channel import CaptureChannel
 from tests.fakes.model_server import FakeModelServer
+from tests.fakes.telegram_api import FakeBotApi
 from tests.integration.test_dashboard_charts import one_turn
 from tests.integration.test_dashboard_security import (
     DASHBOARD,
@@ -47,6 +53,9 @@ from tests.integration.test_dashboard_security import (
 )
 from tests.integration.test_dashboard_vault import csrf_of
 from tests.integration.test_gateway_docker import REAL_KEY, config_for, containers
+from tests.integration.test_sender_flood_telegram import about
+from tests.integration.test_senders_telegram import ADMIN, MAIN, TEAM, Env, until
+from tests.integration.test_telegram_approvals import telegram_main_chat_toml
 
 __all__ = ["gateway"]  # the fixture, shared with the security tests
 
@@ -462,4 +471,169 @@ async def test_budgets_read_as_in_chat_and_every_card_shows_the_shared_limits_af
         page = await flash_after(rec, client, gw, path, {"action": "budget", "limit": "daily", "amount": "1"})
         assert str(escape(expected)) in page and hostile not in page
         assert await gw.store.budget_overrides() == {}
+    rec.assert_clean(REAL_KEY, token, session_id(client, gw))
+
+
+# -- unknown senders waiting in an `approval` group, and each group's part of a shared limit -------
+
+HOSTILE_NAME = "<img src=x onerror=alert(1)>" + "Z" * 200  # chosen by a stranger: markup, and long
+STRANGERS = [{"id": 7100 + n, "is_bot": False, "first_name": f"Stranger{n}"} for n in range(5)]
+STRANGERS[3]["first_name"] = HOSTILE_NAME
+# The fake model's tokens cost $0.10 each: one call (1 in, 1 out) is $0.20.
+WAITING = (
+    DASHBOARD
+    + "[groups]\nmax_open_sender_prompts = 2\n"
+    + "[prices.fake]\ninput = 100000\noutput = 100000\n"
+    + "[budget.global]\ndaily_usd = 100\n"
+)
+
+
+@pytest.fixture
+async def tg(dirs, model_server, sandbox_image, docker_client) -> AsyncIterator[Env]:  # type: ignore[no-untyped-def]
+    """A gateway whose main chat is on Telegram (the fake Bot API), with the dashboard, a cap of
+    two open sender prompts per group and a global daily USD budget."""
+    config_dir, _ = dirs
+    SecretStore(config_dir).add("anthropic", REAL_KEY, model_server.host_port, "x-api-key", "{value}")
+    api = FakeBotApi().start()
+    extra = telegram_main_chat_toml(config_dir, api) + WAITING
+    config = config_for(model_server, sandbox_image, extra=extra, top=f'main_chat = "tg:{MAIN}"')
+    environment = Env(config, dirs, api, model_server)
+    gw = await environment.start()
+    try:
+        yield environment
+    finally:
+        await environment.stop()
+        api.stop()
+    assert containers(docker_client, gw) == []
+
+
+async def tg_login(rec: Recorder, client: aiohttp.ClientSession, gw: Gateway) -> str:
+    token = mint_login(gw.data_dir, f"tg:{ADMIN['id']}")  # the Telegram admin
+    status, _ = await rec.get(client, f"/login?t={token}")
+    assert status == 303
+    return token
+
+
+def waiting_rows(team: str) -> dict[str, str]:
+    """Sender id → its row in the card's list of waiting senders."""
+    rows = team.split('<li class="held-sender"')[1:]
+    found = {}
+    for row in rows:
+        match = re.search(r'data-sender="([^"]+)"', row)
+        assert match is not None, row
+        found[match.group(1)] = row[: row.index("</li>")]
+    return found
+
+
+@pytest.mark.timeout(600)
+async def test_waiting_senders_are_listed_on_the_card_and_allowed_from_it_once(tg: Env) -> None:
+    env = tg
+    await env.command(f"/register tg:{TEAM} team --senders approval")
+    for n, user in enumerate(STRANGERS):
+        env.api.push_message(TEAM, f"@Andy hi from {n}", user=user, title="Team")
+        await until(lambda n=n: env.status_of(f"@Andy hi from {n}"))  # each held in this order
+    assert {await env.status_of(f"@Andy hi from {n}") for n in range(5)} == {"held"}
+    await env.api_wait(lambda: len(env.prompts()) == 2)
+    asked = [about(p) for p in env.prompts()]
+    assert asked == [7100, 7101]  # the oldest two; three wait past the cap
+    gw = env.gw
+    assert gw is not None
+
+    rec = Recorder()
+    async with client_for(gw) as client:
+        token = await tg_login(rec, client, gw)
+        _, page = await rec.get(client, "/groups")
+        team = card(page, "team")
+        assert (
+            "5 unknown senders waiting:" in team and "2 asked now in the main chat, 3 not asked yet" in team
+        )
+        rows = waiting_rows(team)
+        assert list(rows) == [f"tg:{u['id']}" for u in STRANGERS]  # oldest first
+        for sender, row in rows.items():
+            state = "asked now" if int(sender[3:]) in asked else "not asked yet"
+            assert "1 held message ·" in row and state in row, row
+            # Allow / Block for this sender: the typed-id form, with the id filled in.
+            assert f'<input type="hidden" name="sender" value="{sender}">' in row
+            assert 'value="allow"' in row and 'value="block"' in row
+        # The same reading as the chat's /senders: counts and who is asked now.
+        listing = await env.command("/senders team")
+        for sender in rows:
+            state = "asked now" if int(sender[3:]) in asked else "not asked yet"
+            assert f"{sender}: 1 held message, {state}" in listing
+
+        # The stranger's display name: escaped, and clipped like the prompt's.
+        hostile = rows["tg:7103"]
+        assert "<img src=x" not in page and str(escape("<img src=x onerror=alert(1)>")) in hostile
+        assert "Z" * 52 in hostile and "Z" * 53 not in hostile  # 80 characters of it in all
+        assert '<span class="name">Stranger0</span>' in rows["tg:7100"]
+
+        # A forged Allow (another site, or no token) changes nothing.
+        for headers, extra in (
+            ({"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}, {"csrf": csrf_of(gw)}),
+            (own(gw), {}),
+        ):
+            status, _ = await rec.post(
+                client,
+                "/groups/team",
+                headers=headers,
+                data={"action": "allow", "sender": "tg:7104", **extra},
+            )
+            assert status == 403
+        assert gw.senders.senders("team") == {} and await env.status_of("@Andy hi from 4") == "held"
+
+        # Allow from the card, for a sender whose prompt is open: /allow's answer, their held
+        # message is answered once, their prompt closes, and the next in line is asked.
+        page = await flash_after(rec, client, gw, "/groups/team", {"action": "allow", "sender": "tg:7100"})
+        assert "team: tg:7100 may trigger the assistant" in page
+        assert gw.senders.senders("team") == {"tg:7100": "allowed"}
+        [reply] = await env.api_wait(lambda: env.sent_to(TEAM), timeout=120)
+        assert "hi from 0" in reply["text"]
+        await env.api_wait(lambda: len(env.prompts()) == 3)
+        assert about(env.prompts()[2]) == 7102
+        # A second press (a double submit) finds nothing held: nothing is answered twice.
+        page = await flash_after(rec, client, gw, "/groups/team", {"action": "allow", "sender": "tg:7100"})
+        await gw.drain()
+
+        async def answered() -> bool:
+            return await env.status_of("@Andy hi from 0") == "done"
+
+        await until(answered)
+        assert len(env.model.requests) == 1 and len(env.sent_to(TEAM)) == 1
+
+        team = card(page, "team")
+        assert (
+            "4 unknown senders waiting:" in team and "2 asked now in the main chat, 2 not asked yet" in team
+        )
+        assert "tg:7100" not in waiting_rows(team) and "asked now" in waiting_rows(team)["tg:7102"]
+        assert "<code>tg:7100</code> allowed" in team
+    rec.assert_clean(REAL_KEY, token, session_id(client, gw))
+
+
+@pytest.mark.timeout(600)
+async def test_each_card_shows_its_groups_part_of_a_shared_limit(tg: Env) -> None:
+    env = tg
+    await env.command(f"/register tg:{TEAM} team --senders open")
+    gw = env.gw
+    assert gw is not None
+    # One turn in each group, each a metered call through the real vault.
+    env.api.push_message(MAIN, "hello from the owner", user=ADMIN, title="Main")
+    env.api.push_message(TEAM, "@Andy hello from the team", user=STRANGERS[0], title="Team")
+    await env.api_wait(lambda: env.sent_to(TEAM), timeout=120)
+    await env.api_wait(
+        lambda: [m for m in env.sent_to(MAIN) if "hello from the owner" in m["text"]], timeout=120
+    )
+    await gw.drain()
+    main_spend, team_spend = await stored_spend(gw, "main"), await stored_spend(gw, "team")
+    calls = len(env.model.requests)
+    assert calls >= 2 and main_spend[1] + team_spend[1] == 200_000 * calls
+    total = f"${0.2 * calls:.2f}"
+
+    rec = Recorder()
+    async with client_for(gw) as client:
+        token = await tg_login(rec, client, gw)
+        _, page = await rec.get(client, "/groups")
+        for folder, (_, micros) in (("main", main_spend), ("team", team_spend)):
+            [line] = [line for line in card(page, folder).splitlines() if 'class="limit shared' in line]
+            assert f"daily $100.00 (used {total}, 0%)" in line
+            assert f'<span class="mine">this group: ${micros / 1_000_000:.2f} of {total} used</span>' in line
     rec.assert_clean(REAL_KEY, token, session_id(client, gw))
