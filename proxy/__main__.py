@@ -240,7 +240,8 @@ async def run(args: argparse.Namespace) -> int:
     # Order matters: audit sees the request as sent; pinning refuses a request naming another
     # host before the leak scan, the egress check and injection (VaultAddon) run; the body
     # gate acts on all of their decisions; metering chains the gate's request stream and the
-    # size cap's response stream, and sees a response before the audit log's tail does.
+    # size cap's response stream, and sees a response before the audit log's tail, which
+    # writes the response's line, does (so the line carries the meter's `spend` verdict).
     # The stream watch (proxy/stream_watch.py) only has to come after mitmproxy's NextLayer.
     master.addons.add(audit, pin, leaks, addon, addon.streams, gate, meter, audit.tail, ready)
 

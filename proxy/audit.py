@@ -7,8 +7,10 @@ parameter names kept: `/search?q=&page=`), `status` (None when the upstream fail
 `flow.metadata["clawgate.secret"|"clawgate.rule"]`), `refusal` (why the vault answered
 itself: `flow.metadata["clawgate.refusal"]`, or `error` for upstream failures and responses cut
 short), `spend` ("unmetered: <what>" for a call that costs money the vault cannot meter, let
-through because no budget applies to the group: proxy/spend_paths.py, proxy/budget.py;
-"estimated: …" for a model call that ended before its final usage, counted with an estimate:
+through because no budget applies to the group: proxy/spend_paths.py, proxy/budget.py — or,
+when the request's body could not be read, recognised by its answer: a Responses call queued
+in the background, proxy/meter_addon.py; "estimated: …" for a model call without its final
+usage — cut, or answered without usage, streamed or not — counted with an estimate:
 proxy/meter_addon.py; None otherwise) and
 `approval` (a held request's outcome, proxy/holds.py: `approved by tg:1`, `denied by …`,
 `expired`, `withdrawn: the client disconnected`, `allowed (…)`; None if not held). A request
@@ -18,7 +20,9 @@ with no status, so a hold that never ends (the vault killed) is still on record.
 Writing never blocks the proxy: records are buffered in memory and a background task
 appends them once per `FLUSH_S` in a worker thread; the file is rotated by size
 (`audit.jsonl.1` … `.N`). The path is captured in `requestheaders` BEFORE any injection,
-so a credential put into the path by a rule never reaches the log.
+so a credential put into the path by a rule never reaches the log. A response's line is
+written by the tail (registered after the meter), so it carries the meter's verdict on a
+buffered response too: the meter reads a buffered body in its own `response` hook.
 """
 
 from __future__ import annotations
@@ -140,7 +144,8 @@ class AuditLog:
 
 
 class AuditAddon:
-    """Register FIRST (before the leak scanner and injection) so `path` is what the container sent."""
+    """Register FIRST (before the leak scanner and injection) so `path` is what the container sent,
+    and register its `tail` after the meter: the tail writes the lines of answered requests."""
 
     def __init__(self, audit: AuditLog, group_of: GroupOf, stats: VaultStats | None = None) -> None:
         self.audit = audit
@@ -194,26 +199,26 @@ class AuditAddon:
             }
         )
 
-    def response(self, flow: http.HTTPFlow) -> None:
-        assert flow.response is not None  # mitmproxy's response hook always has one
-        self._write(flow, flow.response.status_code, flow.metadata.get("clawgate.refusal"))
-
     def error(self, flow: http.HTTPFlow) -> None:
         if flow.response is None:
             self._write(flow, None, flow.metadata.get("clawgate.refusal") or f"error: {flow.error}")
-        # A response cut short (the client hung up mid-stream) is written by the tail, after the
-        # meter has marked what it counted for it.
+        # A response, whole or cut short (the client hung up mid-stream), is written by the tail,
+        # after the meter has marked what it counted for it.
 
     @property
-    def tail(self) -> _ConnectTail:
-        """A second addon to register AFTER VaultAddon and the meter: it logs CONNECTs the vault
-        refused and responses cut short."""
-        return _ConnectTail(self)
+    def tail(self) -> _Tail:
+        """A second addon to register AFTER VaultAddon and the meter: it logs responses (whole or
+        cut short) with the meter's `spend` verdict, and CONNECTs the vault refused."""
+        return _Tail(self)
 
 
-class _ConnectTail:
+class _Tail:
     def __init__(self, audit: AuditAddon) -> None:
         self._audit = audit
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        assert flow.response is not None  # mitmproxy's response hook always has one
+        self._audit._write(flow, flow.response.status_code, flow.metadata.get("clawgate.refusal"))
 
     def error(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:

@@ -43,7 +43,15 @@ from mitmproxy import http
 from core.pricing import Price, PriceTable, cost_micros
 from proxy.bodies import may_have_large_body
 from proxy.metering import Usage
-from proxy.spend_paths import GEMINI_OPAQUE, Call, background_requested, classify, gemini_unreadable
+from proxy.spend_paths import (
+    BACKGROUND,
+    GEMINI_OPAQUE,
+    Call,
+    background_requested,
+    classify,
+    gemini_unreadable,
+    unmetered,
+)
 
 log = logging.getLogger("clawgate.vault.budget")
 
@@ -54,13 +62,6 @@ MAX_SCOPES = 10_000
 MAX_LIMITS_PER_SCOPE = 16
 CALL = "clawgate.spend_call"  # flow metadata: the request's class, from `screen` to `screen_body`
 SPEND = "clawgate.spend"  # flow metadata the audit log writes: "unmetered: <what>"
-_BACKGROUND = Call(
-    "unmeterable",
-    "openai",
-    None,
-    "OpenAI background response",
-    "its usage arrives only later, through a GET the vault does not match to it",
-)
 _UNCHECKED = Call(
     "unmeterable",
     "openai",
@@ -236,7 +237,7 @@ class VaultBudgets:
             background = background_requested(req.raw_content or b"")
         if background is False or (background is None and not self.applies(group)):
             return False
-        return self._verdict(group, flow, _BACKGROUND if background else _UNCHECKED)
+        return self._verdict(group, flow, BACKGROUND if background else _UNCHECKED)
 
     def _verdict(self, group: str, flow: http.HTTPFlow, call: Call) -> bool:
         refused = self.refusal(group, call)
@@ -245,7 +246,7 @@ class VaultBudgets:
             flow.metadata.setdefault("clawgate.refusal", reason)
             return True
         if call.kind in ("unmeterable", "unknown"):
-            flow.metadata[SPEND] = f"unmetered: {call.what}"
+            flow.metadata[SPEND] = unmetered(call)
         return False
 
     def on_usage(self, group: str, usage: Usage) -> None:

@@ -24,7 +24,10 @@ the path is spelled):
   before the cut (proxy/meter_estimate.py), so a sandbox cannot spend under a budget by hanging
   up before the end. Hence the request body's bytes are counted as they pass. A call cut after
   its request went upstream but before any response counts its input. The audit log's line for
-  it says `spend: "estimated: …"`.
+  it says `spend: "estimated: …"` — unless the answer is a Responses object queued in the
+  background (`"background": true`, status queued or in_progress; a request body the vault could
+  not read let it through without a budget): its usage comes only through a later GET, so the
+  line says `spend: "unmetered: OpenAI background response"` (proxy/spend_paths.py).
 
 Metering never breaks or slows traffic: each step is wrapped, a failure disables metering for
 that one flow and is logged once per kind (no bodies, no secrets), and the bytes pass unchanged.
@@ -39,7 +42,7 @@ from typing import Any
 from mitmproxy import connection, http
 
 from proxy.metering import Meter, Usage, ensure_stream_usage, request_model
-from proxy.spend_paths import Endpoint, gemini_model, model_endpoint
+from proxy.spend_paths import BACKGROUND, Endpoint, gemini_model, model_endpoint, unmetered
 from proxy.usage_report import UsageReporter
 
 log = logging.getLogger("clawgate.vault.metering")
@@ -291,7 +294,10 @@ class MeterAddon:
         if group is None:
             return
         flow.metadata["clawgate.usage"] = usage
-        if not usage.complete:
+        meter: Meter | None = flow.metadata.get(_METER)
+        if not usage.complete and meter is not None and meter.background:
+            flow.metadata[SPEND] = unmetered(BACKGROUND)
+        elif not usage.complete:
             flow.metadata.setdefault(SPEND, ESTIMATED)
         for listener in list(self.listeners):
             try:

@@ -47,7 +47,7 @@ from proxy import meter_ollama as ollama
 from proxy.meter_capture import GEMINI_KEYS, HEAD, OPENAI_KEYS, TAIL, Capture
 from proxy.meter_counts import token_count
 from proxy.meter_decoding import Decoder
-from proxy.spend_paths import NATIVE, Endpoint
+from proxy.spend_paths import NATIVE, Endpoint, background_answer
 
 __all__ = ["HEAD", "TAIL", "Meter", "Usage", "ensure_stream_usage", "meter_body", "request_model"]
 
@@ -148,6 +148,7 @@ class Meter:
         self.counts: dict[str, int] = {}
         self.seen_usage = False
         self.done = False
+        self.background = False  # a Responses answer queued in the background (no usage yet)
         # What a call cut before its final usage counts (proxy/meter_estimate.py): input, output
         self.request_tokens, self.relayed = estimate.request_tokens(request_bytes, request_encoded), 0
         self.raw_bytes = 0
@@ -228,6 +229,8 @@ class Meter:
                 return self._usage(True)
         else:
             obj = self._parse(self._data) if self._data.size else None
+            if self.endpoint == "openai-responses":
+                self.background = background_answer(obj, bytes(self._data.head[:HEAD]))
             self._data.clear()
             if obj is not None:
                 self._read_body(obj)

@@ -102,6 +102,11 @@ class Call:
     check_background: bool = False  # POST /v1/responses: `background: true` is unmeterable
 
 
+def unmetered(call: Call) -> str:
+    """The audit log's `spend` for a call let through that the vault cannot meter."""
+    return f"unmetered: {call.what}"
+
+
 _BATCH = "a batch runs later and bills then, in results the vault never relays"
 _JOB = "training is billed while the job runs, long after the call"
 _UNITS = "it is priced per {}, not per token in the vault's price table"
@@ -120,6 +125,11 @@ def _u(provider: str, what: str, why: str) -> Call:
 
 
 _FREE = Call("free")
+BACKGROUND = _u(
+    "openai",
+    "OpenAI background response",
+    "its usage arrives only later, through a GET the vault does not match to it",
+)
 
 # (path pattern, any method?, class). `*` is one segment, `**` any rest (also none). Write
 # methods only unless "any method"; the first matching row wins. The README's "Model spend"
@@ -420,3 +430,22 @@ def background_requested(body: bytes) -> bool | None:
     if not isinstance(top, _Object):
         return False
     return any(key == "background" and value is not False and value is not None for key, value in top)
+
+
+_QUEUED = re.compile(rb'"status"\s*:\s*"(?:queued|in_progress)"')
+_BACKGROUND_TRUE = re.compile(rb'"background"\s*:\s*true\b')
+
+
+def background_answer(obj: dict[str, object] | None, head: bytes) -> bool:
+    """Whether a Responses answer is the object of a call queued in the background (its usage
+    comes only through a later GET): `"background": true` with status queued or in_progress.
+
+    `obj` is the parsed answer, or the meter's `{model, usage}` rebuilt from the ends of one too
+    large to keep (`_rebuilt`), or None; then the answer's first bytes (`head`) are searched,
+    where OpenAI puts both keys, ahead of the echoed instructions and tools. A key cannot be
+    forged from inside a JSON string (its quotes are escaped), and a false match only marks a
+    call without usage "unmetered" instead of "estimated".
+    """
+    if obj is not None and not obj.get("_rebuilt"):
+        return obj.get("background") is True and obj.get("status") in ("queued", "in_progress")
+    return _BACKGROUND_TRUE.search(head) is not None and _QUEUED.search(head) is not None

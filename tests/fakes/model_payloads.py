@@ -247,6 +247,16 @@ def responses_json(t: Tokens, model: str = "gpt-4.1-2025-04-14", text: str = "He
     return json.dumps(_response(t, model, text, "completed")).encode()
 
 
+def responses_background(
+    status: str = "queued", model: str = "gpt-5-2025-08-07", instructions: str | None = None
+) -> bytes:
+    """A `background: true` Response as first answered: queued (or in progress), no usage yet;
+    OpenAI puts `background` right after `status`, before the echoed instructions."""
+    queued = _response(None, model, "", status)
+    head = {k: queued.pop(k) for k in ("id", "object", "created_at", "status")}
+    return json.dumps({**head, "background": True, **queued, "instructions": instructions}).encode()
+
+
 def responses_sse(
     t: Tokens, model: str = "gpt-4.1-2025-04-14", words: list[str] | None = None, text_pad: str = ""
 ) -> bytes:

@@ -251,7 +251,7 @@ class FakeModelServer:
                     raw = self._read_chunked()
                 try:
                     body = json.loads(raw or b"{}")
-                except json.JSONDecodeError:
+                except (ValueError, RecursionError):  # not JSON, not UTF-8 (a gzipped body), too deep
                     body = {"_raw": raw.decode("utf-8", "replace")}
                 record = Recorded("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 with server._lock:

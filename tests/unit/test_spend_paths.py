@@ -16,6 +16,7 @@ from proxy.spend_paths import (
     MAX_CHECKED_BODY,
     OLLAMA,
     TABLE,
+    background_answer,
     background_requested,
     classify,
     gemini_model,
@@ -371,6 +372,27 @@ def test_background_detection_is_bounded_for_a_huge_body() -> None:
     assert background_requested(big) is None  # not parsed: the caller refuses under a budget
     just_under = b'{"input":"' + b"a" * (MAX_CHECKED_BODY - 100) + b'","background":true}'
     assert background_requested(just_under) is True
+
+
+@pytest.mark.parametrize(
+    ("obj", "head", "want"),
+    [
+        ({"status": "queued", "background": True, "usage": None}, b"", True),
+        ({"status": "in_progress", "background": True}, b"", True),
+        ({"status": "completed", "background": True}, b"", False),  # done: its usage is in it
+        ({"status": "queued", "background": "true"}, b"", False),  # not what OpenAI sends
+        ({"status": "queued"}, b'{"background": true, "status": "queued"}', False),  # parsed wins
+        # too large to keep whole (rebuilt from its ends) or unparseable: the first bytes tell
+        ({"_rebuilt": True}, b'{"id":"r","status":"queued","background":true,"instructions":"', True),
+        (None, b'{"status" : "in_progress",\n "background" : true', True),
+        # a key cannot be forged inside a string: its quotes are escaped
+        ({"_rebuilt": True}, b'{"status":"queued","instructions":"\\"background\\": true', False),
+        (None, b'{"status":"queued","background":trueish', False),
+        (None, b"", False),
+    ],
+)
+def test_background_answer(obj: dict[str, object] | None, head: bytes, want: bool) -> None:
+    assert background_answer(obj, head) is want
 
 
 def _limits(remaining: int) -> dict[str, object]:

@@ -248,13 +248,14 @@ async def test_without_a_budget_the_same_calls_pass_and_are_audited_unmetered(se
     await setup.vault.set_budgets({"prices": {}, "limits": {"gamma": [limit("gamma:daily_tokens:d", 10**9)]}})
     setup.model.requests.clear()
     before = len([e for e in read_entries(setup.state) if e.get("group") == "beta"])
+    setup.reported["beta-metered"] = Tokens(input=5)  # answered with usage: neither mark
     calls = [
         ("/v1/batches", BATCH, "unmetered: OpenAI batch creation"),
         ("/v1/messages/batches", {"requests": []}, "unmetered: Anthropic message batch creation"),
         ("/v1/images/generations", {"prompt": "a cat"}, "unmetered: OpenAI image generation"),
         ("/v1/realtime/client_secrets", {}, "unmetered: OpenAI Realtime"),
         ("/v1/responses", BACKGROUND, "unmetered: OpenAI background response"),
-        ("/v1/embeddings", {**EMBED, "metadata": {"marker": "none"}}, None),  # metered: no mark
+        ("/v1/embeddings", {**EMBED, "metadata": {"marker": "beta-metered"}}, None),  # metered: no mark
     ]
     for path, body, _spend in calls:
         assert (await post(setup, "beta", path, body))[0] == 200, path
