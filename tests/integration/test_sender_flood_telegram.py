@@ -12,33 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from tests.fakes.telegram_api import FakeBotApi
-from tests.integration.test_gateway_docker import config_for
 from tests.integration.test_senders_telegram import ADMIN, MAIN, TEAM, Env, approval_id_of, until
-from tests.integration.test_telegram_approvals import telegram_main_chat_toml
+from tests.integration.test_senders_telegram import env as env  # the same gateway fixture
 
 STRANGERS = [{"id": 7000 + n, "is_bot": False, "first_name": f"Bot{n}"} for n in range(20)]
 NOTICE = re.compile(r"(\d+) more unknown senders? waits? in team; /senders team lists them")
-
-
-@pytest.fixture
-async def env(dirs, model_server, sandbox_image, docker_client) -> AsyncIterator[Env]:  # type: ignore[no-untyped-def]
-    config_dir, _ = dirs
-    api = FakeBotApi().start()
-    extra = telegram_main_chat_toml(config_dir, api)
-    config = config_for(model_server, sandbox_image, extra=extra, top=f'main_chat = "tg:{MAIN}"')
-    environment = Env(config, dirs, api, model_server)
-    await environment.start()
-    try:
-        yield environment
-    finally:
-        await environment.stop()
-        api.stop()
 
 
 def notices(env: Env) -> list[str]:
