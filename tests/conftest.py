@@ -49,6 +49,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=rank)
 
 
+# Config defaults this file changes for the test run, with the product's own value (what the
+# README must show: tests/unit/test_readme_drift.py).
+PRODUCT_DEFAULTS: dict[tuple[str, ...], object] = {}
+
+
 def own_uid_range(worker: int) -> None:
     """Give xdist worker `worker` its own `[sandbox] run_as_uid` default, as README asks of two
     gateways on one host.
@@ -61,6 +66,7 @@ def own_uid_range(worker: int) -> None:
     from core.config import Config, SandboxConfig
 
     field = SandboxConfig.model_fields["run_as_uid"]
+    PRODUCT_DEFAULTS.setdefault(("sandbox", "run_as_uid"), field.default)
     field.default = int(field.default) + worker * UIDS_PER_WORKER
     SandboxConfig.model_rebuild(force=True)
     Config.model_fields["sandbox"].default = SandboxConfig()

@@ -58,7 +58,7 @@ async def test_register_a_group_from_the_browser(gateway: Gateway, driver: Any, 
     shared = "monthly-tokens 100,000 tokens (used 0 tokens, 0%) for "
     for folder in ("team", "main"):
         line = await browser.text(f"#group-{folder} .budget .shared")
-        assert shared in line and line.endswith("· shared by all groups (global)"), line
+        assert shared in line and "· shared by all groups (global) · this group: 0 tokens" in line, line
     await browser.screenshot("groups")
 
     # A bad registration from the same form: the chat's answer, and no new card.

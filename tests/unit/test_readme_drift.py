@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from core.config import Config
 from gateway.cli import main as cli_main
+from tests.conftest import PRODUCT_DEFAULTS
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -406,7 +407,7 @@ def default_problems(text: str, sections: tuple[str, ...] = DEFAULTS_SHOWN_UNDER
             if any(path[: len(example)] == example for example in EXAMPLE_VALUES):
                 continue
             field = _field_at(path)
-            default = field.get_default(call_default_factory=True)
+            default = PRODUCT_DEFAULTS.get(path, field.get_default(call_default_factory=True))
             if isinstance(default, BaseModel) or value == default:
                 continue
             problems.append(f"README shows {'.'.join(path)} = {value!r}; the default is {default!r}")
