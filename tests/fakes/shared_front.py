@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests.fakes.tls import serve_tls
+
 _SNI_ATTR = "clawgate_test_sni"
 
 
@@ -113,14 +115,11 @@ class SharedFront:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         if tls is not None:
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
 
             def remember_sni(sock: ssl.SSLSocket, name: str | None, _ctx: ssl.SSLContext) -> None:
                 setattr(sock, _SNI_ATTR, name)
 
-            ctx.sni_callback = remember_sni
-            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            serve_tls(self.server, *tls, sni_callback=remember_sni)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

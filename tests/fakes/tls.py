@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from collections.abc import Sequence
+import ssl
+from collections.abc import Callable, Sequence
+from http.server import HTTPServer
 from pathlib import Path
 
 from cryptography import x509
@@ -62,3 +64,17 @@ def make_ca_and_server_cert(dir_: Path, names: Sequence[str] = ("localhost",)) -
         )
     )
     return ca_path, cert_path, key_path
+
+
+def serve_tls(
+    server: HTTPServer,
+    cert: Path | str,
+    key: Path | str,
+    sni_callback: Callable[[ssl.SSLSocket, str | None, ssl.SSLContext], None] | None = None,
+) -> None:
+    """Make a test's loopback HTTP server speak TLS with `cert` (before it serves)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(cert), str(key))
+    if sni_callback is not None:
+        ctx.sni_callback = sni_callback
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import ssl
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -31,7 +30,7 @@ from proxy.audit import read_entries
 from proxy.secrets import SecretStore
 from tests.fakes.channel import CaptureChannel
 from tests.fakes.model_server import FakeModelServer
-from tests.fakes.tls import make_ca_and_server_cert
+from tests.fakes.tls import make_ca_and_server_cert, serve_tls
 from tests.integration.test_gateway_docker import REAL_KEY, containers
 
 TOKEN = "gitsrv-REAL-token-6c1e0b9f"
@@ -107,9 +106,7 @@ class HttpsServer:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(str(cert), str(key))
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        serve_tls(self.server, cert, key)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

@@ -26,6 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from proxy.process import VaultProcess, VaultUnavailable
 from proxy.secrets import SecretStore
+from tests.fakes.tls import serve_tls
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -86,9 +87,7 @@ class Upstream:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         if tls is not None:
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
-            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            serve_tls(self.server, *tls)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

@@ -34,7 +34,7 @@ from proxy.audit import read_entries
 from proxy.process import VaultProcess
 from proxy.rules import make_rule
 from proxy.secrets import SecretStore
-from tests.fakes.tls import make_ca_and_server_cert
+from tests.fakes.tls import make_ca_and_server_cert, serve_tls
 from tests.vault.test_vault_holds_e2e import ScriptedGateway
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -66,9 +66,7 @@ class HttpsUpstream:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(str(cert), str(key))
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        serve_tls(self.server, cert, key)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
